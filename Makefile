@@ -1,0 +1,124 @@
+# llamafactory-k8s: every entry point a person or CI uses. `make help` lists them.
+# Each target sets up what it needs (.venv, tools under .tools/) and a second run rebuilds nothing.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+include hack/versions.env
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LFK := $(VENV)/bin/lfk
+PYTEST := $(VENV)/bin/pytest
+TOOLS := .tools
+HELM3 := $(TOOLS)/helm-$(HELM3_VERSION)/helm
+HELM4 := $(TOOLS)/helm-$(HELM4_VERSION)/helm
+HELM_UNITTEST := $(TOOLS)/helm-unittest-$(HELM_UNITTEST_VERSION)/helm-unittest
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/.complete $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
+SPECS := $(wildcard values/*/experiment.yaml)
+EXP ?=
+COMPONENT ?= all
+PYTEST_ARGS ?=
+
+export LFK_HELM := $(abspath $(HELM3))
+
+.PHONY: help
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# ---------------------------------------------------------------------------------------------- set-up
+$(VENV)/.stamp-dev: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
+	@echo "installing LLaMA-Factory and torch into $(VENV) (about 6 GB, a few minutes the first time)"
+	$(PY) -m pip install --quiet -e '.[dev,llamafactory]'
+	touch $@
+
+.PHONY: venv llamafactory tools cluster-tools
+venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
+llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
+tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) ## Build helm 3, helm 4 and helm-unittest from the Go module proxy
+cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler and kwok
+
+$(HELM3):
+	hack/build-tools.sh helm3
+$(HELM4):
+	hack/build-tools.sh helm4
+$(HELM_UNITTEST):
+	hack/build-tools.sh helm-unittest
+$(TOOLS)/kube-$(KUBE_VERSION)/.complete:
+	hack/build-tools.sh kube
+$(TOOLS)/etcd-$(ETCD_VERSION)/.complete:
+	hack/build-tools.sh etcd
+$(TOOLS)/kwok-$(KWOK_VERSION)/.complete:
+	hack/build-tools.sh kwok
+
+# ------------------------------------------------------------------------------------------ generator
+.PHONY: validate render check-values
+validate: venv ## Validate every experiment spec in values/
+	$(LFK) validate $(SPECS)
+
+render: venv ## Render the Helm values of every experiment in values/
+	$(LFK) render $(SPECS)
+
+check-values: venv ## Fail with a diff when committed values are stale
+	$(LFK) render --check $(SPECS)
+
+# ----------------------------------------------------------------------------------------------- chart
+.PHONY: chart-docs
+chart-docs: venv ## Regenerate the chart README's parameter table from values.yaml
+	$(PY) hack/chart-docs.py
+
+# ---------------------------------------------------------------------------------------------- checks
+.PHONY: lint
+lint: venv ## ruff and mypy over the generator and tests
+	$(VENV)/bin/ruff check generator tests hack
+	$(VENV)/bin/ruff format --check generator tests hack
+	$(VENV)/bin/mypy
+
+# ----------------------------------------------------------------------------------------------- tests
+.PHONY: test test-unit test-chart test-cluster test-llamafactory
+test: venv llamafactory tools cluster-tools ## Run every test tier (sets up everything first)
+	$(LFK) render --check $(SPECS)
+	$(PYTEST) $(PYTEST_ARGS)
+
+test-unit: venv ## Unit tier: generator core, schema, golden cases, CLI
+	$(PYTEST) -m unit $(PYTEST_ARGS)
+
+test-chart: venv tools ## Chart tier: helm lint/template (Helm 3 and 4), helm-unittest, schema
+	$(PYTEST) -m chart $(PYTEST_ARGS)
+
+test-cluster: venv tools cluster-tools ## Cluster tier: every example on a real kube-apiserver with kwok GPU nodes
+	$(PYTEST) -m cluster $(PYTEST_ARGS)
+
+test-llamafactory: venv llamafactory ## LLaMA-Factory tier: real train -> resume -> merge -> load on CPU
+	$(PYTEST) -m llamafactory $(PYTEST_ARGS)
+
+# ----------------------------------------------------------------------------------------- operations
+.PHONY: install uninstall
+install: venv tools ## helm upgrade --install: make install EXP=<name> COMPONENT=<webui|train|merge|vllm|all>
+	@test -n "$(EXP)" || { echo "usage: make install EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
+	$(LFK) install values/$(EXP)/experiment.yaml --component $(COMPONENT)
+
+uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<name> COMPONENT=<...|all>
+	@test -n "$(EXP)" || { echo "usage: make uninstall EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
+	$(LFK) uninstall values/$(EXP)/experiment.yaml --component $(COMPONENT)
+
+# ------------------------------------------------------------------------------------------ demo, bench
+.PHONY: demo bench
+demo: venv ## Validate and render the examples, then summarise each experiment
+	$(LFK) validate $(SPECS)
+	$(LFK) render $(SPECS)
+	$(LFK) describe $(SPECS)
+
+bench: venv ## Benchmark validate + render: one CLI call, and 1000 specs in one process
+	$(PY) hack/bench-generator.py
+
+.PHONY: clean
+clean: ## Remove caches (keeps .venv and .tools)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,43 @@
+"""Downloads the base model into the storage when its directory lacks config.json (init container).
+
+Idempotent: a complete model (config.json present) is left alone. The download goes to `<dir>.download`
+(resumable across restarts) and is renamed into place only when complete, so a half-downloaded model never
+looks like a model. Hugging Face by default; ModelScope with USE_MODELSCOPE_HUB=1. The token comes from
+HF_TOKEN (a Secret reference), never from the values.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+
+def main(repo_id: str, revision: str, target: str) -> int:
+    if os.path.isfile(os.path.join(target, "config.json")):
+        print(f"download: {target} already has config.json; nothing to do")
+        return 0
+    partial = target.rstrip("/") + ".download"
+    os.makedirs(partial, exist_ok=True)
+    print(f"download: {repo_id}@{revision} -> {partial}")
+    if os.environ.get("USE_MODELSCOPE_HUB", "0").lower() in ("1", "true", "y"):
+        from modelscope import snapshot_download as ms_download
+
+        ms_download(repo_id, revision=None if revision == "main" else revision, local_dir=partial)
+    else:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id, revision=revision, local_dir=partial, token=os.environ.get("HF_TOKEN") or None)
+    if not os.path.isfile(os.path.join(partial, "config.json")):
+        print(f"download: {repo_id} has no config.json; is it a Hugging Face model?", file=sys.stderr)
+        return 3
+    shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)
+    if os.path.isdir(target):  # an empty or stray directory: keep it aside rather than delete data
+        os.replace(target, target.rstrip("/") + ".replaced")
+    os.replace(partial, target)
+    print(f"download: complete in {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))

@@ -1,0 +1,32 @@
+#!/bin/bash
+# Merge container entrypoint: export into a staging directory beside the target, verify the result, and
+# only then move it into place, so the serving path never holds a half-written or doubled model. A rerun
+# over a complete result for the same adapter does nothing.
+set -euo pipefail
+CONFIG=/config/merge.yaml
+TARGET="${EXPORT_DIR%/}"
+STAGING="${TARGET}.partial"
+VERIFY=(python3 /scripts/verify_merge.py --base "${BASE_MODEL_DIR}" --dtype "${MERGE_DTYPE}"
+  --min-ratio "${MIN_SIZE_RATIO}" --max-ratio "${MAX_SIZE_RATIO}" --adapter "${ADAPTER_DIR}")
+
+if [ -d "${TARGET}" ] && "${VERIFY[@]}" --quiet "${TARGET}"; then
+  echo "merge: ${TARGET} is complete for adapter ${ADAPTER_DIR}; nothing to do"
+  exit 0
+fi
+if [ ! -f "${ADAPTER_DIR}/adapter_config.json" ]; then
+  echo "merge: ${ADAPTER_DIR}/adapter_config.json not found: has the train Job of this run completed?" >&2
+  exit 3
+fi
+
+rm -rf "${STAGING}"
+echo "merge: llamafactory-cli export ${CONFIG} export_dir=${STAGING}"
+llamafactory-cli export "${CONFIG}" "export_dir=${STAGING}"
+"${VERIFY[@]}" --record "${STAGING}"
+
+mkdir -p "$(dirname "${TARGET}")"
+if [ -e "${TARGET}" ]; then
+  mv "${TARGET}" "${TARGET}.old"
+fi
+mv "${STAGING}" "${TARGET}"
+rm -rf "${TARGET}.old"
+echo "merge: published ${TARGET}"

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Training container entrypoint (the LLaMA-Factory image has none). A preflight first, so that a
+# configuration error exits 3 - which the Job's podFailurePolicy turns into an immediate failure - instead
+# of burning retries or holding GPUs; then `llamafactory-cli train`, which resumes from the run's last
+# checkpoint because output_dir is per run and overwrite_output_dir is false.
+set -uo pipefail
+CONFIG=/config/train.yaml
+
+if [ -n "${PIP_PACKAGES:-}" ]; then
+  echo "installing into /tmp/pip: ${PIP_PACKAGES}"
+  # shellcheck disable=SC2086 # a list of requirement specifiers
+  pip install --no-cache-dir --quiet --target /tmp/pip ${PIP_PACKAGES} || { echo "pip install failed" >&2; exit 1; }
+  export PYTHONPATH="/tmp/pip${PYTHONPATH:+:${PYTHONPATH}}"
+fi
+
+python3 /scripts/preflight.py "${CONFIG}" || exit $?
+echo "starting: llamafactory-cli train ${CONFIG}"
+exec llamafactory-cli train "${CONFIG}"

@@ -1,0 +1,341 @@
+{{/*
+Names. The base name is the release name (releases are named <experiment>-<component>), so resources read
+as `llama31-qa-train-<hash>` rather than `llama31-qa-train-llama-factory-...`.
+*/}}
+{{- define "llama-factory.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "llama-factory.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+llama-factory.suffixed: the full name with a suffix, the base truncated first so the suffix always survives
+within `max` characters (63 for most objects; Job names leave room for the pods' generated suffixes).
+Call with (dict "root" . "suffix" "train" "max" 63), or with "base" to suffix another name.
+*/}}
+{{- define "llama-factory.suffixed" -}}
+{{- $base := .base | default (include "llama-factory.fullname" .root) }}
+{{- $room := int (sub (.max | default 63 | int) (add1 (len .suffix))) }}
+{{- printf "%s-%s" ($base | trunc $room | trimSuffix "-") .suffix }}
+{{- end }}
+
+{{/*
+llama-factory.componentName: name of a component's objects. A release named after its component
+(`exp-webui` running the webui) keeps its name; otherwise the component is appended, so one release may
+run several components without clashes. Call with (dict "root" . "component" "webui").
+*/}}
+{{- define "llama-factory.componentName" -}}
+{{- $base := include "llama-factory.fullname" .root }}
+{{- if hasSuffix (printf "-%s" .component) $base }}
+{{- $base }}
+{{- else }}
+{{- include "llama-factory.suffixed" (dict "root" .root "suffix" .component) }}
+{{- end }}
+{{- end }}
+
+{{- define "llama-factory.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of a release (selectors are immutable). */}}
+{{- define "llama-factory.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "llama-factory.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "llama-factory.labels" -}}
+helm.sh/chart: {{ include "llama-factory.chart" . }}
+{{ include "llama-factory.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: llamafactory-k8s
+{{- with .Values.experiment.name }}
+llamafactory-k8s/experiment: {{ . }}
+{{- end }}
+{{- with .Values.experiment.runId }}
+llamafactory-k8s/run-id: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels and selector labels of one component: (dict "root" . "component" "train") */}}
+{{- define "llama-factory.componentLabels" -}}
+{{ include "llama-factory.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "llama-factory.componentSelectorLabels" -}}
+{{ include "llama-factory.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "llama-factory.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "llama-factory.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The claim mounted at /storage: the existing one, or the one this release creates for NFS. */}}
+{{- define "llama-factory.claimName" -}}
+{{- if .Values.storage.existingClaim }}
+{{- .Values.storage.existingClaim }}
+{{- else }}
+{{- include "llama-factory.suffixed" (dict "root" . "suffix" "storage") }}
+{{- end }}
+{{- end }}
+
+{{/* PersistentVolumes are cluster-wide: the namespace is part of the name. */}}
+{{- define "llama-factory.volumeName" -}}
+{{- $base := printf "%s-%s" .Release.Namespace (include "llama-factory.fullname" .) }}
+{{- printf "%s-storage" ($base | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* image: the component's fields, falling back to the top-level image; tag defaults to appVersion. */}}
+{{- define "llama-factory.image" -}}
+{{- $own := .image | default dict }}
+{{- $top := .root.Values.image }}
+{{- $repository := $own.repository | default $top.repository }}
+{{- $tag := $own.tag | default $top.tag | default .root.Chart.AppVersion }}
+{{- $digest := $own.digest | default (ternary $top.digest "" (empty $own.repository)) }}
+{{- if $digest }}
+{{- printf "%s@%s" $repository $digest }}
+{{- else }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "llama-factory.pullPolicy" -}}
+{{- (.image | default dict).pullPolicy | default .root.Values.image.pullPolicy }}
+{{- end }}
+
+{{/*
+Fail once with every problem of the values, each naming the value to fix.
+*/}}
+{{- define "llama-factory.validateValues" -}}
+{{- $errors := list }}
+{{- $v := .Values }}
+{{- $needsStorage := or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.vllm.enabled }}
+{{- if and $needsStorage (not $v.storage.existingClaim) (not $v.storage.nfs.server) }}
+{{- $errors = append $errors "storage: set storage.nfs.server and storage.nfs.path, or storage.existingClaim" }}
+{{- end }}
+{{- if and $v.storage.existingClaim $v.storage.nfs.server }}
+{{- $errors = append $errors "storage: set either storage.nfs or storage.existingClaim, not both" }}
+{{- end }}
+{{- if and $v.storage.nfs.server (not $v.storage.nfs.path) }}
+{{- $errors = append $errors "storage.nfs.path: required with storage.nfs.server" }}
+{{- end }}
+{{- if $v.train.enabled }}
+{{- if not $v.train.config.output_dir }}
+{{- $errors = append $errors "train.config.output_dir: required (the run's own directory, so a restarted Job resumes)" }}
+{{- end }}
+{{- if $v.train.download.enabled }}
+{{- if not $v.train.download.repoId }}
+{{- $errors = append $errors "train.download.repoId: required when train.download.enabled" }}
+{{- end }}
+{{- if not $v.train.config.model_name_or_path }}
+{{- $errors = append $errors "train.config.model_name_or_path: required when train.download.enabled (the download target)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $v.merge.enabled }}
+{{- if not $v.merge.exportDir }}
+{{- $errors = append $errors "merge.exportDir: required" }}
+{{- end }}
+{{- if not $v.merge.verify.baseModelDir }}
+{{- $errors = append $errors "merge.verify.baseModelDir: required (the size check compares with it)" }}
+{{- end }}
+{{- end }}
+{{- if $v.vllm.enabled }}
+{{- if not $v.vllm.model }}
+{{- $errors = append $errors "vllm.model: required" }}
+{{- end }}
+{{- if and $v.vllm.lora.enabled (not $v.vllm.lora.path) }}
+{{- $errors = append $errors "vllm.lora.path: required when vllm.lora.enabled" }}
+{{- end }}
+{{- if lt (int $v.vllm.gpu.count) (int $v.vllm.tensorParallelSize) }}
+{{- $errors = append $errors (printf "vllm.gpu.count: %d GPUs cannot hold tensor parallel size %d" (int $v.vllm.gpu.count) (int $v.vllm.tensorParallelSize)) }}
+{{- end }}
+{{- end }}
+{{- if $errors }}
+{{- fail (printf "\n\nvalues problems:\n  - %s" (join "\n  - " $errors)) }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every workload shares: secrets by reference, MLflow, caches on writable paths. */}}
+{{- define "llama-factory.commonEnv" -}}
+{{- $v := .Values -}}
+- name: HOME
+  value: /tmp/home
+- name: HF_HOME
+  value: /tmp/home/.cache/huggingface
+{{- with $v.hfToken.secretName }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: {{ $v.hfToken.secretKey }}}
+{{- end }}
+{{- if $v.mlflow.trackingUri }}
+- name: MLFLOW_TRACKING_URI
+  value: {{ $v.mlflow.trackingUri | quote }}
+- name: MLFLOW_EXPERIMENT_NAME
+  value: {{ $v.mlflow.experimentName | default $v.experiment.name | default .Release.Name | quote }}
+- name: MLFLOW_TAGS
+  value: {{ dict "experiment" ($v.experiment.name | default .Release.Name) "run_id" $v.experiment.runId "release" .Release.Name | toJson | quote }}
+{{- with $v.mlflow.credentials }}
+{{- if .secretName }}
+{{- if .tokenKey }}
+- name: MLFLOW_TRACKING_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ .secretName }}, key: {{ .tokenKey }}}
+{{- else }}
+- name: MLFLOW_TRACKING_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ .secretName }}, key: {{ .usernameKey }}}
+- name: MLFLOW_TRACKING_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .secretName }}, key: {{ .passwordKey }}}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod settings every workload shares, the same shape for all: (dict "root" . "w" .Values.<component>
+"component" "<component>"). Emits the pod spec fields other than containers.
+*/}}
+{{- define "llama-factory.podCommon" -}}
+{{- $w := .w -}}
+serviceAccountName: {{ include "llama-factory.serviceAccountName" .root }}
+automountServiceAccountToken: false
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- toYaml (merge (deepCopy $w.podSecurityContext) .root.Values.podSecurityContext) | nindent 2 }}
+{{- with $w.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $w.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $w.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $w.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes every workload has: the storage, /dev/shm in memory, a writable /tmp, then extraVolumes. */}}
+{{- define "llama-factory.volumes" -}}
+- name: storage
+  persistentVolumeClaim:
+    claimName: {{ include "llama-factory.claimName" .root }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .w.shm.sizeLimit }}
+- name: tmp
+  emptyDir: {}
+{{- with .w.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "llama-factory.volumeMounts" -}}
+- name: storage
+  mountPath: /storage
+- name: dshm
+  mountPath: /dev/shm
+- name: tmp
+  mountPath: /tmp
+{{- with .w.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container fields every workload has: image, security, resources with the GPU limit, envFrom.
+(dict "root" . "w" <component values>), plus "gpus" to override the GPU count (0 for helper containers).
+*/}}
+{{- define "llama-factory.containerCommon" -}}
+image: {{ include "llama-factory.image" (dict "root" .root "image" .w.image) }}
+imagePullPolicy: {{ include "llama-factory.pullPolicy" (dict "root" .root "image" .w.image) }}
+securityContext:
+  {{- toYaml (merge (deepCopy .w.securityContext) .root.Values.securityContext) | nindent 2 }}
+resources:
+  {{- $resources := deepCopy .w.resources }}
+  {{- $gpus := ternary .gpus .w.gpu.count (hasKey . "gpus") | int }}
+  {{- if gt $gpus 0 }}
+  {{- $limits := $resources.limits | default dict }}
+  {{- $_ := set $limits .w.gpu.resourceName $gpus }}
+  {{- $_ := set $resources "limits" $limits }}
+  {{- end }}
+  {{- toYaml $resources | nindent 2 }}
+{{- with .w.extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The pod labels of a component: selector labels, run labels, then the person's own. */}}
+{{- define "llama-factory.podLabels" -}}
+{{ include "llama-factory.componentLabels" (dict "root" .root "component" .component) }}
+{{- with .w.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* ConfigMap of a component: (dict "root" . "component" "train") */}}
+{{- define "llama-factory.configMapName" -}}
+{{- include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" .) "suffix" "config") }}
+{{- end }}
+
+{{/*
+Job name: the component name and a hash of the pod template. Changed values (a new run id, other resources)
+give a new Job - a Job's pod template is immutable, so `helm upgrade` replaces it instead of failing - while
+unchanged values keep the running Job. 52 characters leave room for the pods' own suffixes.
+Call with (dict "root" . "component" "train" "podTemplate" <rendered pod template>).
+*/}}
+{{- define "llama-factory.jobName" -}}
+{{- $hash := .podTemplate | sha256sum | trunc 8 }}
+{{- include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" .) "suffix" $hash "max" 52) }}
+{{- end }}
+
+{{/* Exit code of a configuration error in the Jobs' scripts: the Job fails at once, without retries. */}}
+{{- define "llama-factory.configErrorExitCode" -}}3{{- end }}
+
+{{/* Job settings shared by train and merge: retries, deadline, clean-up, and the failure policy. */}}
+{{- define "llama-factory.jobSpecCommon" -}}
+backoffLimit: {{ .w.backoffLimit }}
+{{- with .w.activeDeadlineSeconds }}
+activeDeadlineSeconds: {{ . }}
+{{- end }}
+{{- with .w.ttlSecondsAfterFinished }}
+ttlSecondsAfterFinished: {{ . }}
+{{- end }}
+# a replacement pod starts only after the failed one is gone: two pods never write one output dir
+podReplacementPolicy: Failed
+podFailurePolicy:
+  rules:
+    {{- range .containers }}
+    - action: FailJob
+      onExitCodes:
+        containerName: {{ . }}
+        operator: In
+        values: [{{ include "llama-factory.configErrorExitCode" $ }}]
+    {{- end }}
+    # preemption, node drain or node loss: retry without counting against backoffLimit
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+{{- end }}

@@ -1,0 +1,330 @@
+"""Cross-field checks: what the schema cannot say, each problem with the fix.
+
+Every check takes the loaded spec and its derived facts and yields Problems; `validate` runs them all.
+They read no files and import nothing heavy; checks against the storage or LLaMA-Factory itself live in
+`deep` and `preflight`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import lfinfo
+from .facts import STORAGE_ROOT, Facts, derive, is_adapter_method
+from .problems import Problem, json_path
+from .spec import Spec
+from .vram import gib_to_gb
+
+HELM_RELEASE_MAX = 53
+Check = Callable[[Spec, Facts], Iterator[Problem]]
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    CHECKS.append(fn)
+    return fn
+
+
+def validate(spec: Spec) -> list[Problem]:
+    """Every cross-field problem of a schema-valid spec (errors and warnings)."""
+    facts = derive(spec)
+    return [problem for fn in CHECKS for problem in fn(spec, facts)]
+
+
+@check
+def release_names(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    longest = max(len(f"{spec.name}-{c}") for c in ("webui", "train", "merge", "vllm"))
+    if longest > HELM_RELEASE_MAX:
+        limit = HELM_RELEASE_MAX - len("-webui")
+        yield Problem(
+            "$.name",
+            f"release name {spec.name}-webui would be {longest} characters; Helm allows {HELM_RELEASE_MAX}",
+            f"shorten the name to at most {limit} characters",
+        )
+
+
+@check
+def method_and_quantization(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    method = spec.data["method"]
+    kind, quant = method["type"], method.get("quantization")
+    if kind == "qlora" and not quant:
+        yield Problem("$.method.quantization", "qlora needs a quantised base model", "add quantization: {bits: 4}")
+    if kind != "qlora" and quant:
+        fix = "use method.type: qlora for LoRA on a quantised base" if kind == "lora" else "remove method.quantization"
+        yield Problem("$.method.quantization", f"quantization only works with qlora, not {kind}", fix)
+    if quant:
+        bits, library = quant["bits"], quant["method"]
+        allowed = {"bitsandbytes": (4, 8), "eetq": (8,), "hqq": (2, 3, 4, 5, 6, 8)}[library]
+        if bits not in allowed:
+            yield Problem(
+                "$.method.quantization.bits",
+                f"{library} quantises to {' or '.join(map(str, allowed))} bits, not {bits}",
+                f"use bits: {allowed[-1] if bits > allowed[-1] else allowed[0]} or another method",
+            )
+    if kind in ("full", "freeze") and "lora" in spec.raw.get("method", {}):
+        yield Problem("$.method.lora", f"LoRA settings are ignored for {kind} fine-tuning", severity="warning")
+
+
+@check
+def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    d = spec.data
+    serve, method = d["serve"], d["method"]["type"]
+    if not serve["enabled"]:
+        return
+    if serve["source"] == "adapter" and not is_adapter_method(method):
+        yield Problem("$.serve.source", f"{method} fine-tuning produces a full model, not an adapter", "use source: merged")
+    if serve["source"] == "merged" and is_adapter_method(method) and not d["merge"]["enabled"]:
+        yield Problem(
+            "$.merge.enabled",
+            "serving the merged model needs the merge release",
+            "enable merge, or serve base + adapter with serve.source: adapter",
+        )
+    if serve["source"] == "adapter" and is_adapter_method(method):
+        rank = d["method"]["lora"]["rank"]
+        if facts.max_lora_rank is None:
+            yield Problem("$.method.lora.rank", f"vLLM serves LoRA ranks up to 512, not {rank}", "lower the rank or serve the merged model")
+        elif facts.max_lora_rank < rank:
+            yield Problem(
+                "$.serve.maxLoraRank",
+                f"--max-lora-rank {facts.max_lora_rank} is below the trained rank {rank}; vLLM would refuse the adapter",
+                f"use maxLoraRank: {next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)} or leave it out",
+            )
+    info, memory = facts.model_info, facts.gpu_memory_gib
+    if info and memory:
+        tp = serve["tensorParallelSize"]
+        weights = 2 * info.parameters_b / tp
+        usable = gib_to_gb(memory) * serve["gpuMemoryUtilization"]
+        if weights > usable:
+            need = next((n for n in (1, 2, 4, 8, 16, 32, 64) if 2 * info.parameters_b / n < usable * 0.8), None)
+            yield Problem(
+                "$.serve.tensorParallelSize",
+                f"16-bit weights need {weights:.0f} GB per GPU with tensor parallel {tp}; "
+                f"{memory:g} GiB GPUs give vLLM {usable:.0f} GB",
+                f"use tensorParallelSize: {need}" if need else "serve on larger GPUs",
+            )
+
+
+@check
+def template(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    model = spec.data["model"]
+    known = lfinfo.info().templates
+    given = model.get("template")
+    expected = None
+    if given is None:
+        if facts.template is None:
+            yield Problem(
+                "$.model.template",
+                f"cannot infer the chat template of {model.get('hub', {}).get('id') or model['path']}",
+                "set model.template to the template of the model's family (see LLaMA-Factory's template list)",
+            )
+        return
+    if given not in known:
+        close = difflib.get_close_matches(given, sorted(known), n=3)
+        yield Problem(
+            "$.model.template",
+            f"unknown template {given!r} for LLaMA-Factory {lfinfo.info().version}",
+            f"did you mean {', '.join(close)}?" if close else "see LLaMA-Factory's template list",
+        )
+        return
+    from .facts import infer_template
+
+    expected = infer_template(model["path"], model.get("hub", {}).get("id"))
+    if expected and expected != given:
+        yield Problem(
+            "$.model.template",
+            f"template {given!r} does not match the model family, which uses {expected!r}",
+            f"set template: {expected} (the same template must be used for training and serving)",
+        )
+
+
+@check
+def learning_rate(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    lr = spec.data["training"]["learningRate"]
+    method = spec.data["method"]["type"]
+    warn_above, fail_at = (5e-4, 1e-2) if is_adapter_method(method) else (1e-4, 1e-3)
+    advice = "lower it (1e-4 to 2e-4 for LoRA, 1e-5 to 5e-5 for full); too high a rate gives Loss = NaN"
+    if lr >= fail_at:
+        yield Problem("$.training.learningRate", f"learning rate {lr:g} is far too high for {method}", advice)
+    elif lr > warn_above:
+        yield Problem("$.training.learningRate", f"learning rate {lr:g} is high for {method}", advice, "warning")
+
+
+@check
+def vram(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    if spec.data["resources"]["gpus"] == 0:
+        yield Problem("$.resources.gpus", "training without a GPU is very slow", severity="warning")
+        if spec.data["training"]["bf16"]:
+            yield Problem("$.training.bf16", "bf16 needs a GPU", "set bf16: false or request a GPU")
+        return
+    est, memory = facts.vram, facts.gpu_memory_gib
+    if est is None:
+        yield Problem(
+            "$.model.parametersB",
+            "cannot estimate VRAM: the model size is unknown",
+            "set model.parametersB (billions of parameters)",
+            "warning",
+        )
+        return
+    if memory is None:
+        yield Problem(
+            "$.resources.gpu",
+            f"training needs about {est.total_gb:.0f} GB per GPU; the GPU's memory is unknown",
+            "set resources.gpu.product (e.g. NVIDIA-A100-SXM4-80GB) or resources.gpu.memoryGiB",
+            "warning",
+        )
+        return
+    have = gib_to_gb(memory)
+    need = est.total_gb
+    summary = (
+        f"estimated {need:.1f} GB per GPU ({est.basis}: {est.states_gb:.1f} GB; activations "
+        f"{est.activations_gb:.1f} GB; logits {est.logits_gb:.1f} GB) but the GPU has {memory:g} GiB ({have:.1f} GB)"
+    )
+    if need > have:
+        yield Problem("$.resources.gpu", summary, _vram_advice(spec))
+    elif need > 0.9 * have:
+        yield Problem("$.resources.gpu", summary.replace(" but ", " and ") + ": little headroom", _vram_advice(spec), "warning")
+
+
+def _vram_advice(spec: Spec) -> str:
+    d = spec.data
+    tips = []
+    if d["method"]["type"] in ("lora", "full", "freeze"):
+        tips.append("use method.type: qlora with quantization.bits: 4")
+    if d["training"]["batchSize"] > 1:
+        tips.append(f"lower training.batchSize (raise gradientAccumulation to keep the effective batch)")
+    if not d["training"]["gradientCheckpointing"]:
+        tips.append("enable training.gradientCheckpointing")
+    if d["data"]["cutoffLen"] > 1024:
+        tips.append("lower data.cutoffLen")
+    tips.append("use GPUs with more memory")
+    if d["method"]["type"] == "full":
+        tips.append("or shard over more GPUs with DeepSpeed ZeRO-3")
+    return "; ".join(tips)
+
+
+def _storage_paths(spec: Spec) -> Iterator[tuple[str, str]]:
+    d = spec.data
+    yield "$.model.path", d["model"]["path"]
+    yield "$.data.dir", d["data"]["dir"]
+    if "exportDir" in d["merge"]:
+        yield "$.merge.exportDir", d["merge"]["exportDir"]
+    for key, value in d["llamafactoryArgs"].items():
+        if isinstance(value, str) and re.search(r"(_dir|_path|_file)$", key):
+            yield json_path(["llamafactoryArgs", key]), value
+
+
+@check
+def paths_on_storage(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    for path, value in _storage_paths(spec):
+        parts = value.split("/")
+        if not value.startswith(STORAGE_ROOT + "/") or ".." in parts or value.rstrip("/") == STORAGE_ROOT:
+            yield Problem(
+                path,
+                f"{value!r} is not under the storage mount {STORAGE_ROOT}",
+                f"put it on the shared storage, e.g. {STORAGE_ROOT}/{value.strip('/').split('/')[-1] or 'name'}",
+            )
+    merged = facts.merged_dir
+    if merged and merged.rstrip("/") in (facts.base_model.rstrip("/"), facts.output_dir):
+        yield Problem("$.merge.exportDir", "the merged model would overwrite the base model or the adapter", "choose another directory")
+    if spec.data["storage"].get("nfs", {}).get("readOnly"):
+        yield Problem("$.storage.nfs.readOnly", "training writes to the storage; it cannot be read-only", "remove readOnly")
+
+
+# hub tokens (hf_), OpenAI-style keys (sk-), GitHub tokens, and anything given as a bearer header
+_TOKEN_PATTERNS = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S+)$")
+_CREDENTIAL_URI = re.compile(r"^[a-z]+://[^/@\s]+:[^/@\s]+@")
+_TOKEN_ARGS = {"hf_hub_token": "model.hub.tokenSecret", "ms_hub_token": "model.hub.tokenSecret", "om_hub_token": "model.hub.tokenSecret"}
+
+
+def _strings(value: Any, parts: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, [*parts, str(k)])
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, [*parts, i])
+    elif isinstance(value, str):
+        yield parts, value
+
+
+@check
+def no_literal_secrets(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    for parts, value in _strings(spec.raw, []):
+        if _TOKEN_PATTERNS.match(value.strip()):
+            yield Problem(json_path(parts), "looks like a literal secret token", "store it in a Secret and reference it by name and key")
+        elif _CREDENTIAL_URI.match(value):
+            yield Problem(json_path(parts), "the URI carries a user name and password", "use tracking.mlflow.credentialsSecret")
+    for key, field in _TOKEN_ARGS.items():
+        if key in spec.data["llamafactoryArgs"]:
+            yield Problem(json_path(["llamafactoryArgs", key]), "tokens are never written into the config", f"use {field} (a Secret reference)")
+
+
+# passthrough keys the spec sets through its own fields
+MANAGED_ARGS = {
+    "model_name_or_path": "model.path", "template": "model.template", "trust_remote_code": "model.trustRemoteCode",
+    "dataset_dir": "data.dir", "dataset": "data.datasets", "cutoff_len": "data.cutoffLen", "max_samples": "data.maxSamples",
+    "val_size": "data.valSize", "preprocessing_num_workers": "data.preprocessingWorkers",
+    "finetuning_type": "method.type", "lora_rank": "method.lora.rank", "lora_alpha": "method.lora.alpha",
+    "lora_dropout": "method.lora.dropout", "lora_target": "method.lora.target", "quantization_bit": "method.quantization.bits",
+    "quantization_method": "method.quantization.method", "freeze_trainable_layers": "method.freeze.trainableLayers",
+    "num_train_epochs": "training.epochs", "max_steps": "training.maxSteps", "learning_rate": "training.learningRate",
+    "per_device_train_batch_size": "training.batchSize", "gradient_accumulation_steps": "training.gradientAccumulation",
+    "lr_scheduler_type": "training.scheduler", "warmup_ratio": "training.warmupRatio", "max_grad_norm": "training.maxGradNorm",
+    "bf16": "training.bf16", "disable_gradient_checkpointing": "training.gradientCheckpointing",
+    "flash_attn": "training.attention", "logging_steps": "training.loggingSteps", "save_strategy": "training.saveStrategy",
+    "save_steps": "training.saveSteps", "save_total_limit": "training.saveTotalLimit", "seed": "training.seed",
+    "output_dir": "(derived: /storage/output/<name>/<run id>)", "overwrite_output_dir": "(always false, so runs resume)",
+    "report_to": "tracking.mlflow", "run_name": "tracking.mlflow.runName", "stage": "(always sft)", "do_train": "(always true)",
+    "export_dir": "merge.exportDir", "export_size": "merge.shardSizeGB", "export_device": "merge.device",
+    "infer_dtype": "merge.dtype", "adapter_name_or_path": "(derived from the run)",
+}
+
+
+@check
+def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    legal = lfinfo.info().arguments
+    for key in spec.data["llamafactoryArgs"]:
+        path = json_path(["llamafactoryArgs", key])
+        if key in MANAGED_ARGS:
+            yield Problem(path, f"{key} is set by the spec", f"use {MANAGED_ARGS[key]}")
+        elif key not in legal:
+            close = difflib.get_close_matches(key, sorted(legal), n=3)
+            yield Problem(
+                path,
+                f"LLaMA-Factory {lfinfo.info().version} has no argument {key!r}",
+                f"did you mean {', '.join(close)}?" if close else "see `llamafactory-cli train -h`",
+            )
+
+
+@check
+def precision_and_saving(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    t = spec.data["training"]
+    if t["attention"] in ("fa2", "fa3") and not t["bf16"] and not spec.data["llamafactoryArgs"].get("fp16"):
+        yield Problem("$.training.attention", f"{t['attention']} needs bf16 or fp16", "use attention: sdpa or enable bf16")
+    if t["saveStrategy"] == "no":
+        yield Problem(
+            "$.training.saveStrategy",
+            "without checkpoints a preempted or restarted Job starts over",
+            "use saveStrategy: steps",
+            "warning",
+        )
+
+
+@check
+def dataset_entries(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    alpaca_only = {"prompt", "query", "response", "history"}
+    sharegpt_only = {"messages", "tools"}
+    for name, entry in spec.data["data"]["register"].items():
+        columns = set(entry.get("columns", {}))
+        wrong = columns & (sharegpt_only if entry["format"] == "alpaca" else alpaca_only)
+        for column in sorted(wrong):
+            yield Problem(
+                json_path(["data", "register", name, "columns", column]),
+                f"column {column!r} does not apply to the {entry['format']} format",
+                "remove it or change format",
+            )
+        if entry["format"] == "alpaca" and entry.get("tags"):
+            yield Problem(json_path(["data", "register", name, "tags"]), "tags apply only to sharegpt data", "remove tags")

@@ -1,0 +1,32 @@
+"""`lfk`: the thin command line over the generator core. It parses, calls the core, prints, and picks
+the exit code: 0 ok, 1 invalid input (every problem listed, no traceback), 2 usage error."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .ops_commands import install, uninstall
+from .spec_commands import describe, render_cmd, validate_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="llamafactory-k8s", prog_name="lfk")
+def cli() -> None:
+    """Experiment specs -> validated Helm values for LLaMA-Factory on Kubernetes."""
+
+
+cli.add_command(validate_cmd)
+cli.add_command(render_cmd)
+cli.add_command(describe)
+cli.add_command(install)
+cli.add_command(uninstall)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

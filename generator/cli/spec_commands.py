@@ -1,0 +1,132 @@
+"""lfk validate | render | describe: spec in, problems or values out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..checks import validate
+from ..facts import Facts, derive
+from ..problems import Problem, SpecError, errors
+from ..render import render
+from ..spec import Spec, load_spec
+from ..write import write
+from .output import Failed, print_problems
+
+specs_argument = click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
+
+
+def load_and_check(path: str, deep: bool = False) -> tuple[Spec | None, list[Problem]]:
+    """Schema + cross-field problems of one spec; the spec is None when it could not be loaded."""
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        return None, exc.problems
+    problems = validate(spec)
+    if deep and not errors(problems):
+        from ..deep import deep_problems
+
+        problems += deep_problems(spec)
+    return spec, problems
+
+
+@click.command("validate")
+@specs_argument
+@click.option("--deep", is_flag=True, help="Also run the configs through the installed LLaMA-Factory (imports torch).")
+@click.option("-q", "--quiet", is_flag=True, help="Print problems only.")
+def validate_cmd(specs: tuple[str, ...], deep: bool, quiet: bool) -> None:
+    """Check experiment specs: the schema, then every cross-field rule. Warnings do not fail."""
+    failed = False
+    for path in specs:
+        spec, problems = load_and_check(path, deep)
+        print_problems(path, problems)
+        if errors(problems) or spec is None:
+            failed = True
+        elif not quiet:
+            facts = derive(spec)
+            click.echo(f"{path}: valid (run {facts.run_id}; releases {', '.join(facts.releases.values())})")
+    if failed:
+        raise Failed()
+
+
+@click.command("render")
+@specs_argument
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write here instead of next to the spec.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff when the committed values are stale.")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print the values instead of writing them.")
+def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout: bool) -> None:
+    """Render the Helm values of every enabled release (webui, train, merge, vllm) of each spec."""
+    if out and len(specs) > 1:
+        raise click.UsageError("--out takes a single SPEC")
+    failed = False
+    for path in specs:
+        spec, problems = load_and_check(path)
+        print_problems(path, problems)
+        if spec is None or errors(problems):
+            failed = True
+            continue
+        out_dir = out or spec.folder
+        try:
+            rendered = render(spec, out_dir)
+        except SpecError as exc:
+            print_problems(path, exc.problems)
+            failed = True
+            continue
+        if to_stdout:
+            for item in rendered:
+                click.echo(f"---\n# {out_dir / (item.component + '.yaml')}\n{item.text}", nl=False)
+            continue
+        result = write(rendered, out_dir, check=check)
+        if check:
+            for diff in result.diffs:
+                click.echo(diff, nl=False)
+            if result.stale:
+                click.secho(f"{path}: values are stale; run `lfk render {path}`", fg="red", err=True)
+                failed = True
+            else:
+                click.echo(f"{path}: values are up to date")
+        else:
+            changed = [p.name for p in result.written] + [f"-{p.name}" for p in result.removed]
+            click.echo(f"{path}: {'wrote ' + ', '.join(changed) if changed else 'unchanged'} in {out_dir}")
+    if failed:
+        raise Failed()
+
+
+def summary_lines(spec: Spec, facts: Facts) -> list[str]:
+    d = spec.data
+    lines = [f"experiment {facts.name} (namespace {facts.namespace}, run {facts.run_id})"]
+    gpus = {"train": d["resources"]["gpus"], "vllm": d["serve"]["tensorParallelSize"] * d["serve"]["replicas"]}
+    gpus["webui"] = d["webui"]["resources"].get("gpus", 1)
+    gpus["merge"] = d["merge"]["resources"].get("gpus", 0)
+    for component, release in facts.releases.items():
+        lines.append(f"  release {release:<32} GPUs {gpus[component]}")
+    if facts.vram:
+        memory = f"{facts.gpu_memory_gib:g} GiB GPU" if facts.gpu_memory_gib else "GPU memory unknown"
+        lines.append(f"  VRAM estimate {facts.vram.total_gb:.1f} GB per training GPU ({facts.vram.basis}) vs {memory}")
+    lines.append(f"  template      {facts.template}{' (inferred)' if facts.template_inferred else ''}")
+    lines.append(f"  base model    {facts.base_model}")
+    lines.append(f"  output        {facts.output_dir}")
+    if facts.merged_dir:
+        lines.append(f"  merged model  {facts.merged_dir}")
+    if "vllm" in facts.releases:
+        adapter = f" + adapter {facts.lora_module}" if facts.lora_module else ""
+        lines.append(f"  serving       {facts.serve_model}{adapter} as {facts.served_name!r}")
+    return lines
+
+
+@click.command()
+@specs_argument
+def describe(specs: tuple[str, ...]) -> None:
+    """Summarise each spec: releases, GPUs, VRAM estimate against the GPU, and the paths of the run."""
+    failed = False
+    for path in specs:
+        spec, problems = load_and_check(path)
+        if spec is None or errors(problems):
+            print_problems(path, problems)
+            failed = True
+            continue
+        click.echo("\n".join(summary_lines(spec, derive(spec))))
+        print_problems(path, problems)
+    if failed:
+        raise Failed()

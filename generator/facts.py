@@ -1,0 +1,194 @@
+"""Cross-release facts, computed once from a spec: names, paths, run id, template, sizes.
+
+Every release reads these instead of recomputing them, so train, merge and serve cannot disagree about
+the base model, where the adapter lands or which template the model speaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import catalog, lfinfo
+from .catalog import ModelInfo
+from .spec import Spec
+from .vram import VramEstimate, estimate
+
+STORAGE_ROOT = "/storage"
+COMPONENTS = ("webui", "train", "merge", "vllm")
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# training keys that change how often things are written, not what is learned
+NOT_IN_RUN_ID = ("loggingSteps", "saveStrategy", "saveSteps", "saveTotalLimit")
+
+
+@dataclass(frozen=True)
+class Facts:
+    name: str
+    namespace: str
+    run_id: str
+    releases: dict[str, str]  # enabled component -> Helm release name
+    template: str | None
+    template_inferred: bool
+    base_model: str
+    output_dir: str  # adapter (lora/qlora) or full model (full/freeze)
+    merged_dir: str | None  # None when there is nothing to merge
+    serve_model: str  # what vllm serve loads
+    served_name: str
+    lora_module: str | None  # adapter path when serving base + adapter
+    max_lora_rank: int | None
+    model_info: ModelInfo | None
+    gpu_memory_gib: float | None
+    vram: VramEstimate | None
+    llamafactory_version: str | None
+
+
+def is_adapter_method(method: str) -> bool:
+    return method in ("lora", "qlora")
+
+
+def run_id(spec: Spec) -> str:
+    """Short hash of everything that changes the training result (not logging, saving or resources)."""
+    d = spec.data
+    training = {k: v for k, v in d["training"].items() if k not in NOT_IN_RUN_ID}
+    data = {k: v for k, v in d["data"].items() if k not in ("preprocessingWorkers", "register")}
+    data["entries"] = {n: d["data"]["register"][n] for n in d["data"]["datasets"] if n in d["data"]["register"]}
+    model = {k: d["model"].get(k) for k in ("path", "hub")}
+    model["template"] = resolve_template(spec)[0]
+    payload = {
+        "model": model,
+        "data": data,
+        "method": d["method"],
+        "training": training,
+        "world_size": world_size(spec),
+        "llamafactoryArgs": d["llamafactoryArgs"],
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def world_size(spec: Spec) -> int:
+    return max(1, int(spec.data["resources"]["gpus"]))
+
+
+def resolve_template(spec: Spec) -> tuple[str | None, bool]:
+    """(template, inferred?): the spec's own, else the model family's, else LLaMA-Factory's model table."""
+    model = spec.data["model"]
+    if model.get("template"):
+        return model["template"], False
+    return infer_template(model["path"], model.get("hub", {}).get("id")), True
+
+
+def infer_template(path: str, hub_id: str | None) -> str | None:
+    if info := catalog.known_model(hub_id, path):
+        return info.template
+    if template := catalog.family_template(hub_id, path):
+        return template
+    table = lfinfo.info().model_templates
+    for name in (hub_id, path):
+        if name and (found := table.get(name.lower()) or table.get(catalog.model_key(name))):
+            return found
+    return None
+
+
+def model_info(spec: Spec) -> ModelInfo | None:
+    model = spec.data["model"]
+    hub_id = model.get("hub", {}).get("id")
+    known = catalog.known_model(hub_id, model["path"])
+    size = model.get("parametersB") or (known.parameters_b if known else catalog.size_from_name(hub_id, model["path"]))
+    if known and size == known.parameters_b:
+        return known
+    if known:  # the person's size wins; keep the known shape scaled
+        return ModelInfo(size, known.hidden_size, known.num_layers, known.vocab_size, known.template)
+    return catalog.approximate_architecture(size) if size else None
+
+
+def gpu_memory_gib(spec: Spec) -> float | None:
+    gpu = spec.data["resources"]["gpu"]
+    if "memoryGiB" in gpu:
+        return float(gpu["memoryGiB"])
+    return catalog.gpu_memory_gib(gpu["product"]) if "product" in gpu else None
+
+
+def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
+    if info is None:
+        return None
+    d = spec.data
+    method = d["method"]
+    extra = d["llamafactoryArgs"]
+    return estimate(
+        info,
+        method=method["type"],
+        bits=method.get("quantization", {}).get("bits"),
+        batch_size=d["training"]["batchSize"],
+        cutoff_len=d["data"]["cutoffLen"],
+        gradient_checkpointing=d["training"]["gradientCheckpointing"],
+        half_precision=bool(d["training"]["bf16"] or extra.get("fp16") or extra.get("pure_bf16")),
+        pure_bf16=bool(extra.get("pure_bf16")),
+    )
+
+
+def smallest_lora_rank(rank: int) -> int | None:
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), None)
+
+
+def enabled_components(spec: Spec) -> list[str]:
+    d = spec.data
+    enabled = {
+        "webui": d["webui"]["enabled"],
+        "train": True,
+        "merge": d["merge"]["enabled"] and is_adapter_method(d["method"]["type"]),
+        "vllm": d["serve"]["enabled"],
+    }
+    return [c for c in COMPONENTS if enabled[c]]
+
+
+def derive(spec: Spec) -> Facts:
+    d = spec.data
+    name = spec.name
+    rid = run_id(spec)
+    method = d["method"]["type"]
+    output_dir = f"{STORAGE_ROOT}/output/{name}/{rid}"
+    components = enabled_components(spec)
+    merged_dir = None
+    if "merge" in components:
+        merged_dir = d["merge"].get("exportDir") or f"{STORAGE_ROOT}/models/merged/{name}/{rid}"
+    serve = d["serve"]
+    lora_module = None
+    max_rank = None
+    if serve["source"] == "adapter" and is_adapter_method(method):
+        serve_model, lora_module = d["model"]["path"], output_dir
+        max_rank = serve.get("maxLoraRank") or smallest_lora_rank(d["method"]["lora"]["rank"])
+    elif merged_dir:
+        serve_model = merged_dir
+    else:  # full/freeze write a complete model; lora without a merge serves the base (checked elsewhere)
+        serve_model = output_dir if not is_adapter_method(method) else d["model"]["path"]
+    template, inferred = resolve_template(spec)
+    info = model_info(spec)
+    return Facts(
+        name=name,
+        namespace=d["namespace"],
+        run_id=rid,
+        releases={c: f"{name}-{c}" for c in components},
+        template=template,
+        template_inferred=inferred,
+        base_model=d["model"]["path"],
+        output_dir=output_dir,
+        merged_dir=merged_dir,
+        serve_model=serve_model,
+        served_name=serve.get("servedModelName") or name,
+        lora_module=lora_module,
+        max_lora_rank=max_rank,
+        model_info=info,
+        gpu_memory_gib=gpu_memory_gib(spec),
+        vram=vram_estimate(spec, info),
+        llamafactory_version=lfinfo.image_version(d["images"]["llamafactory"]),
+    )
+
+
+def shm_size(explicit: Any, gpus: int) -> str:
+    """/dev/shm: what the spec says, else 8Gi per GPU with a 2Gi floor (PyTorch dataloaders and NCCL use it)."""
+    if explicit:
+        return str(explicit)
+    return f"{max(2, 8 * gpus)}Gi"

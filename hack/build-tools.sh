@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
+# under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
+#
+#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest etcd kwok kube
+#
+# Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
+# so it is built from a small wrapper module that points each staging module at its published version.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=hack/versions.env
+. "$here/versions.env"
+TOOLS_DIR=${TOOLS_DIR:-$(cd "$here/.." && pwd)/.tools}
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+# scratch modules, removed when the script ends however it ends
+scratch=()
+trap 'rm -rf "${scratch[@]}"' EXIT
+new_scratch() { local d; d=$(mktemp -d); scratch+=("$d"); work=$d; }
+
+# done_marker DIR: the binaries in DIR are complete (written last, so an interrupted build is redone)
+done_marker() { printf '%s/.complete' "$1"; }
+
+build_kube() {
+  local out="$TOOLS_DIR/kube-$KUBE_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "kube $KUBE_VERSION cached in $out"; return; }
+  local work; new_scratch
+  local src minor major
+  src=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  major=${KUBE_VERSION#v}; major=${major%%.*}
+  minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
+  {
+    echo "module localbuild/kube"
+    grep -E '^go ' "$src/go.mod"
+    grep -E '^godebug ' "$src/go.mod" || true
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    # every staging module k8s.io/<m> => its published twin k8s.io/<m> v0.<minor>.<patch>
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$src/go.mod" |
+      awk -v v="v0.${KUBE_VERSION#v*.}" '{print "replace " $1 " => " $1 " " v}'
+  } >"$work/go.mod"
+  local pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version
+  local stamp="-X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+  stamp="$stamp -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  stamp="$stamp -X $cgo.gitVersion=$KUBE_VERSION -X $cgo.gitMajor=$major -X $cgo.gitMinor=$minor"
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler $KUBE_VERSION (cold: tens of minutes)"
+  (
+    cd "$work"
+    go get "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
+    mkdir -p "$out.tmp"
+    # one go build for the three commands, so their shared packages compile once
+    go build -trimpath -ldflags "-s -w $stamp" -o "$out.tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+build_etcd() {
+  local out="$TOOLS_DIR/etcd-$ETCD_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "etcd $ETCD_VERSION cached in $out"; return; }
+  local work; new_scratch
+  log "building etcd $ETCD_VERSION"
+  (
+    cd "$work"
+    printf 'module localbuild/etcd\ngo 1.24\n' >go.mod
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+    mkdir -p "$out.tmp"
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+build_kwok() {
+  local out="$TOOLS_DIR/kwok-$KWOK_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "kwok $KWOK_VERSION cached in $out"; return; }
+  log "building kwok $KWOK_VERSION"
+  mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+# build_helm MAJOR VERSION: helm with its real version stamped (`helm version`, .Capabilities.HelmVersion)
+build_helm() {
+  local major=$1 version=$2
+  local out="$TOOLS_DIR/helm-$version"
+  [ -f "$(done_marker "$out")" ] && { log "helm $version cached in $out"; return; }
+  local work; new_scratch
+  log "building helm $version"
+  local ldflags="-s -w -X helm.sh/helm/v$major/internal/version.version=$version -X helm.sh/helm/v$major/internal/version.gitTreeState=clean"
+  (
+    cd "$work"
+    printf 'module localbuild/helm\ngo 1.26.0\n' >go.mod
+    go get "helm.sh/helm/v$major@$version" >/dev/null
+    if [ "$major" = 3 ]; then
+      # helm 3 assumes this Kubernetes version offline (helm template, lint): the one of its client-go
+      local cg; cg=$(go list -m -f '{{.Version}}' k8s.io/client-go)
+      cg=${cg#v0.}; cg=${cg%%.*}
+      ldflags="$ldflags -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$cg"
+      ldflags="$ldflags -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$cg"
+    fi
+    mkdir -p "$out.tmp"
+    go build -trimpath -ldflags "$ldflags" -o "$out.tmp/helm" "helm.sh/helm/v$major/cmd/helm"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+build_helm3() { build_helm 3 "$HELM3_VERSION"; }
+build_helm4() { build_helm 4 "$HELM4_VERSION"; }
+
+build_helm-unittest() {
+  local out="$TOOLS_DIR/helm-unittest-$HELM_UNITTEST_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "helm-unittest $HELM_UNITTEST_VERSION cached in $out"; return; }
+  local work; new_scratch
+  log "building helm-unittest $HELM_UNITTEST_VERSION"
+  local src; src=$(go mod download -json "github.com/helm-unittest/helm-unittest@$HELM_UNITTEST_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  (
+    cd "$work"
+    # its go.mod carries replace directives, which only apply in the main module: repeat them here
+    { echo "module localbuild/helm-unittest"; grep -E '^go ' "$src/go.mod"
+      echo "require github.com/helm-unittest/helm-unittest $HELM_UNITTEST_VERSION"
+      grep -E '^replace ' "$src/go.mod" || true; } >go.mod
+    go get "github.com/helm-unittest/helm-unittest@$HELM_UNITTEST_VERSION" >/dev/null
+    mkdir -p "$out.tmp"
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/helm-unittest" github.com/helm-unittest/helm-unittest/cmd/helm-unittest
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube)" >&2; exit 2; }
+mkdir -p "$TOOLS_DIR"
+for t in "$@"; do
+  start=$(date +%s)
+  "build_$t"
+  log "$t ready in $(($(date +%s) - start)) s"
+done
