@@ -19,7 +19,9 @@ class Problem:
     severity: Severity = "error"
 
     def format(self, source: str) -> str:
-        text = f"{source}::{self.path}: {self.message}"
+        """`file::$.a.b: message (hint: ...)`; warnings say so after the path."""
+        prefix = "warning: " if self.severity == "warning" else ""
+        text = f"{source}::{self.path}: {prefix}{self.message}"
         if self.hint:
             text += f" (hint: {self.hint})"
         return text

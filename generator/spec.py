@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -85,23 +86,36 @@ def _narrow(error: ValidationError) -> ValidationError:
     return error
 
 
-def _message(error: ValidationError) -> str:
+def _closest(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _problems_of(error: ValidationError) -> list[Problem]:
+    """One schema error as problems located at the key itself: each unknown key, each missing one."""
+    if error.validator == "oneOf" and error.schema is experiment_schema()["$defs"]["storage"]:
+        # neither or both given (not a mistake inside one of them)
+        if all(not e.relative_path and e.validator in ("required", "not") for e in error.context or []):
+            return [Problem(json_path(error.absolute_path), "set exactly one of `nfs` or `existingClaim`")]
+    error = _narrow(error)
+    parts = list(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        return f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}; allowed: {', '.join(allowed)}"
-    if error.validator == "oneOf" and error.schema is experiment_schema()["$defs"]["storage"]:
-        return "set exactly one of `nfs` or `existingClaim`"
-    return error.message
+        hint = f"allowed here: {', '.join(allowed)}" if allowed else ""
+        return [Problem(json_path([*parts, key]), "unknown key", _closest(key, allowed) or hint) for key in extra]
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return [Problem(json_path([*parts, key]), "is required") for key in missing]
+    return [Problem(json_path(parts), error.message)]
 
 
 def schema_problems(document: Any) -> list[Problem]:
     """Every schema violation, each located by its JSON path, sorted by path."""
-    problems = []
+    problems: set[Problem] = set()
     for error in _validator().iter_errors(document):
-        narrowed = _narrow(error)
-        problems.append(Problem(json_path(narrowed.absolute_path), _message(narrowed)))
-    return sorted(set(problems), key=lambda p: (p.path, p.message))
+        problems.update(_problems_of(error))
+    return sorted(problems, key=lambda p: (p.path, p.message))
 
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:

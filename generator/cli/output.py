@@ -11,11 +11,7 @@ from ..problems import Problem
 
 def print_problems(source: str, problems: Iterable[Problem]) -> None:
     for problem in problems:
-        if problem.severity == "warning":
-            text = Problem(problem.path, f"warning: {problem.message}", problem.hint).format(source)
-            click.secho(text, fg="yellow", err=True)
-        else:
-            click.secho(problem.format(source), fg="red", err=True)
+        click.secho(problem.format(source), fg="yellow" if problem.severity == "warning" else "red", err=True)
 
 
 class Failed(click.ClickException):

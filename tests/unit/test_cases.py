@@ -1,0 +1,78 @@
+"""Golden cases: every folder under tests/cases/valid and tests/cases/invalid is a test.
+
+valid/<name>/experiment.yaml renders to the webui/train/merge/vllm.yaml files beside it.
+invalid/<name>/experiment.yaml fails with exactly the problems in expected.txt (JSON path and message), and
+`lfk render` on it writes nothing. `pytest --update-golden` rewrites the expected files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from generator.checks import validate
+from generator.cli import cli
+from generator.problems import SpecError, errors
+from generator.render import render
+from generator.spec import load_spec
+
+CASES = Path(__file__).resolve().parent.parent / "cases"
+VALID = sorted(p.name for p in (CASES / "valid").iterdir() if p.is_dir())
+INVALID = sorted(p.name for p in (CASES / "invalid").iterdir() if p.is_dir())
+
+
+def problem_lines(spec_path: Path) -> list[str]:
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        problems = exc.problems
+    else:
+        problems = validate(spec)
+    return [p.format("experiment.yaml") for p in problems]
+
+
+@pytest.mark.parametrize("name", VALID)
+def test_valid_case_renders_its_golden_values(name: str, update_golden: bool) -> None:
+    folder = CASES / "valid" / name
+    spec = load_spec(folder / "experiment.yaml")
+    assert errors(validate(spec)) == []
+    rendered = {f"{r.component}.yaml": r.text for r in render(spec, folder)}
+    if update_golden:
+        for old in folder.glob("*.yaml"):
+            if old.name != "experiment.yaml":
+                old.unlink()
+        for file_name, text in rendered.items():
+            (folder / file_name).write_text(text, encoding="utf-8")
+    expected = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.yaml") if p.name != "experiment.yaml"}
+    assert rendered == expected
+
+
+@pytest.mark.parametrize("name", INVALID)
+def test_invalid_case_reports_expected_problems(name: str, update_golden: bool) -> None:
+    folder = CASES / "invalid" / name
+    lines = problem_lines(folder / "experiment.yaml")
+    if update_golden:
+        (folder / "expected.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected = (folder / "expected.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == expected
+    assert any(": warning: " not in line for line in lines), "an invalid case must have an error"
+    for line in expected:
+        assert "::$" in line, f"every problem names a JSON path: {line}"
+
+
+@pytest.mark.parametrize("name", INVALID)
+def test_invalid_case_writes_nothing(name: str, tmp_path: Path) -> None:
+    spec = tmp_path / "experiment.yaml"
+    shutil.copy(CASES / "invalid" / name / "experiment.yaml", spec)
+    old = {"train.yaml": "# committed values, untouched\n"}
+    (tmp_path / "train.yaml").write_text(old["train.yaml"])
+    result = CliRunner().invoke(cli, ["render", str(spec)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.yaml", "train.yaml"]
+    assert (tmp_path / "train.yaml").read_text() == old["train.yaml"]
+    for line in (CASES / "invalid" / name / "expected.txt").read_text().splitlines():
+        assert line.split("::", 1)[1] in result.output

@@ -1,0 +1,94 @@
+"""Rendering: YAML that reads back as written, checked against the chart's own values schema."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generator.problems import SpecError
+from generator.render import HEADER_MARK, chart_values_validator, image_ref, render, yaml_scalar
+from generator.spec import spec_from_text
+
+BASE = """
+name: demo
+storage: {nfs: {server: nfs.example.internal, path: /exports/llm}}
+model: {path: /storage/models/llama-3.1-8b-instruct}
+data: {datasets: [qa_dataset]}
+"""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [5e-05, 1.0, 0.1, 1e-10, 3, True, None, "yes", "0.9.5", "on", "a: b", {"k": [1, "x"]}, [], "ünï"],
+)
+def test_scalars_read_back_identically(value: object) -> None:
+    assert yaml.safe_load(f"key: {yaml_scalar(value)}")["key"] == value
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    with pytest.raises(ValueError):
+        yaml_scalar(math.nan)
+
+
+def test_image_references_split_into_the_charts_block() -> None:
+    assert image_ref("hiyouga/llamafactory:0.9.5") == {"repository": "hiyouga/llamafactory", "tag": "0.9.5", "digest": ""}
+    assert image_ref("registry:5000/team/vllm@sha256:" + "a" * 64) == {
+        "repository": "registry:5000/team/vllm", "tag": "", "digest": "sha256:" + "a" * 64,
+    }  # fmt: skip
+    assert image_ref("registry:5000/lf")["repository"] == "registry:5000/lf"
+
+
+def test_every_enabled_release_is_rendered_with_a_header(tmp_path: Path) -> None:
+    spec_path = tmp_path / "experiment.yaml"
+    spec_path.write_text(BASE)
+    spec = spec_from_text(BASE, str(spec_path))
+    results = render(spec, tmp_path)
+    assert [r.component for r in results] == ["webui", "train", "merge", "vllm"]
+    for r in results:
+        assert r.text.startswith(f"{HEADER_MARK} from experiment.yaml: do not edit by hand")
+        assert r.values[r.component]["enabled"] is True
+        assert yaml.safe_load(r.text) == r.values
+
+
+def test_train_values_carry_a_resumable_llamafactory_config() -> None:
+    spec = spec_from_text(BASE + "method: {type: qlora, quantization: {bits: 4}}\n", "x/experiment.yaml")
+    train = next(r for r in render(spec) if r.component == "train").values["train"]
+    config = train["config"]
+    assert config["overwrite_output_dir"] is False
+    assert config["output_dir"].startswith("/storage/output/demo/")
+    assert config["finetuning_type"] == "lora" and config["quantization_bit"] == 4
+    assert config["template"] == "llama3"
+    assert config["report_to"] == "none"
+    assert train["gpu"] == {"count": 1, "resourceName": "nvidia.com/gpu"}
+
+
+def test_merge_values_use_an_explicit_16_bit_dtype_and_the_same_paths() -> None:
+    spec = spec_from_text(BASE, "x/experiment.yaml")
+    rendered = {r.component: r.values for r in render(spec)}
+    merge, train, vllm = rendered["merge"]["merge"], rendered["train"]["train"], rendered["vllm"]["vllm"]
+    assert merge["config"]["infer_dtype"] == "bfloat16"
+    assert "quantization_bit" not in merge["config"], "QLoRA adapters merge into the unquantised base"
+    assert merge["config"]["adapter_name_or_path"] == train["config"]["output_dir"]
+    assert merge["config"]["model_name_or_path"] == train["config"]["model_name_or_path"]
+    assert merge["config"]["template"] == train["config"]["template"]
+    assert vllm["model"] == merge["exportDir"] == merge["config"]["export_dir"]
+
+
+def test_values_outside_the_charts_schema_are_refused() -> None:
+    spec = spec_from_text(BASE + "images: {vllm: 'vllm/vllm-openai@sha256:" + "a" * 64 + "'}\n", "x/experiment.yaml")
+    assert render(spec)  # a digest is fine
+    bad = {"vllm": {"enabled": True, "replicas": -1}}
+    assert list(chart_values_validator().iter_errors(bad))
+
+
+def test_a_render_that_breaks_the_chart_schema_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    import generator.render as render_module
+
+    spec = spec_from_text(BASE, "x/experiment.yaml")
+    monkeypatch.setattr(render_module, "header", lambda *a: "train: {enabled: true, bogus: 1}\n")
+    with pytest.raises(SpecError) as info:
+        render(spec)
+    assert any("bogus" in p.message for p in info.value.problems)
