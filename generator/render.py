@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jsonschema import Draft202012Validator
+import yaml
 
+from . import cache
 from .facts import Facts, derive, shm_size
 from .problems import Problem, SpecError, json_path
-from .spec import Spec, parse_yaml
+from .spec import Spec
+
+FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHART_DIR = REPO_ROOT / "charts" / "llama-factory"
@@ -74,6 +77,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,  # YAML, not HTML
+        bytecode_cache=cache.jinja_bytecode_cache(),
     )
     env.filters["yaml"] = yaml_scalar
     env.globals["image_ref"] = image_ref
@@ -81,14 +85,29 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+CHART_SCHEMA = CHART_DIR / "values.schema.json"
+
+
 @functools.cache
-def chart_values_validator() -> Draft202012Validator:
-    with (CHART_DIR / "values.schema.json").open(encoding="utf-8") as f:
+def chart_values_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    with CHART_SCHEMA.open(encoding="utf-8") as f:
         return Draft202012Validator(json.load(f))
 
 
-def header(spec: Spec, facts: Facts, component: str, out_dir: Path) -> str:
-    source = os.path.relpath(Path(spec.source).resolve(), out_dir.resolve())
+def chart_problems(values: Any, component: str) -> list[Problem]:
+    """Where rendered values break the chart's values.schema.json (empty when they fit)."""
+    if cache.is_valid(CHART_SCHEMA, values):
+        return []
+    return [
+        Problem(json_path(e.absolute_path), f"rendered {component} values do not fit the chart: {e.message}")
+        for e in chart_values_validator().iter_errors(values)
+    ]
+
+
+def header(source: str, facts: Facts, component: str) -> str:
+    """The first lines of every values file: where it comes from, and how to install it."""
     release = facts.releases[component]
     return (
         f"{HEADER_MARK} from {source}: do not edit by hand; change the spec and run `lfk render`.\n"
@@ -102,15 +121,14 @@ def render(spec: Spec, out_dir: Path | None = None) -> list[Rendered]:
     facts = derive(spec)
     out_dir = out_dir or spec.folder
     env = _environment()
+    source = os.path.relpath(os.path.abspath(spec.source), os.path.abspath(out_dir))
     results = []
     for component in facts.releases:
         body = env.get_template(f"{component}.yaml.j2").render(spec=spec.data, facts=facts, component=component)
-        text = header(spec, facts, component, out_dir) + body
-        values = parse_yaml(text, f"{component}.yaml")
-        problems = [
-            Problem(json_path(e.absolute_path), f"rendered {component} values do not fit the chart: {e.message}")
-            for e in chart_values_validator().iter_errors(values)
-        ]
+        text = header(source, facts, component) + body
+        # our own output: libyaml without the duplicate-key guard that protects hand-written specs
+        values = yaml.load(text, Loader=FAST_LOADER)  # noqa: S506 - a safe loader
+        problems = chart_problems(values, component)
         if problems:
             raise SpecError(spec.source, problems)
         results.append(Rendered(component, facts.releases[component], text, values))

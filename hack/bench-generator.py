@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Benchmark of the light path (validate + render), printed as figures; not a test.
+
+1. One spec in a fresh process, as a person runs it: `lfk render --out TMP SPEC` (which validates first),
+   repeated; wall time per call and the child's peak RSS.
+2. 1000 generated specs in one process: load + validate + render each; ms per spec and peak RSS.
+
+Targets on a 2-core machine: one CLI invocation <= 300 ms wall, 1000 specs <= 5 s.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SEED = ROOT / "values" / "llama31-qa" / "experiment.yaml"
+LFK = ROOT / ".venv" / "bin" / "lfk"
+
+
+def fresh_process(runs: int = 15) -> None:
+    times = []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(runs):
+            start = time.perf_counter()
+            subprocess.run([str(LFK), "render", "--out", out, str(SEED)], check=True, capture_output=True)
+            times.append((time.perf_counter() - start) * 1000)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"fresh process: lfk render (validate + render, 4 releases) x{runs}: "
+          f"median {statistics.median(times):.0f} ms, min {min(times):.0f} ms, max {max(times):.0f} ms, "
+          f"peak RSS {rss:.0f} MiB  (target <= 300 ms)")
+
+
+def generated_specs(count: int) -> list[str]:
+    rng = random.Random(7)
+    base = SEED.read_text(encoding="utf-8")
+    specs = []
+    for i in range(count):
+        text = base.replace("name: llama31-qa", f"name: exp-{i:04d}")
+        text = text.replace("rank: 16, alpha: 32", f"rank: {rng.choice([8, 16, 32, 64])}, alpha: {rng.choice([16, 32, 64])}")
+        text = text.replace("learningRate: 5.0e-5", f"learningRate: {rng.choice(['1.0e-5', '5.0e-5', '1.0e-4', '2.0e-4'])}")
+        text = text.replace("batchSize: 2", f"batchSize: {rng.choice([1, 2, 4])}")
+        specs.append(text)
+    return specs
+
+
+def in_process(count: int = 1000) -> None:
+    from generator.checks import validate
+    from generator.problems import errors
+    from generator.render import render
+    from generator.spec import spec_from_text
+
+    texts = generated_specs(count)
+    folder = SEED.parent
+    start = time.perf_counter()
+    rendered = 0
+    for i, text in enumerate(texts):
+        spec = spec_from_text(text, str(folder / f"spec-{i}.yaml"))
+        if errors(validate(spec)):
+            raise SystemExit(f"generated spec {i} is invalid")
+        rendered += len(render(spec, folder))
+    elapsed = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"one process: {count} specs validated + rendered ({rendered} values files) in {elapsed:.2f} s, "
+          f"{elapsed / count * 1000:.2f} ms per spec, peak RSS {rss:.0f} MiB  (target <= 5 s)")
+
+
+if __name__ == "__main__":
+    fresh_process()
+    in_process()
