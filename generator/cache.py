@@ -4,6 +4,7 @@ Everything here is an optimisation: when the cache cannot be written, the same w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -45,10 +46,8 @@ def fast_validator(schema_path: Path) -> Callable[[Any], Any]:
         import fastjsonschema
 
         code = fastjsonschema.compile_to_code(json.loads(text), use_default=False)
-        try:
+        with contextlib.suppress(OSError):
             _store(cached, code)
-        except OSError:
-            pass
     module = types.ModuleType(f"lfk_validator_{key}")
     exec(compile(code, str(cached), "exec"), module.__dict__)  # noqa: S102 - code generated from our own schema
     # the root schema's function comes first; its name is derived from the schema's $id

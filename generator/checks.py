@@ -51,9 +51,15 @@ def method_and_quantization(spec: Spec, facts: Facts) -> Iterator[Problem]:
     method = spec.data["method"]
     kind, quant = method["type"], method.get("quantization")
     if kind == "qlora" and not quant:
-        yield Problem("$.method.quantization", "qlora needs a quantised base model", "add quantization: {bits: 4}")
+        yield Problem(
+            "$.method.quantization", "qlora needs a quantised base model", "add quantization: {bits: 4}"
+        )
     if kind != "qlora" and quant:
-        fix = "use method.type: qlora for LoRA on a quantised base" if kind == "lora" else "remove method.quantization"
+        fix = (
+            "use method.type: qlora for LoRA on a quantised base"
+            if kind == "lora"
+            else "remove method.quantization"
+        )
         yield Problem("$.method.quantization", f"quantization only works with qlora, not {kind}", fix)
     if quant:
         bits, library = quant["bits"], quant["method"]
@@ -65,7 +71,9 @@ def method_and_quantization(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"use bits: {allowed[-1] if bits > allowed[-1] else allowed[0]} or another method",
             )
     if kind in ("full", "freeze") and "lora" in spec.raw.get("method", {}):
-        yield Problem("$.method.lora", f"LoRA settings are ignored for {kind} fine-tuning", severity="warning")
+        yield Problem(
+            "$.method.lora", f"LoRA settings are ignored for {kind} fine-tuning", severity="warning"
+        )
 
 
 @check
@@ -75,7 +83,11 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     if not serve["enabled"]:
         return
     if serve["source"] == "adapter" and not is_adapter_method(method):
-        yield Problem("$.serve.source", f"{method} fine-tuning produces a full model, not an adapter", "use source: merged")
+        yield Problem(
+            "$.serve.source",
+            f"{method} fine-tuning produces a full model, not an adapter",
+            "use source: merged",
+        )
     if serve["source"] == "merged" and is_adapter_method(method) and not d["merge"]["enabled"]:
         yield Problem(
             "$.merge.enabled",
@@ -85,7 +97,11 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     if serve["source"] == "adapter" and is_adapter_method(method):
         rank = d["method"]["lora"]["rank"]
         if facts.max_lora_rank is None:
-            yield Problem("$.method.lora.rank", f"vLLM serves LoRA ranks up to 512, not {rank}", "lower the rank or serve the merged model")
+            yield Problem(
+                "$.method.lora.rank",
+                f"vLLM serves LoRA ranks up to 512, not {rank}",
+                "lower the rank or serve the merged model",
+            )
         elif facts.max_lora_rank < rank:
             yield Problem(
                 "$.serve.maxLoraRank",
@@ -98,7 +114,9 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
         weights = 2 * info.parameters_b / tp
         usable = gib_to_gb(memory) * serve["gpuMemoryUtilization"]
         if weights > usable:
-            need = next((n for n in (1, 2, 4, 8, 16, 32, 64) if 2 * info.parameters_b / n < usable * 0.8), None)
+            need = next(
+                (n for n in (1, 2, 4, 8, 16, 32, 64) if 2 * info.parameters_b / n < usable * 0.8), None
+            )
             yield Problem(
                 "$.serve.tensorParallelSize",
                 f"16-bit weights need {weights:.0f} GB per GPU with tensor parallel {tp}; "
@@ -149,7 +167,9 @@ def learning_rate(spec: Spec, facts: Facts) -> Iterator[Problem]:
     if lr >= fail_at:
         yield Problem("$.training.learningRate", f"learning rate {lr:g} is far too high for {method}", advice)
     elif lr > warn_above:
-        yield Problem("$.training.learningRate", f"learning rate {lr:g} is high for {method}", advice, "warning")
+        yield Problem(
+            "$.training.learningRate", f"learning rate {lr:g} is high for {method}", advice, "warning"
+        )
 
 
 @check
@@ -185,7 +205,12 @@ def vram(spec: Spec, facts: Facts) -> Iterator[Problem]:
     if need > have:
         yield Problem("$.resources.gpu", summary, _vram_advice(spec))
     elif need > 0.9 * have:
-        yield Problem("$.resources.gpu", summary.replace(" but ", " and ") + ": little headroom", _vram_advice(spec), "warning")
+        yield Problem(
+            "$.resources.gpu",
+            summary.replace(" but ", " and ") + ": little headroom",
+            _vram_advice(spec),
+            "warning",
+        )
 
 
 def _vram_advice(spec: Spec) -> str:
@@ -194,7 +219,7 @@ def _vram_advice(spec: Spec) -> str:
     if d["method"]["type"] in ("lora", "full", "freeze"):
         tips.append("use method.type: qlora with quantization.bits: 4")
     if d["training"]["batchSize"] > 1:
-        tips.append(f"lower training.batchSize (raise gradientAccumulation to keep the effective batch)")
+        tips.append("lower training.batchSize (raise gradientAccumulation to keep the effective batch)")
     if not d["training"]["gradientCheckpointing"]:
         tips.append("enable training.gradientCheckpointing")
     if d["data"]["cutoffLen"] > 1024:
@@ -228,15 +253,29 @@ def paths_on_storage(spec: Spec, facts: Facts) -> Iterator[Problem]:
             )
     merged = facts.merged_dir
     if merged and merged.rstrip("/") in (facts.base_model.rstrip("/"), facts.output_dir):
-        yield Problem("$.merge.exportDir", "the merged model would overwrite the base model or the adapter", "choose another directory")
+        yield Problem(
+            "$.merge.exportDir",
+            "the merged model would overwrite the base model or the adapter",
+            "choose another directory",
+        )
     if spec.data["storage"].get("nfs", {}).get("readOnly"):
-        yield Problem("$.storage.nfs.readOnly", "training writes to the storage; it cannot be read-only", "remove readOnly")
+        yield Problem(
+            "$.storage.nfs.readOnly",
+            "training writes to the storage; it cannot be read-only",
+            "remove readOnly",
+        )
 
 
 # hub tokens (hf_), OpenAI-style keys (sk-), GitHub tokens, and anything given as a bearer header
-_TOKEN_PATTERNS = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S+)$")
+_TOKEN_PATTERNS = re.compile(
+    r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S+)$"
+)
 _CREDENTIAL_URI = re.compile(r"^[a-z]+://[^/@\s]+:[^/@\s]+@")
-_TOKEN_ARGS = {"hf_hub_token": "model.hub.tokenSecret", "ms_hub_token": "model.hub.tokenSecret", "om_hub_token": "model.hub.tokenSecret"}
+_TOKEN_ARGS = {
+    "hf_hub_token": "model.hub.tokenSecret",
+    "ms_hub_token": "model.hub.tokenSecret",
+    "om_hub_token": "model.hub.tokenSecret",
+}
 
 
 def _strings(value: Any, parts: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
@@ -254,32 +293,72 @@ def _strings(value: Any, parts: list[str | int]) -> Iterator[tuple[list[str | in
 def no_literal_secrets(spec: Spec, facts: Facts) -> Iterator[Problem]:
     for parts, value in _strings(spec.raw, []):
         if _TOKEN_PATTERNS.match(value.strip()):
-            yield Problem(json_path(parts), "looks like a literal secret token", "store it in a Secret and reference it by name and key")
+            yield Problem(
+                json_path(parts),
+                "looks like a literal secret token",
+                "store it in a Secret and reference it by name and key",
+            )
         elif _CREDENTIAL_URI.match(value):
-            yield Problem(json_path(parts), "the URI carries a user name and password", "use tracking.mlflow.credentialsSecret")
+            yield Problem(
+                json_path(parts),
+                "the URI carries a user name and password",
+                "use tracking.mlflow.credentialsSecret",
+            )
     for key, field in _TOKEN_ARGS.items():
         if key in spec.data["llamafactoryArgs"]:
-            yield Problem(json_path(["llamafactoryArgs", key]), "tokens are never written into the config", f"use {field} (a Secret reference)")
+            yield Problem(
+                json_path(["llamafactoryArgs", key]),
+                "tokens are never written into the config",
+                f"use {field} (a Secret reference)",
+            )
 
 
 # passthrough keys the spec sets through its own fields
 MANAGED_ARGS = {
-    "model_name_or_path": "model.path", "template": "model.template", "trust_remote_code": "model.trustRemoteCode",
-    "dataset_dir": "data.dir", "dataset": "data.datasets", "cutoff_len": "data.cutoffLen", "max_samples": "data.maxSamples",
-    "val_size": "data.valSize", "preprocessing_num_workers": "data.preprocessingWorkers",
-    "finetuning_type": "method.type", "lora_rank": "method.lora.rank", "lora_alpha": "method.lora.alpha",
-    "lora_dropout": "method.lora.dropout", "lora_target": "method.lora.target", "quantization_bit": "method.quantization.bits",
-    "quantization_method": "method.quantization.method", "freeze_trainable_layers": "method.freeze.trainableLayers",
-    "num_train_epochs": "training.epochs", "max_steps": "training.maxSteps", "learning_rate": "training.learningRate",
-    "per_device_train_batch_size": "training.batchSize", "gradient_accumulation_steps": "training.gradientAccumulation",
-    "lr_scheduler_type": "training.scheduler", "warmup_ratio": "training.warmupRatio", "max_grad_norm": "training.maxGradNorm",
-    "bf16": "training.bf16", "disable_gradient_checkpointing": "training.gradientCheckpointing",
-    "flash_attn": "training.attention", "logging_steps": "training.loggingSteps", "save_strategy": "training.saveStrategy",
-    "save_steps": "training.saveSteps", "save_total_limit": "training.saveTotalLimit", "seed": "training.seed",
-    "output_dir": "(derived: /storage/output/<name>/<run id>)", "overwrite_output_dir": "(always false, so runs resume)",
-    "report_to": "tracking.mlflow", "run_name": "tracking.mlflow.runName", "stage": "(always sft)", "do_train": "(always true)",
-    "export_dir": "merge.exportDir", "export_size": "merge.shardSizeGB", "export_device": "merge.device",
-    "infer_dtype": "merge.dtype", "adapter_name_or_path": "(derived from the run)",
+    "model_name_or_path": "model.path",
+    "template": "model.template",
+    "trust_remote_code": "model.trustRemoteCode",
+    "dataset_dir": "data.dir",
+    "dataset": "data.datasets",
+    "cutoff_len": "data.cutoffLen",
+    "max_samples": "data.maxSamples",
+    "val_size": "data.valSize",
+    "preprocessing_num_workers": "data.preprocessingWorkers",
+    "finetuning_type": "method.type",
+    "lora_rank": "method.lora.rank",
+    "lora_alpha": "method.lora.alpha",
+    "lora_dropout": "method.lora.dropout",
+    "lora_target": "method.lora.target",
+    "quantization_bit": "method.quantization.bits",
+    "quantization_method": "method.quantization.method",
+    "freeze_trainable_layers": "method.freeze.trainableLayers",
+    "num_train_epochs": "training.epochs",
+    "max_steps": "training.maxSteps",
+    "learning_rate": "training.learningRate",
+    "per_device_train_batch_size": "training.batchSize",
+    "gradient_accumulation_steps": "training.gradientAccumulation",
+    "lr_scheduler_type": "training.scheduler",
+    "warmup_ratio": "training.warmupRatio",
+    "max_grad_norm": "training.maxGradNorm",
+    "bf16": "training.bf16",
+    "disable_gradient_checkpointing": "training.gradientCheckpointing",
+    "flash_attn": "training.attention",
+    "logging_steps": "training.loggingSteps",
+    "save_strategy": "training.saveStrategy",
+    "save_steps": "training.saveSteps",
+    "save_total_limit": "training.saveTotalLimit",
+    "seed": "training.seed",
+    "output_dir": "(derived: /storage/output/<name>/<run id>)",
+    "overwrite_output_dir": "(always false, so runs resume)",
+    "report_to": "tracking.mlflow",
+    "run_name": "tracking.mlflow.runName",
+    "stage": "(always sft)",
+    "do_train": "(always true)",
+    "export_dir": "merge.exportDir",
+    "export_size": "merge.shardSizeGB",
+    "export_device": "merge.device",
+    "infer_dtype": "merge.dtype",
+    "adapter_name_or_path": "(derived from the run)",
 }
 
 
@@ -303,7 +382,11 @@ def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
 def precision_and_saving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     t = spec.data["training"]
     if t["attention"] in ("fa2", "fa3") and not t["bf16"] and not spec.data["llamafactoryArgs"].get("fp16"):
-        yield Problem("$.training.attention", f"{t['attention']} needs bf16 or fp16", "use attention: sdpa or enable bf16")
+        yield Problem(
+            "$.training.attention",
+            f"{t['attention']} needs bf16 or fp16",
+            "use attention: sdpa or enable bf16",
+        )
     if t["saveStrategy"] == "no":
         yield Problem(
             "$.training.saveStrategy",
@@ -327,4 +410,8 @@ def dataset_entries(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 "remove it or change format",
             )
         if entry["format"] == "alpaca" and entry.get("tags"):
-            yield Problem(json_path(["data", "register", name, "tags"]), "tags apply only to sharegpt data", "remove tags")
+            yield Problem(
+                json_path(["data", "register", name, "tags"]),
+                "tags apply only to sharegpt data",
+                "remove tags",
+            )

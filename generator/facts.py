@@ -53,7 +53,9 @@ def run_id(spec: Spec) -> str:
     d = spec.data
     training = {k: v for k, v in d["training"].items() if k not in NOT_IN_RUN_ID}
     data = {k: v for k, v in d["data"].items() if k not in ("preprocessingWorkers", "register")}
-    data["entries"] = {n: d["data"]["register"][n] for n in d["data"]["datasets"] if n in d["data"]["register"]}
+    data["entries"] = {
+        n: d["data"]["register"][n] for n in d["data"]["datasets"] if n in d["data"]["register"]
+    }
     model = {k: d["model"].get(k) for k in ("path", "hub")}
     model["template"] = resolve_template(spec)[0]
     payload = {
@@ -96,12 +98,12 @@ def model_info(spec: Spec) -> ModelInfo | None:
     model = spec.data["model"]
     hub_id = model.get("hub", {}).get("id")
     known = catalog.known_model(hub_id, model["path"])
-    size = model.get("parametersB") or (known.parameters_b if known else catalog.size_from_name(hub_id, model["path"]))
-    if known and size == known.parameters_b:
-        return known
-    if known:  # the person's size wins; keep the known shape scaled
+    given: float | None = model.get("parametersB")
+    if known:  # a size the person gives wins; the known shape stays
+        size = given or known.parameters_b
         return ModelInfo(size, known.hidden_size, known.num_layers, known.vocab_size, known.template)
-    return catalog.approximate_architecture(size) if size else None
+    guessed = given or catalog.size_from_name(hub_id, model["path"])
+    return catalog.approximate_architecture(guessed) if guessed else None
 
 
 def gpu_memory_gib(spec: Spec) -> float | None:

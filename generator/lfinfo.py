@@ -103,12 +103,14 @@ def live_snapshot() -> dict[str, object]:
 
     package = installed_package_dir()
     assert package is not None
-    arguments = set()
+    arguments: set[str] = set()
     for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments):
         arguments.update(f.name for f in dataclasses.fields(cls) if f.init)
     return {
         "version": llamafactory.__version__,
         "templates": sorted(TEMPLATES),
-        "model_templates": dict(sorted(_model_templates_from_source(package / "extras" / "constants.py").items())),
+        "model_templates": dict(
+            sorted(_model_templates_from_source(package / "extras" / "constants.py").items())
+        ),
         "arguments": sorted(arguments),
     }

@@ -21,7 +21,9 @@ def selected(facts: Facts, component: str) -> list[str]:
     return [component]
 
 
-def install_command(facts: Facts, component: str, values_dir: Path, helm: str = "helm", *extra: str) -> list[str]:
+def install_command(
+    facts: Facts, component: str, values_dir: Path, helm: str = "helm", *extra: str
+) -> list[str]:
     return [
         helm, "upgrade", "--install", facts.releases[component], _relative(CHART_DIR),
         "--namespace", facts.namespace, "--create-namespace",

@@ -124,7 +124,9 @@ def render(spec: Spec, out_dir: Path | None = None) -> list[Rendered]:
     source = os.path.relpath(os.path.abspath(spec.source), os.path.abspath(out_dir))
     results = []
     for component in facts.releases:
-        body = env.get_template(f"{component}.yaml.j2").render(spec=spec.data, facts=facts, component=component)
+        body = env.get_template(f"{component}.yaml.j2").render(
+            spec=spec.data, facts=facts, component=component
+        )
         text = header(source, facts, component) + body
         # our own output: libyaml without the duplicate-key guard that protects hand-written specs
         values = yaml.load(text, Loader=FAST_LOADER)  # noqa: S506 - a safe loader

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
 from . import cache
 from .problems import Problem, SpecError, json_path
 
@@ -49,13 +50,14 @@ class _StrictLoader(_SafeLoader):  # type: ignore[misc,valid-type]
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
             )
         seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
+    return mapping
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -103,19 +105,25 @@ def _closest(key: str, allowed: list[str]) -> str:
 
 def _problems_of(error: ValidationError) -> list[Problem]:
     """One schema error as problems located at the key itself: each unknown key, each missing one."""
-    if error.validator == "oneOf" and error.schema is experiment_schema()["$defs"]["storage"]:
-        # neither or both given (not a mistake inside one of them)
-        if all(not e.relative_path and e.validator in ("required", "not") for e in error.context or []):
-            return [Problem(json_path(error.absolute_path), "set exactly one of `nfs` or `existingClaim`")]
+    storage = error.validator == "oneOf" and error.schema is experiment_schema()["$defs"]["storage"]
+    # neither or both given, rather than a mistake inside one of them
+    if storage and all(
+        not e.relative_path and e.validator in ("required", "not") for e in error.context or []
+    ):
+        return [Problem(json_path(error.absolute_path), "set exactly one of `nfs` or `existingClaim`")]
     error = _narrow(error)
     parts = list(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         hint = f"allowed here: {', '.join(allowed)}" if allowed else ""
-        return [Problem(json_path([*parts, key]), "unknown key", _closest(key, allowed) or hint) for key in extra]
+        return [
+            Problem(json_path([*parts, key]), "unknown key", _closest(key, allowed) or hint) for key in extra
+        ]
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
+        required: list[str] = list(error.validator_value)  # type: ignore[arg-type]
+        missing = [k for k in required if k not in error.instance]
         return [Problem(json_path([*parts, key]), "is required") for key in missing]
     return [Problem(json_path(parts), error.message)]
 

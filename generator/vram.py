@@ -31,10 +31,16 @@ class VramEstimate:
         return self.states_gb + self.activations_gb + self.logits_gb + self.overhead_gb
 
 
-def state_bytes_per_parameter(method: str, bits: int | None, half_precision: bool, pure_bf16: bool) -> tuple[float, str]:
+def state_bytes_per_parameter(
+    method: str, bits: int | None, half_precision: bool, pure_bf16: bool
+) -> tuple[float, str]:
     """LLaMA-Factory's rule of thumb: GB per billion parameters for the weights, gradients and optimiser."""
     if method == "full":
-        return (8.0, "full, pure bf16: 8 GB per B") if pure_bf16 else (18.0, "full, mixed precision: 18 GB per B")
+        return (
+            (8.0, "full, pure bf16: 8 GB per B")
+            if pure_bf16
+            else (18.0, "full, mixed precision: 18 GB per B")
+        )
     if method == "qlora":
         b = bits or 4
         return b / 8, f"QLoRA {b}-bit: {b / 8:g} GB per B"
@@ -61,10 +67,7 @@ def estimate(
         # mixed precision Adam: 2 bytes weights + 2 gradients + 12 fp32 master/moments (+2 buffers)
         weights = 2.0 * model.parameters_b
         sharded = states - weights
-        if zero_stage >= 3:
-            states = states / data_parallel
-        else:
-            states = weights + sharded / data_parallel
+        states = states / data_parallel if zero_stage >= 3 else weights + sharded / data_parallel
         basis += f", ZeRO-{zero_stage} over {data_parallel} GPUs"
     act_bytes = 2.0 if half_precision else 4.0
     tokens = batch_size * cutoff_len

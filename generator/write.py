@@ -78,7 +78,9 @@ def write(rendered: list[Rendered], out_dir: Path, check: bool = False) -> Write
             )
     result.removed = _generated_leftovers(out_dir, rendered)
     if check:
-        result.diffs += [f"{p}: generated for a component the spec no longer enables\n" for p in result.removed]
+        result.diffs += [
+            f"{p}: generated for a component the spec no longer enables\n" for p in result.removed
+        ]
         return result
     for item in rendered:
         path = out_dir / f"{item.component}.yaml"

@@ -33,9 +33,11 @@ def fresh_process(runs: int = 15) -> None:
             subprocess.run([str(LFK), "render", "--out", out, str(SEED)], check=True, capture_output=True)
             times.append((time.perf_counter() - start) * 1000)
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"fresh process: lfk render (validate + render, 4 releases) x{runs}: "
-          f"median {statistics.median(times):.0f} ms, min {min(times):.0f} ms, max {max(times):.0f} ms, "
-          f"peak RSS {rss:.0f} MiB  (target <= 300 ms)")
+    print(
+        f"fresh process: lfk render (validate + render, 4 releases) x{runs}: "
+        f"median {statistics.median(times):.0f} ms, min {min(times):.0f} ms, max {max(times):.0f} ms, "
+        f"peak RSS {rss:.0f} MiB  (target <= 300 ms)"
+    )
 
 
 def generated_specs(count: int) -> list[str]:
@@ -44,8 +46,12 @@ def generated_specs(count: int) -> list[str]:
     specs = []
     for i in range(count):
         text = base.replace("name: llama31-qa", f"name: exp-{i:04d}")
-        text = text.replace("rank: 16, alpha: 32", f"rank: {rng.choice([8, 16, 32, 64])}, alpha: {rng.choice([16, 32, 64])}")
-        text = text.replace("learningRate: 5.0e-5", f"learningRate: {rng.choice(['1.0e-5', '5.0e-5', '1.0e-4', '2.0e-4'])}")
+        text = text.replace(
+            "rank: 16, alpha: 32", f"rank: {rng.choice([8, 16, 32, 64])}, alpha: {rng.choice([16, 32, 64])}"
+        )
+        text = text.replace(
+            "learningRate: 5.0e-5", f"learningRate: {rng.choice(['1.0e-5', '5.0e-5', '1.0e-4', '2.0e-4'])}"
+        )
         text = text.replace("batchSize: 2", f"batchSize: {rng.choice([1, 2, 4])}")
         specs.append(text)
     return specs
@@ -68,8 +74,10 @@ def in_process(count: int = 1000) -> None:
         rendered += len(render(spec, folder))
     elapsed = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"one process: {count} specs validated + rendered ({rendered} values files) in {elapsed:.2f} s, "
-          f"{elapsed / count * 1000:.2f} ms per spec, peak RSS {rss:.0f} MiB  (target <= 5 s)")
+    print(
+        f"one process: {count} specs validated + rendered ({rendered} values files) in {elapsed:.2f} s, "
+        f"{elapsed / count * 1000:.2f} ms per spec, peak RSS {rss:.0f} MiB  (target <= 5 s)"
+    )
 
 
 if __name__ == "__main__":

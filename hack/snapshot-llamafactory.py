@@ -35,8 +35,10 @@ def main() -> int:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-    print(f"wrote {path}: {len(snapshot['templates'])} templates, {len(snapshot['model_templates'])} models, "
-          f"{len(snapshot['arguments'])} arguments")
+    print(
+        f"wrote {path}: {len(snapshot['templates'])} templates, {len(snapshot['model_templates'])} models, "
+        f"{len(snapshot['arguments'])} arguments"
+    )
     return 0
 
 

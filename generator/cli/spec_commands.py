@@ -33,7 +33,9 @@ def load_and_check(path: str, deep: bool = False) -> tuple[Spec | None, list[Pro
 
 @click.command("validate")
 @specs_argument
-@click.option("--deep", is_flag=True, help="Also run the configs through the installed LLaMA-Factory (imports torch).")
+@click.option(
+    "--deep", is_flag=True, help="Also run the configs through the installed LLaMA-Factory (imports torch)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print problems only.")
 def validate_cmd(specs: tuple[str, ...], deep: bool, quiet: bool) -> None:
     """Check experiment specs: the schema, then every cross-field rule. Warnings do not fail."""
@@ -52,8 +54,12 @@ def validate_cmd(specs: tuple[str, ...], deep: bool, quiet: bool) -> None:
 
 @click.command("render")
 @specs_argument
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write here instead of next to the spec.")
-@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff when the committed values are stale.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Write here instead of next to the spec."
+)
+@click.option(
+    "--check", is_flag=True, help="Write nothing; exit 1 with a diff when the committed values are stale."
+)
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the values instead of writing them.")
 def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout: bool) -> None:
     """Render the Helm values of every enabled release (webui, train, merge, vllm) of each spec."""
@@ -96,14 +102,19 @@ def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout:
 def summary_lines(spec: Spec, facts: Facts) -> list[str]:
     d = spec.data
     lines = [f"experiment {facts.name} (namespace {facts.namespace}, run {facts.run_id})"]
-    gpus = {"train": d["resources"]["gpus"], "vllm": d["serve"]["tensorParallelSize"] * d["serve"]["replicas"]}
+    gpus = {
+        "train": d["resources"]["gpus"],
+        "vllm": d["serve"]["tensorParallelSize"] * d["serve"]["replicas"],
+    }
     gpus["webui"] = d["webui"]["resources"].get("gpus", 1)
     gpus["merge"] = d["merge"]["resources"].get("gpus", 0)
     for component, release in facts.releases.items():
         lines.append(f"  release {release:<32} GPUs {gpus[component]}")
     if facts.vram:
         memory = f"{facts.gpu_memory_gib:g} GiB GPU" if facts.gpu_memory_gib else "GPU memory unknown"
-        lines.append(f"  VRAM estimate {facts.vram.total_gb:.1f} GB per training GPU ({facts.vram.basis}) vs {memory}")
+        lines.append(
+            f"  VRAM estimate {facts.vram.total_gb:.1f} GB per training GPU ({facts.vram.basis}) vs {memory}"
+        )
     lines.append(f"  template      {facts.template}{' (inferred)' if facts.template_inferred else ''}")
     lines.append(f"  base model    {facts.base_model}")
     lines.append(f"  output        {facts.output_dir}")

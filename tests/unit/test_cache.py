@@ -40,7 +40,9 @@ def test_fast_and_full_chart_validators_agree(path: Path) -> None:
     assert cache.is_valid(CHART_SCHEMA, broken) is False
 
 
-def test_a_cold_cache_compiles_and_stores_the_validator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cold_cache_compiles_and_stores_the_validator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cache.fast_validator.cache_clear()
     try:

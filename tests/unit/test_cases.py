@@ -46,7 +46,9 @@ def test_valid_case_renders_its_golden_values(name: str, update_golden: bool) ->
                 old.unlink()
         for file_name, text in rendered.items():
             (folder / file_name).write_text(text, encoding="utf-8")
-    expected = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.yaml") if p.name != "experiment.yaml"}
+    expected = {
+        p.name: p.read_text(encoding="utf-8") for p in folder.glob("*.yaml") if p.name != "experiment.yaml"
+    }
     assert rendered == expected
 
 

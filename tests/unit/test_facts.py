@@ -29,7 +29,9 @@ def test_a_changed_hyperparameter_changes_the_run_id() -> None:
 
 
 def test_logging_saving_and_resources_keep_the_run_id() -> None:
-    same = "training: {loggingSteps: 1, saveSteps: 7, saveTotalLimit: 9}\nresources: {memory: 128Gi, cpu: 32}\n"
+    same = (
+        "training: {loggingSteps: 1, saveSteps: 7, saveTotalLimit: 9}\nresources: {memory: 128Gi, cpu: 32}\n"
+    )
     assert run_id(spec(same)) == run_id(spec())
     assert run_id(spec("serve: {replicas: 3}\nwebui: {enabled: false}\n")) == run_id(spec())
 

@@ -34,7 +34,11 @@ def test_non_finite_numbers_are_refused() -> None:
 
 
 def test_image_references_split_into_the_charts_block() -> None:
-    assert image_ref("hiyouga/llamafactory:0.9.5") == {"repository": "hiyouga/llamafactory", "tag": "0.9.5", "digest": ""}
+    assert image_ref("hiyouga/llamafactory:0.9.5") == {
+        "repository": "hiyouga/llamafactory",
+        "tag": "0.9.5",
+        "digest": "",
+    }
     assert image_ref("registry:5000/team/vllm@sha256:" + "a" * 64) == {
         "repository": "registry:5000/team/vllm", "tag": "", "digest": "sha256:" + "a" * 64,
     }  # fmt: skip
@@ -78,7 +82,9 @@ def test_merge_values_use_an_explicit_16_bit_dtype_and_the_same_paths() -> None:
 
 
 def test_values_outside_the_charts_schema_are_refused() -> None:
-    spec = spec_from_text(BASE + "images: {vllm: 'vllm/vllm-openai@sha256:" + "a" * 64 + "'}\n", "x/experiment.yaml")
+    spec = spec_from_text(
+        BASE + "images: {vllm: 'vllm/vllm-openai@sha256:" + "a" * 64 + "'}\n", "x/experiment.yaml"
+    )
     assert render(spec)  # a digest is fine
     bad = {"vllm": {"enabled": True, "replicas": -1}}
     assert list(chart_values_validator().iter_errors(bad))

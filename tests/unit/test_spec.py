@@ -26,7 +26,11 @@ def problems_of(text: str) -> list[tuple[str, str]]:
 def test_defaults_come_from_the_schema() -> None:
     spec = spec_from_text(MINIMAL, "spec.yaml")
     assert spec.data["namespace"] == "llm-training"
-    assert spec.data["method"] == {"type": "lora", "lora": {"rank": 8, "dropout": 0.1, "target": "all"}, "freeze": {"trainableLayers": 2}}
+    assert spec.data["method"] == {
+        "type": "lora",
+        "lora": {"rank": 8, "dropout": 0.1, "target": "all"},
+        "freeze": {"trainableLayers": 2},
+    }
     assert spec.data["training"]["saveStrategy"] == "steps"
     assert spec.data["resources"]["gpuResource"] == "nvidia.com/gpu"
     assert spec.data["images"]["llamafactory"] == "hiyouga/llamafactory:0.9.5"
@@ -41,7 +45,9 @@ def test_given_values_win_over_defaults_and_nested_defaults_fill_in() -> None:
 
 
 def test_registered_dataset_entries_get_their_defaults() -> None:
-    text = MINIMAL.replace("data: {datasets: [qa_dataset]}", "data: {datasets: [qa], register: {qa: {file: qa.json}}}")
+    text = MINIMAL.replace(
+        "data: {datasets: [qa_dataset]}", "data: {datasets: [qa], register: {qa: {file: qa.json}}}"
+    )
     spec = spec_from_text(text, "spec.yaml")
     assert spec.data["data"]["register"]["qa"] == {"file": "qa.json", "format": "alpaca"}
 
@@ -97,5 +103,7 @@ def test_schema_defaults_are_valid_values() -> None:
     for path, node in _walk(schema):
         if "default" in node and "$ref" not in node:
             sub = {k: v for k, v in node.items() if k != "default"}
-            errors = list(Draft202012Validator({**sub, "$defs": schema["$defs"]}).iter_errors(node["default"]))
+            errors = list(
+                Draft202012Validator({**sub, "$defs": schema["$defs"]}).iter_errors(node["default"])
+            )
             assert not errors, f"{path}: default {node['default']!r} is invalid: {errors[0].message}"

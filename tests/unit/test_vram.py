@@ -12,9 +12,18 @@ SEVEN_B = ModelInfo(7.0, 4096, 32, 32000, "llama2")
 
 @pytest.mark.parametrize(
     ("method", "bits", "pure", "table_gb"),
-    [("full", None, False, 120), ("full", None, True, 60), ("lora", None, False, 16), ("qlora", 8, False, 10), ("qlora", 4, False, 6), ("qlora", 2, False, 4)],
+    [
+        ("full", None, False, 120),
+        ("full", None, True, 60),
+        ("lora", None, False, 16),
+        ("qlora", 8, False, 10),
+        ("qlora", 4, False, 6),
+        ("qlora", 2, False, 4),
+    ],
 )
-def test_states_follow_llamafactorys_table_for_7b(method: str, bits: int | None, pure: bool, table_gb: float) -> None:
+def test_states_follow_llamafactorys_table_for_7b(
+    method: str, bits: int | None, pure: bool, table_gb: float
+) -> None:
     per_param, _ = state_bytes_per_parameter(method, bits, True, pure)
     states = per_param * 7
     # the table rounds up and includes a little activation memory: within 30% of it, never above
@@ -32,7 +41,14 @@ def test_gradient_checkpointing_and_smaller_batches_need_less() -> None:
 
 
 def test_zero3_shards_full_fine_tuning_states() -> None:
-    kwargs = {"method": "full", "bits": None, "batch_size": 1, "cutoff_len": 1024, "gradient_checkpointing": True, "half_precision": True}
+    kwargs = {
+        "method": "full",
+        "bits": None,
+        "batch_size": 1,
+        "cutoff_len": 1024,
+        "gradient_checkpointing": True,
+        "half_precision": True,
+    }
     alone = estimate(SEVEN_B, **kwargs)
     sharded = estimate(SEVEN_B, zero_stage=3, data_parallel=8, **kwargs)
     stage2 = estimate(SEVEN_B, zero_stage=2, data_parallel=8, **kwargs)
@@ -41,7 +57,15 @@ def test_zero3_shards_full_fine_tuning_states() -> None:
 
 
 def test_the_guides_seed_example_fits_24gb_like_its_table_says() -> None:
-    seed = estimate(KNOWN_MODELS["llama-3.1-8b-instruct"], method="lora", bits=None, batch_size=2, cutoff_len=2048, gradient_checkpointing=True, half_precision=True)
+    seed = estimate(
+        KNOWN_MODELS["llama-3.1-8b-instruct"],
+        method="lora",
+        bits=None,
+        batch_size=2,
+        cutoff_len=2048,
+        gradient_checkpointing=True,
+        half_precision=True,
+    )
     assert 20 < seed.total_gb < 25.8  # the guide: Llama-3.1-8B LoRA needs a 24 GB GPU
 
 

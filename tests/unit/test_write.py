@@ -37,7 +37,9 @@ def test_generated_files_of_disabled_components_are_removed_but_not_foreign_ones
     assert (tmp_path / "webui.yaml").exists()
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_the_old_file_and_no_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write([item("train", "a: 1\n")], tmp_path)
 
     def broken_replace(src: str, dst: str) -> None:

@@ -217,7 +217,7 @@ imagePullSecrets:
   {{- end }}
 {{- end }}
 securityContext:
-  {{- toYaml (merge (deepCopy $w.podSecurityContext) .root.Values.podSecurityContext) | nindent 2 }}
+  {{- include "llama-factory.overlay" (list .root.Values.podSecurityContext $w.podSecurityContext) | nindent 2 }}
 {{- with $w.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
@@ -271,7 +271,7 @@ Container fields every workload has: image, security, resources with the GPU lim
 image: {{ include "llama-factory.image" (dict "root" .root "image" .w.image) }}
 imagePullPolicy: {{ include "llama-factory.pullPolicy" (dict "root" .root "image" .w.image) }}
 securityContext:
-  {{- toYaml (merge (deepCopy .w.securityContext) .root.Values.securityContext) | nindent 2 }}
+  {{- include "llama-factory.overlay" (list .root.Values.securityContext .w.securityContext) | nindent 2 }}
 resources:
   {{- $resources := deepCopy .w.resources }}
   {{- $gpus := ternary .gpus .w.gpu.count (hasKey . "gpus") | int }}
@@ -338,4 +338,17 @@ podFailurePolicy:
     - action: Ignore
       onPodConditions:
         - type: DisruptionTarget
+{{- end }}
+
+{{/*
+llama-factory.overlay: (list base override) as YAML, the override's keys replacing the base's one by one.
+Sprig's merge would skip false and 0 (runAsNonRoot: false, runAsUser: 0), which are exactly the overrides
+people need here.
+*/}}
+{{- define "llama-factory.overlay" -}}
+{{- $out := deepCopy (index . 0) }}
+{{- range $key, $value := (index . 1) }}
+{{- $_ := set $out $key $value }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}

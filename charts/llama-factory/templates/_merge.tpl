@@ -1,0 +1,62 @@
+{{/* The ConfigMap's data; the Job's pods carry its checksum, so a changed config means a new Job. */}}
+{{- define "llama-factory.merge.configData" -}}
+merge.yaml: |
+  {{- toYaml .Values.merge.config | nindent 2 }}
+merge.sh: |
+  {{- .Files.Get "files/merge.sh" | nindent 2 }}
+verify_merge.py: |
+  {{- .Files.Get "files/verify_merge.py" | nindent 2 }}
+{{- end }}
+
+{{- define "llama-factory.merge.podTemplate" -}}
+{{- $w := .w }}
+{{- $root := .root -}}
+metadata:
+  labels:
+    {{- include "llama-factory.podLabels" . | nindent 4 }}
+  annotations:
+    checksum/config: {{ include "llama-factory.merge.configData" $root | sha256sum }}
+    {{- with $w.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- include "llama-factory.podCommon" . | nindent 2 }}
+  restartPolicy: Never
+  containers:
+    - name: merge
+      {{- include "llama-factory.containerCommon" . | nindent 6 }}
+      command: ["/bin/bash", "/scripts/merge.sh"]
+      env:
+        {{- include "llama-factory.commonEnv" $root | nindent 8 }}
+        - name: EXPORT_DIR
+          value: {{ $w.exportDir | quote }}
+        - name: ADAPTER_DIR
+          value: {{ $w.config.adapter_name_or_path | default "" | quote }}
+        - name: BASE_MODEL_DIR
+          value: {{ $w.verify.baseModelDir | quote }}
+        - name: MERGE_DTYPE
+          value: {{ $w.verify.dtype | quote }}
+        - name: MIN_SIZE_RATIO
+          value: {{ $w.verify.minSizeRatio | quote }}
+        - name: MAX_SIZE_RATIO
+          value: {{ $w.verify.maxSizeRatio | quote }}
+        {{- with $w.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      volumeMounts:
+        {{- include "llama-factory.volumeMounts" . | nindent 8 }}
+        - name: config
+          mountPath: /config/merge.yaml
+          subPath: merge.yaml
+        - name: config
+          mountPath: /scripts/merge.sh
+          subPath: merge.sh
+        - name: config
+          mountPath: /scripts/verify_merge.py
+          subPath: verify_merge.py
+  volumes:
+    {{- include "llama-factory.volumes" . | nindent 4 }}
+    - name: config
+      configMap:
+        name: {{ include "llama-factory.configMapName" (dict "root" $root "component" "merge") }}
+{{- end }}
