@@ -109,6 +109,19 @@ uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<n
 	@test -n "$(EXP)" || { echo "usage: make uninstall EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
 	$(LFK) uninstall values/$(EXP)/experiment.yaml --component $(COMPONENT)
 
+# ------------------------------------------------------------------------------------------ local cluster
+NODES ?= 4
+GPUS ?= 8
+.PHONY: cluster-up cluster-down cluster-status
+cluster-up: venv cluster-tools ## Start the local control plane with fake GPU nodes (NODES=4 GPUS=8)
+	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS)
+
+cluster-down: venv ## Stop the local control plane (by PID) and delete its state
+	$(LFK) cluster down
+
+cluster-status: venv ## Show the local control plane's processes, health and nodes
+	$(LFK) cluster status
+
 # ------------------------------------------------------------------------------------------ demo, bench
 .PHONY: demo bench
 demo: venv ## Validate and render the examples, then summarise each experiment

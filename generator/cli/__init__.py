@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .cluster_commands import cluster
 from .ops_commands import install, uninstall
 from .spec_commands import describe, render_cmd, validate_cmd
 
@@ -22,6 +23,7 @@ cli.add_command(render_cmd)
 cli.add_command(describe)
 cli.add_command(install)
 cli.add_command(uninstall)
+cli.add_command(cluster)
 
 
 def main() -> None:

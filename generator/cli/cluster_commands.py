@@ -1,0 +1,90 @@
+"""lfk cluster up | down | status: the local control plane with fake GPU nodes (see generator.localcluster)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .output import Failed
+
+state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the cluster keeps its data, logs and kubeconfig (default: .cluster/).",
+)
+
+
+@click.group()
+def cluster() -> None:
+    """A local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler) with kwok GPU nodes."""
+
+
+@cluster.command()
+@click.option("--nodes", default=4, show_default=True, help="Number of fake GPU nodes.")
+@click.option("--gpus", default=8, show_default=True, help="GPUs per node.")
+@click.option(
+    "--product", "products", multiple=True, help="nvidia.com/gpu.product of the nodes, cycled (repeatable)."
+)
+@click.option(
+    "--taint", "taints", multiple=True, help="Taint of every node, key[=value]:Effect (repeatable)."
+)
+@state_dir_option
+def up(
+    nodes: int, gpus: int, products: tuple[str, ...], taints: tuple[str, ...], state_dir: Path | None
+) -> None:
+    """Start the control plane on 127.0.0.1 and register the nodes. A running cluster is left alone."""
+    from .. import localcluster as lc
+
+    try:
+        taint_list = [lc.parse_taint(t) for t in taints]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--taint") from None
+    pool = lc.default_nodes(nodes, gpus, products or lc.DEFAULT_PRODUCTS)
+    pool = [lc.NodeSpec(n.name, n.gpus, n.product, taints=taint_list) for n in pool]
+    try:
+        state, started = lc.up(state_dir or lc.DEFAULT_STATE_DIR, pool)
+    except lc.ClusterError as exc:
+        raise Failed(f"cluster: {exc}") from None
+    click.echo(f"cluster {'started' if started else 'already running'}: {state.server}")
+    click.echo(f"  export KUBECONFIG={state.kubeconfig}")
+    click.echo("  stop it with: make cluster-down")
+
+
+@cluster.command()
+@state_dir_option
+def down(state_dir: Path | None) -> None:
+    """Stop every process of the local cluster by its PID and delete its state."""
+    from .. import localcluster as lc
+
+    stopped = lc.down(state_dir or lc.DEFAULT_STATE_DIR)
+    click.echo(f"cluster stopped ({', '.join(stopped)})" if stopped else "no cluster was running")
+
+
+@cluster.command()
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@state_dir_option
+def status(output: str, state_dir: Path | None) -> None:
+    """Processes, API health and nodes of the local cluster. Exit 1 when it is not running."""
+    from .. import localcluster as lc
+
+    info = lc.status(state_dir or lc.DEFAULT_STATE_DIR)
+    if output == "json":
+        click.echo(json.dumps(info, indent=1))
+    elif not info["processes"]:
+        click.echo("no local cluster (start one with: make cluster-up)")
+    else:
+        click.echo(
+            f"API {info['server']}: {'ready' if info['running'] else 'NOT ready'}   kubeconfig {info['kubeconfig']}"
+        )
+        for name, process in info["processes"].items():
+            click.echo(f"  {name:<24} pid {process['pid']:<8} {'running' if process['alive'] else 'DEAD'}")
+        for node in info.get("nodes", []):
+            taints = f"  taints {','.join(node['taints'])}" if node["taints"] else ""
+            click.echo(
+                f"  node {node['name']:<20} {'Ready' if node['ready'] else 'NotReady':<9} {node['gpus']} x {node['product']}{taints}"
+            )
+    if not info["running"]:
+        raise Failed()
