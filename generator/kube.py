@@ -1,0 +1,177 @@
+"""The Kubernetes API calls the operations need: find an experiment's objects, wait for them, explain failures.
+
+Built on pykube-ng (kubeconfig with tokens, client certificates, exec plugins). Imported only by the
+commands that talk to a cluster, never on the validate/render path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pykube
+import requests
+
+INSTANCE = "app.kubernetes.io/instance"
+COMPONENT = "app.kubernetes.io/component"
+RUN_ID = "llamafactory-k8s/run-id"
+
+
+class KubeError(Exception):
+    """The cluster could not be reached or answered with an error."""
+
+
+def client(kubeconfig: str | None = None, context: str | None = None) -> pykube.HTTPClient:
+    import os
+
+    path = (
+        kubeconfig
+        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+        or os.path.expanduser("~/.kube/config")
+    )
+    try:
+        config = pykube.KubeConfig.from_file(path)
+    except (OSError, pykube.exceptions.PyKubeError) as exc:
+        raise KubeError(f"cannot read kubeconfig {path}: {exc}") from None
+    if context:
+        config.set_current_context(context)
+    return pykube.HTTPClient(config, timeout=30)
+
+
+def request(api: pykube.HTTPClient, method: str, path: str, **kwargs: Any) -> Any:
+    """A raw API call (for what pykube has no object for); the JSON answer, or KubeError."""
+    try:
+        response = api.session.request(method, api.url + path, timeout=30, **kwargs)
+    except requests.RequestException as exc:
+        raise KubeError(f"{method} {path}: {exc}") from None
+    if response.status_code >= 400:
+        raise KubeError(f"{method} {path}: {response.status_code} {response.text[:400]}")
+    return response.json() if response.content else None
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj.get("status", {}).get("conditions", []) or []}
+
+
+def is_true(obj: dict[str, Any], condition: str) -> bool:
+    """Any condition of this type with status True: Job controllers put SuccessCriteriaMet before Complete."""
+    return any(
+        c.get("type") == condition and c.get("status") == "True"
+        for c in obj.get("status", {}).get("conditions", []) or []
+    )
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    name: str
+    complete: bool
+    reason: str  # the Failed condition's reason and message, or "" when complete
+
+
+def jobs(api: pykube.HTTPClient, namespace: str, release: str) -> list[dict[str, Any]]:
+    return [j.obj for j in pykube.Job.objects(api, namespace=namespace).filter(selector={INSTANCE: release})]
+
+
+def pods(api: pykube.HTTPClient, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    return [p.obj for p in pykube.Pod.objects(api, namespace=namespace).filter(selector=selector)]
+
+
+def wait_for_job(
+    api: pykube.HTTPClient,
+    namespace: str,
+    name: str,
+    timeout: float,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
+    interval: float = 1.0,
+) -> JobOutcome:
+    """Poll a Job until a Complete=True or Failed=True condition; on_poll sees every state on the way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job = pykube.Job.objects(api, namespace=namespace).get(name=name).obj
+        except pykube.exceptions.ObjectDoesNotExist:
+            raise KubeError(f"job {namespace}/{name} does not exist") from None
+        if on_poll:
+            on_poll(job)
+        if is_true(job, "Complete"):
+            return JobOutcome(name, True, "")
+        if is_true(job, "Failed"):
+            failed = conditions(job)["Failed"]
+            return JobOutcome(
+                name, False, f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ")
+            )
+        if time.monotonic() > deadline:
+            return JobOutcome(name, False, f"not complete after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def wait_for_deployment(
+    api: pykube.HTTPClient,
+    namespace: str,
+    name: str,
+    timeout: float,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
+    interval: float = 1.0,
+) -> tuple[bool, str]:
+    """(available, reason): Available=True with every replica updated and ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment = pykube.Deployment.objects(api, namespace=namespace).get(name=name).obj
+        if on_poll:
+            on_poll(deployment)
+        status = deployment.get("status", {})
+        wanted = deployment["spec"].get("replicas", 1)
+        if (
+            is_true(deployment, "Available")
+            and status.get("updatedReplicas", 0) == wanted
+            and status.get("readyReplicas", 0) == wanted
+            and status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        ):
+            return True, ""
+        if time.monotonic() > deadline:
+            progressing = conditions(deployment).get("Progressing", {})
+            return False, progressing.get("message") or f"not available after {timeout:.0f} s"
+        time.sleep(interval)
+
+
+def events_of(api: pykube.HTTPClient, namespace: str, kind: str, name: str, last: int = 8) -> list[str]:
+    """The newest events about one object, as `Reason: message` lines."""
+    found = pykube.Event.objects(api, namespace=namespace).filter(
+        field_selector={"involvedObject.kind": kind, "involvedObject.name": name}
+    )
+    events = sorted((e.obj for e in found), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return [f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}" for e in events[-last:]]
+
+
+def pod_log_tail(
+    api: pykube.HTTPClient, namespace: str, pod: str, container: str | None = None, lines: int = 20
+) -> str:
+    """The last log lines of a pod's container, or a note saying why there are none."""
+    params: dict[str, Any] = {"tailLines": lines}
+    if container:
+        params["container"] = container
+    try:
+        response = api.session.get(
+            f"{api.url}/api/v1/namespaces/{namespace}/pods/{pod}/log", params=params, timeout=30
+        )
+    except requests.RequestException as exc:
+        return f"(no logs: {exc})"
+    if response.status_code != 200:
+        return f"(no logs: {response.status_code} {response.text[:200]})"
+    return response.text.rstrip() or "(the container wrote no log lines)"
+
+
+def gpu_request(pod: dict[str, Any], resource: str = "nvidia.com/gpu") -> int:
+    total = 0
+    for container in pod["spec"].get("containers", []):
+        limits = container.get("resources", {}).get("limits", {}) or {}
+        total += int(limits.get(resource, 0))
+    return total
+
+
+def iter_warning_events(api: pykube.HTTPClient, namespace: str) -> Iterator[dict[str, Any]]:
+    for event in pykube.Event.objects(api, namespace=namespace):
+        if event.obj.get("type") == "Warning":
+            yield event.obj

@@ -1,0 +1,145 @@
+"""Every example in values/, installed on a real API server in the seed's order (train -> merge -> vllm,
+then webui), in a namespace where Pod Security admission enforces `baseline`; then `helm test` and
+`helm uninstall`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pykube
+import pytest
+
+from generator import kube
+from generator.facts import derive
+from generator.releases import INSTALL_ORDER
+from generator.spec import load_spec
+
+from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
+
+ROOT = CHART.parents[1]
+EXAMPLES = sorted(p.parent.name for p in ROOT.glob("values/*/experiment.yaml"))
+
+
+def install(helm: Helm, namespace: str, release: str, values: Path, *extra: str) -> None:
+    helm(
+        "upgrade", "--install", release, str(CHART), "--namespace", namespace, "--values", str(values), *extra
+    )
+
+
+def wait_component(api: pykube.HTTPClient, namespace: str, component: str, release: str) -> None:
+    if component in ("train", "merge"):
+        [job] = kube.jobs(api, namespace, release)
+        outcome = kube.wait_for_job(api, namespace, job["metadata"]["name"], timeout=90)
+        assert outcome.complete, f"{release}: {outcome.reason}"
+    else:
+        available, reason = kube.wait_for_deployment(api, namespace, release, timeout=90)
+        assert available, f"{release}: {reason}"
+
+
+def assert_pods_fit_their_nodes(api: pykube.HTTPClient, namespace: str) -> None:
+    nodes = {n.name: n.obj for n in pykube.Node.objects(api)}
+    placed = 0
+    for pod in (p.obj for p in pykube.Pod.objects(api, namespace=namespace)):
+        node_name = pod["spec"].get("nodeName")
+        assert node_name, f"{pod['metadata']['name']} was never scheduled"
+        node = nodes[node_name]
+        wanted = kube.gpu_request(pod)
+        assert int(node["status"]["allocatable"].get("nvidia.com/gpu", 0)) >= wanted
+        for key, value in (pod["spec"].get("nodeSelector") or {}).items():
+            assert node["metadata"]["labels"].get(key) == value, (
+                f"{pod['metadata']['name']} ignored {key}={value}"
+            )
+        placed += 1
+    assert placed
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_installs_runs_tests_and_uninstalls(
+    example: str, helm: Helm, api: pykube.HTTPClient, namespace_factory: Any
+) -> None:
+    facts = derive(load_spec(ROOT / "values" / example / "experiment.yaml"))
+    namespace = baseline_namespace(namespace_factory, f"ex-{example}-h{helm.binary.parent.name[6]}"[:63])
+    create_prerequisites(api, namespace)
+
+    for component in (c for c in INSTALL_ORDER if c in facts.releases):
+        release = facts.releases[component]
+        install(helm, namespace, release, ROOT / "values" / example / f"{component}.yaml")
+        wait_component(api, namespace, component, release)
+    assert_pods_fit_their_nodes(api, namespace)
+
+    if "vllm" in facts.releases:
+        result = helm("test", facts.releases["vllm"], "--namespace", namespace, "--timeout", "60s")
+        assert "Phase:          Succeeded" in result.stdout or "Succeeded" in result.stdout
+        [test_pod] = [
+            p.obj
+            for p in pykube.Pod.objects(api, namespace=namespace)
+            if p.obj["metadata"]["name"].endswith("-test")
+        ]
+        container = test_pod["spec"]["containers"][0]
+        assert container["command"] == ["python3", "/scripts/chat_test.py"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["VLLM_URL"]["value"] == f"http://{facts.releases['vllm']}:8000"
+        assert env["MODEL"]["value"] == facts.served_name
+        assert test_pod["status"]["phase"] == "Succeeded"
+
+    for release in facts.releases.values():
+        helm("uninstall", release, "--namespace", namespace, "--wait")
+    assert not kube.jobs(api, namespace, facts.releases["train"])
+    assert not list(pykube.Deployment.objects(api, namespace=namespace))
+    claims = {c.name for c in pykube.PersistentVolumeClaim.objects(api, namespace=namespace)}
+    if "existingClaim" in load_spec(ROOT / "values" / example / "experiment.yaml").data["storage"]:
+        assert claims == {"llm-storage"}, "the existing claim is not the chart's to delete"
+    else:
+        assert {f"{r}-storage" for r in facts.releases.values()} <= claims, (
+            "helm uninstall must keep the storage"
+        )
+        volumes = {v.name for v in pykube.PersistentVolume.objects(api)}
+        assert {f"{namespace}-{r}-storage" for r in facts.releases.values()} <= volumes
+
+
+# where each kind the chart renders lives in the API: (path prefix, plural, namespaced)
+KINDS = {
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "ConfigMap": ("/api/v1", "configmaps", True),
+    "Service": ("/api/v1", "services", True),
+    "Pod": ("/api/v1", "pods", True),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "Job": ("/apis/batch/v1", "jobs", True),
+    "Deployment": ("/apis/apps/v1", "deployments", True),
+    "Ingress": ("/apis/networking.k8s.io/v1", "ingresses", True),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
+    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+}
+MANIFEST_SOURCES = sorted(p for p in ROOT.glob("values/*/*.yaml") if p.name != "experiment.yaml") + sorted(
+    (CHART / "ci").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("values_file", MANIFEST_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_manifest_passes_strict_server_side_validation(
+    values_file: Path, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
+) -> None:
+    """Each rendered object is sent to the API server as a dry run with fieldValidation=Strict: an unknown or
+    misspelled field, a wrong type or an admission rule (Pod Security baseline) fails here."""
+    import yaml
+
+    namespace = baseline_namespace(
+        namespace_factory, f"strict-{values_file.parent.name}-{values_file.stem}"[:63]
+    )
+    out = helm3(
+        "template", "strict-check", str(CHART), "--namespace", namespace, "--values", str(values_file)
+    ).stdout
+    documents = [d for d in yaml.safe_load_all(out) if d]
+    # ServiceAccounts for real first: admission of a pod looks its account up, even in a dry run
+    documents.sort(key=lambda d: d["kind"] != "ServiceAccount")
+    for doc in documents:
+        prefix, plural, namespaced = KINDS[doc["kind"]]
+        path = f"{prefix}/namespaces/{namespace}/{plural}" if namespaced else f"{prefix}/{plural}"
+        if namespaced:
+            doc["metadata"]["namespace"] = namespace
+        params = {"fieldValidation": "Strict"}
+        if doc["kind"] != "ServiceAccount":
+            params["dryRun"] = "All"
+        kube.request(api, "POST", path, params=params, json=doc)
