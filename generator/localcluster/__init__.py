@@ -405,7 +405,7 @@ def down(directory: Path = DEFAULT_STATE_DIR) -> list[str]:
                 os.kill(pid, signal.SIGTERM)
                 stopped.append(name)
         deadline = time.monotonic() + 20
-        for name, pid in state.pids.items():
+        for pid in state.pids.values():
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _alive(pid):
