@@ -59,7 +59,7 @@ def test_example_installs_runs_tests_and_uninstalls(
     example: str, helm: Helm, api: pykube.HTTPClient, namespace_factory: Any
 ) -> None:
     facts = derive(load_spec(ROOT / "values" / example / "experiment.yaml"))
-    namespace = baseline_namespace(namespace_factory, f"ex-{example}-h{helm.binary.parent.name[6]}"[:63])
+    namespace = baseline_namespace(namespace_factory, f"ex-{example}-{helm.binary.parent.name[:7]}"[:63])
     create_prerequisites(api, namespace)
 
     for component in (c for c in INSTALL_ORDER if c in facts.releases):
