@@ -123,14 +123,23 @@ cluster-status: venv ## Show the local control plane's processes, health and nod
 	$(LFK) cluster status
 
 # ------------------------------------------------------------------------------------------ demo, bench
-.PHONY: demo bench
-demo: venv ## Validate and render the examples, then summarise each experiment
+DEMO ?= llama31-qa
+.PHONY: demo bench bench-cluster
+demo: venv tools cluster-tools ## Validate and render the examples, then run the seed example train -> merge -> serve on a cluster
 	$(LFK) validate $(SPECS)
 	$(LFK) render $(SPECS)
 	$(LFK) describe $(SPECS)
+	@# KUBECONFIG set: that cluster. Otherwise the local control plane, started here and left running.
+	@if [ -z "$$KUBECONFIG" ]; then $(LFK) cluster up; fi
+	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(LFK) run values/$(DEMO)/experiment.yaml
+	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(LFK) status values/$(DEMO)/experiment.yaml
+	@if [ -z "$$KUBECONFIG" ]; then echo "The local cluster is still up (export KUBECONFIG=$(CURDIR)/.cluster/kubeconfig); stop it with: make cluster-down"; fi
 
 bench: venv ## Benchmark validate + render: one CLI call, and 1000 specs in one process
 	$(PY) hack/bench-generator.py
+
+bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases
+	$(PY) hack/bench-cluster.py
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and .tools)

@@ -9,6 +9,7 @@ import click
 
 from .cluster_commands import cluster
 from .ops_commands import install, uninstall
+from .run_commands import run_cmd, status_cmd
 from .spec_commands import describe, render_cmd, validate_cmd
 
 
@@ -24,6 +25,8 @@ cli.add_command(describe)
 cli.add_command(install)
 cli.add_command(uninstall)
 cli.add_command(cluster)
+cli.add_command(run_cmd)
+cli.add_command(status_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,172 @@
+"""lfk run | status: an experiment on a cluster, from nothing to a served model, and where it stands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..problems import errors
+from ..tools import helm_binary
+from .output import Failed, print_problems
+from .spec_commands import load_and_check
+
+COMPONENTS = ("train", "merge", "vllm", "webui")
+
+
+def cluster_options(fn: Any) -> Any:
+    fn = click.option("--kube-context", "context", help="kubeconfig context to use.")(fn)
+    fn = click.option(
+        "--kubeconfig", type=click.Path(dir_okay=False), help="kubeconfig file (default: $KUBECONFIG)."
+    )(fn)
+    return fn
+
+
+def storage_option(fn: Any) -> Any:
+    return click.option(
+        "--storage-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where the shared storage is mounted on this machine (it is /storage in the pods).",
+    )(fn)
+
+
+def target_of(spec_path: str, kubeconfig: str | None, context: str | None, storage_root: Path | None) -> Any:
+    from ..operate import Target
+
+    spec, problems = load_and_check(spec_path)
+    print_problems(spec_path, [p for p in problems if p.severity == "error"])
+    if spec is None or errors(problems):
+        raise Failed()
+    return Target.of(spec, helm_binary(), kubeconfig, context, storage_root)
+
+
+@click.command("run")
+@click.argument("spec")
+@click.option(
+    "--components",
+    default=",".join(COMPONENTS),
+    show_default=True,
+    help="Comma-separated steps to run, in the order train, merge, vllm (with helm test), webui.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the helm commands without running them.")
+@click.option("--timeout", default=6 * 3600, show_default=True, help="Seconds to wait for each step.")
+@click.option(
+    "--pending-timeout", default=300, show_default=True, help="Seconds a pod may stay unschedulable."
+)
+@cluster_options
+@storage_option
+def run_cmd(
+    spec: str,
+    components: str,
+    dry_run: bool,
+    timeout: int,
+    pending_timeout: int,
+    kubeconfig: str | None,
+    context: str | None,
+    storage_root: Path | None,
+) -> None:
+    """Install train, wait, merge, wait, serve with vLLM, wait, helm test, then the web UI. A re-run skips
+    the steps the current run id already completed; the first failure stops with its pod's events and logs."""
+    from .. import operate
+
+    chosen = [c.strip() for c in components.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(COMPONENTS))
+    if unknown:
+        raise click.BadParameter(f"unknown component(s) {', '.join(unknown)}", param_hint="--components")
+    target = target_of(spec, kubeconfig, context, storage_root)
+    if dry_run:
+        for step in operate.plan(target, chosen):
+            for command in step.commands:
+                click.echo(shlex.join(command))
+        return
+    started = time.monotonic()
+    try:
+        operate.run(target, chosen, click.echo, float(timeout), float(pending_timeout))
+    except operate.RunFailed as exc:
+        raise Failed(f"run stopped: {exc}") from None
+    except Exception as exc:  # the cluster went away, a kubeconfig is broken, ...
+        from ..kube import KubeError
+
+        if isinstance(exc, KubeError | OSError):
+            raise Failed(f"run stopped: {exc}") from None
+        raise
+    click.echo(
+        f"done in {time.monotonic() - started:.0f} s: {target.facts.name} run {target.facts.run_id} is served as {target.facts.served_name!r}"
+    )
+
+
+def render_status(data: dict[str, Any]) -> str:
+    """The status as a plain-text table (one block per release)."""
+    lines = [f"experiment {data['experiment']} (namespace {data['namespace']}, run {data['run_id']})"]
+    for release in data["releases"]:
+        revision = f" rev {release['revision']}" if release["revision"] else ""
+        lines.append(f"  {release['component']:<6} {release['release']:<32} helm {release['helm']}{revision}")
+        for obj in release["objects"]:
+            extra = (
+                f" active {obj['active']} succeeded {obj['succeeded']} failed {obj['failed']}"
+                if obj["kind"] == "Job"
+                else f" ready {obj['ready']}"
+            )
+            reason = f" ({obj['reason']})" if obj.get("reason") else ""
+            lines.append(
+                f"         {obj['kind'].lower()} {obj['name']} run {obj['run_id'] or '-'}: {obj['state']}{reason}{extra}"
+            )
+        for pod in release["pods"]:
+            waiting = f" waiting: {pod['waiting']}" if pod["waiting"] else ""
+            lines.append(
+                f"         pod {pod['name']} {pod['phase']} on {pod['node'] or '(unscheduled)'} GPUs {pod['gpus']}{waiting}"
+            )
+    training = data.get("training")
+    if training:
+        from ..trainlog import Progress
+
+        progress = Progress(
+            training["current_steps"], training["total_steps"], training["percentage"], training["loss"], training["lr"],
+            training["epoch"], training["elapsed"], training["remaining"],
+        )  # fmt: skip
+        lines.append(
+            f"  training {progress.bar()} {training['percentage']:.0f}%  loss {training['loss']}  lr {training['lr']}  "
+            f"epoch {training['epoch']}  elapsed {training['elapsed']}  remaining {training['remaining']}"
+        )
+        lines += [f"  ! {p}" for p in training["problems"]]
+    return "\n".join(lines)
+
+
+@click.command("status")
+@click.argument("spec")
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--watch", is_flag=True, help="Refresh every few seconds until interrupted.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
+@cluster_options
+@storage_option
+def status_cmd(
+    spec: str,
+    output: str,
+    watch: bool,
+    interval: float,
+    kubeconfig: str | None,
+    context: str | None,
+    storage_root: Path | None,
+) -> None:
+    """Per release: helm status, Job or Deployment, pods, nodes and GPUs; and training progress, NaN loss and
+    a stalled loss from trainer_log.jsonl (read through --storage-root)."""
+    from .. import operate
+    from ..kube import KubeError
+
+    target = target_of(spec, kubeconfig, context, storage_root)
+    while True:
+        try:
+            data = operate.status(target)
+        except (KubeError, OSError) as exc:
+            raise Failed(f"status: {exc}") from None
+        text = json.dumps(data, indent=1) if output == "json" else render_status(data)
+        if watch and output == "table":
+            click.clear()
+        click.echo(text)
+        if not watch:
+            return
+        time.sleep(interval)

@@ -1,0 +1,416 @@
+"""Operating an experiment on a cluster: run its releases in order, and report where they stand.
+
+`run` installs train -> merge -> vllm (then `helm test`) -> webui, waiting for each, skipping what the
+current run id already completed, and stops at the first failure with the step, the pod, its events and its
+last log lines. `status` gathers, per release, the helm status, the Job or Deployment, its pods, nodes and
+GPUs, and the training progress from trainer_log.jsonl. Both print nothing: they report through a callback
+and return data; the CLI decides how it looks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pykube
+
+from . import kube, releases, trainlog
+from .facts import STORAGE_ROOT, Facts, derive
+from .spec import Spec
+
+Report = Callable[[str], None]
+# waiting for container start-up problems that never resolve by themselves
+FATAL_WAITING = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+}
+
+
+class RunFailed(Exception):
+    """A step failed; the message has the step, the pod, its last events and log lines."""
+
+
+@dataclass
+class Target:
+    """One experiment on one cluster, and how to reach it."""
+
+    spec: Spec
+    facts: Facts
+    helm: str
+    kubeconfig: str | None = None
+    context: str | None = None
+    storage_root: Path | None = None
+    _api: Any = None
+
+    @classmethod
+    def of(
+        cls,
+        spec: Spec,
+        helm: str,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        storage_root: Path | None = None,
+    ) -> Target:
+        return cls(spec, derive(spec), helm, kubeconfig, context, storage_root)
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = kube.client(self.kubeconfig, self.context)
+        return self._api
+
+    @property
+    def namespace(self) -> str:
+        return self.facts.namespace
+
+    def helm_args(self, *args: str) -> list[str]:
+        command = [self.helm, *args]
+        if self.kubeconfig:
+            command += ["--kubeconfig", self.kubeconfig]
+        if self.context:
+            command += ["--kube-context", self.context]
+        return command
+
+    def helm_run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.helm_args(*args), capture_output=True, text=True, check=False)
+
+
+# ------------------------------------------------------------------------------------------------ steps
+@dataclass(frozen=True)
+class Step:
+    component: str
+    release: str
+    commands: list[list[str]]  # what runs: helm upgrade --install, and helm test for vllm
+
+
+def plan(target: Target, components: list[str]) -> list[Step]:
+    """The helm commands of each selected component, in the seed's order."""
+    steps = []
+    for component in releases.INSTALL_ORDER:
+        if component not in components or component not in target.facts.releases:
+            continue
+        release = target.facts.releases[component]
+        install = releases.install_command(target.facts, component, target.spec.folder, target.helm)
+        commands = [target.helm_args(*install[1:])]
+        if component == "vllm":
+            commands.append(
+                target.helm_args("test", release, "--namespace", target.namespace, "--timeout", "10m")
+            )
+        steps.append(Step(component, release, commands))
+    return steps
+
+
+def completed_run(target: Target, release: str) -> str | None:
+    """Name of a Job of this release that completed for the current run id, if any."""
+    for job in kube.jobs(target.api, target.namespace, release):
+        if job["metadata"].get("labels", {}).get(kube.RUN_ID) == target.facts.run_id and kube.is_true(
+            job, "Complete"
+        ):
+            return str(job["metadata"]["name"])
+    return None
+
+
+def deployed_unchanged(target: Target, component: str) -> bool:
+    """The release is deployed with exactly the values on disk, and its Deployment is available."""
+    release = target.facts.releases[component]
+    result = target.helm_run("get", "values", release, "--namespace", target.namespace, "--output", "json")
+    if result.returncode != 0:
+        return False
+    import yaml
+
+    wanted = yaml.safe_load((target.spec.folder / f"{component}.yaml").read_text(encoding="utf-8"))
+    if json.loads(result.stdout or "null") != wanted:
+        return False
+    try:
+        deployment = pykube.Deployment.objects(target.api, namespace=target.namespace).get(name=release).obj
+    except pykube.exceptions.ObjectDoesNotExist:
+        return False
+    return kube.is_true(deployment, "Available")
+
+
+def run(
+    target: Target,
+    components: list[str],
+    report: Report,
+    timeout: float = 6 * 3600,
+    pending_timeout: float = 300,
+) -> None:
+    """Run the selected steps in order; raise RunFailed at the first failure."""
+    for step in plan(target, components):
+        if step.component in ("train", "merge") and (done := completed_run(target, step.release)):
+            report(f"{step.component}: run {target.facts.run_id} already completed (job {done}); skipped")
+            continue
+        if step.component in ("vllm", "webui") and deployed_unchanged(target, step.component):
+            report(f"{step.component}: {step.release} is deployed with these values and available; skipped")
+            continue
+        report(f"{step.component}: $ {' '.join(step.commands[0])}")
+        result = subprocess.run(step.commands[0], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RunFailed(f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}")
+        if step.component in ("train", "merge"):
+            _wait_job(target, step, report, timeout, pending_timeout)
+        else:
+            _wait_deployment(target, step, report, timeout, pending_timeout)
+        if step.component == "vllm":
+            _helm_test(target, step, report)
+
+
+def _describe_pod(target: Target, pod: dict[str, Any], container: str | None = None) -> str:
+    name = pod["metadata"]["name"]
+    node = pod["spec"].get("nodeName") or "no node"
+    events = kube.events_of(target.api, target.namespace, "Pod", name)
+    logs = (
+        kube.pod_log_tail(target.api, target.namespace, name, container)
+        if pod["spec"].get("nodeName")
+        else "(never started)"
+    )
+    lines = [f"  pod {name} on {node}, phase {pod['status'].get('phase')}", "  last events:"]
+    lines += [f"    {e}" for e in events] or ["    (none)"]
+    lines += ["  last log lines:"] + [f"    {line}" for line in logs.splitlines()[-20:]]
+    return "\n".join(lines)
+
+
+def _stuck(
+    target: Target, pods: list[dict[str, Any]], pending_timeout: float
+) -> tuple[dict[str, Any], str] | None:
+    """A pod that will not get going by itself: unschedulable for too long, or a fatal container state."""
+    now = time.time()
+    for pod in pods:
+        for status in pod["status"].get("containerStatuses", []) + pod["status"].get(
+            "initContainerStatuses", []
+        ):
+            reason = status.get("state", {}).get("waiting", {}).get("reason")
+            if reason in FATAL_WAITING:
+                return pod, f"container {status['name']} is {reason}"
+        scheduled = kube.conditions(pod).get("PodScheduled", {})
+        if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            since = _timestamp(scheduled.get("lastTransitionTime"))
+            if since and now - since > pending_timeout:
+                return pod, f"unschedulable for {now - since:.0f} s: {scheduled.get('message', '')}"
+    return None
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _progress_line(target: Target) -> str:
+    progress = read_progress(target)
+    if progress is None:
+        return ""
+    line = f" {progress.bar()} loss {progress.loss} lr {progress.lr} elapsed {progress.elapsed} remaining {progress.remaining}"
+    return line + "".join(f"\n    ! {p}" for p in progress.problems)
+
+
+def _wait_job(target: Target, step: Step, report: Report, timeout: float, pending_timeout: float) -> None:
+    [job] = [
+        j
+        for j in kube.jobs(target.api, target.namespace, step.release)
+        if not j["metadata"].get("deletionTimestamp")
+    ][-1:]
+    name = job["metadata"]["name"]
+    started = time.monotonic()
+    last: list[str] = [""]
+    stuck: list[tuple[dict[str, Any], str]] = []
+
+    def on_poll(current: dict[str, Any]) -> None:
+        pods = kube.pods(target.api, target.namespace, {"job-name": name})
+        if (problem := _stuck(target, pods, pending_timeout)) is not None:
+            stuck.append(problem)
+            raise _StopWaiting
+        phases = ", ".join(
+            f"{p['metadata']['name']} {p['status'].get('phase')} on {p['spec'].get('nodeName') or '-'}"
+            for p in pods
+        )
+        line = f"{step.component}: job {name}: {phases or 'no pod yet'}"
+        progress = _progress_line(target) if step.component == "train" else ""
+        if line + progress != last[0]:
+            report(f"{line} ({time.monotonic() - started:.0f} s){progress}")
+            last[0] = line + progress
+
+    try:
+        outcome = kube.wait_for_job(target.api, target.namespace, name, timeout, on_poll)
+    except _StopWaiting:
+        pod, why = stuck[0]
+        raise RunFailed(
+            f"{step.component}: job {name} cannot proceed: {why}\n{_describe_pod(target, pod)}"
+        ) from None
+    if not outcome.complete:
+        pods = kube.pods(target.api, target.namespace, {"job-name": name})
+        detail = _describe_pod(target, pods[-1], step.component) if pods else "  (no pod was created)"
+        raise RunFailed(f"{step.component}: job {name} failed: {outcome.reason}\n{detail}")
+    report(f"{step.component}: job {name} complete ({time.monotonic() - started:.0f} s)")
+
+
+class _StopWaiting(Exception):
+    pass
+
+
+def _wait_deployment(
+    target: Target, step: Step, report: Report, timeout: float, pending_timeout: float
+) -> None:
+    started = time.monotonic()
+    stuck: list[tuple[dict[str, Any], str]] = []
+    last: list[str] = [""]
+    selector = {kube.INSTANCE: step.release, kube.COMPONENT: step.component}
+
+    def on_poll(deployment: dict[str, Any]) -> None:
+        pods = kube.pods(target.api, target.namespace, selector)
+        if (problem := _stuck(target, pods, pending_timeout)) is not None:
+            stuck.append(problem)
+            raise _StopWaiting
+        status = deployment.get("status", {})
+        line = f"{step.component}: deployment {step.release}: {status.get('readyReplicas', 0)}/{deployment['spec'].get('replicas', 1)} ready"
+        if line != last[0]:
+            report(f"{line} ({time.monotonic() - started:.0f} s)")
+            last[0] = line
+
+    try:
+        available, reason = kube.wait_for_deployment(
+            target.api, target.namespace, step.release, timeout, on_poll
+        )
+    except _StopWaiting:
+        pod, why = stuck[0]
+        raise RunFailed(
+            f"{step.component}: {step.release} cannot start: {why}\n{_describe_pod(target, pod)}"
+        ) from None
+    if not available:
+        pods = kube.pods(target.api, target.namespace, selector)
+        detail = _describe_pod(target, pods[-1], step.component) if pods else "  (no pod was created)"
+        raise RunFailed(f"{step.component}: {step.release} is not available: {reason}\n{detail}")
+    report(f"{step.component}: deployment {step.release} available ({time.monotonic() - started:.0f} s)")
+
+
+def _helm_test(target: Target, step: Step, report: Report) -> None:
+    report(f"{step.component}: $ {' '.join(step.commands[1])}")
+    result = subprocess.run(step.commands[1], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pods = [
+            p
+            for p in kube.pods(
+                target.api, target.namespace, {kube.INSTANCE: step.release, kube.COMPONENT: "vllm-test"}
+            )
+        ]
+        detail = _describe_pod(target, pods[-1]) if pods else ""
+        raise RunFailed(
+            f"{step.component}: helm test failed:\n{(result.stderr or result.stdout).strip()}\n{detail}"
+        )
+    report(f"{step.component}: helm test passed (one chat completion, answer shape checked)")
+
+
+# ----------------------------------------------------------------------------------------------- status
+def local_path(target: Target, storage_path: str) -> Path | None:
+    """A path under /storage as seen through the locally mounted storage root."""
+    if target.storage_root is None or not storage_path.startswith(STORAGE_ROOT + "/"):
+        return None
+    return target.storage_root / storage_path[len(STORAGE_ROOT) + 1 :]
+
+
+def read_progress(target: Target) -> trainlog.Progress | None:
+    path = local_path(target, f"{target.facts.output_dir}/trainer_log.jsonl")
+    if path is None or not path.is_file():
+        return None
+    return trainlog.parse(path.read_text(encoding="utf-8", errors="replace"))
+
+
+@dataclass
+class ReleaseStatus:
+    component: str
+    release: str
+    helm: str  # deployed, failed, pending-upgrade, ... or "not installed"
+    revision: int | None
+    objects: list[dict[str, Any]] = field(default_factory=list)  # Jobs or the Deployment, summarised
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _summarise_job(job: dict[str, Any]) -> dict[str, Any]:
+    status = job.get("status", {})
+    state = (
+        "Complete"
+        if kube.is_true(job, "Complete")
+        else "Failed"
+        if kube.is_true(job, "Failed")
+        else "Running"
+    )
+    return {
+        "kind": "Job",
+        "name": job["metadata"]["name"],
+        "run_id": job["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
+        "state": state,
+        "reason": kube.conditions(job).get("Failed", {}).get("reason", ""),
+        "active": status.get("active", 0),
+        "succeeded": status.get("succeeded", 0),
+        "failed": status.get("failed", 0),
+    }
+
+
+def _summarise_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
+    status = deployment.get("status", {})
+    return {
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+        "run_id": deployment["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
+        "state": "Available" if kube.is_true(deployment, "Available") else "Unavailable",
+        "ready": f"{status.get('readyReplicas', 0)}/{deployment['spec'].get('replicas', 1)}",
+    }
+
+
+def _summarise_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    waiting = [
+        s.get("state", {}).get("waiting", {}).get("reason")
+        for s in pod["status"].get("containerStatuses", [])
+        if s.get("state", {}).get("waiting")
+    ]
+    return {
+        "name": pod["metadata"]["name"],
+        "phase": pod["status"].get("phase", ""),
+        "node": pod["spec"].get("nodeName") or "",
+        "gpus": kube.gpu_request(pod),
+        "waiting": ", ".join(w for w in waiting if w),
+    }
+
+
+def status(target: Target) -> dict[str, Any]:
+    """Everything about the experiment's releases, as plain data (the CLI renders it as a table or JSON)."""
+    out: dict[str, Any] = {
+        "experiment": target.facts.name,
+        "namespace": target.namespace,
+        "run_id": target.facts.run_id,
+        "releases": [],
+    }
+    for component, release in target.facts.releases.items():
+        result = target.helm_run("status", release, "--namespace", target.namespace, "--output", "json")
+        if result.returncode != 0:
+            out["releases"].append(ReleaseStatus(component, release, "not installed", None).__dict__)
+            continue
+        info = json.loads(result.stdout)
+        entry = ReleaseStatus(
+            component, release, info.get("info", {}).get("status", "unknown"), info.get("version")
+        )
+        if component in ("train", "merge"):
+            entry.objects = [_summarise_job(j) for j in kube.jobs(target.api, target.namespace, release)]
+        else:
+            entry.objects = [
+                _summarise_deployment(d.obj)
+                for d in pykube.Deployment.objects(target.api, namespace=target.namespace).filter(
+                    selector={kube.INSTANCE: release}
+                )
+            ]
+        selector = {kube.INSTANCE: release, kube.COMPONENT: component}
+        entry.pods = [_summarise_pod(p) for p in kube.pods(target.api, target.namespace, selector)]
+        out["releases"].append(entry.__dict__)
+    progress = read_progress(target)
+    out["training"] = progress.as_dict() if progress else None
+    return out

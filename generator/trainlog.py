@@ -1,0 +1,110 @@
+"""Training progress from LLaMA-Factory's trainer_log.jsonl (one JSON object per logging step).
+
+Pure: text in, a Progress out. Flags what the guide's "during training" checklist asks a person to watch:
+a loss that is NaN or infinite (too high a learning rate), and a loss that stopped falling.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+NAN_ADVICE = "Loss = NaN: the learning rate is too high; lower it (e.g. to 1e-5) and start a new run"
+PLATEAU_WINDOW = 5  # logged losses per comparison window
+
+
+@dataclass(frozen=True)
+class Progress:
+    current_steps: int
+    total_steps: int
+    percentage: float
+    loss: float | None
+    lr: float | None
+    epoch: float | None
+    elapsed: str
+    remaining: str
+    losses: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # NaN/Inf, plateau, unreadable lines
+
+    @property
+    def finished(self) -> bool:
+        return self.total_steps > 0 and self.current_steps >= self.total_steps
+
+    def bar(self, width: int = 30) -> str:
+        done = int(round(width * min(1.0, self.percentage / 100)))
+        return "[" + "#" * done + "." * (width - done) + f"] {self.current_steps}/{self.total_steps}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current_steps": self.current_steps,
+            "total_steps": self.total_steps,
+            "percentage": self.percentage,
+            "loss": _json_number(self.loss),
+            "lr": self.lr,
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "remaining": self.remaining,
+            "problems": self.problems,
+        }
+
+
+def _json_number(value: float | None) -> float | str | None:
+    """NaN and Inf are not JSON: they travel as strings."""
+    if value is not None and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def parse(text: str) -> Progress | None:
+    """The progress after the last logged step, or None when nothing was logged yet."""
+    entries: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)  # LLaMA-Factory writes NaN for a NaN loss; json reads it back
+        except ValueError:
+            # a line still being written is normal for the last one only
+            if number != len(text.splitlines()):
+                problems.append(f"line {number} of trainer_log.jsonl is not JSON")
+            continue
+        if isinstance(entry, dict) and "current_steps" in entry:
+            entries.append(entry)
+    if not entries:
+        return None
+    last = entries[-1]
+    losses = [float(e["loss"]) for e in entries if isinstance(e.get("loss"), int | float)]
+    bad = [e for e in entries if isinstance(e.get("loss"), float) and not math.isfinite(e["loss"])]
+    if bad:
+        problems.append(f"loss is {bad[0]['loss']} from step {bad[0]['current_steps']}: {NAN_ADVICE}")
+    elif plateau := _plateau(losses):
+        problems.append(plateau)
+    return Progress(
+        current_steps=int(last["current_steps"]),
+        total_steps=int(last.get("total_steps", 0)),
+        percentage=float(last.get("percentage", 0.0)),
+        loss=last.get("loss"),
+        lr=last.get("lr"),
+        epoch=last.get("epoch"),
+        elapsed=str(last.get("elapsed_time", "")),
+        remaining=str(last.get("remaining_time", "")),
+        losses=losses,
+        problems=problems,
+    )
+
+
+def _plateau(losses: list[float]) -> str | None:
+    """The loss has not fallen when the best of the last window is no better than the best before it."""
+    if len(losses) < 2 * PLATEAU_WINDOW:
+        return None
+    recent = min(losses[-PLATEAU_WINDOW:])
+    before = min(losses[:-PLATEAU_WINDOW])
+    if recent >= before * 0.995:
+        return (
+            f"loss stopped falling: the last {PLATEAU_WINDOW} logged values (best {recent:.4f}) are no better than "
+            f"before (best {before:.4f}); check the learning rate and the data, or stop early"
+        )
+    return None
