@@ -8,6 +8,7 @@ import sys
 import click
 
 from .cluster_commands import cluster
+from .data_commands import data
 from .ops_commands import install, uninstall
 from .run_commands import run_cmd, status_cmd
 from .spec_commands import describe, render_cmd, validate_cmd
@@ -25,6 +26,7 @@ cli.add_command(describe)
 cli.add_command(install)
 cli.add_command(uninstall)
 cli.add_command(cluster)
+cli.add_command(data)
 cli.add_command(run_cmd)
 cli.add_command(status_cmd)
 

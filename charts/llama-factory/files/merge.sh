@@ -3,10 +3,12 @@
 # only then move it into place, so the serving path never holds a half-written or doubled model. A rerun
 # over a complete result for the same adapter does nothing.
 set -euo pipefail
-CONFIG=/config/merge.yaml
+# the pod mounts the config at /config and the scripts at /scripts; both can be pointed elsewhere
+CONFIG=${MERGE_CONFIG:-/config/merge.yaml}
+SCRIPTS=$(dirname "$0")
 TARGET="${EXPORT_DIR%/}"
 STAGING="${TARGET}.partial"
-VERIFY=(python3 /scripts/verify_merge.py --base "${BASE_MODEL_DIR}" --dtype "${MERGE_DTYPE}"
+VERIFY=(python3 "${SCRIPTS}/verify_merge.py" --base "${BASE_MODEL_DIR}" --dtype "${MERGE_DTYPE}"
   --min-ratio "${MIN_SIZE_RATIO}" --max-ratio "${MAX_SIZE_RATIO}" --adapter "${ADAPTER_DIR}")
 
 if [ -d "${TARGET}" ] && "${VERIFY[@]}" --quiet "${TARGET}"; then

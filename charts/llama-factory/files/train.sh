@@ -4,7 +4,9 @@
 # of burning retries or holding GPUs; then `llamafactory-cli train`, which resumes from the run's last
 # checkpoint because output_dir is per run and overwrite_output_dir is false.
 set -uo pipefail
-CONFIG=/config/train.yaml
+# the pod mounts the config at /config and the scripts at /scripts; both can be pointed elsewhere
+CONFIG=${TRAIN_CONFIG:-/config/train.yaml}
+SCRIPTS=$(dirname "$0")
 
 if [ -n "${PIP_PACKAGES:-}" ]; then
   echo "installing into /tmp/pip: ${PIP_PACKAGES}"
@@ -13,6 +15,6 @@ if [ -n "${PIP_PACKAGES:-}" ]; then
   export PYTHONPATH="/tmp/pip${PYTHONPATH:+:${PYTHONPATH}}"
 fi
 
-python3 /scripts/preflight.py "${CONFIG}" || exit $?
+python3 "${SCRIPTS}/preflight.py" "${CONFIG}" || exit $?
 echo "starting: llamafactory-cli train ${CONFIG}"
 exec llamafactory-cli train "${CONFIG}"

@@ -1,0 +1,135 @@
+"""lfk data validate | register | sync: the guide's "Walidacja datasetu" and "Rejestracja datasetu"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import datasets
+from .output import Failed
+
+
+def parse_pairs(text: str | None, option: str) -> dict[str, str] | None:
+    """`prompt=question,response=answer` -> a dict."""
+    if not text:
+        return None
+    pairs = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"expected key=value[,key=value], got {item!r}", param_hint=option)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+format_option = click.option("--format", "formatting", type=click.Choice(["alpaca", "sharegpt"]), help="Data format (default alpaca, or the registered entry's).")
+columns_option = click.option("--columns", help="Column names where they differ from the defaults, e.g. prompt=question,response=answer.")
+tags_option = click.option("--tags", help="ShareGPT role/content keys, e.g. role_tag=role,content_tag=content,user_tag=user,assistant_tag=assistant.")
+
+
+@click.group()
+def data() -> None:
+    """Check data files against LLaMA-Factory's rules and register them in dataset_info.json."""
+
+
+def print_report(report: datasets.Report) -> None:
+    click.echo(f"{report.path}: {report.total} examples ({report.formatting}): {report.valid} valid, {len(report.dropped)} dropped")
+    for index, reason in report.dropped:
+        click.secho(f"  dropped example {index}: {reason}", fg="yellow", err=True)
+    for note in report.notes:
+        click.secho(f"  note: {note}", fg="yellow", err=True)
+    if report.first:
+        click.echo("  first example:")
+        for message in report.first:
+            content = message["content"].replace("\n", " ")
+            click.echo(f"    {message['role']:>11}: {content[:200]}{'...' if len(content) > 200 else ''}")
+
+
+@data.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@format_option
+@columns_option
+@tags_option
+@click.option("--dataset", "name", help="Read format, columns and tags from this entry of the dataset_info.json beside the file.")
+def validate_data(file: Path, formatting: str | None, columns: str | None, tags: str | None, name: str | None) -> None:
+    """Report how many examples LLaMA-Factory will train on, and why the others are dropped. Never rewrites
+    the file. Exit 1 when an example is dropped or the file cannot be used."""
+    entry: dict[str, object] = {}
+    if name:
+        info = _info(file.parent)
+        if name not in info:
+            raise Failed(f"{file.parent / datasets.DATA_CONFIG}: no dataset {name!r}")
+        entry = dict(info[name])
+    if formatting:
+        entry["formatting"] = formatting
+    if (parsed := parse_pairs(columns, "--columns")) is not None:
+        entry["columns"] = parsed
+    if (parsed_tags := parse_pairs(tags, "--tags")) is not None:
+        entry["tags"] = parsed_tags
+    try:
+        report = datasets.check(file, datasets.Attrs.of_entry(entry))
+    except datasets.DataError as exc:
+        raise Failed(str(exc)) from None
+    print_report(report)
+    if report.dropped or not report.valid:
+        raise Failed()
+
+
+def _info(dataset_dir: Path) -> dict[str, object]:
+    try:
+        return datasets.read_dataset_info(dataset_dir)
+    except datasets.DataError as exc:
+        raise Failed(str(exc)) from None
+
+
+@data.command("register")
+@click.argument("dataset_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("name")
+@click.argument("file")
+@format_option
+@columns_option
+@tags_option
+def register_data(dataset_dir: Path, name: str, file: str, formatting: str | None, columns: str | None, tags: str | None) -> None:
+    """Add or update NAME in DATASET_DIR/dataset_info.json (atomically, other entries kept). FILE is relative
+    to DATASET_DIR; it is checked first and nothing is written when no example would be usable."""
+    entry = datasets.entry_for(file, formatting or "alpaca", parse_pairs(columns, "--columns"), parse_pairs(tags, "--tags"))
+    _register(dataset_dir, name, entry)
+
+
+def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
+    try:
+        report = datasets.check(dataset_dir / str(entry["file_name"]), datasets.Attrs.of_entry(entry))
+    except datasets.DataError as exc:
+        raise Failed(str(exc)) from None
+    print_report(report)
+    if not report.valid:
+        raise Failed(f"{name}: not registered: no usable example")
+    try:
+        changed = datasets.register(dataset_dir, name, entry)
+    except (datasets.DataError, OSError) as exc:
+        raise Failed(str(exc)) from None
+    where = dataset_dir / datasets.DATA_CONFIG
+    click.echo(f"{where}: {'registered' if changed else 'already registered'} {name}: {json.dumps(entry)}")
+
+
+@data.command("sync")
+@click.argument("spec")
+@click.option("--storage-root", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="Where /storage is mounted here.")
+def sync_data(spec: str, storage_root: Path) -> None:
+    """Register every entry of the spec's data.register in its dataset directory."""
+    from ..problems import errors
+    from .output import print_problems
+    from .spec_commands import load_and_check
+
+    loaded, problems = load_and_check(spec)
+    print_problems(spec, problems)
+    if loaded is None or errors(problems):
+        raise Failed()
+    data_dir = storage_root / loaded.data["data"]["dir"].removeprefix("/storage/")
+    entries = loaded.data["data"]["register"]
+    if not entries:
+        click.echo(f"{spec}: data.register is empty; nothing to do")
+    for name, entry in entries.items():
+        _register(data_dir, name, datasets.spec_entry(entry))

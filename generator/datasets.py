@@ -1,0 +1,258 @@
+"""LLaMA-Factory's data rules, applied without LLaMA-Factory (and so without torch): which examples of a
+dataset file it will train on, which it drops and why, and dataset_info.json registration.
+
+The rules follow LLaMA-Factory 0.9.5 (`data/parser.py`, `data/converter.py`, the supervised processor):
+- an entry's `columns` and `tags` replace the defaults wholesale: a column or tag left out becomes unset;
+- alpaca: prompt = instruction + "\\n" + input after the `history` pairs; an example without a string
+  response is dropped;
+- sharegpt: an optional leading system message (when `system_tag` is set), then user/observation turns at
+  even positions and assistant/function turns at odd ones, an even number of turns; anything else is dropped.
+The llamafactory test tier loads the same files through LLaMA-Factory's own loader and compares the counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_CONFIG = "dataset_info.json"
+DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "messages": "conversations"}
+DEFAULT_TAGS = {
+    "role_tag": "from",
+    "content_tag": "value",
+    "user_tag": "human",
+    "assistant_tag": "gpt",
+    "observation_tag": "observation",
+    "function_tag": "function_call",
+    "system_tag": "system",
+}
+COLUMN_NAMES = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag")
+FILE_TYPES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow", ".txt": "text"}
+
+
+class DataError(Exception):
+    """The file or entry cannot be used at all (unreadable, wrong shape, unknown format)."""
+
+
+@dataclass(frozen=True)
+class Attrs:
+    """How LLaMA-Factory reads one dataset: its format, and the column and tag names in effect."""
+
+    formatting: str = "alpaca"
+    columns: dict[str, str | None] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
+    tags: dict[str, str | None] = field(default_factory=lambda: dict(DEFAULT_TAGS))
+
+    @classmethod
+    def of_entry(cls, entry: dict[str, Any]) -> Attrs:
+        """Like LLaMA-Factory's DatasetAttr: given `columns`/`tags` replace every default, not just some."""
+        columns: dict[str, str | None] = dict(DEFAULT_COLUMNS)
+        if "columns" in entry:
+            columns = {name: entry["columns"].get(name) for name in COLUMN_NAMES}
+        tags: dict[str, str | None] = dict(DEFAULT_TAGS)
+        if "tags" in entry:
+            tags = {name: entry["tags"].get(name) for name in DEFAULT_TAGS}
+        return cls(entry.get("formatting", "alpaca"), columns, tags)
+
+    def column(self, name: str) -> str | None:
+        return self.columns.get(name)
+
+
+@dataclass
+class Report:
+    """What LLaMA-Factory will make of a file: every example counted, every dropped one with its reason."""
+
+    path: str
+    formatting: str
+    total: int = 0
+    dropped: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+    notes: list[str] = field(default_factory=list)  # things that do not drop examples but deserve a look
+    first: list[dict[str, str]] | None = None  # the first valid example as a conversation
+
+    @property
+    def valid(self) -> int:
+        return self.total - len(self.dropped)
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a data file as LLaMA-Factory's `datasets` loader sees them (json, jsonl, csv)."""
+    kind = FILE_TYPES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type {path.suffix!r} (LLaMA-Factory reads {', '.join(sorted(FILE_TYPES))})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    if kind == "csv":
+        return list(csv.DictReader(text.splitlines()))
+    if kind != "json":
+        raise DataError(f"{path}: {kind} files are checked by `lfk validate --deep` through LLaMA-Factory itself")
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: expected a list of objects (one per example)")
+    return _unify(rows)
+
+
+def _unify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Arrow gives every row every column (missing -> None), and every message every key."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    message_keys: dict[str, None] = {}
+    for row in rows:
+        for value in row.values():
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, dict):
+                        message_keys.update(dict.fromkeys(item))
+    out = []
+    for row in rows:
+        full = {k: row.get(k) for k in keys}
+        for k, value in full.items():
+            if isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
+                full[k] = [{mk: item.get(mk) for mk in message_keys} for item in value]
+        out.append(full)
+    return out
+
+
+def check(path: Path, attrs: Attrs) -> Report:
+    """Apply LLaMA-Factory's rules to every example of the file."""
+    if attrs.formatting not in ("alpaca", "sharegpt"):
+        raise DataError(f"{path}: formatting {attrs.formatting!r} is not checked here (alpaca and sharegpt are)")
+    rows = load_rows(path)
+    report = Report(str(path), attrs.formatting, total=len(rows))
+    if not rows:
+        report.notes.append("the file holds no examples")
+        return report
+    present = set(rows[0])
+    wanted = ("messages",) if attrs.formatting == "sharegpt" else ("prompt", "response")
+    for name in wanted:
+        column = attrs.column(name)
+        if column is None:
+            report.notes.append(f"no `{name}` column is set for this entry: every example will be dropped")
+        elif column not in present:
+            raise DataError(f"{path}: column {column!r} ({name}) is in no example; map it with columns: {{{name}: <key>}}")
+    for name in ("system", "history", "query"):
+        column = attrs.column(name)
+        if column is not None and column not in present and name != "query":
+            raise DataError(f"{path}: column {column!r} ({name}) is in no example")
+    if attrs.formatting == "alpaca" and attrs.column("system") is None and "system" in present:
+        report.notes.append("the examples have a `system` field, which is ignored unless the entry maps columns: {system: system}")
+    check_one = _check_alpaca if attrs.formatting == "alpaca" else _check_sharegpt
+    for index, row in enumerate(rows):
+        conversation, reason = check_one(row, attrs)
+        if reason:
+            report.dropped.append((index, reason))
+        elif report.first is None:
+            report.first = conversation
+    return report
+
+
+def _check_alpaca(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str]], str]:
+    conversation: list[dict[str, str]] = []
+    history_column = attrs.column("history")
+    history = row.get(history_column) if history_column else None
+    if isinstance(history, list):
+        for turn in history:
+            if not isinstance(turn, list | tuple) or len(turn) != 2:
+                return [], "history must be a list of [prompt, response] pairs"
+            conversation += [{"role": "user", "content": str(turn[0])}, {"role": "assistant", "content": str(turn[1])}]
+    parts = [str(row[c]) for c in (attrs.column("prompt"), attrs.column("query")) if c and row.get(c)]
+    conversation.append({"role": "user", "content": "\n".join(parts)})
+    response_column = attrs.column("response")
+    response = row.get(response_column) if response_column else None
+    if not isinstance(response, str):
+        what = "missing" if response is None else f"a {type(response).__name__}, not text"
+        return [], f"response ({response_column}) is {what}"
+    conversation.append({"role": "assistant", "content": response})
+    if attrs.column("system") and row.get(attrs.column("system") or ""):
+        conversation.insert(0, {"role": "system", "content": str(row[attrs.column("system") or ""])})
+    return conversation, ""
+
+
+def _check_sharegpt(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str]], str]:
+    tags = attrs.tags
+    messages = row.get(attrs.column("messages") or "")
+    if not isinstance(messages, list):
+        return [], f"{attrs.column('messages')} is not a list of messages"
+    role_tag, content_tag = tags["role_tag"] or "", tags["content_tag"] or ""
+    conversation: list[dict[str, str]] = []
+    if tags["system_tag"] and messages and isinstance(messages[0], dict) and messages[0].get(role_tag) == tags["system_tag"]:
+        conversation.append({"role": "system", "content": str(messages[0].get(content_tag))})
+        messages = messages[1:]
+    names = {
+        tags["user_tag"]: "user", tags["observation_tag"]: "observation",
+        tags["assistant_tag"]: "assistant", tags["function_tag"]: "function",
+    }  # fmt: skip
+    accepted = ((tags["user_tag"], tags["observation_tag"]), (tags["assistant_tag"], tags["function_tag"]))
+    for turn, message in enumerate(messages):
+        role = message.get(role_tag) if isinstance(message, dict) else None
+        if role not in accepted[turn % 2] or role is None:
+            expected = " or ".join(repr(t) for t in accepted[turn % 2] if t)
+            where = "a leading system message needs tags: {system_tag: ...}; " if role == "system" and not tags["system_tag"] else ""
+            return [], f"{where}turn {turn} has role {role!r}, expected {expected}"
+        conversation.append({"role": names[role], "content": str(message.get(content_tag))})
+    turns = len(messages)
+    if turns == 0:
+        return [], "no messages"
+    if turns % 2 != 0:
+        return [], f"{turns} turns: a conversation must end with an assistant (or function) turn"
+    return conversation, ""
+
+
+# ---------------------------------------------------------------------------------------- dataset_info.json
+def read_dataset_info(dataset_dir: Path) -> dict[str, Any]:
+    path = dataset_dir / DATA_CONFIG
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: expected an object of dataset entries")
+    return info
+
+
+def entry_for(file_name: str, formatting: str, columns: dict[str, str] | None, tags: dict[str, str] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file_name": file_name, "formatting": formatting}
+    if columns:
+        entry["columns"] = dict(columns)
+    if tags:
+        entry["tags"] = dict(tags)
+    return entry
+
+
+def register(dataset_dir: Path, name: str, entry: dict[str, Any]) -> bool:
+    """Add or replace one entry of dataset_info.json atomically, keeping every other entry and its order.
+    Returns whether the file changed."""
+    info = read_dataset_info(dataset_dir)
+    if info.get(name) == entry:
+        return False
+    info[name] = entry
+    text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{DATA_CONFIG}.", suffix=".tmp", dir=dataset_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, dataset_dir / DATA_CONFIG)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def spec_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A spec's data.register entry (file, format, columns, tags) as a dataset_info.json entry."""
+    return entry_for(entry["file"], entry.get("format", "alpaca"), entry.get("columns"), entry.get("tags"))
