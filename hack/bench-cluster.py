@@ -60,7 +60,6 @@ def rss_mib(pids: dict[str, int]) -> dict[str, float]:
 def heap_mib(state: localcluster.State) -> dict[str, float]:
     """Live Go heap (go_memstats_heap_inuse_bytes) of the apiserver and etcd: what the objects cost, without
     the memory Go keeps mapped for reuse, which RSS also counts."""
-    import ssl
     import urllib.request
 
     out = {}
