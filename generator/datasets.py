@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 DATA_CONFIG = "dataset_info.json"
-DEFAULT_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "messages": "conversations"}
+DEFAULT_COLUMNS = {
+    "prompt": "instruction",
+    "query": "input",
+    "response": "output",
+    "messages": "conversations",
+}
 DEFAULT_TAGS = {
     "role_tag": "from",
     "content_tag": "value",
@@ -31,8 +36,29 @@ DEFAULT_TAGS = {
     "function_tag": "function_call",
     "system_tag": "system",
 }
-COLUMN_NAMES = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag")
-FILE_TYPES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow", ".txt": "text"}
+COLUMN_NAMES = (
+    "prompt",
+    "query",
+    "response",
+    "history",
+    "messages",
+    "system",
+    "tools",
+    "images",
+    "videos",
+    "audios",
+    "chosen",
+    "rejected",
+    "kto_tag",
+)
+FILE_TYPES = {
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".txt": "text",
+}
 
 
 class DataError(Exception):
@@ -82,7 +108,9 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a data file as LLaMA-Factory's `datasets` loader sees them (json, jsonl, csv)."""
     kind = FILE_TYPES.get(path.suffix.lower())
     if kind is None:
-        raise DataError(f"{path}: unsupported file type {path.suffix!r} (LLaMA-Factory reads {', '.join(sorted(FILE_TYPES))})")
+        raise DataError(
+            f"{path}: unsupported file type {path.suffix!r} (LLaMA-Factory reads {', '.join(sorted(FILE_TYPES))})"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -90,7 +118,9 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     if kind == "csv":
         return list(csv.DictReader(text.splitlines()))
     if kind != "json":
-        raise DataError(f"{path}: {kind} files are checked by `lfk validate --deep` through LLaMA-Factory itself")
+        raise DataError(
+            f"{path}: {kind} files are checked by `lfk validate --deep` through LLaMA-Factory itself"
+        )
     stripped = text.lstrip()
     try:
         if stripped.startswith("["):
@@ -129,7 +159,9 @@ def _unify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def check(path: Path, attrs: Attrs) -> Report:
     """Apply LLaMA-Factory's rules to every example of the file."""
     if attrs.formatting not in ("alpaca", "sharegpt"):
-        raise DataError(f"{path}: formatting {attrs.formatting!r} is not checked here (alpaca and sharegpt are)")
+        raise DataError(
+            f"{path}: formatting {attrs.formatting!r} is not checked here (alpaca and sharegpt are)"
+        )
     rows = load_rows(path)
     report = Report(str(path), attrs.formatting, total=len(rows))
     if not rows:
@@ -142,13 +174,17 @@ def check(path: Path, attrs: Attrs) -> Report:
         if column is None:
             report.notes.append(f"no `{name}` column is set for this entry: every example will be dropped")
         elif column not in present:
-            raise DataError(f"{path}: column {column!r} ({name}) is in no example; map it with columns: {{{name}: <key>}}")
+            raise DataError(
+                f"{path}: column {column!r} ({name}) is in no example; map it with columns: {{{name}: <key>}}"
+            )
     for name in ("system", "history", "query"):
         column = attrs.column(name)
         if column is not None and column not in present and name != "query":
             raise DataError(f"{path}: column {column!r} ({name}) is in no example")
     if attrs.formatting == "alpaca" and attrs.column("system") is None and "system" in present:
-        report.notes.append("the examples have a `system` field, which is ignored unless the entry maps columns: {system: system}")
+        report.notes.append(
+            "the examples have a `system` field, which is ignored unless the entry maps columns: {system: system}"
+        )
     check_one = _check_alpaca if attrs.formatting == "alpaca" else _check_sharegpt
     for index, row in enumerate(rows):
         conversation, reason = check_one(row, attrs)
@@ -167,7 +203,10 @@ def _check_alpaca(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str
         for turn in history:
             if not isinstance(turn, list | tuple) or len(turn) != 2:
                 return [], "history must be a list of [prompt, response] pairs"
-            conversation += [{"role": "user", "content": str(turn[0])}, {"role": "assistant", "content": str(turn[1])}]
+            conversation += [
+                {"role": "user", "content": str(turn[0])},
+                {"role": "assistant", "content": str(turn[1])},
+            ]
     parts = [str(row[c]) for c in (attrs.column("prompt"), attrs.column("query")) if c and row.get(c)]
     conversation.append({"role": "user", "content": "\n".join(parts)})
     response_column = attrs.column("response")
@@ -188,7 +227,12 @@ def _check_sharegpt(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, s
         return [], f"{attrs.column('messages')} is not a list of messages"
     role_tag, content_tag = tags["role_tag"] or "", tags["content_tag"] or ""
     conversation: list[dict[str, str]] = []
-    if tags["system_tag"] and messages and isinstance(messages[0], dict) and messages[0].get(role_tag) == tags["system_tag"]:
+    if (
+        tags["system_tag"]
+        and messages
+        and isinstance(messages[0], dict)
+        and messages[0].get(role_tag) == tags["system_tag"]
+    ):
         conversation.append({"role": "system", "content": str(messages[0].get(content_tag))})
         messages = messages[1:]
     names = {
@@ -200,7 +244,11 @@ def _check_sharegpt(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, s
         role = message.get(role_tag) if isinstance(message, dict) else None
         if role not in accepted[turn % 2] or role is None:
             expected = " or ".join(repr(t) for t in accepted[turn % 2] if t)
-            where = "a leading system message needs tags: {system_tag: ...}; " if role == "system" and not tags["system_tag"] else ""
+            where = (
+                "a leading system message needs tags: {system_tag: ...}; "
+                if role == "system" and not tags["system_tag"]
+                else ""
+            )
             return [], f"{where}turn {turn} has role {role!r}, expected {expected}"
         conversation.append({"role": names[role], "content": str(message.get(content_tag))})
     turns = len(messages)
@@ -225,7 +273,9 @@ def read_dataset_info(dataset_dir: Path) -> dict[str, Any]:
     return info
 
 
-def entry_for(file_name: str, formatting: str, columns: dict[str, str] | None, tags: dict[str, str] | None) -> dict[str, Any]:
+def entry_for(
+    file_name: str, formatting: str, columns: dict[str, str] | None, tags: dict[str, str] | None
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"file_name": file_name, "formatting": formatting}
     if columns:
         entry["columns"] = dict(columns)

@@ -24,9 +24,20 @@ def parse_pairs(text: str | None, option: str) -> dict[str, str] | None:
     return pairs
 
 
-format_option = click.option("--format", "formatting", type=click.Choice(["alpaca", "sharegpt"]), help="Data format (default alpaca, or the registered entry's).")
-columns_option = click.option("--columns", help="Column names where they differ from the defaults, e.g. prompt=question,response=answer.")
-tags_option = click.option("--tags", help="ShareGPT role/content keys, e.g. role_tag=role,content_tag=content,user_tag=user,assistant_tag=assistant.")
+format_option = click.option(
+    "--format",
+    "formatting",
+    type=click.Choice(["alpaca", "sharegpt"]),
+    help="Data format (default alpaca, or the registered entry's).",
+)
+columns_option = click.option(
+    "--columns",
+    help="Column names where they differ from the defaults, e.g. prompt=question,response=answer.",
+)
+tags_option = click.option(
+    "--tags",
+    help="ShareGPT role/content keys, e.g. role_tag=role,content_tag=content,user_tag=user,assistant_tag=assistant.",
+)
 
 
 @click.group()
@@ -35,7 +46,9 @@ def data() -> None:
 
 
 def print_report(report: datasets.Report) -> None:
-    click.echo(f"{report.path}: {report.total} examples ({report.formatting}): {report.valid} valid, {len(report.dropped)} dropped")
+    click.echo(
+        f"{report.path}: {report.total} examples ({report.formatting}): {report.valid} valid, {len(report.dropped)} dropped"
+    )
     for index, reason in report.dropped:
         click.secho(f"  dropped example {index}: {reason}", fg="yellow", err=True)
     for note in report.notes:
@@ -52,8 +65,14 @@ def print_report(report: datasets.Report) -> None:
 @format_option
 @columns_option
 @tags_option
-@click.option("--dataset", "name", help="Read format, columns and tags from this entry of the dataset_info.json beside the file.")
-def validate_data(file: Path, formatting: str | None, columns: str | None, tags: str | None, name: str | None) -> None:
+@click.option(
+    "--dataset",
+    "name",
+    help="Read format, columns and tags from this entry of the dataset_info.json beside the file.",
+)
+def validate_data(
+    file: Path, formatting: str | None, columns: str | None, tags: str | None, name: str | None
+) -> None:
     """Report how many examples LLaMA-Factory will train on, and why the others are dropped. Never rewrites
     the file. Exit 1 when an example is dropped or the file cannot be used."""
     entry: dict[str, object] = {}
@@ -91,10 +110,14 @@ def _info(dataset_dir: Path) -> dict[str, object]:
 @format_option
 @columns_option
 @tags_option
-def register_data(dataset_dir: Path, name: str, file: str, formatting: str | None, columns: str | None, tags: str | None) -> None:
+def register_data(
+    dataset_dir: Path, name: str, file: str, formatting: str | None, columns: str | None, tags: str | None
+) -> None:
     """Add or update NAME in DATASET_DIR/dataset_info.json (atomically, other entries kept). FILE is relative
     to DATASET_DIR; it is checked first and nothing is written when no example would be usable."""
-    entry = datasets.entry_for(file, formatting or "alpaca", parse_pairs(columns, "--columns"), parse_pairs(tags, "--tags"))
+    entry = datasets.entry_for(
+        file, formatting or "alpaca", parse_pairs(columns, "--columns"), parse_pairs(tags, "--tags")
+    )
     _register(dataset_dir, name, entry)
 
 
@@ -116,7 +139,12 @@ def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
 
 @data.command("sync")
 @click.argument("spec")
-@click.option("--storage-root", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path), help="Where /storage is mounted here.")
+@click.option(
+    "--storage-root",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Where /storage is mounted here.",
+)
 def sync_data(spec: str, storage_root: Path) -> None:
     """Register every entry of the spec's data.register in its dataset directory."""
     from ..problems import errors

@@ -20,11 +20,30 @@ def fail(message: str) -> None:
     sys.exit(CONFIG_ERROR)
 
 
+def drop_incomplete_checkpoints(output_dir: str) -> None:
+    """A pod killed while writing a checkpoint leaves a checkpoint-N folder without trainer_state.json, which
+    the trainer writes last. Resuming picks the highest N and fails on it ("Can't find a valid checkpoint"),
+    retry after retry. Such folders hold nothing usable: remove them so the run resumes from the last
+    complete one."""
+    import re
+    import shutil
+
+    if not os.path.isdir(output_dir):
+        return
+    for name in sorted(os.listdir(output_dir)):
+        folder = os.path.join(output_dir, name)
+        if re.fullmatch(r"checkpoint-\d+", name) and not os.path.isfile(os.path.join(folder, "trainer_state.json")):
+            print(f"preflight: removing incomplete {folder} (interrupted while it was written)")
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(path: str) -> None:
     import yaml
 
     with open(path, encoding="utf-8") as f:
         config = yaml.safe_load(f)
+
+    drop_incomplete_checkpoints(config.get("output_dir", ""))
 
     model = config.get("model_name_or_path", "")
     if model.startswith("/") and not os.path.isfile(os.path.join(model, "config.json")):
