@@ -41,7 +41,7 @@ SPECIAL_TOKENS = [
 MAX_STEPS = 12
 SAVE_STEPS = 4
 
-ALPACA = [
+ALPACA: list[dict[str, str]] = [
     {"instruction": "Co to jest LLaMA?", "input": "", "output": "LLaMA to rodzina modeli LLM od Meta."},
     {
         "instruction": "Jak działa fine-tuning?",
@@ -55,7 +55,7 @@ ALPACA = [
         "output": "Framework do fine-tuningu LLM.",
     },
 ] * 4
-SHAREGPT = [
+SHAREGPT: list[dict[str, Any]] = [
     {
         "conversations": [
             {"from": "human", "value": "Cześć, kim jesteś?"},
@@ -161,7 +161,7 @@ def build_model(directory: Path, corpus: list[str]) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer(corpus)
+    tokenizer: Any = build_tokenizer(corpus)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -176,7 +176,8 @@ def build_model(directory: Path, corpus: list[str]) -> None:
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model: Any = LlamaForCausalLM(config)
+    model = model.to(torch.bfloat16)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
 
@@ -308,16 +309,17 @@ def generate(model_dir: Path, prompt: str = "Co to jest LLaMA?") -> tuple[str, A
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
-    ids = tokenizer.apply_chat_template(
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    ids: Any = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
     )
     if not isinstance(ids, torch.Tensor):  # transformers 5 may answer with a BatchEncoding
         ids = ids["input_ids"]
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0][ids.shape[1] :]), model, tokenizer
+    text: str = tokenizer.decode(out[0][ids.shape[1] :])
+    return text, model, tokenizer
 
 
 def main(argv: list[str]) -> int:

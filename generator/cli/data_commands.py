@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -75,7 +76,7 @@ def validate_data(
 ) -> None:
     """Report how many examples LLaMA-Factory will train on, and why the others are dropped. Never rewrites
     the file. Exit 1 when an example is dropped or the file cannot be used."""
-    entry: dict[str, object] = {}
+    entry: dict[str, Any] = {}
     if name:
         info = _info(file.parent)
         if name not in info:
@@ -96,7 +97,7 @@ def validate_data(
         raise Failed()
 
 
-def _info(dataset_dir: Path) -> dict[str, object]:
+def _info(dataset_dir: Path) -> dict[str, Any]:
     try:
         return datasets.read_dataset_info(dataset_dir)
     except datasets.DataError as exc:
