@@ -91,6 +91,10 @@ def infer_template(path: str, hub_id: str | None) -> str | None:
     for name in (hub_id, path):
         if name and (found := table.get(name.lower()) or table.get(catalog.model_key(name))):
             return found
+    if hub_id:  # a hub model whose files are in the local Hugging Face cache
+        from .models import template_from_hub_cache
+
+        return template_from_hub_cache(hub_id)
     return None
 
 

@@ -17,17 +17,26 @@ from .output import Failed, print_problems
 specs_argument = click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
 
 
-def load_and_check(path: str, deep: bool = False) -> tuple[Spec | None, list[Problem]]:
-    """Schema + cross-field problems of one spec; the spec is None when it could not be loaded."""
+def load_and_check(
+    path: str, deep: bool = False, storage_root: Path | None = None
+) -> tuple[Spec | None, list[Problem]]:
+    """Schema + cross-field problems of one spec (+ LLaMA-Factory's own checks with deep, + the storage's
+    with a storage root); the spec is None when it could not be loaded."""
     try:
         spec = load_spec(path)
     except SpecError as exc:
         return None, exc.problems
     problems = validate(spec)
-    if deep and not errors(problems):
+    if errors(problems):
+        return spec, problems
+    if deep:
         from ..deep import deep_problems
 
-        problems += deep_problems(spec)
+        problems += deep_problems(spec, storage_root)
+    elif storage_root is not None:
+        from ..storage import storage_problems
+
+        problems += storage_problems(spec, storage_root)
     return spec, problems
 
 

@@ -1,0 +1,72 @@
+"""What only the storage can tell about a spec, read through a locally mounted storage root: the datasets are
+registered and usable, the model is there and speaks the template the spec trains with. Light: no torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import datasets
+from .facts import STORAGE_ROOT, derive
+from .models import template_from_model_dir
+from .problems import Problem, json_path
+from .spec import Spec
+
+
+def local(storage_root: Path, path: str) -> Path:
+    return storage_root / path.removeprefix(STORAGE_ROOT + "/")
+
+
+def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
+    """What only the storage can tell: datasets registered and usable, the model's own template."""
+    problems = []
+    data_dir = local(storage_root, spec.data["data"]["dir"])
+    try:
+        info = datasets.read_dataset_info(data_dir)
+    except datasets.DataError as exc:
+        return [Problem("$.data.dir", str(exc))]
+    for index, name in enumerate(spec.data["data"]["datasets"]):
+        path = json_path(["data", "datasets", index])
+        entry = info.get(name)
+        if entry is None:
+            pending = name in spec.data["data"]["register"]
+            hint = (
+                "run `lfk data sync SPEC --storage-root ...`"
+                if pending
+                else "register it with `lfk data register`"
+            )
+            problems.append(
+                Problem(path, f"dataset {name!r} is not in {data_dir / datasets.DATA_CONFIG}", hint)
+            )
+            continue
+        if "file_name" not in entry:
+            continue  # hub datasets are fetched at training time
+        try:
+            report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry))
+        except datasets.DataError as exc:
+            problems.append(Problem(path, str(exc)))
+            continue
+        if not report.valid:
+            problems.append(
+                Problem(path, f"{name}: none of {report.total} examples is usable", "run `lfk data validate`")
+            )
+        elif report.dropped:
+            problems.append(
+                Problem(
+                    path,
+                    f"{name}: {len(report.dropped)} of {report.total} examples will be dropped",
+                    "run `lfk data validate`",
+                    "warning",
+                )
+            )
+    model_dir = local(storage_root, spec.data["model"]["path"])
+    expected = template_from_model_dir(model_dir)
+    given = derive(spec).template
+    if expected and given and expected != given:
+        problems.append(
+            Problem(
+                "$.model.template",
+                f"the model in {model_dir} uses the {expected!r} template, not {given!r}",
+                f"set template: {expected}",
+            )
+        )
+    return problems
