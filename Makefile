@@ -82,7 +82,7 @@ lint: venv ## ruff and mypy over the generator and tests
 	$(VENV)/bin/mypy
 
 # ----------------------------------------------------------------------------------------------- tests
-.PHONY: test test-unit test-chart test-cluster test-llamafactory
+.PHONY: test test-unit test-chart test-cluster test-llamafactory smoke
 test: venv llamafactory tools cluster-tools ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) $(PYTEST_ARGS)
@@ -98,6 +98,9 @@ test-cluster: venv tools cluster-tools ## Cluster tier: every example on a real 
 
 test-llamafactory: venv llamafactory ## LLaMA-Factory tier: real train -> resume -> merge -> load on CPU
 	$(PYTEST) -m llamafactory $(PYTEST_ARGS)
+
+smoke: venv llamafactory ## Real LLaMA-Factory on CPU: tiny model, train (preempted), resume, merge, load; timed
+	$(PY) -m generator.smoke
 
 # ----------------------------------------------------------------------------------------- operations
 .PHONY: install uninstall

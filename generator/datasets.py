@@ -96,6 +96,7 @@ class Report:
     formatting: str
     total: int = 0
     dropped: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+    fatal: list[tuple[int, str]] = field(default_factory=list)  # LLaMA-Factory stops on these, not just skips
     notes: list[str] = field(default_factory=list)  # things that do not drop examples but deserve a look
     first: list[dict[str, str]] | None = None  # the first valid example as a conversation
 
@@ -168,19 +169,17 @@ def check(path: Path, attrs: Attrs) -> Report:
         report.notes.append("the file holds no examples")
         return report
     present = set(rows[0])
+    for name in _read_columns(attrs, rows):
+        column = attrs.column(name)
+        if column is not None and column not in present:
+            raise DataError(
+                f"{path}: no example has the {name} column {column!r}, and LLaMA-Factory stops on it (KeyError); "
+                f"add the field, or register the entry with columns naming the fields it has"
+            )
     wanted = ("messages",) if attrs.formatting == "sharegpt" else ("prompt", "response")
     for name in wanted:
-        column = attrs.column(name)
-        if column is None:
+        if attrs.column(name) is None:
             report.notes.append(f"no `{name}` column is set for this entry: every example will be dropped")
-        elif column not in present:
-            raise DataError(
-                f"{path}: column {column!r} ({name}) is in no example; map it with columns: {{{name}: <key>}}"
-            )
-    for name in ("system", "history", "query"):
-        column = attrs.column(name)
-        if column is not None and column not in present and name != "query":
-            raise DataError(f"{path}: column {column!r} ({name}) is in no example")
     if attrs.formatting == "alpaca" and attrs.column("system") is None and "system" in present:
         report.notes.append(
             "the examples have a `system` field, which is ignored unless the entry maps columns: {system: system}"
@@ -190,9 +189,51 @@ def check(path: Path, attrs: Attrs) -> Report:
         conversation, reason = check_one(row, attrs)
         if reason:
             report.dropped.append((index, reason))
+            continue
+        if fatal := _fatal(conversation):
+            report.fatal.append((index, fatal))
         elif report.first is None:
             report.first = conversation
     return report
+
+
+def _fatal(conversation: list[dict[str, str]]) -> str:
+    """What makes LLaMA-Factory stop the whole run rather than skip the example: a function call must be JSON
+    with a name and arguments (or a list of such), as its tool-call formatter parses it."""
+    for turn, message in enumerate(conversation):
+        if message["role"] != "function":
+            continue
+        try:
+            calls = json.loads(message["content"])
+        except ValueError:
+            calls = None
+        calls = calls if isinstance(calls, list) else [calls]
+        if not all(isinstance(c, dict) and "name" in c and "arguments" in c for c in calls):
+            return f"turn {turn} is a function call but not JSON with name and arguments (LLaMA-Factory stops: Invalid JSON format in function message)"
+    return ""
+
+
+def _read_columns(attrs: Attrs, rows: list[dict[str, Any]]) -> list[str]:
+    """The columns LLaMA-Factory's converter reads from every example (a missing one is a KeyError)."""
+    if attrs.formatting == "alpaca":
+        return ["prompt", "query", "response", "history", "system", "tools"]
+    columns = ["messages", "tools"]
+    system_tag, role_tag = attrs.tags["system_tag"], attrs.tags["role_tag"] or ""
+    messages_column = attrs.column("messages") or ""
+
+    def leads_with_system(row: dict[str, Any]) -> bool:
+        messages = row.get(messages_column)
+        return bool(
+            system_tag
+            and isinstance(messages, list)
+            and messages
+            and isinstance(messages[0], dict)
+            and messages[0].get(role_tag) == system_tag
+        )
+
+    if not all(leads_with_system(row) for row in rows):
+        columns.append("system")
+    return columns
 
 
 def _check_alpaca(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str]], str]:

@@ -45,7 +45,14 @@ def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
         except datasets.DataError as exc:
             problems.append(Problem(path, str(exc)))
             continue
-        if not report.valid:
+        if report.fatal:
+            index, reason = report.fatal[0]
+            problems.append(
+                Problem(
+                    path, f"{name}: example {index} would stop training: {reason}", "run `lfk data validate`"
+                )
+            )
+        elif not report.valid:
             problems.append(
                 Problem(path, f"{name}: none of {report.total} examples is usable", "run `lfk data validate`")
             )

@@ -52,6 +52,8 @@ def print_report(report: datasets.Report) -> None:
     )
     for index, reason in report.dropped:
         click.secho(f"  dropped example {index}: {reason}", fg="yellow", err=True)
+    for index, reason in report.fatal:
+        click.secho(f"  example {index} stops training: {reason}", fg="red", err=True)
     for note in report.notes:
         click.secho(f"  note: {note}", fg="yellow", err=True)
     if report.first:
@@ -93,7 +95,7 @@ def validate_data(
     except datasets.DataError as exc:
         raise Failed(str(exc)) from None
     print_report(report)
-    if report.dropped or not report.valid:
+    if report.dropped or report.fatal or not report.valid:
         raise Failed()
 
 
@@ -128,8 +130,10 @@ def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
     except datasets.DataError as exc:
         raise Failed(str(exc)) from None
     print_report(report)
-    if not report.valid:
-        raise Failed(f"{name}: not registered: no usable example")
+    if not report.valid or report.fatal:
+        raise Failed(
+            f"{name}: not registered: {'LLaMA-Factory would stop on it' if report.fatal else 'no usable example'}"
+        )
     try:
         changed = datasets.register(dataset_dir, name, entry)
     except (datasets.DataError, OSError) as exc:

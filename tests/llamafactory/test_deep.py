@@ -1,0 +1,71 @@
+"""`lfk validate --deep`: configs LLaMA-Factory itself rejects are caught and located in the spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from generator.cli import cli
+from generator.deep import deep_problems
+from generator.spec import spec_from_text
+
+BASE = """
+name: deep
+storage: {existingClaim: llm-storage}
+model: {path: /storage/models/llama-3.1-8b-instruct}
+data: {datasets: [qa_dataset]}
+resources: {gpu: {memoryGiB: 80}}
+"""
+
+
+def problems(extra: str) -> list[tuple[str, str]]:
+    return [(p.path, p.message) for p in deep_problems(spec_from_text(BASE + extra, "experiment.yaml"))]
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "message"),
+    [
+        (
+            "llamafactoryArgs: {streaming: true}\n",
+            "$.training.maxSteps",
+            "Please specify `max_steps` in streaming mode.",
+        ),
+        (
+            "llamafactoryArgs: {eval_strategy: steps}\n",
+            "$.data.valSize",
+            "Please make sure eval_dataset be provided or val_size >1e-6",
+        ),
+        (
+            "method: {type: qlora, quantization: {bits: 4}}\nllamafactoryArgs: {pissa_init: true}\n",
+            "$.llamafactoryArgs.pissa_init",
+            "Please use scripts/pissa_init.py to initialize PiSSA for a quantized model.",
+        ),
+    ],
+    ids=["streaming-without-max-steps", "evaluation-without-data", "pissa-on-a-quantised-base"],
+)
+def test_llamafactory_rejections_are_located_in_the_spec(extra: str, path: str, message: str) -> None:
+    found = problems(extra)
+    assert found == [(path, f"LLaMA-Factory rejects the training config: {message}")]
+
+
+def test_the_examples_and_qlora_pass_the_real_parser(repo_root: Path) -> None:
+    for spec in sorted(repo_root.glob("values/*/experiment.yaml")):
+        assert deep_problems(spec_from_text(spec.read_text(), str(spec))) == [], spec
+    assert problems("method: {type: qlora, quantization: {bits: 8}}\n") == []
+
+
+def test_a_different_image_version_is_a_warning() -> None:
+    spec = spec_from_text(BASE + "images: {llamafactory: 'hiyouga/llamafactory:0.9.4'}\n", "experiment.yaml")
+    [warning] = deep_problems(spec)
+    assert warning.severity == "warning" and warning.path == "$.images.llamafactory"
+    assert "installed llamafactory 0.9.5" in warning.message and "deploys 0.9.4" in warning.message
+
+
+def test_cli_deep_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "experiment.yaml"
+    bad.write_text(BASE + "llamafactoryArgs: {streaming: true}\n")
+    result = CliRunner().invoke(cli, ["validate", "--deep", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}::$.training.maxSteps: LLaMA-Factory rejects the training config" in result.output

@@ -1,0 +1,21 @@
+"""The snapshot the light path reads is what the installed LLaMA-Factory says."""
+
+from __future__ import annotations
+
+import json
+
+from generator import lfinfo
+
+
+def test_snapshot_matches_the_installed_llamafactory() -> None:
+    live = lfinfo.live_snapshot()
+    stored = json.loads(lfinfo.snapshot_path(str(live["version"])).read_text())
+    assert stored == json.loads(json.dumps(live)), "run hack/snapshot-llamafactory.py"
+
+
+def test_templates_and_model_table_cover_the_guides_models() -> None:
+    info = lfinfo.info()
+    assert {"llama3", "qwen", "mistral", "phi", "qwen3", "default", "empty"} <= info.templates
+    assert info.model_templates["llama-3.1-8b-instruct"] == "llama3"
+    assert info.model_templates["qwen/qwen2.5-7b-instruct"] == "qwen"
+    assert {"lora_rank", "cutoff_len", "export_dir", "infer_dtype"} <= info.arguments
