@@ -15,7 +15,7 @@ TOOLS := .tools
 HELM3 := $(TOOLS)/helm-$(HELM3_VERSION)/helm
 HELM4 := $(TOOLS)/helm-$(HELM4_VERSION)/helm
 HELM_UNITTEST := $(TOOLS)/helm-unittest-$(HELM_UNITTEST_VERSION)/helm-unittest
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/.complete $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all
@@ -51,7 +51,7 @@ $(HELM4):
 	hack/build-tools.sh helm4
 $(HELM_UNITTEST):
 	hack/build-tools.sh helm-unittest
-$(TOOLS)/kube-$(KUBE_VERSION)/.complete:
+$(TOOLS)/kube-$(KUBE_VERSION)/kubectl:
 	hack/build-tools.sh kube
 $(TOOLS)/etcd-$(ETCD_VERSION)/.complete:
 	hack/build-tools.sh etcd

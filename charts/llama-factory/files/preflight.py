@@ -1,23 +1,36 @@
-"""Checks a LLaMA-Factory training config inside the training image before any GPU work starts.
+"""The guide's "before training" checklist, run inside the LLaMA-Factory image before any GPU work starts.
 
-Exit 0: go ahead. Exit 3: the configuration cannot work; the message says what to fix. The Job's
-podFailurePolicy fails the Job on exit code 3 without retrying. Standard library + PyYAML + the image's
-own llamafactory only.
+    preflight.py CONFIG [--cpu] [--check-mlflow-server]
+
+Prints one line per item, `✓ item: detail` or `✗ item: detail (fix: ...)`. Exit 0 when every item passes,
+3 when the configuration cannot work: the training Job's podFailurePolicy fails the Job at once on exit 3
+instead of retrying, and the GPU-less preflight Job (`--cpu`, a Helm hook) stops the release before the
+training Job asks for a GPU. Standard library + PyYAML + the image's own llamafactory only.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
+import re
+import shutil
 import sys
+import urllib.error
+import urllib.request
 
 CONFIG_ERROR = 3
+failures: list[str] = []
 
 
-def fail(message: str) -> None:
-    print(f"preflight: {message}", file=sys.stderr)
-    sys.exit(CONFIG_ERROR)
+def item(ok: bool, name: str, detail: str, fix: str = "") -> bool:
+    if ok:
+        print(f"✓ {name}: {detail}", flush=True)
+    else:
+        print(f"✗ {name}: {detail}" + (f" (fix: {fix})" if fix else ""), flush=True)
+        failures.append(name)
+    return ok
 
 
 def drop_incomplete_checkpoints(output_dir: str) -> None:
@@ -25,68 +38,113 @@ def drop_incomplete_checkpoints(output_dir: str) -> None:
     the trainer writes last. Resuming picks the highest N and fails on it ("Can't find a valid checkpoint"),
     retry after retry. Such folders hold nothing usable: remove them so the run resumes from the last
     complete one."""
-    import re
-    import shutil
-
     if not os.path.isdir(output_dir):
         return
     for name in sorted(os.listdir(output_dir)):
         folder = os.path.join(output_dir, name)
         if re.fullmatch(r"checkpoint-\d+", name) and not os.path.isfile(os.path.join(folder, "trainer_state.json")):
-            print(f"preflight: removing incomplete {folder} (interrupted while it was written)")
+            print(f"preflight: removing incomplete {folder} (interrupted while it was written)", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def main(path: str) -> None:
-    import yaml
+def check_model(model: str, download: str | None) -> None:
+    if not model.startswith("/"):
+        item(True, "base model", f"{model} comes from the hub at load time")
+        return
+    if download and not os.path.isfile(os.path.join(model, "config.json")):
+        item(True, "base model", f"{model} is downloaded from {download} before training")
+        return
+    files = set(os.listdir(model)) if os.path.isdir(model) else set()
+    missing = [f for f in ("config.json", "tokenizer_config.json") if f not in files]
+    if not {"tokenizer.json", "tokenizer.model"} & files:
+        missing.append("tokenizer.json or tokenizer.model")
+    if not any(f.endswith((".safetensors", ".bin")) for f in files):
+        missing.append("weights (*.safetensors)")
+    item(not missing, "base model", f"{model}: " + (f"missing {', '.join(missing)}" if missing else "config, tokenizer and weights present"),
+         "copy the model there, or set model.hub in the spec so the train release downloads it")
 
-    with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
 
-    drop_incomplete_checkpoints(config.get("output_dir", ""))
-
-    model = config.get("model_name_or_path", "")
-    if model.startswith("/") and not os.path.isfile(os.path.join(model, "config.json")):
-        fail(f"base model missing: {model}/config.json not found (copy the model there or enable train.download)")
-
+def check_datasets(config: dict) -> None:
     dataset_dir = config.get("dataset_dir", "data")
     info_path = os.path.join(dataset_dir, "dataset_info.json")
     try:
         with open(info_path, encoding="utf-8") as f:
             registered = json.load(f)
     except (OSError, ValueError) as exc:
-        fail(f"cannot read {info_path}: {exc} (register datasets with `lfk data register`)")
-    for name in str(config.get("dataset", "")).split(","):
-        name = name.strip()
-        if name and name not in registered:
-            fail(f"dataset {name!r} is not registered in {info_path}")
-        entry = registered.get(name, {})
+        item(False, "datasets", f"cannot read {info_path}: {exc}", "register them with `lfk data register`")
+        return
+    for name in [n.strip() for n in str(config.get("dataset", "")).split(",") if n.strip()]:
+        entry = registered.get(name)
+        if entry is None:
+            item(False, f"dataset {name}", f"not registered in {info_path}", f"lfk data register {dataset_dir} {name} FILE")
+            continue
         file_name = entry.get("file_name")
         if file_name and not os.path.exists(os.path.join(dataset_dir, file_name)):
-            fail(f"dataset {name!r}: {os.path.join(dataset_dir, file_name)} not found")
+            item(False, f"dataset {name}", f"{os.path.join(dataset_dir, file_name)} not found", "copy the file there")
+        else:
+            item(True, f"dataset {name}", f"registered ({entry.get('formatting', 'alpaca')})")
 
+
+def check_mlflow(config: dict, server: bool) -> None:
     report_to = config.get("report_to", "none")
     reporters = report_to if isinstance(report_to, list) else [report_to]
-    if "mlflow" in reporters and importlib.util.find_spec("mlflow") is None:
-        fail(
-            "report_to is mlflow but this image has no mlflow package: use an image that adds it "
-            "(FROM hiyouga/llamafactory + pip install mlflow) or set train.pipPackages: [mlflow]"
-        )
+    if "mlflow" not in reporters:
+        return
+    item(importlib.util.find_spec("mlflow") is not None, "mlflow package", "importable" if importlib.util.find_spec("mlflow") else "this image has no mlflow",
+         "use an image that adds it (FROM hiyouga/llamafactory + pip install mlflow) or set train.pipPackages: [mlflow]")
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if server and uri.startswith("http"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+                item(response.status == 200, "MLflow server", f"{uri} answers")
+        except (urllib.error.URLError, OSError) as exc:
+            item(False, "MLflow server", f"{uri} does not answer: {exc}", "check tracking.mlflow.trackingUri and the network policy")
 
-    # LLaMA-Factory's own argument checks, as one process on one GPU: the launcher spreads the real run
-    # over every GPU afterwards, and DeepSpeed only parses under torchrun.
+
+def check_arguments(config: dict, cpu: bool) -> None:
+    """LLaMA-Factory's own argument checks. As one process on one GPU (the launcher spreads the real run over
+    every GPU afterwards, and DeepSpeed only parses under torchrun); with --cpu, as the GPU-less Job."""
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[0] if visible else "0"
+    os.environ["CUDA_VISIBLE_DEVICES"] = "" if cpu else (visible.split(",")[0] if visible else "0")
     parse_config = {k: v for k, v in config.items() if k != "deepspeed"}
+    if cpu:
+        parse_config.update(bf16=False, fp16=False, pure_bf16=False)
     try:
         from llamafactory.hparams import get_train_args
 
         get_train_args(parse_config)
     except (ValueError, TypeError) as exc:
-        fail(f"LLaMA-Factory rejects the config: {exc}")
-    print("preflight: config, model, datasets and reporting are in order")
+        item(False, "LLaMA-Factory arguments", str(exc), "run `lfk validate --deep` on the spec")
+        return
+    item(True, "LLaMA-Factory arguments", "accepted")
+
+
+def main() -> int:
+    import yaml
+
+    parser = argparse.ArgumentParser(description="the before-training checklist")
+    parser.add_argument("config")
+    parser.add_argument("--cpu", action="store_true", help="no GPU here: parse as a CPU run")
+    parser.add_argument("--check-mlflow-server", action="store_true", help="also check the tracking server answers")
+    parser.add_argument("--download", metavar="REPO_ID", help="the model is downloaded from this hub repository first")
+    args = parser.parse_args()
+    with open(args.config, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+
+    if not args.cpu:  # the training pod itself: make sure it can resume
+        drop_incomplete_checkpoints(config.get("output_dir", ""))
+    check_model(str(config.get("model_name_or_path", "")), args.download)
+    check_datasets(config)
+    check_mlflow(config, args.check_mlflow_server)
+    if not failures and not args.download:  # the parse reads the model's files
+        check_arguments(config, args.cpu)
+    if failures:
+        print(f"preflight: {len(failures)} problem(s): {', '.join(failures)}", file=sys.stderr, flush=True)
+        return CONFIG_ERROR
+    print("preflight: config, model, datasets and reporting are in order", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main())

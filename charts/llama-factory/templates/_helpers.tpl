@@ -204,11 +204,12 @@ Fail once with every problem of the values, each naming the value to fix.
 
 {{/*
 The pod settings every workload shares, the same shape for all: (dict "root" . "w" .Values.<component>
-"component" "<component>"). Emits the pod spec fields other than containers.
+"component" "<component>"), plus "serviceAccountName" to override the account. Emits the pod spec fields
+other than containers.
 */}}
 {{- define "llama-factory.podCommon" -}}
 {{- $w := .w -}}
-serviceAccountName: {{ include "llama-factory.serviceAccountName" .root }}
+serviceAccountName: {{ .serviceAccountName | default (include "llama-factory.serviceAccountName" .root) }}
 automountServiceAccountToken: false
 {{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
