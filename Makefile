@@ -22,6 +22,8 @@ COMPONENT ?= all
 PYTEST_ARGS ?=
 
 export LFK_HELM := $(abspath $(HELM3))
+# the cluster the operations talk to: $KUBECONFIG when set, else the local control plane (make cluster-up)
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: help
 help: ## List every target
@@ -108,6 +110,26 @@ install: venv tools ## helm upgrade --install: make install EXP=<name> COMPONENT
 	@test -n "$(EXP)" || { echo "usage: make install EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
 	$(LFK) install values/$(EXP)/experiment.yaml --component $(COMPONENT)
 
+STORAGE_ROOT ?=
+comma := ,
+RUN_COMPONENTS := $(if $(filter all,$(COMPONENT)),train$(comma)merge$(comma)vllm$(comma)webui,$(COMPONENT))
+.PHONY: run status check ui
+run: venv tools ## Install and wait train -> merge -> vllm (+ helm test) -> webui: make run EXP=<name> [COMPONENT=...]
+	@test -n "$(EXP)" || { echo "usage: make run EXP=<name> [COMPONENT=train|merge|vllm|webui|all]"; exit 2; }
+	$(LFK) run values/$(EXP)/experiment.yaml --components $(RUN_COMPONENTS) $(if $(STORAGE_ROOT),--storage-root $(STORAGE_ROOT))
+
+status: venv tools ## Releases, Jobs, pods, GPUs and training progress: make status EXP=<name> [STORAGE_ROOT=/mnt/llm]
+	@test -n "$(EXP)" || { echo "usage: make status EXP=<name>"; exit 2; }
+	$(LFK) status values/$(EXP)/experiment.yaml $(if $(STORAGE_ROOT),--storage-root $(STORAGE_ROOT))
+
+check: venv tools ## The before-training checklist: make check EXP=<name> [STORAGE_ROOT=/mnt/llm]
+	@test -n "$(EXP)" || { echo "usage: make check EXP=<name> [STORAGE_ROOT=...]"; exit 2; }
+	$(LFK) check values/$(EXP)/experiment.yaml $(if $(STORAGE_ROOT),--storage-root $(STORAGE_ROOT),--in-cluster)
+
+ui: venv tools ## Port-forward and print the URL: make ui EXP=<name> COMPONENT=webui|vllm|mlflow
+	@test -n "$(EXP)" -a "$(COMPONENT)" != all || { echo "usage: make ui EXP=<name> COMPONENT=webui|vllm|mlflow"; exit 2; }
+	$(LFK) ui values/$(EXP)/experiment.yaml $(COMPONENT)
+
 uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<name> COMPONENT=<...|all>
 	@test -n "$(EXP)" || { echo "usage: make uninstall EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
 	$(LFK) uninstall values/$(EXP)/experiment.yaml --component $(COMPONENT)
@@ -132,11 +154,11 @@ demo: venv tools cluster-tools ## Validate and render the examples, then run the
 	$(LFK) validate $(SPECS)
 	$(LFK) render $(SPECS)
 	$(LFK) describe $(SPECS)
-	@# KUBECONFIG set: that cluster. Otherwise the local control plane, started here and left running.
-	@if [ -z "$$KUBECONFIG" ]; then $(LFK) cluster up; fi
-	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(LFK) run values/$(DEMO)/experiment.yaml
-	KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.cluster/kubeconfig} $(LFK) status values/$(DEMO)/experiment.yaml
-	@if [ -z "$$KUBECONFIG" ]; then echo "The local cluster is still up (export KUBECONFIG=$(CURDIR)/.cluster/kubeconfig); stop it with: make cluster-down"; fi
+	@# KUBECONFIG set by you: that cluster. Otherwise the local control plane, started here and left running.
+	@if [ "$$KUBECONFIG" = "$(CURDIR)/.cluster/kubeconfig" ]; then $(LFK) cluster up; fi
+	$(LFK) run values/$(DEMO)/experiment.yaml
+	$(LFK) status values/$(DEMO)/experiment.yaml
+	@if [ "$$KUBECONFIG" = "$(CURDIR)/.cluster/kubeconfig" ]; then echo "The local cluster is still up (export KUBECONFIG=$$KUBECONFIG); stop it with: make cluster-down"; fi
 
 bench: venv ## Benchmark validate + render: one CLI call, and 1000 specs in one process
 	$(PY) hack/bench-generator.py

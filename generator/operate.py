@@ -21,6 +21,7 @@ import pykube
 
 from . import kube, releases, trainlog
 from .facts import STORAGE_ROOT, Facts, derive
+from .render import CHART_DIR
 from .spec import Spec
 
 Report = Callable[[str], None]
@@ -414,3 +415,79 @@ def status(target: Target) -> dict[str, Any]:
     progress = read_progress(target)
     out["training"] = progress.as_dict() if progress else None
     return out
+
+
+# ------------------------------------------------------------------------------------ preflight in the cluster
+def preflight_in_cluster(target: Target, report: Report, timeout: float = 900) -> tuple[bool, str]:
+    """Run the chart's GPU-less preflight Job (the one the train release runs as a hook) on its own, with the
+    train release's values; (passed, its checklist output or why there is none)."""
+    import yaml
+
+    release = target.facts.releases["train"]
+    values = target.spec.folder / "train.yaml"
+    rendered = target.helm_run(
+        "template", release, str(CHART_DIR), "--namespace", target.namespace, "--values", str(values),
+        "--show-only", "templates/train-preflight-job.yaml",
+    )  # fmt: skip
+    if rendered.returncode != 0:
+        raise RunFailed(f"check: helm template failed:\n{rendered.stderr.strip()}")
+    job = next(d for d in yaml.safe_load_all(rendered.stdout) if d)
+    name = f"{release}-check-{int(time.time()) % 100000}"[:52]
+    job["metadata"]["name"] = name
+    job["metadata"]["namespace"] = target.namespace
+    job["metadata"].pop("annotations", None)  # a plain Job here, not a hook
+    job["spec"]["ttlSecondsAfterFinished"] = 600
+    kube.request(target.api, "POST", f"/apis/batch/v1/namespaces/{target.namespace}/jobs", json=job)
+    report(f"check: preflight Job {name} (no GPU) started in namespace {target.namespace}")
+    outcome = kube.wait_for_job(target.api, target.namespace, name, timeout)
+    pods = kube.pods(target.api, target.namespace, {"job-name": name})
+    output = (
+        kube.pod_log_tail(target.api, target.namespace, pods[-1]["metadata"]["name"], lines=60)
+        if pods
+        else "(no pod)"
+    )
+    return outcome.complete, output if outcome.complete else f"{outcome.reason}\n{output}"
+
+
+# -------------------------------------------------------------------------------------------- port-forward
+UI_PORTS = {"webui": 7860, "vllm": 8000, "mlflow": 5000}
+
+
+def ready_pod(target: Target, component: str) -> tuple[dict[str, Any] | None, str]:
+    """A Ready pod of the component's release, or None and why there is none."""
+    release = target.facts.releases.get(component)
+    if release is None:
+        return None, f"{component} is not enabled in experiment {target.facts.name}"
+    pods = kube.pods(target.api, target.namespace, {kube.INSTANCE: release, kube.COMPONENT: component})
+    if not pods:
+        installed = target.helm_run("status", release, "--namespace", target.namespace).returncode == 0
+        return None, f"{release} has no pod" + (
+            "" if installed else f": the release is not installed (lfk run {target.spec.source})"
+        )
+    for pod in pods:
+        if kube.is_true(pod, "Ready"):
+            return pod, ""
+    pod = pods[-1]
+    waiting = [
+        s.get("state", {}).get("waiting", {}).get("reason")
+        for s in pod["status"].get("containerStatuses", [])
+    ]
+    events = kube.events_of(target.api, target.namespace, "Pod", pod["metadata"]["name"], last=3)
+    state = pod["status"].get("phase", "?") + (
+        f" ({', '.join(w for w in waiting if w)})" if any(waiting) else ""
+    )
+    return None, f"no Ready pod of {release}: {pod['metadata']['name']} is {state}" + "".join(
+        f"\n  {e}" for e in events
+    )
+
+
+def kubectl_binary() -> str | None:
+    import os
+    import shutil
+
+    from .tools import built_tool
+
+    if env := os.environ.get("LFK_KUBECTL"):
+        return env
+    built = built_tool("kube", "KUBE_VERSION", "kubectl")
+    return str(built) if built.is_file() else shutil.which("kubectl")

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .check_commands import check_cmd, ui_cmd
 from .cluster_commands import cluster
 from .data_commands import data
 from .ops_commands import install, uninstall
@@ -29,6 +30,8 @@ cli.add_command(cluster)
 cli.add_command(data)
 cli.add_command(run_cmd)
 cli.add_command(status_cmd)
+cli.add_command(check_cmd)
+cli.add_command(ui_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,367 @@
+"""The guide's checklists as code: before training, and after it.
+
+Each item is a function from what it needs (the spec and its facts, a locally mounted storage root, a
+Kubernetes client, an HTTP endpoint) to an Item: passed, failed with the fix, or skipped with the reason.
+Nothing is printed here; `lfk check` prints the items with ✓, ✗ or -.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import datasets
+from .checks import validate
+from .facts import STORAGE_ROOT, Facts, derive
+from .models import template_from_model_dir
+from .render import CHART_DIR
+from .spec import Spec
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    ok: bool | None  # None: could not be checked here (detail says why)
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = {True: "✓", False: "✗", None: "-"}[self.ok]
+        return f"{mark} {self.name}: {self.detail}" + (
+            f"\n    fix: {self.fix}" if self.fix and self.ok is False else ""
+        )
+
+
+def local(storage_root: Path, path: str) -> Path:
+    return storage_root / path.removeprefix(STORAGE_ROOT + "/")
+
+
+def no_storage(name: str) -> Item:
+    return Item(
+        name, None, "needs the storage: pass --storage-root, or run it in the cluster with --in-cluster"
+    )
+
+
+# ------------------------------------------------------------------------------------------ before training
+def base_model(spec: Spec, storage_root: Path | None) -> Item:
+    name = "base model on storage"
+    if storage_root is None:
+        return no_storage(name)
+    folder = local(storage_root, spec.data["model"]["path"])
+    files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    missing = [f for f in ("config.json", "tokenizer_config.json") if f not in files]
+    if not {"tokenizer.json", "tokenizer.model"} & files:
+        missing.append("tokenizer.json or tokenizer.model")
+    if not any(f.endswith((".safetensors", ".bin")) for f in files):
+        missing.append("weights")
+    if not missing:
+        return Item(name, True, f"{spec.data['model']['path']}: config, tokenizer and weights present")
+    hub = spec.data["model"].get("hub", {}).get("id")
+    if hub and "config.json" not in files:
+        return Item(
+            name, True, f"{spec.data['model']['path']} is empty; the train release downloads {hub} first"
+        )
+    return Item(
+        name, False, f"{spec.data['model']['path']}: missing {', '.join(missing)}",
+        "copy the model in Hugging Face format there (huggingface-cli download ... --local-dir), or set model.hub",
+    )  # fmt: skip
+
+
+def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
+    if storage_root is None:
+        return [no_storage("datasets valid and registered")]
+    data_dir = local(storage_root, spec.data["data"]["dir"])
+    try:
+        info = datasets.read_dataset_info(data_dir)
+    except datasets.DataError as exc:
+        return [
+            Item(
+                "dataset_info.json", False, str(exc), "fix the JSON, or re-register with `lfk data register`"
+            )
+        ]
+    items = []
+    for name in spec.data["data"]["datasets"]:
+        label = f"dataset {name}"
+        entry = info.get(name)
+        if entry is None:
+            fix = f"lfk data register {spec.data['data']['dir']} {name} FILE --format alpaca|sharegpt"
+            if name in spec.data["data"]["register"]:
+                fix = "lfk data sync SPEC --storage-root ... (the spec's data.register has it)"
+            items.append(
+                Item(label, False, f"not registered in {spec.data['data']['dir']}/dataset_info.json", fix)
+            )
+            continue
+        if "file_name" not in entry:
+            items.append(Item(label, True, "registered (loaded from a hub at training time)"))
+            continue
+        try:
+            report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry))
+        except datasets.DataError as exc:
+            items.append(Item(label, False, str(exc), "lfk data validate FILE"))
+            continue
+        if report.fatal or not report.valid:
+            why = report.fatal[0][1] if report.fatal else f"none of {report.total} examples is usable"
+            items.append(
+                Item(label, False, why, f"lfk data validate {spec.data['data']['dir']}/{entry['file_name']}")
+            )
+        else:
+            dropped = f", {len(report.dropped)} dropped" if report.dropped else ""
+            items.append(
+                Item(
+                    label, True, f"registered, {report.valid} usable examples{dropped} ({report.formatting})"
+                )
+            )
+    return items
+
+
+def template(spec: Spec, facts: Facts, storage_root: Path | None) -> Item:
+    name = "template matches the model"
+    if storage_root is None:
+        return no_storage(name)
+    folder = local(storage_root, spec.data["model"]["path"])
+    if not (folder / "config.json").is_file():
+        return Item(name, None, "the model is not on the storage yet")
+    found = template_from_model_dir(folder)
+    if found is None:
+        return Item(
+            name, None, "the model's files do not tell its template (no chat template, unknown architecture)"
+        )
+    if found != facts.template:
+        return Item(
+            name,
+            False,
+            f"the model uses {found!r}, the spec trains with {facts.template!r}",
+            f"set model.template: {found}",
+        )
+    return Item(name, True, f"{found}")
+
+
+def vram(spec: Spec, facts: Facts) -> Item:
+    name = "VRAM estimate fits the GPU"
+    problems = [p for p in validate(spec) if p.path.startswith(("$.resources.gpu", "$.model.parametersB"))]
+    if facts.vram is None or facts.gpu_memory_gib is None:
+        return Item(name, None, problems[0].message if problems else "model size or GPU memory unknown")
+    errors = [p for p in problems if p.severity == "error"]
+    detail = f"{facts.vram.total_gb:.1f} GB estimated per GPU on {facts.gpu_memory_gib:g} GiB"
+    return Item(name, not errors, detail, errors[0].hint if errors else "")
+
+
+def mlflow(spec: Spec, timeout: float = 5.0) -> Item:
+    name = "MLflow tracking server reachable"
+    tracking = spec.data["tracking"].get("mlflow")
+    if not tracking:
+        return Item(name, True, "not used (report_to: none)")
+    uri = tracking["trackingUri"].rstrip("/")
+    if not uri.startswith("http"):
+        return Item(name, None, f"{uri} is not an HTTP server")
+    host = urllib.parse.urlparse(uri).hostname or ""
+    if host.endswith((".svc", ".svc.cluster.local", ".cluster.local")) or "." not in host:
+        return Item(name, None, f"{host} resolves only inside the cluster: check it there with --in-cluster")
+    try:
+        with urllib.request.urlopen(uri + "/health", timeout=timeout) as response:
+            return Item(name, response.status == 200, f"{uri} answers /health")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Item(
+            name,
+            False,
+            f"{uri}: {reason}",
+            "check tracking.mlflow.trackingUri; cluster-internal names resolve only in the cluster (use --in-cluster)",
+        )
+
+
+def referenced_secrets(spec: Spec) -> dict[str, set[str]]:
+    """Secret name -> keys the releases read."""
+    found: dict[str, set[str]] = {}
+    d = spec.data
+    refs = [d["model"].get("hub", {}).get("tokenSecret"), d["serve"].get("apiKeySecret")]
+    for ref in refs:
+        if ref:
+            found.setdefault(ref["name"], set()).add(ref["key"])
+    creds = d["tracking"].get("mlflow", {}).get("credentialsSecret")
+    if creds:
+        keys = {creds["tokenKey"]} if "tokenKey" in creds else {creds["usernameKey"], creds["passwordKey"]}
+        found.setdefault(creds["name"], set()).update(keys)
+    return found
+
+
+def secrets(spec: Spec, facts: Facts, api: Any) -> Item:
+    name = "referenced Secrets exist"
+    wanted = referenced_secrets(spec)
+    if not wanted:
+        return Item(name, True, "the spec references none")
+    if api is None:
+        return Item(name, None, "needs the cluster: no kubeconfig")
+    import pykube
+
+    missing = []
+    for secret, keys in sorted(wanted.items()):
+        try:
+            data = (
+                pykube.Secret.objects(api, namespace=facts.namespace).get(name=secret).obj.get("data", {})
+                or {}
+            )
+        except pykube.exceptions.ObjectDoesNotExist:
+            missing.append(f"{secret} (keys {', '.join(sorted(keys))})")
+            continue
+        absent = sorted(keys - set(data))
+        if absent:
+            missing.append(f"{secret} lacks key(s) {', '.join(absent)}")
+    if missing:
+        first = sorted(wanted)[0]
+        fix = f"kubectl -n {facts.namespace} create secret generic {first} --from-literal={sorted(wanted[first])[0]}=..."
+        return Item(name, False, f"in namespace {facts.namespace}: missing {'; '.join(missing)}", fix)
+    return Item(name, True, f"{', '.join(sorted(wanted))} in namespace {facts.namespace}")
+
+
+def _tolerates(taints: list[dict[str, Any]], tolerations: list[dict[str, Any]]) -> bool:
+    for taint in taints:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue
+        if not any(
+            (t.get("key") in (None, "", taint.get("key")))
+            and (t.get("operator") == "Exists" or t.get("value", "") == taint.get("value", ""))
+            and (not t.get("effect") or t.get("effect") == taint.get("effect"))
+            for t in tolerations
+        ):
+            return False
+    return True
+
+
+def gpu_nodes(spec: Spec, facts: Facts, api: Any) -> Item:
+    name = "a node with enough allocatable GPUs"
+    d = spec.data
+    wanted = d["resources"]["gpus"]
+    if wanted == 0:
+        return Item(name, True, "training asks for no GPU")
+    if api is None:
+        return Item(name, None, "needs the cluster: no kubeconfig")
+    import pykube
+
+    selector = dict(d["resources"]["nodeSelector"])
+    if "product" in d["resources"]["gpu"]:
+        selector["nvidia.com/gpu.product"] = d["resources"]["gpu"]["product"]
+    resource = d["resources"]["gpuResource"]
+    fitting, matching, best = [], 0, 0
+    for node in (n.obj for n in pykube.Node.objects(api)):
+        labels = node["metadata"].get("labels", {})
+        if any(labels.get(k) != v for k, v in selector.items()):
+            continue
+        if not _tolerates(node.get("spec", {}).get("taints", []) or [], d["resources"]["tolerations"]):
+            continue
+        matching += 1
+        allocatable = int(node.get("status", {}).get("allocatable", {}).get(resource, 0))
+        best = max(best, allocatable)
+        if allocatable >= wanted:
+            fitting.append(node["metadata"]["name"])
+    where = f" matching {selector}" if selector else ""
+    if fitting:
+        return Item(
+            name,
+            True,
+            f"{len(fitting)} node(s){where} with {wanted} or more {resource} allocatable ({', '.join(fitting[:3])}{', ...' if len(fitting) > 3 else ''})",
+        )
+    if not matching:
+        return Item(
+            name,
+            False,
+            f"no node{where} that the pods tolerate",
+            "check resources.gpu.product, resources.nodeSelector and resources.tolerations",
+        )
+    return Item(
+        name,
+        False,
+        f"{matching} node(s){where}, the largest with {best} {resource} allocatable; the pod asks for {wanted}",
+        "lower resources.gpus, or use nodes with more GPUs",
+    )
+
+
+def before_training(
+    spec: Spec, storage_root: Path | None, api: Any, mlflow_timeout: float = 5.0
+) -> list[Item]:
+    facts = derive(spec)
+    return [
+        base_model(spec, storage_root),
+        *dataset_items(spec, storage_root),
+        template(spec, facts, storage_root),
+        vram(spec, facts),
+        mlflow(spec, mlflow_timeout),
+        secrets(spec, facts, api),
+        gpu_nodes(spec, facts, api),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- after training
+def merged_model(spec: Spec, facts: Facts, storage_root: Path | None) -> Item:
+    name = "merged model complete"
+    if facts.merged_dir is None:
+        return Item(
+            name, True, f"nothing to merge ({spec.data['method']['type']}; vLLM serves {facts.serve_model})"
+        )
+    if storage_root is None:
+        return no_storage(name)
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location(
+        "verify_merge", CHART_DIR / "files" / "verify_merge.py"
+    )
+    assert module_spec and module_spec.loader
+    verify_merge = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(verify_merge)
+    problems = verify_merge.verify(
+        str(local(storage_root, facts.merged_dir)), str(local(storage_root, facts.base_model)),
+        spec.data["merge"]["dtype"], 0.9, 1.1, str(local(storage_root, facts.output_dir)),
+    )  # fmt: skip
+    if problems:
+        return Item(
+            name,
+            False,
+            f"{facts.merged_dir}: {'; '.join(problems)}",
+            "rerun the merge release (helm upgrade --install ...-merge)",
+        )
+    return Item(
+        name,
+        True,
+        f"{facts.merged_dir}: config, tokenizer, every shard, {spec.data['merge']['dtype']}, size of the base",
+    )
+
+
+def served_model(facts: Facts, url: str | None, api_key: str | None, timeout: float = 10.0) -> Item:
+    name = "vLLM answers /v1/models with the served name"
+    if "vllm" not in facts.releases:
+        return Item(name, True, "serving is off in this spec")
+    if not url:
+        return Item(name, None, "pass --vllm-url (e.g. after `lfk ui SPEC vllm`)")
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/models", headers={"Authorization": f"Bearer {api_key}"} if api_key else {}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            models = [m.get("id") for m in json.load(response).get("data", [])]
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return Item(
+            name,
+            False,
+            f"{url}: {getattr(exc, 'reason', exc)}",
+            "is the vllm release available? (lfk status SPEC)",
+        )
+    if facts.served_name in models:
+        return Item(name, True, f"{url} serves {facts.served_name!r}")
+    return Item(
+        name,
+        False,
+        f"{url} serves {models}, not {facts.served_name!r}",
+        "check serve.servedModelName and the deployed values",
+    )
+
+
+def after_training(
+    spec: Spec, storage_root: Path | None, vllm_url: str | None, api_key: str | None
+) -> list[Item]:
+    facts = derive(spec)
+    return [merged_model(spec, facts, storage_root), served_model(facts, vllm_url, api_key)]

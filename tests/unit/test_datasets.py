@@ -1,0 +1,133 @@
+"""LLaMA-Factory's data rules on real files, and dataset_info.json registration. (The llamafactory tier
+proves the counts agree with LLaMA-Factory's own loader.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from generator import datasets
+from generator.cli import cli
+
+
+def write(folder: Path, name: str, rows: object) -> Path:
+    path = folder / name
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def test_alpaca_report_counts_drops_and_previews(tmp_path: Path) -> None:
+    rows = [{"instruction": "q", "input": "ctx", "output": "a"}, {"instruction": "q2", "input": ""}, {"instruction": "q3", "input": "", "output": 7}]
+    report = datasets.check(write(tmp_path, "d.json", rows), datasets.Attrs())
+    assert (report.total, report.valid) == (3, 1)
+    assert report.dropped == [(1, "response (output) is missing"), (2, "response (output) is a int, not text")]
+    assert report.first == [{"role": "user", "content": "q\nctx"}, {"role": "assistant", "content": "a"}]
+
+
+def test_jsonl_and_csv_are_read(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_text('{"instruction": "q", "input": "", "output": "a"}\n\n{"instruction": "r", "input": "", "output": "b"}\n')
+    assert datasets.check(tmp_path / "d.jsonl", datasets.Attrs()).valid == 2
+    (tmp_path / "d.csv").write_text("instruction,input,output\nq,,a\n")
+    assert datasets.check(tmp_path / "d.csv", datasets.Attrs()).valid == 1
+
+
+def test_a_column_missing_everywhere_stops_llamafactory(tmp_path: Path) -> None:
+    with pytest.raises(datasets.DataError, match="no example has the query column 'input'"):
+        datasets.check(write(tmp_path, "d.json", [{"instruction": "q", "output": "a"}]), datasets.Attrs())
+
+
+def test_given_columns_replace_every_default(tmp_path: Path) -> None:
+    attrs = datasets.Attrs.of_entry({"columns": {"prompt": "question", "response": "answer"}})
+    assert attrs.column("query") is None and attrs.column("messages") is None
+    report = datasets.check(write(tmp_path, "d.json", [{"question": "q", "answer": "a"}]), attrs)
+    assert report.valid == 1
+
+
+def test_alpaca_system_field_is_noted_when_not_mapped(tmp_path: Path) -> None:
+    report = datasets.check(write(tmp_path, "d.json", [{"instruction": "q", "input": "", "output": "a", "system": "s"}]), datasets.Attrs())
+    assert report.valid == 1 and any("system" in n for n in report.notes)
+
+
+def test_sharegpt_roles_order_count_system_and_tools(tmp_path: Path) -> None:
+    def m(role: str) -> dict[str, str]:
+        return {"from": role, "value": "x"}
+
+    rows = [
+        {"conversations": [m("system"), m("human"), m("gpt")]},
+        {"conversations": [m("human"), m("function_call"), m("observation"), m("gpt")]},
+        {"conversations": [m("gpt"), m("human")]},
+        {"conversations": [m("human"), m("gpt"), m("human")]},
+        {"conversations": []},
+    ]
+    rows[1]["conversations"][1]["value"] = '{"name": "search", "arguments": {"q": "x"}}'
+    report = datasets.check(write(tmp_path, "c.json", rows), datasets.Attrs("sharegpt"))
+    assert report.valid == 2
+    assert [i for i, _ in report.dropped] == [2, 3, 4]
+    assert report.dropped[0][1] == "turn 0 has role 'gpt', expected 'human' or 'observation'"
+    assert report.first[0] == {"role": "system", "content": "x"}
+
+
+def test_sharegpt_custom_tags_without_system_tag_drop_a_leading_system_message(tmp_path: Path) -> None:
+    tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
+    rows = [{"conversations": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    report = datasets.check(write(tmp_path, "c.json", rows), datasets.Attrs.of_entry({"formatting": "sharegpt", "tags": tags}))
+    assert report.valid == 0 and "needs tags: {system_tag: ...}" in report.dropped[0][1]
+
+
+def test_a_function_call_that_is_not_json_is_fatal(tmp_path: Path) -> None:
+    rows = [{"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": "call it"}, {"from": "observation", "value": "r"}, {"from": "gpt", "value": "y"}]}]
+    report = datasets.check(write(tmp_path, "c.json", rows), datasets.Attrs("sharegpt"))
+    assert report.fatal and "Invalid JSON format in function message" in report.fatal[0][1]
+
+
+def test_unreadable_and_unsupported_files(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text("[{")
+    with pytest.raises(datasets.DataError, match="not valid JSON"):
+        datasets.check(tmp_path / "bad.json", datasets.Attrs())
+    with pytest.raises(datasets.DataError, match="unsupported file type"):
+        datasets.check(tmp_path / "d.xlsx", datasets.Attrs())
+    with pytest.raises(datasets.DataError, match="list of objects"):
+        datasets.check(write(tmp_path, "o.json", [1, 2]), datasets.Attrs())
+
+
+def test_register_adds_updates_and_keeps_other_entries(tmp_path: Path) -> None:
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"first": {"file_name": "f.json"}, "second": {"hf_hub_url": "x/y"}}))
+    assert datasets.register(tmp_path, "mine", datasets.entry_for("m.json", "sharegpt", {"messages": "conversations"}, None))
+    assert not datasets.register(tmp_path, "mine", datasets.entry_for("m.json", "sharegpt", {"messages": "conversations"}, None))
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert list(info) == ["first", "second", "mine"]
+    assert info["mine"] == {"file_name": "m.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_info.json"]
+
+
+def test_cli_validate_never_rewrites_and_exits_by_result(tmp_path: Path) -> None:
+    good = write(tmp_path, "good.json", [{"instruction": "q", "input": "", "output": "a"}])
+    bad = write(tmp_path, "bad.json", [{"instruction": "q", "input": "", "output": "a"}, {"instruction": "q", "input": ""}])
+    before = bad.read_bytes()
+    ok = CliRunner().invoke(cli, ["data", "validate", str(good)])
+    assert ok.exit_code == 0 and "1 examples (alpaca): 1 valid, 0 dropped" in ok.output and "user: q" in ok.output
+    result = CliRunner().invoke(cli, ["data", "validate", str(bad)])
+    assert result.exit_code == 1 and "dropped example 1: response (output) is missing" in result.output
+    assert bad.read_bytes() == before
+    custom = write(tmp_path, "qa.json", [{"question": "q", "answer": "a"}])
+    assert CliRunner().invoke(cli, ["data", "validate", str(custom), "--columns", "prompt=question,response=answer"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["data", "validate", str(custom), "--columns", "prompt"]).exit_code == 2
+
+
+def test_cli_register_refuses_a_file_with_no_usable_example(tmp_path: Path) -> None:
+    write(tmp_path, "none.json", [{"instruction": "q", "input": "", "output": None}])
+    result = CliRunner().invoke(cli, ["data", "register", str(tmp_path), "none", "none.json"])
+    assert result.exit_code == 1 and "not registered: no usable example" in result.output
+    assert not (tmp_path / "dataset_info.json").exists()
+
+
+def test_cli_sync_registers_the_specs_entries(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "data", "qa_dataset.json", [{"instruction": "q", "input": "", "output": "a"}])
+    spec = Path(__file__).resolve().parents[2] / "values" / "llama31-qa" / "experiment.yaml"
+    result = CliRunner().invoke(cli, ["data", "sync", str(spec), "--storage-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "data" / "dataset_info.json").read_text()) == {"qa_dataset": {"file_name": "qa_dataset.json", "formatting": "alpaca"}}

@@ -1,0 +1,58 @@
+"""trainer_log.jsonl parsing: progress, NaN/Inf loss with the guide's advice, a loss that stopped falling.
+(The llamafactory tier parses a log the real LLaMA-Factory wrote.)"""
+
+from __future__ import annotations
+
+import json
+
+from generator.trainlog import NAN_ADVICE, parse
+
+
+def line(step: int, loss: float | None, total: int = 100) -> str:
+    entry = {"current_steps": step, "total_steps": total, "loss": loss, "lr": 5e-5, "epoch": step / 50,
+             "percentage": round(step / total * 100, 2), "elapsed_time": "0:01:00", "remaining_time": "0:09:00"}  # fmt: skip
+    return json.dumps({k: v for k, v in entry.items() if v is not None})
+
+
+def test_nothing_logged_yet() -> None:
+    assert parse("") is None
+    assert parse('{"current_ste') is None
+
+
+def test_progress_of_the_last_step() -> None:
+    progress = parse("\n".join(line(s, 2.0 - s / 100) for s in range(1, 11)))
+    assert progress is not None
+    assert (progress.current_steps, progress.total_steps, progress.percentage) == (10, 100, 10.0)
+    assert progress.loss == 1.9 and progress.lr == 5e-5 and progress.remaining == "0:09:00"
+    assert progress.bar(10) == "[#.........] 10/100" and not progress.finished
+    assert progress.problems == []
+
+
+def test_a_line_being_written_is_ignored_but_a_broken_line_is_reported() -> None:
+    assert parse(line(1, 2.0) + "\n" + '{"current_st').problems == []
+    assert parse('garbage\n' + line(1, 2.0)).problems == ["line 1 of trainer_log.jsonl is not JSON"]
+
+
+def test_nan_loss_is_flagged_with_the_guides_advice() -> None:
+    text = "\n".join([line(1, 2.0), line(2, float("nan")), line(3, float("nan"))])
+    progress = parse(text)
+    assert progress is not None
+    assert progress.problems == [f"loss is nan from step 2: {NAN_ADVICE}"]
+    assert progress.as_dict()["loss"] == "nan"
+
+
+def test_infinite_loss_is_flagged_too() -> None:
+    assert "loss is inf" in parse(line(1, float("inf"))).problems[0]
+
+
+def test_a_loss_that_stopped_falling_is_reported() -> None:
+    flat = [2.0, 1.5, 1.2, 1.0, 0.9] + [0.95, 0.92, 0.97, 0.91, 0.93]
+    progress = parse("\n".join(line(i + 1, v) for i, v in enumerate(flat)))
+    assert progress is not None and any("loss stopped falling" in p for p in progress.problems)
+    falling = [2.0 - i * 0.1 for i in range(10)]
+    assert parse("\n".join(line(i + 1, v) for i, v in enumerate(falling))).problems == []
+
+
+def test_eval_only_lines_without_loss_are_tolerated() -> None:
+    progress = parse(line(1, 2.0) + "\n" + line(2, None))
+    assert progress is not None and progress.current_steps == 2 and progress.losses == [2.0]
