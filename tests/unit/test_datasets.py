@@ -20,15 +20,24 @@ def write(folder: Path, name: str, rows: object) -> Path:
 
 
 def test_alpaca_report_counts_drops_and_previews(tmp_path: Path) -> None:
-    rows = [{"instruction": "q", "input": "ctx", "output": "a"}, {"instruction": "q2", "input": ""}, {"instruction": "q3", "input": "", "output": 7}]
+    rows = [
+        {"instruction": "q", "input": "ctx", "output": "a"},
+        {"instruction": "q2", "input": ""},
+        {"instruction": "q3", "input": "", "output": 7},
+    ]
     report = datasets.check(write(tmp_path, "d.json", rows), datasets.Attrs())
     assert (report.total, report.valid) == (3, 1)
-    assert report.dropped == [(1, "response (output) is missing"), (2, "response (output) is a int, not text")]
+    assert report.dropped == [
+        (1, "response (output) is missing"),
+        (2, "response (output) is a int, not text"),
+    ]
     assert report.first == [{"role": "user", "content": "q\nctx"}, {"role": "assistant", "content": "a"}]
 
 
 def test_jsonl_and_csv_are_read(tmp_path: Path) -> None:
-    (tmp_path / "d.jsonl").write_text('{"instruction": "q", "input": "", "output": "a"}\n\n{"instruction": "r", "input": "", "output": "b"}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"instruction": "q", "input": "", "output": "a"}\n\n{"instruction": "r", "input": "", "output": "b"}\n'
+    )
     assert datasets.check(tmp_path / "d.jsonl", datasets.Attrs()).valid == 2
     (tmp_path / "d.csv").write_text("instruction,input,output\nq,,a\n")
     assert datasets.check(tmp_path / "d.csv", datasets.Attrs()).valid == 1
@@ -47,7 +56,10 @@ def test_given_columns_replace_every_default(tmp_path: Path) -> None:
 
 
 def test_alpaca_system_field_is_noted_when_not_mapped(tmp_path: Path) -> None:
-    report = datasets.check(write(tmp_path, "d.json", [{"instruction": "q", "input": "", "output": "a", "system": "s"}]), datasets.Attrs())
+    report = datasets.check(
+        write(tmp_path, "d.json", [{"instruction": "q", "input": "", "output": "a", "system": "s"}]),
+        datasets.Attrs(),
+    )
     assert report.valid == 1 and any("system" in n for n in report.notes)
 
 
@@ -72,13 +84,32 @@ def test_sharegpt_roles_order_count_system_and_tools(tmp_path: Path) -> None:
 
 def test_sharegpt_custom_tags_without_system_tag_drop_a_leading_system_message(tmp_path: Path) -> None:
     tags = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
-    rows = [{"conversations": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
-    report = datasets.check(write(tmp_path, "c.json", rows), datasets.Attrs.of_entry({"formatting": "sharegpt", "tags": tags}))
+    rows = [
+        {
+            "conversations": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+            ]
+        }
+    ]
+    report = datasets.check(
+        write(tmp_path, "c.json", rows), datasets.Attrs.of_entry({"formatting": "sharegpt", "tags": tags})
+    )
     assert report.valid == 0 and "needs tags: {system_tag: ...}" in report.dropped[0][1]
 
 
 def test_a_function_call_that_is_not_json_is_fatal(tmp_path: Path) -> None:
-    rows = [{"conversations": [{"from": "human", "value": "x"}, {"from": "function_call", "value": "call it"}, {"from": "observation", "value": "r"}, {"from": "gpt", "value": "y"}]}]
+    rows = [
+        {
+            "conversations": [
+                {"from": "human", "value": "x"},
+                {"from": "function_call", "value": "call it"},
+                {"from": "observation", "value": "r"},
+                {"from": "gpt", "value": "y"},
+            ]
+        }
+    ]
     report = datasets.check(write(tmp_path, "c.json", rows), datasets.Attrs("sharegpt"))
     assert report.fatal and "Invalid JSON format in function message" in report.fatal[0][1]
 
@@ -94,26 +125,49 @@ def test_unreadable_and_unsupported_files(tmp_path: Path) -> None:
 
 
 def test_register_adds_updates_and_keeps_other_entries(tmp_path: Path) -> None:
-    (tmp_path / "dataset_info.json").write_text(json.dumps({"first": {"file_name": "f.json"}, "second": {"hf_hub_url": "x/y"}}))
-    assert datasets.register(tmp_path, "mine", datasets.entry_for("m.json", "sharegpt", {"messages": "conversations"}, None))
-    assert not datasets.register(tmp_path, "mine", datasets.entry_for("m.json", "sharegpt", {"messages": "conversations"}, None))
+    (tmp_path / "dataset_info.json").write_text(
+        json.dumps({"first": {"file_name": "f.json"}, "second": {"hf_hub_url": "x/y"}})
+    )
+    assert datasets.register(
+        tmp_path, "mine", datasets.entry_for("m.json", "sharegpt", {"messages": "conversations"}, None)
+    )
+    assert not datasets.register(
+        tmp_path, "mine", datasets.entry_for("m.json", "sharegpt", {"messages": "conversations"}, None)
+    )
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert list(info) == ["first", "second", "mine"]
-    assert info["mine"] == {"file_name": "m.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}
+    assert info["mine"] == {
+        "file_name": "m.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "conversations"},
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_info.json"]
 
 
 def test_cli_validate_never_rewrites_and_exits_by_result(tmp_path: Path) -> None:
     good = write(tmp_path, "good.json", [{"instruction": "q", "input": "", "output": "a"}])
-    bad = write(tmp_path, "bad.json", [{"instruction": "q", "input": "", "output": "a"}, {"instruction": "q", "input": ""}])
+    bad = write(
+        tmp_path,
+        "bad.json",
+        [{"instruction": "q", "input": "", "output": "a"}, {"instruction": "q", "input": ""}],
+    )
     before = bad.read_bytes()
     ok = CliRunner().invoke(cli, ["data", "validate", str(good)])
-    assert ok.exit_code == 0 and "1 examples (alpaca): 1 valid, 0 dropped" in ok.output and "user: q" in ok.output
+    assert (
+        ok.exit_code == 0
+        and "1 examples (alpaca): 1 valid, 0 dropped" in ok.output
+        and "user: q" in ok.output
+    )
     result = CliRunner().invoke(cli, ["data", "validate", str(bad)])
     assert result.exit_code == 1 and "dropped example 1: response (output) is missing" in result.output
     assert bad.read_bytes() == before
     custom = write(tmp_path, "qa.json", [{"question": "q", "answer": "a"}])
-    assert CliRunner().invoke(cli, ["data", "validate", str(custom), "--columns", "prompt=question,response=answer"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(cli, ["data", "validate", str(custom), "--columns", "prompt=question,response=answer"])
+        .exit_code
+        == 0
+    )
     assert CliRunner().invoke(cli, ["data", "validate", str(custom), "--columns", "prompt"]).exit_code == 2
 
 
@@ -130,4 +184,6 @@ def test_cli_sync_registers_the_specs_entries(tmp_path: Path) -> None:
     spec = Path(__file__).resolve().parents[2] / "values" / "llama31-qa" / "experiment.yaml"
     result = CliRunner().invoke(cli, ["data", "sync", str(spec), "--storage-root", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "data" / "dataset_info.json").read_text()) == {"qa_dataset": {"file_name": "qa_dataset.json", "formatting": "alpaca"}}
+    assert json.loads((tmp_path / "data" / "dataset_info.json").read_text()) == {
+        "qa_dataset": {"file_name": "qa_dataset.json", "formatting": "alpaca"}
+    }

@@ -30,7 +30,7 @@ def test_progress_of_the_last_step() -> None:
 
 def test_a_line_being_written_is_ignored_but_a_broken_line_is_reported() -> None:
     assert parse(line(1, 2.0) + "\n" + '{"current_st').problems == []
-    assert parse('garbage\n' + line(1, 2.0)).problems == ["line 1 of trainer_log.jsonl is not JSON"]
+    assert parse("garbage\n" + line(1, 2.0)).problems == ["line 1 of trainer_log.jsonl is not JSON"]
 
 
 def test_nan_loss_is_flagged_with_the_guides_advice() -> None:

@@ -1,0 +1,211 @@
+"""lfk run, status, check and ui against the real API server: the seed example from nothing to a served
+model, its status at each stage (table and JSON), a re-run that skips what is done, the first failure with
+its pod, events and logs, the checklist's cluster items and its preflight Job, and ui without a ready pod."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pykube
+import pytest
+from click.testing import CliRunner
+
+from generator import kube
+from generator.cli import cli
+
+from .conftest import CHART, baseline_namespace, create_prerequisites, render_spec, with_namespace
+
+ROOT = CHART.parents[1]
+
+
+@pytest.fixture(scope="module")
+def seed(
+    tmp_path_factory: pytest.TempPathFactory, namespace_factory: Any, api: pykube.HTTPClient
+) -> tuple[Any, Path, str]:
+    namespace = baseline_namespace(namespace_factory, "ops-seed")
+    create_prerequisites(api, namespace)
+    text = with_namespace((ROOT / "values/llama31-qa/experiment.yaml").read_text(), namespace)
+    facts, folder = render_spec(text, tmp_path_factory.mktemp("ops") / "llama31-qa")
+    return facts, folder / "experiment.yaml", namespace
+
+
+def lfk(kubeconfig: str, *args: str) -> Any:
+    env = {"KUBECONFIG": kubeconfig, "LFK_HELM": str(ROOT / ".tools" / "helm-v3.22.0" / "helm")}
+    env["LFK_HELM"] = os.environ.get("LFK_HELM", env["LFK_HELM"])
+    return CliRunner().invoke(cli, list(args), env=env)
+
+
+def test_run_takes_the_seed_example_from_nothing_to_a_served_model(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str
+) -> None:
+    facts, spec, namespace = seed
+    before = lfk(cluster_kubeconfig, "status", str(spec), "--output", "json")
+    assert before.exit_code == 0, before.output
+    assert {r["helm"] for r in json.loads(before.output)["releases"]} == {"not installed"}
+
+    train_only = lfk(cluster_kubeconfig, "run", str(spec), "--components", "train")
+    assert train_only.exit_code == 0, train_only.output
+    status = json.loads(lfk(cluster_kubeconfig, "status", str(spec), "--output", "json").output)
+    by_component = {r["component"]: r for r in status["releases"]}
+    assert by_component["train"]["helm"] == "deployed"
+    assert by_component["train"]["objects"][0]["state"] == "Complete"
+    assert by_component["train"]["objects"][0]["run_id"] == facts.run_id
+    assert (
+        by_component["train"]["pods"][0]["node"].startswith("kwok-gpu-")
+        and by_component["train"]["pods"][0]["gpus"] == 1
+    )
+    assert by_component["merge"]["helm"] == "not installed"
+
+    result = lfk(cluster_kubeconfig, "run", str(spec))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert (
+        lines[0]
+        == f"train: run {facts.run_id} already completed (job {by_component['train']['objects'][0]['name']}); skipped"
+    )
+    order = [
+        line.split(":")[0]
+        for line in lines
+        if line.endswith(("complete", "available")) or "complete (" in line or "available (" in line
+    ]
+    assert order == ["merge", "vllm", "webui"], result.output
+    assert "vllm: helm test passed" in result.output
+    assert result.output.strip().endswith(f"is served as '{facts.served_name}'")
+
+    table = lfk(cluster_kubeconfig, "status", str(spec))
+    assert table.exit_code == 0
+    for release in facts.releases.values():
+        assert f" {release} " in table.output
+    assert f"deployment {facts.releases['vllm']} run {facts.run_id}: Available ready 1/1" in table.output
+
+    again = lfk(cluster_kubeconfig, "run", str(spec))
+    assert again.exit_code == 0
+    assert sum("skipped" in line for line in again.output.splitlines()) == 4
+
+
+def test_run_stops_at_the_first_failure_with_pod_events_and_logs(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str, tmp_path: Path
+) -> None:
+    _, spec, namespace = seed
+    text = spec.read_text().replace("name: llama31-qa", "name: ops-broken")
+    facts, folder = render_spec(text, tmp_path / "broken")
+    values = (
+        (folder / "train.yaml")
+        .read_text()
+        .replace(
+            "train:\n  enabled: true\n",
+            'train:\n  enabled: true\n  podAnnotations: {"lfk.local/exit-code": "3"}\n',
+        )
+    )
+    (folder / "train.yaml").write_text(values)
+    result = lfk(cluster_kubeconfig, "run", str(folder / "experiment.yaml"))
+    assert result.exit_code == 1
+    assert (
+        "run stopped: train: job ops-broken-train-" in result.output
+        and "failed: PodFailurePolicy" in result.output
+    )
+    assert (
+        "  pod ops-broken-train-" in result.output
+        and "last events:" in result.output
+        and "last log lines:" in result.output
+    )
+    assert "merge:" not in result.output, "nothing runs after the failed step"
+
+
+def test_run_stops_when_no_node_can_take_the_pod(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str, tmp_path: Path
+) -> None:
+    _, spec, _ = seed
+    text = spec.read_text().replace("name: llama31-qa", "name: ops-too-big").replace("gpus: 1", "gpus: 16")
+    _, folder = render_spec(text, tmp_path / "big")
+    result = lfk(
+        cluster_kubeconfig,
+        "run",
+        str(folder / "experiment.yaml"),
+        "--pending-timeout",
+        "3",
+        "--components",
+        "train",
+    )
+    assert result.exit_code == 1
+    assert "cannot proceed: unschedulable" in result.output and "Insufficient nvidia.com/gpu" in result.output
+
+
+def test_dry_run_prints_the_helm_commands(seed: tuple[Any, Path, str], cluster_kubeconfig: str) -> None:
+    facts, spec, namespace = seed
+    result = lfk(cluster_kubeconfig, "run", str(spec), "--dry-run")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == 5 and " test " in lines[3]
+    assert all(f"--namespace {namespace}" in line for line in lines)
+
+
+def test_check_finds_the_secrets_and_gpu_nodes(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str, api: pykube.HTTPClient
+) -> None:
+    facts, spec, namespace = seed
+    result = lfk(cluster_kubeconfig, "check", str(spec))
+    assert "✓ referenced Secrets exist: hf-token, mlflow-credentials, vllm-api-key" in result.output
+    assert "✓ a node with enough allocatable GPUs: 2 node(s) matching" in result.output
+    pykube.Secret.objects(api, namespace=namespace).get(name="vllm-api-key").delete()
+    try:
+        missing = lfk(cluster_kubeconfig, "check", str(spec))
+        assert missing.exit_code == 1
+        assert (
+            "✗ referenced Secrets exist: in namespace ops-seed: missing vllm-api-key (keys token)"
+            in missing.output
+        )
+        assert "fix: kubectl -n ops-seed create secret generic" in missing.output
+    finally:
+        pykube.Secret(
+            api,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "vllm-api-key", "namespace": namespace},
+                "stringData": {"token": "x"},
+            },
+        ).create()
+
+
+def test_check_in_cluster_runs_the_preflight_job_without_a_gpu(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str, api: pykube.HTTPClient
+) -> None:
+    facts, spec, namespace = seed
+    result = lfk(cluster_kubeconfig, "check", str(spec), "--in-cluster")
+    assert "check: preflight Job llama31-qa-train-check-" in result.output, result.output
+    assert "✓ preflight Job in the cluster: every item passed" in result.output
+    [job] = [
+        j for j in kube.jobs(api, namespace, facts.releases["train"]) if "-check-" in j["metadata"]["name"]
+    ]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "--cpu" in container["command"][2]
+    assert not job["metadata"].get("annotations", {}).get("helm.sh/hook")
+
+
+def test_ui_fails_cleanly_without_a_ready_pod(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str, tmp_path: Path
+) -> None:
+    _, spec, _ = seed
+    text = spec.read_text().replace("name: llama31-qa", "name: ops-noui")
+    _, folder = render_spec(text, tmp_path / "noui")
+    missing = lfk(cluster_kubeconfig, "ui", str(folder / "experiment.yaml"), "webui")
+    assert missing.exit_code == 1
+    assert "ui: ops-noui-webui has no pod: the release is not installed" in missing.output
+
+    text = (
+        text.replace("name: ops-noui", "name: ops-pending").replace("webui: {}", "")
+        + "\nwebui: {resources: {gpus: 64}}\n"
+    )
+    _, folder = render_spec(text, tmp_path / "pending")
+    assert (
+        lfk(cluster_kubeconfig, "install", str(folder / "experiment.yaml"), "--component", "webui").exit_code
+        == 0
+    )
+    pending = lfk(cluster_kubeconfig, "ui", str(folder / "experiment.yaml"), "webui")
+    assert pending.exit_code == 1
+    assert "no Ready pod of ops-pending-webui" in pending.output and "Pending" in pending.output
