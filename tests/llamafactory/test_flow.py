@@ -154,3 +154,98 @@ def test_the_merged_model_loads_generates_and_speaks_the_training_template(
     get_template_and_fix_tokenizer(tokenizer, DataArguments(template="llama3"))
     assert merged_tokenizer.chat_template == tokenizer.chat_template
     assert "<|start_header_id|>" in merged_tokenizer.chat_template
+
+
+@pytest.fixture(scope="module")
+def openai_server(merged: Path, workspace: smoke.Workspace, run_log: Path) -> Any:
+    """`llamafactory-cli api` serving the merged model: a real OpenAI-compatible server, standing in for vLLM
+    (which needs a GPU) to test the after-training check and the chart's helm test script against."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = workspace.root / "api.yaml"
+    config.write_text(
+        f"model_name_or_path: {merged}\ntemplate: llama3\ninfer_backend: huggingface\ninfer_dtype: bfloat16\n"
+    )
+    env = {
+        **smoke.environment(),
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "API_MODEL_NAME": workspace.facts.served_name,
+    }
+    with run_log.open("ab") as out:
+        process = subprocess.Popen(
+            ["llamafactory-cli", "api", str(config)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/v1/models", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"the API server did not start; see {run_log}") from None
+            time.sleep(1)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_after_training_checklist_passes_against_a_real_openai_server(
+    openai_server: str, workspace: smoke.Workspace
+) -> None:
+    from click.testing import CliRunner
+
+    from generator.cli import cli
+
+    spec = workspace.root / "values" / "experiment-serving.yaml"
+    spec.write_text(smoke.SPEC.replace("serve: {enabled: false}", "serve: {enabled: true}"))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "check",
+            str(spec),
+            "--after",
+            "--no-cluster",
+            "--storage-root",
+            str(workspace.root),
+            "--vllm-url",
+            openai_server,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "✓ merged model complete" in result.output
+    assert f"✓ vLLM answers /v1/models with the served name: {openai_server} serves 'smoke'" in result.output
+
+
+def test_the_charts_helm_test_script_accepts_a_real_chat_completion(openai_server: str) -> None:
+    env = {
+        "VLLM_URL": openai_server,
+        "MODEL": "smoke",
+        "PROMPT": "Co to jest LLaMA?",
+        "MAX_TOKENS": "4",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, str(smoke.SCRIPTS / "chat_test.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("chat test: smoke answered:")
+    wrong = subprocess.run(
+        [sys.executable, str(smoke.SCRIPTS / "chat_test.py")],
+        env={**env, "VLLM_URL": openai_server + "/nowhere"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert wrong.returncode == 1
