@@ -15,7 +15,8 @@ TOOLS := .tools
 HELM3 := $(TOOLS)/helm-$(HELM3_VERSION)/helm
 HELM4 := $(TOOLS)/helm-$(HELM4_VERSION)/helm
 HELM_UNITTEST := $(TOOLS)/helm-unittest-$(HELM_UNITTEST_VERSION)/helm-unittest
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
+CRDS := $(TOOLS)/crds-trainer-$(KUBEFLOW_TRAINER_VERSION)-pytorch-$(KUBEFLOW_TRAINING_OPERATOR_VERSION)-jobset-$(JOBSET_VERSION)-kuberay-$(KUBERAY_VERSION)
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all
@@ -45,7 +46,7 @@ $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
 tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) ## Build helm 3, helm 4 and helm-unittest from the Go module proxy
-cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler and kwok
+cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok; fetch operator CRDs
 
 $(HELM3):
 	hack/build-tools.sh helm3
@@ -59,6 +60,8 @@ $(TOOLS)/etcd-$(ETCD_VERSION)/.complete:
 	hack/build-tools.sh etcd
 $(TOOLS)/kwok-$(KWOK_VERSION)/.complete:
 	hack/build-tools.sh kwok
+$(CRDS)/.complete:
+	hack/build-tools.sh crds
 
 # ------------------------------------------------------------------------------------------ generator
 .PHONY: validate render check-values
@@ -84,7 +87,7 @@ lint: venv ## ruff and mypy over the generator and tests
 	$(VENV)/bin/mypy
 
 # ----------------------------------------------------------------------------------------------- tests
-.PHONY: test test-unit test-chart test-cluster test-llamafactory smoke
+.PHONY: test test-unit test-chart test-cluster test-llamafactory smoke gpu-smoke
 test: venv llamafactory tools cluster-tools ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) $(PYTEST_ARGS)
@@ -103,6 +106,9 @@ test-llamafactory: venv llamafactory ## LLaMA-Factory tier: real train -> resume
 
 smoke: venv llamafactory ## Real LLaMA-Factory on CPU: tiny model, train (preempted), resume, merge, load; timed
 	$(PY) -m generator.smoke
+
+gpu-smoke: venv llamafactory ## On a machine with 2 GPUs: the rendered config under torchrun on both (not part of make test)
+	$(PY) -m generator.smoke --gpus 2
 
 # ----------------------------------------------------------------------------------------- operations
 .PHONY: install uninstall

@@ -281,10 +281,37 @@ def gpu_nodes(spec: Spec, facts: Facts, api: Any) -> Item:
     )
 
 
+def engine_crd(spec: Spec, api: Any) -> Item | None:
+    """The CRD of the training engine, when it is an operator's (None for plain Jobs)."""
+    from .facts import ENGINE_CRDS
+    from .kube import KubeError, request
+
+    engine = spec.data["distributed"]["engine"]
+    if engine not in ENGINE_CRDS:
+        return None
+    crd, provider = ENGINE_CRDS[engine]
+    name = f"{engine} engine installed"
+    if api is None:
+        return Item(name, None, "needs the cluster: no kubeconfig")
+    try:
+        request(api, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
+    except KubeError as exc:
+        if " 404 " in str(exc):
+            return Item(
+                name,
+                False,
+                f"the cluster has no {crd}",
+                f"install {provider}, or use distributed.engine: job",
+            )
+        return Item(name, None, str(exc))
+    return Item(name, True, f"{crd} is served ({provider})")
+
+
 def before_training(
     spec: Spec, storage_root: Path | None, api: Any, mlflow_timeout: float = 5.0
 ) -> list[Item]:
     facts = derive(spec)
+    crd = engine_crd(spec, api)
     return [
         base_model(spec, storage_root),
         *dataset_items(spec, storage_root),
@@ -293,6 +320,7 @@ def before_training(
         mlflow(spec, mlflow_timeout),
         secrets(spec, facts, api),
         gpu_nodes(spec, facts, api),
+        *([crd] if crd else []),
     ]
 
 

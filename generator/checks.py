@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import lfinfo
-from .facts import STORAGE_ROOT, Facts, derive, is_adapter_method
+from .facts import ENGINE_CRDS, STORAGE_ROOT, Facts, derive, is_adapter_method
 from .problems import Problem, json_path
 from .spec import Spec
 from .vram import gib_to_gb
@@ -225,8 +225,8 @@ def _vram_advice(spec: Spec) -> str:
     if d["data"]["cutoffLen"] > 1024:
         tips.append("lower data.cutoffLen")
     tips.append("use GPUs with more memory")
-    if d["method"]["type"] == "full":
-        tips.append("or shard over more GPUs with DeepSpeed ZeRO-3")
+    if d["distributed"]["deepspeed"] != "zero3" and d["method"]["type"] != "qlora":
+        tips.append("or shard the weights over more GPUs with distributed.deepspeed: zero3")
     return "; ".join(tips)
 
 
@@ -415,3 +415,59 @@ def dataset_entries(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 "tags apply only to sharegpt data",
                 "remove tags",
             )
+
+
+# LLaMA-Factory's refusals with DeepSpeed (hparams/parser.py): (argument, stages it refuses, message)
+DEEPSPEED_REFUSALS = [
+    ("pure_bf16", ("zero3",), "`pure_bf16` is incompatible with DeepSpeed ZeRO-3"),
+    ("use_unsloth", ("zero3",), "Unsloth is incompatible with DeepSpeed ZeRO-3"),
+    ("pissa_init", ("zero3",), "PiSSA must be initialised with scripts/pissa_init.py under DeepSpeed ZeRO-3"),
+    ("predict_with_generate", ("zero3",), "`predict_with_generate` is incompatible with DeepSpeed ZeRO-3"),
+    ("use_galore", ("zero2", "zero3"), "GaLore is incompatible with DeepSpeed"),
+    ("use_apollo", ("zero2", "zero3"), "APOLLO is incompatible with DeepSpeed"),
+]
+
+
+@check
+def distributed(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    d = spec.data
+    dist, extra = d["distributed"], d["llamafactoryArgs"]
+    if dist["nodes"] > 1 and d["resources"]["gpus"] == 0:
+        yield Problem(
+            "$.resources.gpus", "training on several nodes needs GPUs on each", "set resources.gpus"
+        )
+    stage = dist["deepspeed"]
+    if stage != "none":
+        for argument, stages, message in DEEPSPEED_REFUSALS:
+            if extra.get(argument) and stage in stages:
+                yield Problem(
+                    json_path(["llamafactoryArgs", argument]),
+                    f"{message}; LLaMA-Factory refuses it",
+                    "remove it, or set distributed.deepspeed: none",
+                )
+        if facts.world_size == 1:
+            yield Problem(
+                "$.distributed.deepspeed",
+                "ZeRO shards over the data-parallel GPUs; with one GPU it only adds overhead",
+                severity="warning",
+            )
+    if extra.get("use_galore") and extra.get("galore_layerwise") and facts.world_size > 1:
+        yield Problem(
+            "$.llamafactoryArgs.galore_layerwise",
+            "distributed training does not support layer-wise GaLore",
+            "remove galore_layerwise",
+        )
+    if dist["engine"] in ENGINE_CRDS:
+        crd, provider = ENGINE_CRDS[dist["engine"]]
+        yield Problem(
+            "$.distributed.engine",
+            f"the {dist['engine']} engine creates {crd} objects: {provider} must be installed in the cluster",
+            "lfk check verifies the CRD is there",
+            "warning",
+        )
+    if dist["engine"] == "rayjob" and stage != "none":
+        yield Problem(
+            "$.distributed.deepspeed",
+            "DeepSpeed is launched by torchrun, not by Ray",
+            "use engine job, jobset, pytorchjob or trainjob",
+        )

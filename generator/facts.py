@@ -42,6 +42,7 @@ class Facts:
     gpu_memory_gib: float | None
     vram: VramEstimate | None
     llamafactory_version: str | None
+    world_size: int
 
 
 def is_adapter_method(method: str) -> bool:
@@ -66,12 +67,24 @@ def run_id(spec: Spec) -> str:
         "world_size": world_size(spec),
         "llamafactoryArgs": d["llamafactoryArgs"],
     }
+    # checkpoints of another ZeRO stage, or of Ray's trainer, cannot be resumed: a new run
+    distributed = d["distributed"]
+    if distributed["deepspeed"] != "none" or distributed["engine"] == "rayjob":
+        payload["checkpoints"] = {
+            "deepspeed": distributed["deepspeed"],
+            "ray": distributed["engine"] == "rayjob",
+        }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 def world_size(spec: Spec) -> int:
-    return max(1, int(spec.data["resources"]["gpus"]))
+    """Training processes: one per GPU on every node."""
+    return max(1, int(spec.data["resources"]["gpus"])) * int(spec.data["distributed"]["nodes"])
+
+
+def zero_stage(spec: Spec) -> int:
+    return {"none": 0, "zero2": 2, "zero3": 3}[spec.data["distributed"]["deepspeed"]]
 
 
 def resolve_template(spec: Spec) -> tuple[str | None, bool]:
@@ -132,6 +145,8 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
         gradient_checkpointing=d["training"]["gradientCheckpointing"],
         half_precision=bool(d["training"]["bf16"] or extra.get("fp16") or extra.get("pure_bf16")),
         pure_bf16=bool(extra.get("pure_bf16")),
+        zero_stage=zero_stage(spec),
+        data_parallel=world_size(spec),
     )
 
 
@@ -190,7 +205,17 @@ def derive(spec: Spec) -> Facts:
         gpu_memory_gib=gpu_memory_gib(spec),
         vram=vram_estimate(spec, info),
         llamafactory_version=lfinfo.image_version(d["images"]["llamafactory"]),
+        world_size=world_size(spec),
     )
+
+
+# the custom resources each engine creates, and who provides them
+ENGINE_CRDS = {
+    "trainjob": ("trainjobs.trainer.kubeflow.org", "Kubeflow Trainer v2"),
+    "pytorchjob": ("pytorchjobs.kubeflow.org", "the Kubeflow training operator"),
+    "jobset": ("jobsets.jobset.x-k8s.io", "JobSet"),
+    "rayjob": ("rayjobs.ray.io", "KubeRay"),
+}
 
 
 def shm_size(explicit: Any, gpus: int) -> str:

@@ -82,7 +82,21 @@ def _environment() -> jinja2.Environment:
     env.filters["yaml"] = yaml_scalar
     env.globals["image_ref"] = image_ref
     env.globals["shm_size"] = shm_size
+    env.globals["deepspeed_config"] = deepspeed_config
     return env
+
+
+@functools.cache
+def _deepspeed_text(stage: str) -> str:
+    return (Path(__file__).resolve().parent / "data" / "deepspeed" / f"{stage}.json").read_text(
+        encoding="utf-8"
+    )
+
+
+def deepspeed_config(stage: str) -> dict[str, Any]:
+    """The project's DeepSpeed config of a ZeRO stage (zero2, zero3)."""
+    config: dict[str, Any] = json.loads(_deepspeed_text(stage))
+    return config
 
 
 CHART_SCHEMA = CHART_DIR / "values.schema.json"

@@ -322,10 +322,55 @@ def generate(model_dir: Path, prompt: str = "Co to jest LLaMA?") -> tuple[str, A
     return text, model, tokenizer
 
 
+def gpu_main(gpus: int, root: Path) -> int:
+    """`make gpu-smoke`: the rendered config of an experiment on `gpus` GPUs of this machine, launched the way
+    the chart launches it (train.sh; FORCE_TORCHRUN and NPROC_PER_NODE as the chart sets them), so
+    LLaMA-Factory's launcher runs torchrun over the GPUs."""
+    import torch
+
+    found = torch.cuda.device_count()
+    if found < gpus:
+        print(
+            f"gpu-smoke needs {gpus} GPUs; this machine has {found}. Everything else runs without GPUs (make test)."
+        )
+        return 2
+    global SPEC
+    SPEC = SPEC.replace(
+        "resources: {gpus: 0}", f"resources: {{gpus: {gpus}, gpu: {{memoryGiB: 16}}}}"
+    ).replace("bf16: false", "bf16: true")
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "gpu-smoke.log"
+    start = time.monotonic()
+    ws = prepare(root)
+    env = {
+        **environment(),
+        "TRAIN_CONFIG": str(ws.train_config),
+        "FORCE_TORCHRUN": "1",
+        "NPROC_PER_NODE": str(gpus),
+    }
+    env.pop("CUDA_VISIBLE_DEVICES")
+    with log.open("ab") as out:
+        code = subprocess.run(
+            ["bash", str(SCRIPTS / "train.sh")], env=env, stdout=out, stderr=subprocess.STDOUT, check=False
+        ).returncode
+    text = log.read_text(errors="replace")
+    steps = [e["current_steps"] for e in trainer_log(ws)]
+    ranks = sorted(set(__import__("re").findall(r"rank: (\d+)", text)))
+    print(
+        f"torchrun over {gpus} GPUs: exit {code}, steps {steps[-1] if steps else 0}/{MAX_STEPS}, "
+        f"ranks seen in the log {ranks}, {time.monotonic() - start:.1f} s; log {log}"
+    )
+    return 0 if code == 0 and steps and steps[-1] == MAX_STEPS else 1
+
+
 def main(argv: list[str]) -> int:
-    """`make smoke`: every step, timed."""
+    """`make smoke`: every step, timed. `--gpus N`: the GPU smoke instead."""
     import tempfile
 
+    if argv[:1] == ["--gpus"]:
+        return gpu_main(
+            int(argv[1]), Path(argv[2]) if len(argv) > 2 else Path(tempfile.mkdtemp(prefix="lfk-gpu-smoke-"))
+        )
     root = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="lfk-smoke-"))
     log = root / "smoke.log"
     timings: list[tuple[str, float]] = []

@@ -63,12 +63,16 @@ def estimate(
 ) -> VramEstimate:
     per_param, basis = state_bytes_per_parameter(method, bits, half_precision, pure_bf16)
     states = per_param * model.parameters_b
-    if zero_stage and data_parallel > 1 and method == "full":
-        # mixed precision Adam: 2 bytes weights + 2 gradients + 12 fp32 master/moments (+2 buffers)
+    if zero_stage >= 3 and data_parallel > 1:
+        # ZeRO-3 shards everything: weights, gradients, optimiser states
+        states = states / data_parallel
+        basis += f", ZeRO-3 over {data_parallel} GPUs"
+    elif zero_stage == 2 and data_parallel > 1 and method == "full":
+        # mixed precision Adam: 2 bytes weights + 2 gradients + 12 fp32 master/moments (+2 buffers);
+        # ZeRO-2 keeps the weights whole and shards the rest (adapters' states are too small to matter)
         weights = 2.0 * model.parameters_b
-        sharded = states - weights
-        states = states / data_parallel if zero_stage >= 3 else weights + sharded / data_parallel
-        basis += f", ZeRO-{zero_stage} over {data_parallel} GPUs"
+        states = weights + (states - weights) / data_parallel
+        basis += f", ZeRO-2 over {data_parallel} GPUs"
     act_bytes = 2.0 if half_precision else 4.0
     tokens = batch_size * cutoff_len
     per_layer = 17.0 * act_bytes * tokens * model.hidden_size  # 34 bytes per token x hidden in 16-bit

@@ -130,7 +130,28 @@ build_helm-unittest() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube)" >&2; exit 2; }
+# The CRDs of the training operators (Kubeflow Trainer v2, the Kubeflow training operator, JobSet, KubeRay),
+# copied out of the operators' own Go modules at pinned versions; the cluster tier installs them.
+build_crds() {
+  local id="trainer-$KUBEFLOW_TRAINER_VERSION-pytorch-$KUBEFLOW_TRAINING_OPERATOR_VERSION-jobset-$JOBSET_VERSION-kuberay-$KUBERAY_VERSION"
+  local out="$TOOLS_DIR/crds-$id"
+  [ -f "$(done_marker "$out")" ] && { log "operator CRDs cached in $out"; return; }
+  mkdir -p "$out.tmp"
+  local module path dir
+  for module in \
+    "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION:manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml" \
+    "github.com/kubeflow/training-operator@$KUBEFLOW_TRAINING_OPERATOR_VERSION:manifests/base/crds/kubeflow.org_pytorchjobs.yaml" \
+    "sigs.k8s.io/jobset@$JOBSET_VERSION:config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml" \
+    "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION:config/crd/bases/ray.io_rayjobs.yaml"; do
+    path=${module#*:}; module=${module%%:*}
+    dir=$(go mod download -json "$module" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    cp "$dir/$path" "$out.tmp/"
+  done
+  chmod u+w "$out.tmp"/*
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube crds)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

@@ -111,10 +111,13 @@ def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout:
 def summary_lines(spec: Spec, facts: Facts) -> list[str]:
     d = spec.data
     lines = [f"experiment {facts.name} (namespace {facts.namespace}, run {facts.run_id})"]
-    gpus = {
-        "train": d["resources"]["gpus"],
-        "vllm": d["serve"]["tensorParallelSize"] * d["serve"]["replicas"],
-    }
+    nodes, engine = d["distributed"]["nodes"], d["distributed"]["engine"]
+    train = (
+        f"{d['resources']['gpus']} per node x {nodes} nodes ({engine})"
+        if nodes > 1
+        else d["resources"]["gpus"]
+    )
+    gpus = {"train": train, "vllm": d["serve"]["tensorParallelSize"] * d["serve"]["replicas"]}
     gpus["webui"] = d["webui"]["resources"].get("gpus", 1)
     gpus["merge"] = d["merge"]["resources"].get("gpus", 0)
     for component, release in facts.releases.items():

@@ -31,8 +31,9 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".cluster"
 STAGES = Path(__file__).resolve().parent / "stages.yaml"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-# the default pool: the products the examples in values/ ask for, 8 GPUs each
-DEFAULT_PRODUCTS = ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-SXM4-80GB", "NVIDIA-L4", "NVIDIA-H100-80GB-HBM3")
+# the default pool: the products the examples in values/ ask for, 8 GPUs each (two H100 nodes for the
+# multi-node example)
+DEFAULT_PRODUCTS = ("NVIDIA-A100-SXM4-80GB", "NVIDIA-L4", "NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-80GB-HBM3")
 
 
 class ClusterError(Exception):

@@ -11,8 +11,11 @@ from .conftest import CHART, Helm
 
 ROOT = CHART.parents[1]
 EXAMPLE_VALUES = sorted(p for p in ROOT.glob("values/*/*.yaml") if p.name != "experiment.yaml")
+# the golden cases' rendered values too: every engine, Kueue, ZeRO, multi-node
+CASE_VALUES = sorted(p for p in ROOT.glob("tests/cases/valid/*/*.yaml") if p.name != "experiment.yaml")
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 WORKLOAD_KINDS = {"Job", "Deployment"}
+ENGINE_KINDS = {"PyTorchJob", "JobSet", "TrainJob", "RayJob"}
 
 
 def release_of(values_file: Path) -> str:
@@ -23,24 +26,42 @@ def release_of(values_file: Path) -> str:
     )
 
 
-@pytest.mark.parametrize("values_file", EXAMPLE_VALUES + SCENARIOS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "values_file", EXAMPLE_VALUES + CASE_VALUES + SCENARIOS, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_lints_strictly(helm: Helm, values_file: Path) -> None:
     result = helm.run("lint", "--strict", str(CHART), "--values", str(values_file))
     assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("values_file", EXAMPLE_VALUES + SCENARIOS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def pod_specs(doc: dict) -> list[dict]:
+    """The pod specs of a workload of any engine (a TrainJob's runtime owns its pod template)."""
+    spec = doc["spec"]
+    if doc["kind"] in ("Job", "Deployment"):
+        return [spec["template"]["spec"]]
+    if doc["kind"] == "PyTorchJob":
+        return [r["template"]["spec"] for r in spec["pytorchReplicaSpecs"].values()]
+    if doc["kind"] == "JobSet":
+        return [r["template"]["spec"]["template"]["spec"] for r in spec["replicatedJobs"]]
+    if doc["kind"] == "RayJob":
+        return [g["template"]["spec"] for g in spec["rayClusterSpec"]["workerGroupSpecs"]]
+    return []
+
+
+@pytest.mark.parametrize(
+    "values_file", EXAMPLE_VALUES + CASE_VALUES + SCENARIOS, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_renders_workloads_with_gpu_shm_and_storage(helm: Helm, values_file: Path) -> None:
     docs = helm.template("--values", str(values_file), release=release_of(values_file))
     # the GPU workloads; the preflight hook is a CPU check that holds no GPU and mounts the export read-only
     workloads = [
         d
         for d in docs
-        if d["kind"] in WORKLOAD_KINDS and "helm.sh/hook" not in d["metadata"].get("annotations", {})
+        if d["kind"] in WORKLOAD_KINDS | ENGINE_KINDS
+        and "helm.sh/hook" not in d["metadata"].get("annotations", {})
     ]
     assert workloads, "every values file enables a component"
-    for doc in workloads:
-        pod = doc["spec"]["template"]["spec"]
+    for pod in (p for doc in workloads for p in pod_specs(doc)):
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
         assert "persistentVolumeClaim" in volumes["storage"]

@@ -17,6 +17,7 @@ import yaml
 
 from generator import localcluster
 from generator.facts import derive
+from generator.kube import request as kube_request
 from generator.render import render
 from generator.spec import spec_from_text
 from generator.tools import REPO_ROOT, built_tool
@@ -85,6 +86,38 @@ def helm(request: pytest.FixtureRequest, cluster_kubeconfig: str) -> Helm:
 @pytest.fixture(scope="module")
 def helm3(cluster_kubeconfig: str) -> Helm:
     return Helm(built_tool("helm", "HELM3_VERSION"), cluster_kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def operator_crds(cluster_kubeconfig: str) -> list[str]:
+    """The CRDs of Kubeflow Trainer, the training operator, JobSet and KubeRay (from their Go modules,
+    `make cluster-tools`), installed in the cluster; their names. No controller runs: the API server only
+    validates our objects against their schemas."""
+    folders = sorted((REPO_ROOT / ".tools").glob("crds-*"))
+    if not folders:
+        pytest.fail("operator CRDs missing: run `make cluster-tools`")
+    api = pykube.HTTPClient(pykube.KubeConfig.from_file(cluster_kubeconfig))
+    names = []
+    for path in sorted(folders[-1].glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        names.append(crd["metadata"]["name"])
+        try:
+            kube_request(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+        except Exception as exc:
+            if "409" not in str(exc):
+                raise
+    for name in names:  # established before anything is created with it
+        for _ in range(100):
+            crd = kube_request(api, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            if any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in crd.get("status", {}).get("conditions", [])
+            ):
+                break
+            import time
+
+            time.sleep(0.2)
+    return names
 
 
 def baseline_namespace(namespace_factory: Any, name: str) -> str:

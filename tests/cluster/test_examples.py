@@ -27,9 +27,27 @@ def install(helm: Helm, namespace: str, release: str, values: Path, *extra: str)
     )
 
 
+def admit(api: pykube.HTTPClient, namespace: str, job: dict[str, Any]) -> None:
+    """What Kueue does when the queue has room: unsuspend the Job."""
+    kube.request(
+        api, "PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job['metadata']['name']}",
+        data='{"spec": {"suspend": false}}', headers={"Content-Type": "application/merge-patch+json"},
+    )  # fmt: skip
+
+
 def wait_component(api: pykube.HTTPClient, namespace: str, component: str, release: str) -> None:
     if component in ("train", "merge"):
-        [job] = kube.jobs(api, namespace, release)
+        [job] = [
+            j
+            for j in kube.jobs(api, namespace, release)
+            if j["metadata"]["labels"][kube.COMPONENT] == component
+        ]
+        if job["spec"].get("suspend"):
+            assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"], "suspended only for a queue"
+            assert not kube.pods(api, namespace, {"job-name": job["metadata"]["name"]}), (
+                "no pod before admission"
+            )
+            admit(api, namespace, job)
         outcome = kube.wait_for_job(api, namespace, job["metadata"]["name"], timeout=90)
         assert outcome.complete, f"{release}: {outcome.reason}"
     else:
@@ -111,15 +129,21 @@ KINDS = {
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),
+    "TrainJob": ("/apis/trainer.kubeflow.org/v1alpha1", "trainjobs", True),
+    "PyTorchJob": ("/apis/kubeflow.org/v1", "pytorchjobs", True),
+    "JobSet": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets", True),
+    "RayJob": ("/apis/ray.io/v1", "rayjobs", True),
 }
-MANIFEST_SOURCES = sorted(p for p in ROOT.glob("values/*/*.yaml") if p.name != "experiment.yaml") + sorted(
-    (CHART / "ci").glob("*.yaml")
+MANIFEST_SOURCES = (
+    sorted(p for p in ROOT.glob("values/*/*.yaml") if p.name != "experiment.yaml")
+    + sorted(p for p in ROOT.glob("tests/cases/valid/*/*.yaml") if p.name != "experiment.yaml")
+    + sorted((CHART / "ci").glob("*.yaml"))
 )
 
 
 @pytest.mark.parametrize("values_file", MANIFEST_SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_manifest_passes_strict_server_side_validation(
-    values_file: Path, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
+    values_file: Path, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any, operator_crds: list[str]
 ) -> None:
     """Each rendered object is sent to the API server as a dry run with fieldValidation=Strict: an unknown or
     misspelled field, a wrong type or an admission rule (Pod Security baseline) fails here."""

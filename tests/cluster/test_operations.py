@@ -149,7 +149,10 @@ def test_check_finds_the_secrets_and_gpu_nodes(
     facts, spec, namespace = seed
     result = lfk(cluster_kubeconfig, "check", str(spec))
     assert "✓ referenced Secrets exist: hf-token, mlflow-credentials, vllm-api-key" in result.output
-    assert "✓ a node with enough allocatable GPUs: 2 node(s) matching" in result.output
+    assert (
+        "✓ a node with enough allocatable GPUs: 1 node(s) matching {'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-80GB'}"
+        in result.output
+    )
     pykube.Secret.objects(api, namespace=namespace).get(name="vllm-api-key").delete()
     try:
         missing = lfk(cluster_kubeconfig, "check", str(spec))

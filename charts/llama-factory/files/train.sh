@@ -8,6 +8,15 @@ set -uo pipefail
 CONFIG=${TRAIN_CONFIG:-/config/train.yaml}
 SCRIPTS=$(dirname "$0")
 
+# Kubeflow's operators describe the group as PET_* (torchrun's own names); LLaMA-Factory's launcher reads
+# NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT and NPROC_PER_NODE. Values set explicitly win.
+if [ -n "${PET_NNODES:-}" ]; then
+  export NNODES="${NNODES:-${PET_NNODES}}" NODE_RANK="${NODE_RANK:-${PET_NODE_RANK:-0}}"
+  export MASTER_ADDR="${MASTER_ADDR:-${PET_MASTER_ADDR:-127.0.0.1}}" MASTER_PORT="${MASTER_PORT:-${PET_MASTER_PORT:-29500}}"
+  export NPROC_PER_NODE="${NPROC_PER_NODE:-${PET_NPROC_PER_NODE:-1}}" FORCE_TORCHRUN=1
+  echo "distributed: node ${NODE_RANK} of ${NNODES}, ${NPROC_PER_NODE} processes, rendezvous ${MASTER_ADDR}:${MASTER_PORT}"
+fi
+
 if [ -n "${PIP_PACKAGES:-}" ]; then
   echo "installing into /tmp/pip: ${PIP_PACKAGES}"
   # shellcheck disable=SC2086 # a list of requirement specifiers

@@ -315,9 +315,15 @@ Call with (dict "root" . "component" "train" "podTemplate" <rendered pod templat
 {{/* Exit code of a configuration error in the Jobs' scripts: the Job fails at once, without retries. */}}
 {{- define "llama-factory.configErrorExitCode" -}}3{{- end }}
 
-{{/* Job settings shared by train and merge: retries, deadline, clean-up, and the failure policy. */}}
+{{/*
+Job settings shared by train and merge: retries, deadline, clean-up, and the failure policy. Preemption,
+node drains and node loss (DisruptionTarget) retry without counting; a configuration error (exit 3) fails at
+once. With several nodes, any other failure also fails the Job at once: torch elastic has already restarted
+the group inside the pods, and the other ranks must not be left waiting for a missing one.
+(dict "w" <values> "containers" <names> "nodes" <count>)
+*/}}
 {{- define "llama-factory.jobSpecCommon" -}}
-backoffLimit: {{ .w.backoffLimit }}
+backoffLimit: {{ mul .w.backoffLimit (max 1 (.nodes | default 1)) }}
 {{- with .w.activeDeadlineSeconds }}
 activeDeadlineSeconds: {{ . }}
 {{- end }}
@@ -328,6 +334,10 @@ ttlSecondsAfterFinished: {{ . }}
 podReplacementPolicy: Failed
 podFailurePolicy:
   rules:
+    # preemption, node drain or node loss: retry without counting against backoffLimit
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
     {{- range .containers }}
     - action: FailJob
       onExitCodes:
@@ -335,10 +345,13 @@ podFailurePolicy:
         operator: In
         values: [{{ include "llama-factory.configErrorExitCode" $ }}]
     {{- end }}
-    # preemption, node drain or node loss: retry without counting against backoffLimit
-    - action: Ignore
-      onPodConditions:
-        - type: DisruptionTarget
+    {{- if gt (int (.nodes | default 1)) 1 }}
+    - action: FailJob
+      onExitCodes:
+        containerName: train
+        operator: NotIn
+        values: [0]
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -352,4 +365,36 @@ people need here.
 {{- $_ := set $out $key $value }}
 {{- end }}
 {{- toYaml $out }}
+{{- end }}
+
+{{/*
+A component's ConfigMap as two folders: /config (the LLaMA-Factory config) and /scripts (what the pods run).
+Whole folders rather than one mount per file: some CRDs (TrainJob) key volume mounts by name.
+(dict "root" . "component" "train" "config" (list files) "scripts" (list files))
+*/}}
+{{- define "llama-factory.configVolumes" -}}
+{{- $name := include "llama-factory.configMapName" (dict "root" .root "component" .component) -}}
+- name: config
+  configMap:
+    name: {{ $name }}
+    items:
+      {{- range .config }}
+      - {key: {{ . }}, path: {{ . }}}
+      {{- end }}
+- name: scripts
+  configMap:
+    name: {{ $name }}
+    items:
+      {{- range .scripts }}
+      - {key: {{ . }}, path: {{ . }}}
+      {{- end }}
+{{- end }}
+
+{{- define "llama-factory.configMounts" -}}
+- name: config
+  mountPath: /config
+  readOnly: true
+- name: scripts
+  mountPath: /scripts
+  readOnly: true
 {{- end }}

@@ -45,18 +45,8 @@ spec:
         {{- end }}
       volumeMounts:
         {{- include "llama-factory.volumeMounts" . | nindent 8 }}
-        - name: config
-          mountPath: /config/merge.yaml
-          subPath: merge.yaml
-        - name: config
-          mountPath: /scripts/merge.sh
-          subPath: merge.sh
-        - name: config
-          mountPath: /scripts/verify_merge.py
-          subPath: verify_merge.py
+        {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    - name: config
-      configMap:
-        name: {{ include "llama-factory.configMapName" (dict "root" $root "component" "merge") }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "merge" "config" (list "merge.yaml") "scripts" (list "merge.sh" "verify_merge.py")) | nindent 4 }}
 {{- end }}

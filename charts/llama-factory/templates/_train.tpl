@@ -2,6 +2,10 @@
 {{- define "llama-factory.train.configData" -}}
 train.yaml: |
   {{- toYaml .Values.train.config | nindent 2 }}
+{{- with .Values.train.deepspeed }}
+deepspeed.json: |
+  {{- toPrettyJson . | nindent 2 }}
+{{- end }}
 train.sh: |
   {{- .Files.Get "files/train.sh" | nindent 2 }}
 preflight.py: |
@@ -10,12 +14,90 @@ download.py: |
   {{- .Files.Get "files/download.py" | nindent 2 }}
 {{- end }}
 
+{{/* Several pods (nodes) train together. */}}
+{{- define "llama-factory.train.multiNode" -}}
+{{- if gt (int .Values.train.distributed.nodes) 1 }}true{{ end }}
+{{- end }}
+
+{{/* Headless Service of a multi-node Job: gives each pod the DNS name <hostname>.<service>. */}}
+{{- define "llama-factory.train.serviceName" -}}
+{{- include "llama-factory.suffixed" (dict "root" . "base" (include "llama-factory.componentName" (dict "root" . "component" "train")) "suffix" "nodes") }}
+{{- end }}
+
+{{/*
+Environment of distributed training: LLaMA-Factory's launcher (torchrun underneath) reads NNODES,
+NODE_RANK, MASTER_ADDR, MASTER_PORT and NPROC_PER_NODE; several GPUs or DeepSpeed need FORCE_TORCHRUN. With
+RDZV_ID the launch is elastic: when a worker fails, torch restarts every worker of the group (up to
+MAX_RESTARTS), and each restart resumes from the run's last checkpoint. Operators that set Kubeflow's PET_*
+variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" <the first node's name>).
+*/}}
+{{- define "llama-factory.train.distributedEnv" -}}
+{{- $w := .root.Values.train }}
+{{- $d := $w.distributed }}
+{{- if or (gt (int $w.gpu.count) 1) (gt (int $d.nodes) 1) $w.deepspeed }}
+- name: FORCE_TORCHRUN
+  value: "1"
+- name: NPROC_PER_NODE
+  value: {{ max 1 (int $w.gpu.count) | quote }}
+{{- end }}
+{{- if and (gt (int $d.nodes) 1) (has $d.engine (list "job" "jobset")) }}
+- name: NNODES
+  value: {{ $d.nodes | quote }}
+- name: NODE_RANK
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.annotations['batch.kubernetes.io/job-completion-index']
+- name: MASTER_ADDR
+  value: {{ .masterAddr | quote }}
+- name: MASTER_PORT
+  value: {{ $d.masterPort | quote }}
+{{- if and (eq $d.engine "job") (gt (int $d.maxRestarts) 0) }}
+- name: RDZV_ID
+  value: {{ .root.Values.experiment.runId | default .root.Release.Name | quote }}
+- name: MIN_NNODES
+  value: {{ $d.nodes | quote }}
+- name: MAX_NNODES
+  value: {{ $d.nodes | quote }}
+- name: MAX_RESTARTS
+  value: {{ $d.maxRestarts | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $d.engine "rayjob" }}
+- name: USE_RAY
+  value: "1"
+{{- end }}
+{{- with $d.nccl.debug }}
+- name: NCCL_DEBUG
+  value: {{ . | quote }}
+{{- end }}
+{{- with $d.nccl.socketIfname }}
+- name: NCCL_SOCKET_IFNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if $d.nccl.ibDisable }}
+- name: NCCL_IB_DISABLE
+  value: "1"
+{{- end }}
+{{- end }}
+
+{{/* The Kueue queue label of a workload, when a queue is set: (dict "queue" <name> "indent" <n>). */}}
+{{- define "llama-factory.queueLabel" -}}
+{{- with .queue }}
+{{- printf "kueue.x-k8s.io/queue-name: %s" . | nindent $.indent }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod template of the training pods, for every engine: (dict "root" . "w" .Values.train "component"
+"train" "containerName" <name> "masterAddr" <first node> "restartPolicy" <policy> "subdomain" <service>).
+*/}}
 {{- define "llama-factory.train.podTemplate" -}}
 {{- $w := .w }}
 {{- $root := .root -}}
 metadata:
   labels:
     {{- include "llama-factory.podLabels" . | nindent 4 }}
+    {{- include "llama-factory.queueLabel" (dict "queue" $w.queue "indent" 4) }}
   annotations:
     checksum/config: {{ include "llama-factory.train.configData" $root | sha256sum }}
     {{- with $w.podAnnotations }}
@@ -23,7 +105,22 @@ metadata:
     {{- end }}
 spec:
   {{- include "llama-factory.podCommon" . | nindent 2 }}
-  restartPolicy: Never
+  restartPolicy: {{ .restartPolicy | default "Never" }}
+  {{- with .subdomain }}
+  subdomain: {{ . }}
+  {{- end }}
+  {{- if include "llama-factory.train.multiNode" $root }}
+  {{- if not $w.affinity }}
+  # one pod per node: the GPUs of a node belong to one rank's torchrun
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "llama-factory.componentSelectorLabels" (dict "root" $root "component" "train") | nindent 14 }}
+  {{- end }}
+  {{- end }}
   {{- if $w.download.enabled }}
   initContainers:
     - name: download
@@ -37,16 +134,16 @@ spec:
         {{- end }}
       volumeMounts:
         {{- include "llama-factory.volumeMounts" . | nindent 8 }}
-        - name: config
-          mountPath: /scripts/download.py
-          subPath: download.py
+        - name: scripts
+          mountPath: /scripts
   {{- end }}
   containers:
-    - name: train
+    - name: {{ .containerName | default "train" }}
       {{- include "llama-factory.containerCommon" . | nindent 6 }}
       command: ["/bin/bash", "/scripts/train.sh"]
       env:
         {{- include "llama-factory.commonEnv" $root | nindent 8 }}
+        {{- include "llama-factory.train.distributedEnv" (dict "root" $root "masterAddr" .masterAddr) | nindent 8 }}
         {{- with $w.pipPackages }}
         - name: PIP_PACKAGES
           value: {{ join " " . | quote }}
@@ -54,20 +151,17 @@ spec:
         {{- with $w.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+      {{- if include "llama-factory.train.multiNode" $root }}
+      ports:
+        - name: rendezvous
+          containerPort: {{ $w.distributed.masterPort }}
+          protocol: TCP
+      {{- end }}
       volumeMounts:
         {{- include "llama-factory.volumeMounts" . | nindent 8 }}
-        - name: config
-          mountPath: /config/train.yaml
-          subPath: train.yaml
-        - name: config
-          mountPath: /scripts/train.sh
-          subPath: train.sh
-        - name: config
-          mountPath: /scripts/preflight.py
-          subPath: preflight.py
+        {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    - name: config
-      configMap:
-        name: {{ include "llama-factory.configMapName" (dict "root" $root "component" "train") }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (list "train.sh" "preflight.py" "download.py")) | nindent 4 }}
 {{- end }}
+
