@@ -40,12 +40,17 @@ def client(kubeconfig: str | None = None, context: str | None = None) -> pykube.
     return pykube.HTTPClient(config, timeout=30)
 
 
-def request(api: pykube.HTTPClient, method: str, path: str, **kwargs: Any) -> Any:
-    """A raw API call (for what pykube has no object for); the JSON answer, or KubeError."""
-    try:
-        response = api.session.request(method, api.url + path, timeout=30, **kwargs)
-    except requests.RequestException as exc:
-        raise KubeError(f"{method} {path}: {exc}") from None
+def request(api: pykube.HTTPClient, method: str, path: str, retries: int = 5, **kwargs: Any) -> Any:
+    """A raw API call (for what pykube has no object for); the JSON answer, or KubeError. Like kubectl, it
+    waits and retries when the server asks to (429/503 with Retry-After, e.g. a new CRD's storage starting)."""
+    for attempt in range(retries + 1):
+        try:
+            response = api.session.request(method, api.url + path, timeout=30, **kwargs)
+        except requests.RequestException as exc:
+            raise KubeError(f"{method} {path}: {exc}") from None
+        if response.status_code not in (429, 503) or attempt == retries:
+            break
+        time.sleep(min(5.0, float(response.headers.get("Retry-After") or 1)))
     if response.status_code >= 400:
         raise KubeError(f"{method} {path}: {response.status_code} {response.text[:400]}")
     return response.json() if response.content else None
@@ -70,8 +75,53 @@ class JobOutcome:
     reason: str  # the Failed condition's reason and message, or "" when complete
 
 
-def jobs(api: pykube.HTTPClient, namespace: str, release: str) -> list[dict[str, Any]]:
-    return [j.obj for j in pykube.Job.objects(api, namespace=namespace).filter(selector={INSTANCE: release})]
+def jobs(
+    api: pykube.HTTPClient, namespace: str, release: str, component: str | None = None
+) -> list[dict[str, Any]]:
+    """The release's batch Jobs; with a component, only that component's (not its preflight or checks)."""
+    selector = {INSTANCE: release, **({COMPONENT: component} if component else {})}
+    return [j.obj for j in pykube.Job.objects(api, namespace=namespace).filter(selector=selector)]
+
+
+# where each engine's training workload lives in the API: (path prefix, plural)
+ENGINE_RESOURCES = {
+    "job": ("/apis/batch/v1", "jobs"),
+    "trainjob": ("/apis/trainer.kubeflow.org/v1alpha1", "trainjobs"),
+    "pytorchjob": ("/apis/kubeflow.org/v1", "pytorchjobs"),
+    "jobset": ("/apis/jobset.x-k8s.io/v1alpha2", "jobsets"),
+    "rayjob": ("/apis/ray.io/v1", "rayjobs"),
+}
+
+
+def workloads(
+    api: pykube.HTTPClient, namespace: str, release: str, component: str, engine: str = "job"
+) -> list[dict[str, Any]]:
+    """The objects that run a release's component: batch Jobs, or the engine's custom resources."""
+    prefix, plural = ENGINE_RESOURCES[engine]
+    selector = f"{INSTANCE}={release},{COMPONENT}={component}"
+    answer = request(
+        api, "GET", f"{prefix}/namespaces/{namespace}/{plural}", params={"labelSelector": selector}
+    )
+    return list(answer.get("items", []))
+
+
+def workload_state(obj: dict[str, Any]) -> tuple[str, str]:
+    """(Complete | Failed | Suspended | Running, reason) of a Job, TrainJob, PyTorchJob, JobSet or RayJob."""
+    status = obj.get("status", {}) or {}
+    if obj.get("kind") == "RayJob":
+        state = status.get("jobStatus", "")
+        if state == "SUCCEEDED":
+            return "Complete", ""
+        if state in ("FAILED", "STOPPED"):
+            return "Failed", status.get("message", state)
+        return ("Suspended" if obj["spec"].get("suspend") else "Running"), ""
+    if any(is_true(obj, c) for c in ("Complete", "Completed", "Succeeded")):
+        return "Complete", ""
+    if is_true(obj, "Failed"):
+        failed = conditions(obj)["Failed"]
+        return "Failed", f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ")
+    suspended = obj.get("spec", {}).get("suspend") or obj.get("spec", {}).get("runPolicy", {}).get("suspend")
+    return ("Suspended" if suspended else "Running"), ""
 
 
 def pods(api: pykube.HTTPClient, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
@@ -85,23 +135,26 @@ def wait_for_job(
     timeout: float,
     on_poll: Callable[[dict[str, Any]], None] | None = None,
     interval: float = 1.0,
+    engine: str = "job",
 ) -> JobOutcome:
-    """Poll a Job until a Complete=True or Failed=True condition; on_poll sees every state on the way."""
+    """Poll a Job (or an engine's workload) until it completes or fails; on_poll sees every state on the way.
+    A Job counts as complete on any Complete=True condition: SuccessCriteriaMet comes first."""
+    prefix, plural = ENGINE_RESOURCES[engine]
     deadline = time.monotonic() + timeout
     while True:
         try:
-            job = pykube.Job.objects(api, namespace=namespace).get(name=name).obj
-        except pykube.exceptions.ObjectDoesNotExist:
-            raise KubeError(f"job {namespace}/{name} does not exist") from None
+            job = request(api, "GET", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
+        except KubeError as exc:
+            if " 404 " in str(exc):
+                raise KubeError(f"{plural} {namespace}/{name} does not exist") from None
+            raise
         if on_poll:
             on_poll(job)
-        if is_true(job, "Complete"):
+        state, reason = workload_state(job)
+        if state == "Complete":
             return JobOutcome(name, True, "")
-        if is_true(job, "Failed"):
-            failed = conditions(job)["Failed"]
-            return JobOutcome(
-                name, False, f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ")
-            )
+        if state == "Failed":
+            return JobOutcome(name, False, reason)
         if time.monotonic() > deadline:
             return JobOutcome(name, False, f"not complete after {timeout:.0f} s")
         time.sleep(interval)

@@ -109,12 +109,17 @@ def plan(target: Target, components: list[str]) -> list[Step]:
     return steps
 
 
-def completed_run(target: Target, release: str) -> str | None:
-    """Name of a Job of this release that completed for the current run id, if any."""
-    for job in kube.jobs(target.api, target.namespace, release):
-        if job["metadata"].get("labels", {}).get(kube.RUN_ID) == target.facts.run_id and kube.is_true(
-            job, "Complete"
-        ):
+def engine_of(target: Target, component: str) -> str:
+    """The engine running a component's workload: the training engine for train, plain Jobs for merge."""
+    return str(target.spec.data["distributed"]["engine"]) if component == "train" else "job"
+
+
+def completed_run(target: Target, component: str) -> str | None:
+    """Name of a workload of this component that completed for the current run id, if any."""
+    release = target.facts.releases[component]
+    for job in kube.workloads(target.api, target.namespace, release, component, engine_of(target, component)):
+        done = kube.workload_state(job)[0] == "Complete"
+        if done and job["metadata"].get("labels", {}).get(kube.RUN_ID) == target.facts.run_id:
             return str(job["metadata"]["name"])
     return None
 
@@ -146,7 +151,7 @@ def run(
 ) -> None:
     """Run the selected steps in order; raise RunFailed at the first failure."""
     for step in plan(target, components):
-        if step.component in ("train", "merge") and (done := completed_run(target, step.release)):
+        if step.component in ("train", "merge") and (done := completed_run(target, step.component)):
             report(f"{step.component}: run {target.facts.run_id} already completed (job {done}); skipped")
             continue
         if step.component in ("vllm", "webui") and deployed_unchanged(target, step.component):
@@ -216,43 +221,57 @@ def _progress_line(target: Target) -> str:
 
 
 def _wait_job(target: Target, step: Step, report: Report, timeout: float, pending_timeout: float) -> None:
-    [job] = [
-        j
-        for j in kube.jobs(target.api, target.namespace, step.release)
-        if not j["metadata"].get("deletionTimestamp")
-    ][-1:]
-    name = job["metadata"]["name"]
+    engine = engine_of(target, step.component)
+    current = [
+        w
+        for w in kube.workloads(target.api, target.namespace, step.release, step.component, engine)
+        if not w["metadata"].get("deletionTimestamp")
+    ]
+    if not current:
+        raise RunFailed(f"{step.component}: helm installed {step.release}, but no {engine} of it exists")
+    job = max(current, key=lambda w: str(w["metadata"].get("creationTimestamp", "")))
+    name, kind = job["metadata"]["name"], job.get("kind", "Job").lower()
+    # a plain Job's pods carry its name; an operator's carry our pod template's labels
+    selector = (
+        {"job-name": name}
+        if engine == "job"
+        else {kube.INSTANCE: step.release, kube.RUN_ID: target.facts.run_id}
+    )
     started = time.monotonic()
     last: list[str] = [""]
     stuck: list[tuple[dict[str, Any], str]] = []
 
     def on_poll(current: dict[str, Any]) -> None:
-        pods = kube.pods(target.api, target.namespace, {"job-name": name})
+        pods = kube.pods(target.api, target.namespace, selector)
         if (problem := _stuck(target, pods, pending_timeout)) is not None:
             stuck.append(problem)
             raise _StopWaiting
+        state, _ = kube.workload_state(current)
         phases = ", ".join(
             f"{p['metadata']['name']} {p['status'].get('phase')} on {p['spec'].get('nodeName') or '-'}"
             for p in pods
         )
-        line = f"{step.component}: job {name}: {phases or 'no pod yet'}"
+        if state == "Suspended":
+            queue = current["metadata"].get("labels", {}).get("kueue.x-k8s.io/queue-name", "")
+            phases = f"suspended, waiting for Kueue to admit it (queue {queue})" if queue else "suspended"
+        line = f"{step.component}: {kind} {name}: {phases or 'no pod yet'}"
         progress = _progress_line(target) if step.component == "train" else ""
         if line + progress != last[0]:
             report(f"{line} ({time.monotonic() - started:.0f} s){progress}")
             last[0] = line + progress
 
     try:
-        outcome = kube.wait_for_job(target.api, target.namespace, name, timeout, on_poll)
+        outcome = kube.wait_for_job(target.api, target.namespace, name, timeout, on_poll, engine=engine)
     except _StopWaiting:
         pod, why = stuck[0]
         raise RunFailed(
-            f"{step.component}: job {name} cannot proceed: {why}\n{_describe_pod(target, pod)}"
+            f"{step.component}: {kind} {name} cannot proceed: {why}\n{_describe_pod(target, pod)}"
         ) from None
     if not outcome.complete:
-        pods = kube.pods(target.api, target.namespace, {"job-name": name})
+        pods = kube.pods(target.api, target.namespace, selector)
         detail = _describe_pod(target, pods[-1], step.component) if pods else "  (no pod was created)"
-        raise RunFailed(f"{step.component}: job {name} failed: {outcome.reason}\n{detail}")
-    report(f"{step.component}: job {name} complete ({time.monotonic() - started:.0f} s)")
+        raise RunFailed(f"{step.component}: {kind} {name} failed: {outcome.reason}\n{detail}")
+    report(f"{step.component}: {kind} {name} complete ({time.monotonic() - started:.0f} s)")
 
 
 class _StopWaiting(Exception):
@@ -337,20 +356,15 @@ class ReleaseStatus:
 
 
 def _summarise_job(job: dict[str, Any]) -> dict[str, Any]:
-    status = job.get("status", {})
-    state = (
-        "Complete"
-        if kube.is_true(job, "Complete")
-        else "Failed"
-        if kube.is_true(job, "Failed")
-        else "Running"
-    )
+    """A Job or an engine's workload: its state, and the counts a batch Job keeps."""
+    status = job.get("status", {}) or {}
+    state, reason = kube.workload_state(job)
     return {
-        "kind": "Job",
+        "kind": job.get("kind", "Job"),
         "name": job["metadata"]["name"],
         "run_id": job["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
         "state": state,
-        "reason": kube.conditions(job).get("Failed", {}).get("reason", ""),
+        "reason": reason.split(":")[0],
         "active": status.get("active", 0),
         "succeeded": status.get("succeeded", 0),
         "failed": status.get("failed", 0),
@@ -401,7 +415,12 @@ def status(target: Target) -> dict[str, Any]:
             component, release, info.get("info", {}).get("status", "unknown"), info.get("version")
         )
         if component in ("train", "merge"):
-            entry.objects = [_summarise_job(j) for j in kube.jobs(target.api, target.namespace, release)]
+            entry.objects = [
+                _summarise_job(j)
+                for j in kube.workloads(
+                    target.api, target.namespace, release, component, engine_of(target, component)
+                )
+            ]
         else:
             entry.objects = [
                 _summarise_deployment(d.obj)

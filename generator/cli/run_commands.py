@@ -108,7 +108,7 @@ def render_status(data: dict[str, Any]) -> str:
         for obj in release["objects"]:
             extra = (
                 f" active {obj['active']} succeeded {obj['succeeded']} failed {obj['failed']}"
-                if obj["kind"] == "Job"
+                if obj["kind"] != "Deployment"
                 else f" ready {obj['ready']}"
             )
             reason = f" ({obj['reason']})" if obj.get("reason") else ""

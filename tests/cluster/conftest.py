@@ -111,7 +111,7 @@ def operator_crds(cluster_kubeconfig: str) -> list[str]:
             crd = kube_request(api, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
             if any(
                 c["type"] == "Established" and c["status"] == "True"
-                for c in crd.get("status", {}).get("conditions", [])
+                for c in (crd.get("status") or {}).get("conditions") or []
             ):
                 break
             import time

@@ -158,11 +158,47 @@ def test_engine_needs_are_stated_by_validate(tmp_path: Path) -> None:
     )
 
 
-def test_check_reports_whether_the_engine_is_installed(cluster_kubeconfig: str, operator_crds: list[str]) -> None:
+def test_check_reports_whether_the_engine_is_installed(
+    cluster_kubeconfig: str, operator_crds: list[str]
+) -> None:
     from click.testing import CliRunner
 
     from generator.cli import cli
 
     env = {"KUBECONFIG": cluster_kubeconfig}
-    installed = CliRunner().invoke(cli, ["check", str(ROOT / "tests/cases/valid/engine-jobset/experiment.yaml")], env=env)
+    installed = CliRunner().invoke(
+        cli, ["check", str(ROOT / "tests/cases/valid/engine-jobset/experiment.yaml")], env=env
+    )
     assert "✓ jobset engine installed: jobsets.jobset.x-k8s.io is served (JobSet)" in installed.output
+
+
+def test_run_and_status_follow_any_engine_and_kueue(
+    cluster_kubeconfig: str,
+    api: pykube.HTTPClient,
+    namespace_factory: Any,
+    operator_crds: list[str],
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from generator.cli import cli
+
+    from .conftest import render_spec, with_namespace
+
+    namespace = baseline_namespace(namespace_factory, "scaleout-run")
+    create_prerequisites(api, namespace)
+    env = {"KUBECONFIG": cluster_kubeconfig}
+    text = with_namespace((ROOT / "tests/cases/valid/engine-jobset/experiment.yaml").read_text(), namespace)
+    _, folder = render_spec(text, tmp_path / "jobset")
+    spec = str(folder / "experiment.yaml")
+    # no JobSet controller and no Kueue run here: the JobSet stays suspended in its queue
+    result = CliRunner().invoke(cli, ["run", spec, "--components", "train", "--timeout", "4"], env=env)
+    assert result.exit_code == 1
+    assert (
+        "train: jobset eng-jobset-train-" in result.output
+        and "suspended, waiting for Kueue to admit it (queue team-a)" in result.output
+    )
+    assert "failed: not complete after 4 s" in result.output
+    status = CliRunner().invoke(cli, ["status", spec, "--output", "json"], env=env)
+    [train] = [r for r in __import__("json").loads(status.output)["releases"] if r["component"] == "train"]
+    assert train["objects"][0]["kind"] == "JobSet" and train["objects"][0]["state"] == "Suspended"
