@@ -81,6 +81,20 @@ def heap_mib(state: localcluster.State) -> dict[str, float]:
     return out
 
 
+def watch_cache(state: localcluster.State, top: int = 4) -> str:
+    """The apiserver's largest watch caches (events it keeps per resource): where deleted objects linger."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{state.server}/metrics", headers={"Authorization": f"Bearer {state.token}"})
+    sizes = []
+    with urllib.request.urlopen(request, context=state.ssl_context(), timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("apiserver_watch_cache_capacity{"):
+                resource = line.split('resource="')[1].split('"')[0]
+                sizes.append((float(line.rsplit(" ", 1)[1]), resource))
+    return ", ".join(f"{r} {int(n)}" for n, r in sorted(sizes, reverse=True)[:top])
+
+
 def fmt_heap(heap: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f} MiB" for k, v in heap.items())
 
@@ -237,6 +251,7 @@ def main() -> int:
             f"live Go heap: before {fmt_heap(heap_before)}; peak {fmt_heap(heap_peak)}; {waited} s after deletion {fmt_heap(heap_after)}"
         )
         print(f"memory came back: {'yes' if back else 'NO'} (live heap within 25% of where it started)")
+        print(f"apiserver watch cache capacities (events kept per resource): {watch_cache(state)}")
     finally:
         localcluster.down(directory)
     return 0
