@@ -338,11 +338,77 @@ def local_path(target: Target, storage_path: str) -> Path | None:
     return target.storage_root / storage_path[len(STORAGE_ROOT) + 1 :]
 
 
-def read_progress(target: Target) -> trainlog.Progress | None:
-    path = local_path(target, f"{target.facts.output_dir}/trainer_log.jsonl")
-    if path is None or not path.is_file():
+def read_progress(target: Target, from_cluster: bool = False) -> trainlog.Progress | None:
+    """Training progress from trainer_log.jsonl: through the local mount of the storage, or (from_cluster) a
+    short-lived reader pod mounting the train release's claim."""
+    log = f"{target.facts.output_dir}/trainer_log.jsonl"
+    path = local_path(target, log)
+    if path is not None:
+        return trainlog.parse(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else None
+    if from_cluster:
+        text = read_through_pod(target, log)
+        return trainlog.parse(text) if text else None
+    return None
+
+
+def reader_pod(target: Target, path: str, name: str) -> dict[str, Any]:
+    """A pod that prints the end of one file of the storage and exits: no GPU, read-only, the train image."""
+    d = target.spec.data
+    claim = d["storage"].get("existingClaim") or f"{target.facts.releases['train']}-storage"
+    image = d["images"]["llamafactory"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": target.namespace,
+            "labels": {kube.INSTANCE: target.facts.releases["train"], kube.COMPONENT: "reader"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "read",
+                    "image": image,
+                    "command": ["tail", "-n", "2000", path],
+                    "resources": {
+                        "requests": {"cpu": "50m", "memory": "64Mi"},
+                        "limits": {"cpu": "200m", "memory": "128Mi"},
+                    },
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "storage", "mountPath": STORAGE_ROOT, "readOnly": True}],
+                }
+            ],  # fmt: skip
+            "volumes": [{"name": "storage", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
+        },
+    }
+
+
+def read_through_pod(target: Target, path: str, timeout: float = 120) -> str | None:
+    """The end of a file on the storage, read by a reader pod that is deleted afterwards; None if unreadable."""
+    name = f"{target.facts.releases['train']}-read-{int(time.time()) % 100000}"[:63]
+    kube.request(
+        target.api, "POST", f"/api/v1/namespaces/{target.namespace}/pods", json=reader_pod(target, path, name)
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pod = kube.request(target.api, "GET", f"/api/v1/namespaces/{target.namespace}/pods/{name}")
+            phase = pod.get("status", {}).get("phase")
+            if phase == "Succeeded":
+                return kube.pod_log_tail(target.api, target.namespace, name, lines=2000)
+            if phase == "Failed":
+                return None
+            time.sleep(1)
         return None
-    return trainlog.parse(path.read_text(encoding="utf-8", errors="replace"))
+    finally:
+        kube.request(target.api, "DELETE", f"/api/v1/namespaces/{target.namespace}/pods/{name}")
 
 
 @dataclass
@@ -397,7 +463,7 @@ def _summarise_pod(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status(target: Target) -> dict[str, Any]:
+def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
     """Everything about the experiment's releases, as plain data (the CLI renders it as a table or JSON)."""
     out: dict[str, Any] = {
         "experiment": target.facts.name,
@@ -431,7 +497,8 @@ def status(target: Target) -> dict[str, Any]:
         selector = {kube.INSTANCE: release, kube.COMPONENT: component}
         entry.pods = [_summarise_pod(p) for p in kube.pods(target.api, target.namespace, selector)]
         out["releases"].append(entry.__dict__)
-    progress = read_progress(target)
+    installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
+    progress = read_progress(target, from_cluster and installed)
     out["training"] = progress.as_dict() if progress else None
     return out
 

@@ -270,9 +270,14 @@ def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600)
         hooks.mkdir(exist_ok=True)
         (hooks / "sitecustomize.py").write_text(PREEMPT, encoding="utf-8")
         env.update(LFK_SMOKE_PREEMPT="1", PYTHONPATH=str(hooks))
+    return run_script("train.sh", env, log, timeout)
+
+
+def run_script(script: str, env: dict[str, str], log: Path, timeout: float) -> int:
+    """One of the chart's scripts (files/), its output appended to log; the exit code."""
     with log.open("ab") as out:
         return subprocess.run(
-            ["bash", str(SCRIPTS / "train.sh")],
+            ["bash", str(SCRIPTS / script)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -293,15 +298,7 @@ def merge(ws: Workspace, log: Path, timeout: float = 600) -> int:
         "MIN_SIZE_RATIO": "0.9",
         "MAX_SIZE_RATIO": "1.1",
     }
-    with log.open("ab") as out:
-        return subprocess.run(
-            ["bash", str(SCRIPTS / "merge.sh")],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        ).returncode
+    return run_script("merge.sh", env, log, timeout)
 
 
 def generate(model_dir: Path, prompt: str = "Co to jest LLaMA?") -> tuple[str, Any, Any]:
@@ -349,10 +346,7 @@ def gpu_main(gpus: int, root: Path) -> int:
         "NPROC_PER_NODE": str(gpus),
     }
     env.pop("CUDA_VISIBLE_DEVICES")
-    with log.open("ab") as out:
-        code = subprocess.run(
-            ["bash", str(SCRIPTS / "train.sh")], env=env, stdout=out, stderr=subprocess.STDOUT, check=False
-        ).returncode
+    code = run_script("train.sh", env, log, timeout=3600)
     text = log.read_text(errors="replace")
     steps = [e["current_steps"] for e in trainer_log(ws)]
     ranks = sorted(set(__import__("re").findall(r"rank: (\d+)", text)))

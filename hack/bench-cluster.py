@@ -85,11 +85,13 @@ def watch_cache(state: localcluster.State, top: int = 4) -> str:
     """The apiserver's largest watch caches (events it keeps per resource): where deleted objects linger."""
     import urllib.request
 
-    request = urllib.request.Request(f"{state.server}/metrics", headers={"Authorization": f"Bearer {state.token}"})
+    request = urllib.request.Request(
+        f"{state.server}/metrics", headers={"Authorization": f"Bearer {state.token}"}
+    )
     sizes = []
     with urllib.request.urlopen(request, context=state.ssl_context(), timeout=30) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("apiserver_watch_cache_capacity{"):
+            if line.startswith("watch_cache_capacity{"):
                 resource = line.split('resource="')[1].split('"')[0]
                 sizes.append((float(line.rsplit(" ", 1)[1]), resource))
     return ", ".join(f"{r} {int(n)}" for n, r in sorted(sizes, reverse=True)[:top])

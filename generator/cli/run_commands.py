@@ -141,6 +141,12 @@ def render_status(data: dict[str, Any]) -> str:
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--watch", is_flag=True, help="Refresh every few seconds until interrupted.")
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between refreshes with --watch.")
+@click.option(
+    "--read-log-in-cluster",
+    "from_cluster",
+    is_flag=True,
+    help="Read trainer_log.jsonl through a short-lived pod mounting the claim (no local mount needed).",
+)
 @cluster_options
 @storage_option
 def status_cmd(
@@ -148,19 +154,20 @@ def status_cmd(
     output: str,
     watch: bool,
     interval: float,
+    from_cluster: bool,
     kubeconfig: str | None,
     context: str | None,
     storage_root: Path | None,
 ) -> None:
     """Per release: helm status, Job or Deployment, pods, nodes and GPUs; and training progress, NaN loss and
-    a stalled loss from trainer_log.jsonl (read through --storage-root)."""
+    a stalled loss from trainer_log.jsonl (read through --storage-root, or --read-log-in-cluster)."""
     from .. import operate
     from ..kube import KubeError
 
     target = target_of(spec, kubeconfig, context, storage_root)
     while True:
         try:
-            data = operate.status(target)
+            data = operate.status(target, from_cluster)
         except (KubeError, OSError) as exc:
             raise Failed(f"status: {exc}") from None
         text = json.dumps(data, indent=1) if output == "json" else render_status(data)

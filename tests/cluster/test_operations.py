@@ -212,3 +212,32 @@ def test_ui_fails_cleanly_without_a_ready_pod(
     pending = lfk(cluster_kubeconfig, "ui", str(folder / "experiment.yaml"), "webui")
     assert pending.exit_code == 1
     assert "no Ready pod of ops-pending-webui" in pending.output and "Pending" in pending.output
+
+
+def test_status_reads_the_log_through_a_short_lived_pod(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str, api: pykube.HTTPClient
+) -> None:
+    from generator import operate
+    from generator.spec import load_spec
+    from generator.tools import helm_binary
+
+    facts, spec, namespace = seed
+    target = operate.Target.of(load_spec(spec), helm_binary(), cluster_kubeconfig)
+    pod = operate.reader_pod(target, f"{facts.output_dir}/trainer_log.jsonl", "reader-check")
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["tail", "-n", "2000", f"{facts.output_dir}/trainer_log.jsonl"]
+    assert container["volumeMounts"] == [{"name": "storage", "mountPath": "/storage", "readOnly": True}]
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": f"{facts.releases['train']}-storage",
+        "readOnly": True,
+    }
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    # on the real API server under Pod Security baseline: admitted, run to the end, deleted afterwards
+    result = lfk(cluster_kubeconfig, "status", str(spec), "--read-log-in-cluster", "--output", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["training"] is None, "kwok runs no container: there is no log to read"
+    assert not [
+        p
+        for p in pykube.Pod.objects(api, namespace=namespace)
+        if "-read-" in p.name and not p.obj["metadata"].get("deletionTimestamp")
+    ]
