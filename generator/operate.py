@@ -327,7 +327,7 @@ def _helm_test(target: Target, step: Step, report: Report) -> None:
         raise RunFailed(
             f"{step.component}: helm test failed:\n{(result.stderr or result.stdout).strip()}\n{detail}"
         )
-    report(f"{step.component}: helm test passed (one chat completion, answer shape checked)")
+    report(f"{step.component}: helm test passed (its chat-completion pod Succeeded)")
 
 
 # ----------------------------------------------------------------------------------------------- status
