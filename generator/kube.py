@@ -7,7 +7,7 @@ commands that talk to a cluster, never on the validate/render path.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,9 +222,3 @@ def gpu_request(pod: dict[str, Any], resource: str = "nvidia.com/gpu") -> int:
         limits = container.get("resources", {}).get("limits", {}) or {}
         total += int(limits.get(resource, 0))
     return total
-
-
-def iter_warning_events(api: pykube.HTTPClient, namespace: str) -> Iterator[dict[str, Any]]:
-    for event in pykube.Event.objects(api, namespace=namespace):
-        if event.obj.get("type") == "Warning":
-            yield event.obj

@@ -31,10 +31,6 @@ def errors(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
 
 
-def warnings(problems: Iterable[Problem]) -> list[Problem]:
-    return [p for p in problems if p.severity == "warning"]
-
-
 class SpecError(Exception):
     """Raised by the core when a spec cannot be used; carries every problem found."""
 

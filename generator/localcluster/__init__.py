@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -444,9 +444,3 @@ def status(directory: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
             })  # fmt: skip
         result["nodes"] = nodes
     return result
-
-
-def state_dict(state: State) -> dict[str, Any]:
-    data = asdict(state)
-    data["directory"] = str(state.directory)
-    return data
