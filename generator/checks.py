@@ -379,6 +379,25 @@ def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
 
 
 @check
+def mlflow_in_the_image(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    d = spec.data
+    official = d["images"]["llamafactory"].split("@")[0].rsplit(":", 1)[0] in (
+        "hiyouga/llamafactory",
+        "docker.io/hiyouga/llamafactory",
+    )
+    wanted = any(
+        p.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower() == "mlflow"
+        for p in d["images"]["pipPackages"]
+    )
+    if "mlflow" in d["tracking"] and official and not wanted:
+        yield Problem(
+            "$.images.pipPackages",
+            "the official LLaMA-Factory image has no mlflow, which reporting to MLflow needs: the preflight would stop the run",
+            "add images.pipPackages: [mlflow], or use an image that contains it",
+        )
+
+
+@check
 def precision_and_saving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     t = spec.data["training"]
     if t["attention"] in ("fa2", "fa3") and not t["bf16"] and not spec.data["llamafactoryArgs"].get("fp16"):
@@ -463,6 +482,20 @@ def distributed(spec: Spec, facts: Facts) -> Iterator[Problem]:
             "$.distributed.engine",
             f"the {dist['engine']} engine creates {crd} objects: {provider} must be installed in the cluster",
             "lfk check verifies the CRD is there",
+            "warning",
+        )
+    if dist["engine"] == "trainjob":
+        if "hub" in d["model"]:
+            yield Problem(
+                "$.model.hub",
+                "a TrainJob cannot carry the download step (Kubeflow Trainer v2.0 overrides only the runtime's own init containers)",
+                "download the model to model.path first (e.g. with the job engine once), then remove model.hub",
+            )
+        yield Problem(
+            "$.distributed.engine",
+            "with trainjob the training runtime's pod template decides the security contexts, image pull secrets, "
+            "priority class and affinity: a TrainJob cannot set them",
+            "set them in the ClusterTrainingRuntime, or use engine job or jobset",
             "warning",
         )
     if dist["engine"] == "rayjob" and stage != "none":

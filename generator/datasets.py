@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,15 +330,9 @@ def register(dataset_dir: Path, name: str, entry: dict[str, Any]) -> bool:
     if info.get(name) == entry:
         return False
     info[name] = entry
-    text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{DATA_CONFIG}.", suffix=".tmp", dir=dataset_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, dataset_dir / DATA_CONFIG)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .write import atomic_write
+
+    atomic_write(dataset_dir / DATA_CONFIG, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return True
 
 

@@ -57,7 +57,9 @@ def run_id(spec: Spec) -> str:
     data["entries"] = {
         n: d["data"]["register"][n] for n in d["data"]["datasets"] if n in d["data"]["register"]
     }
-    model = {k: d["model"].get(k) for k in ("path", "hub")}
+    # where the model comes from, not how it is fetched: a renamed token Secret is the same run
+    hub = {k: v for k, v in d["model"].get("hub", {}).items() if k != "tokenSecret"}
+    model = {"path": d["model"]["path"], "hub": hub or None}
     model["template"] = resolve_template(spec)[0]
     payload = {
         "model": model,

@@ -109,11 +109,13 @@ def workload_state(obj: dict[str, Any]) -> tuple[str, str]:
     """(Complete | Failed | Suspended | Running, reason) of a Job, TrainJob, PyTorchJob, JobSet or RayJob."""
     status = obj.get("status", {}) or {}
     if obj.get("kind") == "RayJob":
-        state = status.get("jobStatus", "")
-        if state == "SUCCEEDED":
-            return "Complete", ""
-        if state in ("FAILED", "STOPPED"):
-            return "Failed", status.get("message", state)
+        # KubeRay: jobDeploymentStatus is the RayJob's own lifecycle (it retries up to backoffLimit);
+        # jobStatus is the Ray job's, which may be FAILED during a retry
+        deployment, job = status.get("jobDeploymentStatus", ""), status.get("jobStatus", "")
+        if deployment == "Complete":
+            return ("Complete", "") if job == "SUCCEEDED" else ("Failed", status.get("message", job))
+        if deployment in ("Failed", "ValidationFailed"):
+            return "Failed", f"{deployment}: {status.get('reason', '')} {status.get('message', '')}".strip()
         return ("Suspended" if obj["spec"].get("suspend") else "Running"), ""
     if any(is_true(obj, c) for c in ("Complete", "Completed", "Succeeded")):
         return "Complete", ""

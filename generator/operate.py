@@ -124,8 +124,8 @@ def completed_run(target: Target, component: str) -> str | None:
     return None
 
 
-def deployed_unchanged(target: Target, component: str) -> bool:
-    """The release is deployed with exactly the values on disk, and its Deployment is available."""
+def values_unchanged(target: Target, component: str) -> bool:
+    """The release is deployed with exactly the values on disk."""
     release = target.facts.releases[component]
     result = target.helm_run("get", "values", release, "--namespace", target.namespace, "--output", "json")
     if result.returncode != 0:
@@ -133,7 +133,13 @@ def deployed_unchanged(target: Target, component: str) -> bool:
     import yaml
 
     wanted = yaml.safe_load((target.spec.folder / f"{component}.yaml").read_text(encoding="utf-8"))
-    if json.loads(result.stdout or "null") != wanted:
+    return bool(json.loads(result.stdout or "null") == wanted)
+
+
+def deployed_unchanged(target: Target, component: str) -> bool:
+    """The release is deployed with exactly the values on disk, and its Deployment is available."""
+    release = target.facts.releases[component]
+    if not values_unchanged(target, component):
         return False
     try:
         deployment = pykube.Deployment.objects(target.api, namespace=target.namespace).get(name=release).obj
@@ -157,10 +163,15 @@ def run(
         if step.component in ("vllm", "webui") and deployed_unchanged(target, step.component):
             report(f"{step.component}: {step.release} is deployed with these values and available; skipped")
             continue
-        report(f"{step.component}: $ {' '.join(step.commands[0])}")
-        result = subprocess.run(step.commands[0], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RunFailed(f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}")
+        if step.component in ("train", "merge") and values_unchanged(target, step.component):
+            # still running (or waiting in a queue) with these values: waiting is all there is to do. An upgrade
+            # would also put `suspend: true` back on a Job Kueue has admitted, stopping its pods.
+            report(f"{step.component}: {step.release} is installed with these values; waiting for it")
+        else:
+            report(f"{step.component}: $ {' '.join(step.commands[0])}")
+            result = subprocess.run(step.commands[0], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise RunFailed(f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}")
         if step.component in ("train", "merge"):
             _wait_job(target, step, report, timeout, pending_timeout)
         else:
@@ -270,7 +281,8 @@ def _wait_job(target: Target, step: Step, report: Report, timeout: float, pendin
     if not outcome.complete:
         pods = kube.pods(target.api, target.namespace, selector)
         detail = _describe_pod(target, pods[-1], step.component) if pods else "  (no pod was created)"
-        raise RunFailed(f"{step.component}: {kind} {name} failed: {outcome.reason}\n{detail}")
+        retry = f"to retry with the same values, delete it first: kubectl -n {target.namespace} delete {kind} {name}"
+        raise RunFailed(f"{step.component}: {kind} {name} failed: {outcome.reason}\n{detail}\n  {retry}")
     report(f"{step.component}: {kind} {name} complete ({time.monotonic() - started:.0f} s)")
 
 

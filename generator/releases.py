@@ -21,6 +21,10 @@ def selected(facts: Facts, component: str) -> list[str]:
     return [component]
 
 
+# how long helm waits for the train release's preflight hook: it pulls the multi-GB image on a fresh node
+HOOK_TIMEOUT = "20m"
+
+
 def install_command(
     facts: Facts, component: str, values_dir: Path, helm: str = "helm", *extra: str
 ) -> list[str]:
@@ -28,6 +32,7 @@ def install_command(
         helm, "upgrade", "--install", facts.releases[component], _relative(CHART_DIR),
         "--namespace", facts.namespace, "--create-namespace",
         "--values", _relative(values_dir / f"{component}.yaml"),
+        *(["--timeout", HOOK_TIMEOUT] if component == "train" else []),
         *extra,
     ]  # fmt: skip
 

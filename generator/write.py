@@ -23,12 +23,21 @@ class WriteResult:
         return bool(self.written or self.removed)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Replace path with text in one step. The new file keeps the old one's mode (or gets the usual 0644 less
+    the umask): mkstemp's 0600 would lock the pods' user out of a file written on shared storage."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -85,7 +94,7 @@ def write(rendered: list[Rendered], out_dir: Path, check: bool = False) -> Write
     for item in rendered:
         path = out_dir / f"{item.component}.yaml"
         if path in result.written:
-            _atomic_write(path, item.text)
+            atomic_write(path, item.text)
     for path in result.removed:
         path.unlink()
     return result

@@ -94,11 +94,15 @@ def ui_cmd(spec: str, what: str, port: int | None, kubeconfig: str | None, conte
             raise Failed(f"{spec}: tracking.mlflow is not set")
         uri = urlparse(tracking["trackingUri"])
         host = uri.hostname or ""
-        if not host.endswith((".svc", ".svc.cluster.local")) and host.count(".") != 1:
+        labels = host.split(".")
+        inside = len(labels) == 1 or host.endswith((".svc", ".svc.cluster.local"))
+        if not inside:
             click.echo(f"MLflow is outside the cluster: open {tracking['trackingUri']}")
             return
-        service, namespace = host.split(".")[0], host.split(".")[1]
-        forward = ["port-forward", "-n", namespace, f"svc/{service}", f"{local_port}:{uri.port or 80}"]
+        service = labels[0]
+        namespace = labels[1] if len(labels) > 1 else target.namespace
+        remote = uri.port or (443 if uri.scheme == "https" else 80)
+        forward = ["port-forward", "-n", namespace, f"svc/{service}", f"{local_port}:{remote}"]
     else:
         try:
             pod, why = operate.ready_pod(target, what)

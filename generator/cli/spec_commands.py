@@ -45,12 +45,17 @@ def load_and_check(
 @click.option(
     "--deep", is_flag=True, help="Also run the configs through the installed LLaMA-Factory (imports torch)."
 )
+@click.option(
+    "--storage-root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Where /storage is mounted here: also check the datasets (registered, usable) and the model's template.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print problems only.")
-def validate_cmd(specs: tuple[str, ...], deep: bool, quiet: bool) -> None:
+def validate_cmd(specs: tuple[str, ...], deep: bool, storage_root: Path | None, quiet: bool) -> None:
     """Check experiment specs: the schema, then every cross-field rule. Warnings do not fail."""
     failed = False
     for path in specs:
-        spec, problems = load_and_check(path, deep)
+        spec, problems = load_and_check(path, deep, storage_root)
         print_problems(path, problems)
         if errors(problems) or spec is None:
             failed = True

@@ -50,3 +50,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_files(
         write([item("train", "a: 2\n")], tmp_path)
     assert (tmp_path / "train.yaml").read_text().endswith("a: 1\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"]
+
+
+def test_written_files_are_readable_by_others_and_keep_their_mode(tmp_path: Path) -> None:
+    import stat
+
+    from generator.write import atomic_write
+
+    fresh = tmp_path / "dataset_info.json"
+    atomic_write(fresh, "{}\n")
+    assert stat.S_IMODE(fresh.stat().st_mode) & 0o044 == 0o044, (
+        "the pods' user must read files written on NFS"
+    )
+    fresh.chmod(0o640)
+    atomic_write(fresh, "{}\n")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640

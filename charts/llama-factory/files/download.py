@@ -2,8 +2,10 @@
 
 Idempotent: a complete model (config.json present) is left alone. The download goes to `<dir>.download`
 (resumable across restarts) and is renamed into place only when complete, so a half-downloaded model never
-looks like a model. Hugging Face by default; ModelScope with USE_MODELSCOPE_HUB=1. The token comes from
-HF_TOKEN (a Secret reference), never from the values.
+looks like a model. When several pods start at once (one per node), one of them takes a lock directory
+beside the model (mkdir is atomic, on NFS too) and downloads; the others wait for config.json. A lock nobody
+has touched for ten minutes is stale and taken over. Hugging Face by default; ModelScope with
+USE_MODELSCOPE_HUB=1. The token comes from HF_TOKEN (a Secret reference), never from the values.
 """
 
 from __future__ import annotations
@@ -11,12 +13,50 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
+import time
+
+STALE_LOCK_SECONDS = 600
+POLL_SECONDS = 15
 
 
 def main(repo_id: str, revision: str, target: str) -> int:
-    if os.path.isfile(os.path.join(target, "config.json")):
-        print(f"download: {target} already has config.json; nothing to do")
-        return 0
+    config = os.path.join(target, "config.json")
+    lock = target.rstrip("/") + ".download.lock"
+    os.makedirs(os.path.dirname(lock.rstrip("/")) or "/", exist_ok=True)
+    while True:
+        if os.path.isfile(config):
+            print(f"download: {target} already has config.json; nothing to do")
+            return 0
+        try:
+            os.mkdir(lock)
+            break
+        except FileExistsError:
+            try:
+                idle = time.time() - os.path.getmtime(lock)
+            except FileNotFoundError:
+                continue
+            if idle > STALE_LOCK_SECONDS:
+                print(f"download: taking over {lock}, untouched for {idle:.0f} s")
+                shutil.rmtree(lock, ignore_errors=True)
+                continue
+            print(f"download: another pod is downloading {repo_id}; waiting for {config}", flush=True)
+            time.sleep(POLL_SECONDS)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(60):
+            os.utime(lock)
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        return download(repo_id, revision, target)
+    finally:
+        stop.set()
+        shutil.rmtree(lock, ignore_errors=True)
+
+
+def download(repo_id: str, revision: str, target: str) -> int:
     partial = target.rstrip("/") + ".download"
     os.makedirs(partial, exist_ok=True)
     print(f"download: {repo_id}@{revision} -> {partial}")

@@ -132,7 +132,9 @@ def main() -> int:
     with open(args.config, encoding="utf-8") as f:
         config = yaml.safe_load(f)
 
-    if not args.cpu:  # the training pod itself: make sure it can resume
+    # the training pod itself makes sure the run can resume; with several nodes only the first does, since
+    # a later rank restarting on its own could otherwise remove the checkpoint the first is writing
+    if not args.cpu and os.environ.get("NODE_RANK", os.environ.get("PET_NODE_RANK", "0")) == "0":
         drop_incomplete_checkpoints(config.get("output_dir", ""))
     check_model(str(config.get("model_name_or_path", "")), args.download)
     check_datasets(config)

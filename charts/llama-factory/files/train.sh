@@ -18,12 +18,15 @@ if [ -n "${PET_NNODES:-}" ]; then
 fi
 
 if [ -n "${PIP_PACKAGES:-}" ]; then
-  echo "installing into /tmp/pip: ${PIP_PACKAGES}"
+  # --user (under HOME, an emptyDir) beside the image's packages: what the image already has stays as pinned
+  echo "pip install --user ${PIP_PACKAGES}"
   # shellcheck disable=SC2086 # a list of requirement specifiers
-  pip install --no-cache-dir --quiet --target /tmp/pip ${PIP_PACKAGES} || { echo "pip install failed" >&2; exit 1; }
-  export PYTHONPATH="/tmp/pip${PYTHONPATH:+:${PYTHONPATH}}"
+  pip install --user --no-cache-dir --quiet ${PIP_PACKAGES} || { echo "pip install failed" >&2; exit 1; }
 fi
 
-python3 "${SCRIPTS}/preflight.py" "${CONFIG}" || exit $?
+# on Ray the entrypoint runs on the GPU-less head; the workers get the GPUs
+PREFLIGHT_FLAGS=()
+[ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
+python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
 echo "starting: llamafactory-cli train ${CONFIG}"
 exec llamafactory-cli train "${CONFIG}"

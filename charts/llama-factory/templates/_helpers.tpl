@@ -55,7 +55,7 @@ app.kubernetes.io/part-of: llamafactory-k8s
 llamafactory-k8s/experiment: {{ . }}
 {{- end }}
 {{- with .Values.experiment.runId }}
-llamafactory-k8s/run-id: {{ . }}
+llamafactory-k8s/run-id: {{ . | quote }}
 {{- end }}
 {{- end }}
 
@@ -90,15 +90,23 @@ app.kubernetes.io/component: {{ .component }}
 {{/* PersistentVolumes are cluster-wide: the namespace is part of the name. */}}
 {{- define "llama-factory.volumeName" -}}
 {{- $base := printf "%s-%s" .Release.Namespace (include "llama-factory.fullname" .) }}
-{{- printf "%s-storage" ($base | trunc 55 | trimSuffix "-") }}
+{{- if le (len $base) 55 }}
+{{- printf "%s-storage" $base }}
+{{- else }}
+{{- /* too long: a hash keeps the names of the releases of one experiment apart */ -}}
+{{- printf "%s-%s-storage" ($base | trunc 46 | trimSuffix "-") ($base | sha256sum | trunc 8) }}
+{{- end }}
 {{- end }}
 
-{{/* image: the component's fields, falling back to the top-level image; tag defaults to appVersion. */}}
+{{/*
+image: the component's fields, falling back to the top-level (LLaMA-Factory) image, whose tag defaults to
+appVersion; another image without a tag is :latest.
+*/}}
 {{- define "llama-factory.image" -}}
 {{- $own := .image | default dict }}
 {{- $top := .root.Values.image }}
 {{- $repository := $own.repository | default $top.repository }}
-{{- $tag := $own.tag | default $top.tag | default .root.Chart.AppVersion }}
+{{- $tag := $own.tag | default (ternary ($top.tag | default .root.Chart.AppVersion) "latest" (empty $own.repository)) }}
 {{- $digest := $own.digest | default (ternary $top.digest "" (empty $own.repository)) }}
 {{- if $digest }}
 {{- printf "%s@%s" $repository $digest }}
@@ -304,12 +312,13 @@ envFrom:
 {{/*
 Job name: the component name and a hash of the pod template. Changed values (a new run id, other resources)
 give a new Job - a Job's pod template is immutable, so `helm upgrade` replaces it instead of failing - while
-unchanged values keep the running Job. 52 characters leave room for the pods' own suffixes.
-Call with (dict "root" . "component" "train" "podTemplate" <rendered pod template>).
+unchanged values keep the running Job. 52 characters leave room for the pods' own suffixes; engines whose
+pods' names grow longer ask for less ("max": JobSet and TrainJob 48, RayJob 47).
+Call with (dict "root" . "component" "train" "podTemplate" <rendered pod template> ["max" <n>]).
 */}}
 {{- define "llama-factory.jobName" -}}
 {{- $hash := .podTemplate | sha256sum | trunc 8 }}
-{{- include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" .) "suffix" $hash "max" 52) }}
+{{- include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" .) "suffix" $hash "max" (.max | default 52)) }}
 {{- end }}
 
 {{/* Exit code of a configuration error in the Jobs' scripts: the Job fails at once, without retries. */}}
@@ -330,7 +339,7 @@ activeDeadlineSeconds: {{ . }}
 {{- with .w.ttlSecondsAfterFinished }}
 ttlSecondsAfterFinished: {{ . }}
 {{- end }}
-# a replacement pod starts only after the failed one is gone: two pods never write one output dir
+# a replacement pod starts only after the failed one is gone: a Job never has two pods on one output dir
 podReplacementPolicy: Failed
 podFailurePolicy:
   rules:

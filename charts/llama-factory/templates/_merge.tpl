@@ -14,8 +14,9 @@ verify_merge.py: |
 metadata:
   labels:
     {{- include "llama-factory.podLabels" . | nindent 4 }}
+    {{- include "llama-factory.queueLabel" (dict "queue" $w.queue "indent" 4) }}
   annotations:
-    checksum/config: {{ include "llama-factory.merge.configData" $root | sha256sum }}
+    checksum/config: {{ include "llama-factory.merge.configData" $root | sha256sum | quote }}
     {{- with $w.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

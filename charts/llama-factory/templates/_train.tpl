@@ -34,7 +34,7 @@ variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" 
 {{- define "llama-factory.train.distributedEnv" -}}
 {{- $w := .root.Values.train }}
 {{- $d := $w.distributed }}
-{{- if or (gt (int $w.gpu.count) 1) (gt (int $d.nodes) 1) $w.deepspeed }}
+{{- if and (ne $d.engine "rayjob") (or (gt (int $w.gpu.count) 1) (gt (int $d.nodes) 1) $w.deepspeed) }}
 - name: FORCE_TORCHRUN
   value: "1"
 - name: NPROC_PER_NODE
@@ -83,7 +83,7 @@ variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" 
 {{/* The Kueue queue label of a workload, when a queue is set: (dict "queue" <name> "indent" <n>). */}}
 {{- define "llama-factory.queueLabel" -}}
 {{- with .queue }}
-{{- printf "kueue.x-k8s.io/queue-name: %s" . | nindent $.indent }}
+{{- printf "kueue.x-k8s.io/queue-name: %s" (quote .) | nindent $.indent }}
 {{- end }}
 {{- end }}
 
@@ -99,7 +99,7 @@ metadata:
     {{- include "llama-factory.podLabels" . | nindent 4 }}
     {{- include "llama-factory.queueLabel" (dict "queue" $w.queue "indent" 4) }}
   annotations:
-    checksum/config: {{ include "llama-factory.train.configData" $root | sha256sum }}
+    checksum/config: {{ include "llama-factory.train.configData" $root | sha256sum | quote }}
     {{- with $w.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -1,0 +1,82 @@
+"""The Python the chart's pods run (charts/llama-factory/files/), on real files: the model download's lock,
+so that one pod per node does not download the same model at once. (The llamafactory tier runs train.sh,
+preflight.py, merge.sh and verify_merge.py for real.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+FILES = Path(__file__).resolve().parents[2] / "charts" / "llama-factory" / "files"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, FILES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def download(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    module = load("download")
+    monkeypatch.setattr(module, "POLL_SECONDS", 0.05)
+    return module
+
+
+def test_a_complete_model_is_left_alone(
+    download: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    monkeypatch.setattr(download, "download", lambda *a: pytest.fail("must not download"))
+    assert download.main("org/model", "main", str(model)) == 0
+    assert not (tmp_path / "model.download.lock").exists()
+
+
+def test_a_second_pod_waits_for_the_first_ones_download(
+    download: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    (tmp_path / "model.download.lock").mkdir()  # another pod holds the lock
+
+    def finish() -> None:
+        time.sleep(0.3)
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+
+    monkeypatch.setattr(download, "download", lambda *a: pytest.fail("only the lock holder downloads"))
+    threading.Thread(target=finish).start()
+    assert download.main("org/model", "main", str(model)) == 0
+
+
+def test_the_lock_holder_downloads_and_releases_the_lock(
+    download: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+    calls = []
+    monkeypatch.setattr(download, "download", lambda *a: calls.append(a) or 0)
+    assert download.main("org/model", "main", str(model)) == 0
+    assert calls == [("org/model", "main", str(model))]
+    assert not (tmp_path / "model.download.lock").exists()
+
+
+def test_a_stale_lock_is_taken_over(
+    download: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = tmp_path / "model.download.lock"
+    lock.mkdir()
+    old = time.time() - download.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    calls = []
+    monkeypatch.setattr(download, "download", lambda *a: calls.append(a) or 0)
+    assert download.main("org/model", "main", str(tmp_path / "model")) == 0
+    assert len(calls) == 1
