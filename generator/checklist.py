@@ -248,11 +248,16 @@ def gpu_nodes(spec: Spec, facts: Facts, api: Any) -> Item:
         selector["nvidia.com/gpu.product"] = d["resources"]["gpu"]["product"]
     resource = d["resources"]["gpuResource"]
     fitting, matching, best = [], 0, 0
+    untolerated: set[str] = set()
     for node in (n.obj for n in pykube.Node.objects(api)):
         labels = node["metadata"].get("labels", {})
         if any(labels.get(k) != v for k, v in selector.items()):
             continue
-        if not _tolerates(node.get("spec", {}).get("taints", []) or [], d["resources"]["tolerations"]):
+        taints = node.get("spec", {}).get("taints", []) or []
+        if not _tolerates(taints, d["resources"]["tolerations"]):
+            untolerated.update(
+                f"{t['key']}:{t['effect']}" for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
+            )
             continue
         matching += 1
         allocatable = int(node.get("status", {}).get("allocatable", {}).get(resource, 0))
@@ -267,10 +272,15 @@ def gpu_nodes(spec: Spec, facts: Facts, api: Any) -> Item:
             f"{len(fitting)} node(s){where} with {wanted} or more {resource} allocatable ({', '.join(fitting[:3])}{', ...' if len(fitting) > 3 else ''})",
         )
     if not matching:
+        tainted = (
+            f" (matching nodes carry taints the pods do not tolerate: {', '.join(sorted(untolerated))})"
+            if untolerated
+            else ""
+        )
         return Item(
             name,
             False,
-            f"no node{where} that the pods tolerate",
+            f"no node{where} that the pods tolerate{tainted}",
             "check resources.gpu.product, resources.nodeSelector and resources.tolerations",
         )
     return Item(

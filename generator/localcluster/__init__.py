@@ -358,6 +358,8 @@ def up(
         "--bind-address=127.0.0.1", f"--secure-port={state.ports['controller-manager']}",
         f"--service-account-private-key-file={sa_key}", f"--root-ca-file={certs / 'apiserver.crt'}",
         "--use-service-account-credentials=false",
+        # kwok's heartbeats can lag on a busy 2-core machine: do not taint nodes unreachable for that
+        "--node-monitor-grace-period=10m", "--node-startup-grace-period=10m",
         "--profiling=false",
     ])  # fmt: skip
     _start(state, "kube-scheduler", [
