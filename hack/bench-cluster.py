@@ -4,9 +4,10 @@
 100 fake nodes x 8 GPUs (800 GPUs), 200 experiments' train releases asking for 1, 2, 4 or 8 GPUs each
 (more than 800 in all, so some must wait). Prints the wall time to install them all, the time until every
 schedulable pod is bound, GPUs allocated against capacity per node (over-commit must be zero), how many pods
-wait and why; then deletes everything and reports the control plane's memory before, at peak and after.
+wait and why; then deletes everything and reports the control plane's memory at the start, at peak and
+after deletion. A second round (same releases in a new namespace) shows whether what stays behind grows.
 
-    .venv/bin/python hack/bench-cluster.py [--nodes 100] [--experiments 200] [--parallel 4]
+    .venv/bin/python hack/bench-cluster.py [--nodes 100] [--experiments 200] [--parallel 4] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from generator.write import write  # noqa: E402
 
 SPEC = """
 name: bench-{i:03d}
-namespace: bench
+namespace: {namespace}
 storage: {{existingClaim: llm-storage}}
 model: {{path: /storage/models/llama-3.1-8b-instruct}}
 data: {{datasets: [qa_dataset]}}
@@ -57,27 +58,25 @@ def rss_mib(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def heap_mib(state: localcluster.State) -> dict[str, float]:
-    """Live Go heap (go_memstats_heap_inuse_bytes) of the apiserver and etcd: what the objects cost, without
-    the memory Go keeps mapped for reuse, which RSS also counts."""
+def live_heap_mib(state: localcluster.State) -> dict[str, float]:
+    """Live Go heap of the apiserver and etcd right after a forced collection (pprof's heap?gc=1), read as
+    go_memstats_heap_alloc_bytes: what the objects they still hold cost, without garbage not yet collected or
+    memory Go keeps mapped for reuse, which RSS and heap_inuse also count."""
     import urllib.request
 
     out = {}
     sources = {
-        "kube-apiserver": (
-            f"{state.server}/metrics",
-            state.ssl_context(),
-            {"Authorization": f"Bearer {state.token}"},
-        ),
-        "etcd": (f"http://127.0.0.1:{state.ports['etcd']}/metrics", None, {}),
+        "kube-apiserver": (state.server, state.ssl_context(), {"Authorization": f"Bearer {state.token}"}),
+        "etcd": (f"http://127.0.0.1:{state.ports['etcd']}", None, {}),
     }
-    for name, (url, context, headers) in sources.items():
-        with urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), context=context, timeout=30
-        ) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("go_memstats_heap_inuse_bytes "):
-                    out[name] = float(line.split()[1]) / 2**20
+    for name, (base, context, headers) in sources.items():
+        for path in ("/debug/pprof/heap?gc=1", "/metrics"):
+            request = urllib.request.Request(base + path, headers=headers)
+            with urllib.request.urlopen(request, context=context, timeout=60) as r:
+                body = r.read()
+        for line in body.decode().splitlines():
+            if line.startswith("go_memstats_heap_alloc_bytes "):
+                out[name] = float(line.split()[1]) / 2**20
     return out
 
 
@@ -97,7 +96,7 @@ def watch_cache(state: localcluster.State, top: int = 4) -> str:
     return ", ".join(f"{r} {int(n)}" for n, r in sorted(sizes, reverse=True)[:top])
 
 
-def fmt_heap(heap: dict[str, float]) -> str:
+def fmt_mib(heap: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f} MiB" for k, v in heap.items())
 
 
@@ -110,150 +109,187 @@ def fmt_rss(rss: dict[str, float]) -> str:
     return f"{sum(rss.values()):.0f} MiB ({', '.join(parts)}, ...)"
 
 
+def install_round(state: localcluster.State, helm: str, args: argparse.Namespace, namespace: str) -> None:
+    """One round: storage, 200 train releases installed, the scheduler settled, figures printed, then everything
+    deleted again (namespace and volume)."""
+    api = kube.client(str(state.kubeconfig))
+    env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}
+    rng = random.Random(42)
+    volume = f"{namespace}-storage"
+    localcluster.api(state, "POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    localcluster.api(state, "POST", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
+        "metadata": {"name": "llm-storage"},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume,
+                 "resources": {"requests": {"storage": "1Ti"}}},
+    })  # fmt: skip
+    localcluster.api(state, "POST", "/api/v1/persistentvolumes", {
+        "metadata": {"name": volume},
+        "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "nfs": {"server": "nfs.example.internal", "path": "/llm"},
+                 "claimRef": {"namespace": namespace, "name": "llm-storage"}},
+    })  # fmt: skip
+
+    work = Path(tempfile.mkdtemp(prefix="lfk-bench-values-"))
+    values = []
+    wanted_gpus = 0
+    for i in range(args.experiments):
+        gpus = rng.choice([1, 2, 4, 8])
+        wanted_gpus += gpus
+        text = SPEC.format(i=i, gpus=gpus, lr=rng.choice(["1.0e-4", "2.0e-4"]), namespace=namespace)
+        folder = work / f"bench-{i:03d}"
+        folder.mkdir()
+        spec = spec_from_text(text, str(folder / "experiment.yaml"))
+        write(render(spec, folder), folder)
+        values.append((f"bench-{i:03d}-train", folder / "train.yaml"))
+    print(f"{args.experiments} experiments rendered, asking for {wanted_gpus} GPUs of {args.nodes * 8}")
+
+    def install(item: tuple[str, Path]) -> float:
+        t = time.monotonic()
+        subprocess.run(
+            [helm, "install", item[0], str(ROOT / "charts/llama-factory"), "-n", namespace, "-f", str(item[1]),
+             "--set-string", "train.podAnnotations.lfk\\.local/run-duration=2h"],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        return time.monotonic() - t
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+        durations = list(pool.map(install, values))
+    install_wall = time.monotonic() - start
+    print(
+        f"installed {len(values)} releases in {install_wall:.1f} s wall ({args.parallel} at a time; "
+        f"helm install median {sorted(durations)[len(durations) // 2]:.2f} s)"
+    )
+
+    # every pod that can be bound is bound when the bound count stops changing and the rest are unschedulable
+    capacity = args.nodes * 8
+    settle_start = time.monotonic()
+    last, stable_since = -1, time.monotonic()
+    while True:
+        pods = kube.pods(api, namespace, {})
+        bound = sum(1 for p in pods if p["spec"].get("nodeName"))
+        unschedulable = sum(
+            1 for p in pods if kube.conditions(p).get("PodScheduled", {}).get("reason") == "Unschedulable"
+        )
+        if bound != last:
+            last, stable_since = bound, time.monotonic()
+        if (
+            len(pods) == len(values)
+            and bound + unschedulable == len(pods)
+            and time.monotonic() - stable_since > 5
+        ):
+            break
+        if time.monotonic() - settle_start > 600:
+            print("gave up waiting for the scheduler to settle after 600 s")
+            break
+        time.sleep(1)
+    print(
+        f"every schedulable pod bound {stable_since - start:.1f} s after the first install: {bound} bound, {unschedulable} waiting"
+    )
+    print(f"at peak: live Go heap {fmt_mib(live_heap_mib(state))}; RSS {fmt_rss(rss_mib(state.pids))}")
+
+    per_node: dict[str, int] = collections.Counter()
+    for p in pods:
+        if p["spec"].get("nodeName"):
+            per_node[p["spec"]["nodeName"]] += kube.gpu_request(p)
+    over = {n: g for n, g in per_node.items() if g > 8}
+    full = sum(1 for g in per_node.values() if g == 8)
+    allocated = sum(per_node.values())
+    histogram = collections.Counter(per_node.get(f"kwok-gpu-{i}", 0) for i in range(args.nodes))
+    print(
+        f"GPUs allocated {allocated} of {capacity}; nodes full {full}, by GPUs in use: {dict(sorted(histogram.items()))}"
+    )
+    print(f"over-committed nodes: {len(over)} {over if over else ''}")
+    waiting_gpus: collections.Counter[int] = collections.Counter()
+    reasons: collections.Counter[str] = collections.Counter()
+    for p in pods:
+        cond = kube.conditions(p).get("PodScheduled", {})
+        if cond.get("reason") == "Unschedulable":
+            waiting_gpus[kube.gpu_request(p)] += 1
+            message = cond.get("message", "")
+            reasons[
+                "Insufficient nvidia.com/gpu" if "Insufficient nvidia.com/gpu" in message else message[:80]
+            ] += 1
+    print(
+        f"pods waiting for GPUs: {sum(waiting_gpus.values())} (by GPUs asked: {dict(sorted(waiting_gpus.items()))}); why: {dict(reasons)}"
+    )
+
+    start = time.monotonic()
+    localcluster.api(state, "DELETE", f"/api/v1/namespaces/{namespace}")
+    while True:
+        try:
+            localcluster.api(state, "GET", f"/api/v1/namespaces/{namespace}")
+        except localcluster.ClusterError:
+            break
+        time.sleep(1)
+    localcluster.api(state, "DELETE", f"/api/v1/persistentvolumes/{volume}")
+    print(f"deleted everything (namespace {namespace}, volume {volume}) in {time.monotonic() - start:.1f} s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--experiments", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="install-and-delete rounds; a second one shows whether what stays grows",
+    )
+    parser.add_argument(
+        "--apiserver-arg",
+        action="append",
+        default=[],
+        help="an extra kube-apiserver flag, e.g. --watch-cache=false to see what its caches keep",
+    )
     args = parser.parse_args()
     helm = str(built_tool("helm", "HELM3_VERSION"))
     directory = Path(tempfile.mkdtemp(prefix="lfk-bench-"))
-    rng = random.Random(42)
     try:
         start = time.monotonic()
-        state, _ = localcluster.up(directory, localcluster.default_nodes(args.nodes, 8))
+        state, _ = localcluster.up(
+            directory,
+            localcluster.default_nodes(args.nodes, 8),
+            profiling=True,
+            apiserver_args=tuple(args.apiserver_arg),
+        )
         print(f"control plane with {args.nodes} nodes x 8 GPUs up in {time.monotonic() - start:.1f} s")
-        api = kube.client(str(state.kubeconfig))
-        env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}
-        localcluster.api(state, "POST", "/api/v1/namespaces", {"metadata": {"name": "bench"}})
-        localcluster.api(state, "POST", "/api/v1/namespaces/bench/persistentvolumeclaims", {
-            "metadata": {"name": "llm-storage"},
-            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": "bench-storage",
-                     "resources": {"requests": {"storage": "1Ti"}}},
-        })  # fmt: skip
-        localcluster.api(state, "POST", "/api/v1/persistentvolumes", {
-            "metadata": {"name": "bench-storage"},
-            "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                     "nfs": {"server": "nfs.example.internal", "path": "/llm"},
-                     "claimRef": {"namespace": "bench", "name": "llm-storage"}},
-        })  # fmt: skip
-        before, heap_before = rss_mib(state.pids), heap_mib(state)
-
-        work = Path(tempfile.mkdtemp(prefix="lfk-bench-values-"))
-        values = []
-        wanted_gpus = 0
-        for i in range(args.experiments):
-            gpus = rng.choice([1, 2, 4, 8])
-            wanted_gpus += gpus
-            text = SPEC.format(i=i, gpus=gpus, lr=rng.choice(["1.0e-4", "2.0e-4"]))
-            folder = work / f"bench-{i:03d}"
-            folder.mkdir()
-            spec = spec_from_text(text, str(folder / "experiment.yaml"))
-            write(render(spec, folder), folder)
-            values.append((f"bench-{i:03d}-train", folder / "train.yaml"))
-        print(f"{args.experiments} experiments rendered, asking for {wanted_gpus} GPUs of {args.nodes * 8}")
-
-        def install(item: tuple[str, Path]) -> float:
-            t = time.monotonic()
-            subprocess.run(
-                [helm, "install", item[0], str(ROOT / "charts/llama-factory"), "-n", "bench", "-f", str(item[1]),
-                 "--set-string", "train.podAnnotations.lfk\\.local/run-duration=2h"],
-                env=env, check=True, capture_output=True,
-            )  # fmt: skip
-            return time.monotonic() - t
-
-        start = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-            durations = list(pool.map(install, values))
-        install_wall = time.monotonic() - start
-        print(
-            f"installed {len(values)} releases in {install_wall:.1f} s wall ({args.parallel} at a time; "
-            f"helm install median {sorted(durations)[len(durations) // 2]:.2f} s)"
-        )
-
-        # every pod that can be bound is bound when the bound count stops changing and the rest are unschedulable
-        capacity = args.nodes * 8
-        settle_start = time.monotonic()
-        last, stable_since = -1, time.monotonic()
-        while True:
-            pods = kube.pods(api, "bench", {})
-            bound = sum(1 for p in pods if p["spec"].get("nodeName"))
-            unschedulable = sum(
-                1 for p in pods if kube.conditions(p).get("PodScheduled", {}).get("reason") == "Unschedulable"
+        rss_start, heap_start = rss_mib(state.pids), live_heap_mib(state)
+        print(f"start: live Go heap {fmt_mib(heap_start)}; RSS {fmt_rss(rss_start)}")
+        leftover: list[dict[str, float]] = []
+        for round_no in range(1, args.rounds + 1):
+            print(f"--- round {round_no} of {args.rounds}")
+            install_round(state, helm, args, f"bench-{round_no}")
+            # The apiserver compacts etcd every 5 minutes; sample until the live heap is back near its start,
+            # or 5 minutes have passed.
+            waited = 0
+            while True:
+                time.sleep(30)
+                waited += 30
+                heap = live_heap_mib(state)
+                if all(heap[k] <= heap_start[k] * 1.25 + 16 for k in heap_start) or waited >= 300:
+                    break
+            leftover.append(heap)
+            print(
+                f"{waited} s after deletion: live Go heap {fmt_mib(heap)}; RSS {fmt_rss(rss_mib(state.pids))}"
             )
-            if bound != last:
-                last, stable_since = bound, time.monotonic()
-            if (
-                len(pods) == len(values)
-                and bound + unschedulable == len(pods)
-                and time.monotonic() - stable_since > 5
-            ):
-                break
-            if time.monotonic() - settle_start > 600:
-                print("gave up waiting for the scheduler to settle after 600 s")
-                break
-            time.sleep(1)
-        print(
-            f"every schedulable pod bound {stable_since - start:.1f} s after the first install: {bound} bound, {unschedulable} waiting"
-        )
-        peak, heap_peak = rss_mib(state.pids), heap_mib(state)
-
-        per_node: dict[str, int] = collections.Counter()
-        for p in pods:
-            if p["spec"].get("nodeName"):
-                per_node[p["spec"]["nodeName"]] += kube.gpu_request(p)
-        over = {n: g for n, g in per_node.items() if g > 8}
-        full = sum(1 for g in per_node.values() if g == 8)
-        allocated = sum(per_node.values())
-        histogram = collections.Counter(per_node.get(f"kwok-gpu-{i}", 0) for i in range(args.nodes))
-        print(
-            f"GPUs allocated {allocated} of {capacity}; nodes full {full}, by GPUs in use: {dict(sorted(histogram.items()))}"
-        )
-        print(f"over-committed nodes: {len(over)} {over if over else ''}")
-        waiting_gpus = collections.Counter()
-        reasons: collections.Counter[str] = collections.Counter()
-        for p in pods:
-            cond = kube.conditions(p).get("PodScheduled", {})
-            if cond.get("reason") == "Unschedulable":
-                waiting_gpus[kube.gpu_request(p)] += 1
-                message = cond.get("message", "")
-                reasons[
-                    "Insufficient nvidia.com/gpu"
-                    if "Insufficient nvidia.com/gpu" in message
-                    else message[:80]
-                ] += 1
-        print(
-            f"pods waiting for GPUs: {sum(waiting_gpus.values())} (by GPUs asked: {dict(sorted(waiting_gpus.items()))}); why: {dict(reasons)}"
-        )
-
-        start = time.monotonic()
-        localcluster.api(state, "DELETE", "/api/v1/namespaces/bench")
-        while True:
-            try:
-                localcluster.api(state, "GET", "/api/v1/namespaces/bench")
-            except localcluster.ClusterError:
-                break
-            time.sleep(1)
-        print(f"deleted everything (namespace bench) in {time.monotonic() - start:.1f} s")
-        # the apiserver compacts etcd every 5 minutes and its watch cache holds recent history; Go returns
-        # freed memory to the OS gradually. Sample until the live heap is back near its start, or 6 minutes.
-        waited = 0
-        while True:
-            time.sleep(30)
-            waited += 30
-            heap_after = heap_mib(state)
-            back = all(heap_after[k] <= heap_before[k] * 1.25 + 16 for k in heap_before)
-            if back or waited >= 360:
-                break
-        after = rss_mib(state.pids)
-        print(
-            f"control plane RSS: before {fmt_rss(before)}; peak {fmt_rss(peak)}; {waited} s after deletion {fmt_rss(after)}"
-        )
-        print(
-            f"live Go heap: before {fmt_heap(heap_before)}; peak {fmt_heap(heap_peak)}; {waited} s after deletion {fmt_heap(heap_after)}"
-        )
-        print(f"memory came back: {'yes' if back else 'NO'} (live heap within 25% of where it started)")
         print(f"apiserver watch cache capacities (events kept per resource): {watch_cache(state)}")
+        for name in heap_start:
+            back = leftover[-1][name] <= heap_start[name] * 1.25 + 16
+            trail = " -> ".join(f"{h[name]:.0f}" for h in leftover)
+            verdict = "yes" if back else "NO"
+            if not back and len(leftover) > 1:
+                bounded = leftover[-1][name] <= leftover[0][name] * 1.1 + 16
+                verdict += (
+                    ", but bounded: the later rounds left no more than the first"
+                    if bounded
+                    else ", and it GREW round after round"
+                )
+            print(
+                f"memory came back, {name}: {verdict} (live heap {heap_start[name]:.0f} MiB at start, "
+                f"after each round {trail} MiB)"
+            )
     finally:
         localcluster.down(directory)
     return 0

@@ -307,9 +307,15 @@ def running(directory: Path = DEFAULT_STATE_DIR) -> State | None:
 
 
 def up(
-    directory: Path = DEFAULT_STATE_DIR, nodes: list[NodeSpec] | None = None, timeout: float = 180
+    directory: Path = DEFAULT_STATE_DIR,
+    nodes: list[NodeSpec] | None = None,
+    timeout: float = 180,
+    profiling: bool = False,
+    apiserver_args: tuple[str, ...] = (),
 ) -> tuple[State, bool]:
-    """Start the control plane and its fake GPU nodes; (state, started). A healthy cluster is left as it is."""
+    """Start the control plane and its fake GPU nodes; (state, started). A healthy cluster is left as it is.
+    `profiling` opens etcd's and the apiserver's /debug/pprof, which the scale benchmark uses to force a
+    garbage collection before it reads their live heap; `apiserver_args` are added to the apiserver's own."""
     if (state := running(directory)) is not None:
         return state, False
     down(directory)  # leftovers of a cluster that died half-way
@@ -337,7 +343,7 @@ def up(
         f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
         f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
         f"--initial-cluster=lfk={peer_url}", "--unsafe-no-fsync", "--quota-backend-bytes=4294967296",
-        "--listen-metrics-urls=",
+        "--listen-metrics-urls=", *(["--enable-pprof"] if profiling else []),
     ])  # fmt: skip
     _wait_for(state, "etcd", f"{etcd_url}/health", 60)
 
@@ -348,7 +354,8 @@ def up(
         "--authorization-mode=RBAC", "--service-cluster-ip-range=10.96.0.0/16",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
-        "--enable-priority-and-fairness=false", "--profiling=false", "--endpoint-reconciler-type=none",
+        "--enable-priority-and-fairness=false", f"--profiling={str(profiling).lower()}",
+        "--endpoint-reconciler-type=none", *apiserver_args,
     ])  # fmt: skip
     _wait_for(state, "kube-apiserver", f"{state.server}/readyz", timeout, state.token)
     _write_kubeconfig(state)
