@@ -58,41 +58,40 @@ def rss_mib(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def get(state: localcluster.State, component: str, path: str) -> bytes:
+    """GET from the apiserver (as cluster admin) or from etcd; the body."""
+    import urllib.request
+
+    if component == "kube-apiserver":
+        base, context, headers = state.server, state.ssl_context(), {"Authorization": f"Bearer {state.token}"}
+    else:
+        base, context, headers = f"http://127.0.0.1:{state.ports['etcd']}", None, {}
+    with urllib.request.urlopen(
+        urllib.request.Request(base + path, headers=headers), context=context, timeout=60
+    ) as r:
+        return bytes(r.read())
+
+
 def live_heap_mib(state: localcluster.State) -> dict[str, float]:
     """Live Go heap of the apiserver and etcd right after a forced collection (pprof's heap?gc=1), read as
     go_memstats_heap_alloc_bytes: what the objects they still hold cost, without garbage not yet collected or
     memory Go keeps mapped for reuse, which RSS and heap_inuse also count."""
-    import urllib.request
-
     out = {}
-    sources = {
-        "kube-apiserver": (state.server, state.ssl_context(), {"Authorization": f"Bearer {state.token}"}),
-        "etcd": (f"http://127.0.0.1:{state.ports['etcd']}", None, {}),
-    }
-    for name, (base, context, headers) in sources.items():
-        for path in ("/debug/pprof/heap?gc=1", "/metrics"):
-            request = urllib.request.Request(base + path, headers=headers)
-            with urllib.request.urlopen(request, context=context, timeout=60) as r:
-                body = r.read()
-        for line in body.decode().splitlines():
+    for component in ("kube-apiserver", "etcd"):
+        get(state, component, "/debug/pprof/heap?gc=1")  # a gzipped profile: only its GC matters
+        for line in get(state, component, "/metrics").decode().splitlines():
             if line.startswith("go_memstats_heap_alloc_bytes "):
-                out[name] = float(line.split()[1]) / 2**20
+                out[component] = float(line.split()[1]) / 2**20
     return out
 
 
 def watch_cache(state: localcluster.State, top: int = 4) -> str:
     """The apiserver's largest watch caches (events it keeps per resource): where deleted objects linger."""
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{state.server}/metrics", headers={"Authorization": f"Bearer {state.token}"}
-    )
     sizes = []
-    with urllib.request.urlopen(request, context=state.ssl_context(), timeout=30) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith("watch_cache_capacity{"):
-                resource = line.split('resource="')[1].split('"')[0]
-                sizes.append((float(line.rsplit(" ", 1)[1]), resource))
+    for line in get(state, "kube-apiserver", "/metrics").decode().splitlines():
+        if line.startswith("watch_cache_capacity{"):
+            resource = line.split('resource="')[1].split('"')[0]
+            sizes.append((float(line.rsplit(" ", 1)[1]), resource))
     return ", ".join(f"{r} {int(n)}" for n, r in sorted(sizes, reverse=True)[:top])
 
 
