@@ -26,11 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generator import kube, localcluster  # noqa: E402
-from generator.render import render  # noqa: E402
-from generator.spec import spec_from_text  # noqa: E402
-from generator.tools import built_tool  # noqa: E402
-from generator.write import write  # noqa: E402
+from generator.cluster import lifecycle, nodes  # noqa: E402
+from generator.cluster.state import State  # noqa: E402
+from generator.core.render import render  # noqa: E402
+from generator.core.spec import spec_from_text  # noqa: E402
+from generator.core.write import write  # noqa: E402
+from generator.errors import KubeError  # noqa: E402
+from generator.ops import kube  # noqa: E402
+from generator.project import built_tool  # noqa: E402
 
 SPEC = """
 name: bench-{i:03d}
@@ -58,21 +61,18 @@ def rss_mib(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def get(state: localcluster.State, component: str, path: str) -> bytes:
-    """GET from the apiserver (as cluster admin) or from etcd; the body."""
+def get(state: State, component: str, path: str) -> bytes:
+    """GET from the apiserver (as cluster admin, through the project's API client) or from etcd; the body."""
     import urllib.request
 
     if component == "kube-apiserver":
-        base, context, headers = state.server, state.ssl_context(), {"Authorization": f"Bearer {state.token}"}
-    else:
-        base, context, headers = f"http://127.0.0.1:{state.ports['etcd']}", None, {}
-    with urllib.request.urlopen(
-        urllib.request.Request(base + path, headers=headers), context=context, timeout=60
-    ) as r:
+        api = state.api()
+        return bytes(api.session.get(api.url + path, timeout=60).content)
+    with urllib.request.urlopen(f"http://127.0.0.1:{state.ports['etcd']}{path}", timeout=60) as r:
         return bytes(r.read())
 
 
-def live_heap_mib(state: localcluster.State) -> dict[str, float]:
+def live_heap_mib(state: State) -> dict[str, float]:
     """Live Go heap of the apiserver and etcd right after a forced collection (pprof's heap?gc=1), read as
     go_memstats_heap_alloc_bytes: what the objects they still hold cost, without garbage not yet collected or
     memory Go keeps mapped for reuse, which RSS and heap_inuse also count."""
@@ -85,7 +85,7 @@ def live_heap_mib(state: localcluster.State) -> dict[str, float]:
     return out
 
 
-def watch_cache(state: localcluster.State, top: int = 4) -> str:
+def watch_cache(state: State, top: int = 4) -> str:
     """The apiserver's largest watch caches (events it keeps per resource): where deleted objects linger."""
     sizes = []
     for line in get(state, "kube-apiserver", "/metrics").decode().splitlines():
@@ -108,20 +108,20 @@ def fmt_rss(rss: dict[str, float]) -> str:
     return f"{sum(rss.values()):.0f} MiB ({', '.join(parts)}, ...)"
 
 
-def install_round(state: localcluster.State, helm: str, args: argparse.Namespace, namespace: str) -> None:
+def install_round(state: State, helm: str, args: argparse.Namespace, namespace: str) -> None:
     """One round: storage, 200 train releases installed, the scheduler settled, figures printed, then everything
     deleted again (namespace and volume)."""
-    api = kube.client(str(state.kubeconfig))
+    api = state.api()
     env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}
     rng = random.Random(42)
     volume = f"{namespace}-storage"
-    localcluster.api(state, "POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
-    localcluster.api(state, "POST", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
+    kube.request(api, "POST", "/api/v1/namespaces", json={"metadata": {"name": namespace}})
+    kube.request(api, "POST", f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", json={
         "metadata": {"name": "llm-storage"},
         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": volume,
                  "resources": {"requests": {"storage": "1Ti"}}},
     })  # fmt: skip
-    localcluster.api(state, "POST", "/api/v1/persistentvolumes", {
+    kube.request(api, "POST", "/api/v1/persistentvolumes", json={
         "metadata": {"name": volume},
         "spec": {"capacity": {"storage": "1Ti"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
                  "nfs": {"server": "nfs.example.internal", "path": "/llm"},
@@ -214,14 +214,16 @@ def install_round(state: localcluster.State, helm: str, args: argparse.Namespace
     )
 
     start = time.monotonic()
-    localcluster.api(state, "DELETE", f"/api/v1/namespaces/{namespace}")
+    kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
     while True:
         try:
-            localcluster.api(state, "GET", f"/api/v1/namespaces/{namespace}")
-        except localcluster.ClusterError:
-            break
+            kube.request(api, "GET", f"/api/v1/namespaces/{namespace}")
+        except KubeError as exc:
+            if exc.status == 404:
+                break
+            raise
         time.sleep(1)
-    localcluster.api(state, "DELETE", f"/api/v1/persistentvolumes/{volume}")
+    kube.request(api, "DELETE", f"/api/v1/persistentvolumes/{volume}")
     print(f"deleted everything (namespace {namespace}, volume {volume}) in {time.monotonic() - start:.1f} s")
 
 
@@ -247,9 +249,9 @@ def main() -> int:
     directory = Path(tempfile.mkdtemp(prefix="lfk-bench-"))
     try:
         start = time.monotonic()
-        state, _ = localcluster.up(
+        state, _ = lifecycle.up(
             directory,
-            localcluster.default_nodes(args.nodes, 8),
+            nodes.default_nodes(args.nodes, 8),
             profiling=True,
             apiserver_args=tuple(args.apiserver_arg),
         )
@@ -290,7 +292,7 @@ def main() -> int:
                 f"after each round {trail} MiB)"
             )
     finally:
-        localcluster.down(directory)
+        lifecycle.down(directory)
     return 0
 
 

@@ -58,10 +58,10 @@ def generated_specs(count: int) -> list[str]:
 
 
 def in_process(count: int = 1000) -> None:
-    from generator.checks import validate
-    from generator.problems import errors
-    from generator.render import render
-    from generator.spec import spec_from_text
+    from generator.core.problems import errors
+    from generator.core.render import render
+    from generator.core.rules import validate
+    from generator.core.spec import spec_from_text
 
     texts = generated_specs(count)
     folder = SEED.parent

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
 
-from generator.lfinfo import live_snapshot, snapshot_path  # noqa: E402
+from generator.core.lfinfo import live_snapshot, snapshot_path  # noqa: E402
 
 
 def main() -> int:

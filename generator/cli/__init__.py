@@ -4,9 +4,11 @@ the exit code: 0 ok, 1 invalid input (every problem listed, no traceback), 2 usa
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
+from ..errors import LfkError
 from .check_commands import check_cmd, ui_cmd
 from .cluster_commands import cluster
 from .data_commands import data
@@ -15,7 +17,20 @@ from .run_commands import run_cmd, status_cmd
 from .spec_commands import describe, render_cmd, validate_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class LfkGroup(click.Group):
+    """Every LfkError (and an OSError, such as an unreadable file) ends as its message and exit 1: the one
+    place where errors meet the user, never as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (LfkError, OSError) as exc:
+            if str(exc):
+                click.secho(str(exc), fg="red", err=True)
+            raise click.exceptions.Exit(1) from None
+
+
+@click.group(cls=LfkGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="llamafactory-k8s", prog_name="lfk")
 def cli() -> None:
     """Experiment specs -> validated Helm values for LLaMA-Factory on Kubernetes."""

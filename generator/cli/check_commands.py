@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
 import click
 
@@ -37,8 +36,9 @@ def check_cmd(
 ) -> None:  # fmt: skip
     """The before-training checklist (or --after, the after-training one). Each item: ✓, ✗ with the fix, or -
     when it cannot be checked from here. Exit 1 when an item fails."""
-    from .. import checklist, operate
-    from ..kube import KubeError
+    from ..core.problems import Item
+    from ..errors import KubeError
+    from ..ops import cluster_readiness, readiness
 
     target = target_of(spec, kubeconfig, context, storage_root)
     api = None
@@ -48,25 +48,16 @@ def check_cmd(
         except KubeError as exc:
             click.echo(f"- cluster items skipped: {exc}")
     if after:
-        items = checklist.after_training(target.spec, storage_root, vllm_url, os.environ.get(api_key_env))
+        items = readiness.after_training(target.spec, storage_root, vllm_url, os.environ.get(api_key_env))
     else:
-        items = checklist.before_training(target.spec, storage_root, api)
+        items = readiness.before_training(target.spec, storage_root, api)
         if in_cluster:
             if api is None:
                 raise Failed("--in-cluster needs the cluster")
-            try:
-                passed, output = operate.preflight_in_cluster(target, click.echo)
-            except (operate.RunFailed, KubeError) as exc:
-                raise Failed(str(exc)) from None
+            passed, output = cluster_readiness.preflight_in_cluster(target, click.echo)
             items = [i for i in items if i.ok is not None or "storage" not in i.detail]
-            items.append(
-                checklist.Item(
-                    "preflight Job in the cluster",
-                    passed,
-                    "every item passed" if passed else "failed",
-                    "see its output above",
-                )
-            )
+            detail = "every item passed" if passed else "failed"
+            items.append(Item("preflight Job in the cluster", passed, detail, "see its output above"))
             click.echo("  " + output.replace("\n", "\n  "))
     for item in items:
         click.echo(item.line())
@@ -83,50 +74,20 @@ def check_cmd(
 def ui_cmd(spec: str, what: str, port: int | None, kubeconfig: str | None, context: str | None) -> None:
     """Port-forward to the LlamaBoard web UI, the vLLM API or MLflow and print the URL (Ctrl-C stops it).
     Without a Ready pod it fails, saying why."""
-    from .. import operate
-    from ..kube import KubeError
+    from ..ops import ui
+    from ..project import kubectl_binary
 
     target = target_of(spec, kubeconfig, context, None)
-    local_port = port or operate.UI_PORTS[what]
-    if what == "mlflow":
-        tracking = target.spec.data["tracking"].get("mlflow")
-        if not tracking:
-            raise Failed(f"{spec}: tracking.mlflow is not set")
-        uri = urlparse(tracking["trackingUri"])
-        host = uri.hostname or ""
-        labels = host.split(".")
-        inside = len(labels) == 1 or host.endswith((".svc", ".svc.cluster.local"))
-        if not inside:
-            click.echo(f"MLflow is outside the cluster: open {tracking['trackingUri']}")
-            return
-        service = labels[0]
-        namespace = labels[1] if len(labels) > 1 else target.namespace
-        remote = uri.port or (443 if uri.scheme == "https" else 80)
-        forward = ["port-forward", "-n", namespace, f"svc/{service}", f"{local_port}:{remote}"]
-    else:
-        try:
-            pod, why = operate.ready_pod(target, what)
-        except KubeError as exc:
-            raise Failed(f"ui: {exc}") from None
-        if pod is None:
-            raise Failed(f"ui: {why}")
-        remote = operate.UI_PORTS[what]
-        forward = [
-            "port-forward",
-            "-n",
-            target.namespace,
-            f"svc/{target.facts.releases[what]}",
-            f"{local_port}:{remote}",
-        ]
-    kubectl = operate.kubectl_binary()
-    if kubectl is None:
-        raise Failed("ui: kubectl not found (make cluster-tools builds one; or set LFK_KUBECTL)")
-    args = [kubectl, *forward]
+    forward = ui.forward(target, what, port)
+    if not forward.args:
+        click.echo(f"{what} is outside the cluster: open {forward.url}")
+        return
+    args = [kubectl_binary(), *forward.args]
     if kubeconfig:
         args += ["--kubeconfig", kubeconfig]
     if context:
         args += ["--context", context]
-    click.echo(f"http://localhost:{local_port}  ({what}; Ctrl-C to stop)")
+    click.echo(f"{forward.url}  ({what}; Ctrl-C to stop)")
     try:
         code = subprocess.call(args)
     except KeyboardInterrupt:

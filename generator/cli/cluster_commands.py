@@ -1,4 +1,4 @@
-"""lfk cluster up | down | status: the local control plane with fake GPU nodes (see generator.localcluster)."""
+"""lfk cluster up | down | status: the local control plane with fake GPU nodes (see generator.cluster)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import LfkError
 from .output import Failed
 
 state_dir_option = click.option(
@@ -36,17 +37,19 @@ def up(
     nodes: int, gpus: int, products: tuple[str, ...], taints: tuple[str, ...], state_dir: Path | None
 ) -> None:
     """Start the control plane on 127.0.0.1 and register the nodes. A running cluster is left alone."""
-    from .. import localcluster as lc
+    from ..cluster import lifecycle
+    from ..cluster import nodes as node_pool
+    from ..cluster.state import DEFAULT_STATE_DIR
 
     try:
-        taint_list = [lc.parse_taint(t) for t in taints]
-    except ValueError as exc:
+        taint_list = [node_pool.parse_taint(t) for t in taints]
+    except LfkError as exc:
         raise click.BadParameter(str(exc), param_hint="--taint") from None
-    pool = lc.default_nodes(nodes, gpus, products or lc.DEFAULT_PRODUCTS)
-    pool = [lc.NodeSpec(n.name, n.gpus, n.product, taints=taint_list) for n in pool]
+    pool = node_pool.default_nodes(nodes, gpus, products or node_pool.DEFAULT_PRODUCTS)
+    pool = [node_pool.NodeSpec(n.name, n.gpus, n.product, taints=taint_list) for n in pool]
     try:
-        state, started = lc.up(state_dir or lc.DEFAULT_STATE_DIR, pool)
-    except lc.ClusterError as exc:
+        state, started = lifecycle.up(state_dir or DEFAULT_STATE_DIR, pool)
+    except LfkError as exc:
         raise Failed(f"cluster: {exc}") from None
     click.echo(f"cluster {'started' if started else 'already running'}: {state.server}")
     click.echo(f"  export KUBECONFIG={state.kubeconfig}")
@@ -57,9 +60,10 @@ def up(
 @state_dir_option
 def down(state_dir: Path | None) -> None:
     """Stop every process of the local cluster by its PID and delete its state."""
-    from .. import localcluster as lc
+    from ..cluster import lifecycle
+    from ..cluster.state import DEFAULT_STATE_DIR
 
-    stopped = lc.down(state_dir or lc.DEFAULT_STATE_DIR)
+    stopped = lifecycle.down(state_dir or DEFAULT_STATE_DIR)
     click.echo(f"cluster stopped ({', '.join(stopped)})" if stopped else "no cluster was running")
 
 
@@ -68,9 +72,10 @@ def down(state_dir: Path | None) -> None:
 @state_dir_option
 def status(output: str, state_dir: Path | None) -> None:
     """Processes, API health and nodes of the local cluster. Exit 1 when it is not running."""
-    from .. import localcluster as lc
+    from ..cluster import lifecycle
+    from ..cluster.state import DEFAULT_STATE_DIR
 
-    info = lc.status(state_dir or lc.DEFAULT_STATE_DIR)
+    info = lifecycle.status(state_dir or DEFAULT_STATE_DIR)
     if output == "json":
         click.echo(json.dumps(info, indent=1))
     elif not info["processes"]:
@@ -83,8 +88,9 @@ def status(output: str, state_dir: Path | None) -> None:
             click.echo(f"  {name:<24} pid {process['pid']:<8} {'running' if process['alive'] else 'DEAD'}")
         for node in info.get("nodes", []):
             taints = f"  taints {','.join(node['taints'])}" if node["taints"] else ""
+            kind = f"simulated, {node['gpus']} x {node['product']}" if node["simulated"] else "real"
             click.echo(
-                f"  node {node['name']:<20} {'Ready' if node['ready'] else 'NotReady':<9} {node['gpus']} x {node['product']}{taints}"
+                f"  node {node['name']:<20} {'Ready' if node['ready'] else 'NotReady':<9} {kind}{taints}"
             )
     if not info["running"]:
         raise Failed()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .. import datasets
+from ..checks import datasets
 from .output import Failed
 
 
@@ -80,7 +80,7 @@ def validate_data(
     the file. Exit 1 when an example is dropped or the file cannot be used."""
     entry: dict[str, Any] = {}
     if name:
-        info = _info(file.parent)
+        info = datasets.read_dataset_info(file.parent)
         if name not in info:
             raise Failed(f"{file.parent / datasets.DATA_CONFIG}: no dataset {name!r}")
         entry = dict(info[name])
@@ -90,20 +90,10 @@ def validate_data(
         entry["columns"] = parsed
     if (parsed_tags := parse_pairs(tags, "--tags")) is not None:
         entry["tags"] = parsed_tags
-    try:
-        report = datasets.check(file, datasets.Attrs.of_entry(entry))
-    except datasets.DataError as exc:
-        raise Failed(str(exc)) from None
+    report = datasets.check(file, datasets.Attrs.of_entry(entry))
     print_report(report)
     if report.dropped or report.fatal or not report.valid:
         raise Failed()
-
-
-def _info(dataset_dir: Path) -> dict[str, Any]:
-    try:
-        return datasets.read_dataset_info(dataset_dir)
-    except datasets.DataError as exc:
-        raise Failed(str(exc)) from None
 
 
 @data.command("register")
@@ -125,19 +115,13 @@ def register_data(
 
 
 def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
-    try:
-        report = datasets.check(dataset_dir / str(entry["file_name"]), datasets.Attrs.of_entry(entry))
-    except datasets.DataError as exc:
-        raise Failed(str(exc)) from None
+    report = datasets.check(dataset_dir / str(entry["file_name"]), datasets.Attrs.of_entry(entry))
     print_report(report)
     if not report.valid or report.fatal:
         raise Failed(
             f"{name}: not registered: {'LLaMA-Factory would stop on it' if report.fatal else 'no usable example'}"
         )
-    try:
-        changed = datasets.register(dataset_dir, name, entry)
-    except (datasets.DataError, OSError) as exc:
-        raise Failed(str(exc)) from None
+    changed = datasets.register(dataset_dir, name, entry)
     where = dataset_dir / datasets.DATA_CONFIG
     click.echo(f"{where}: {'registered' if changed else 'already registered'} {name}: {json.dumps(entry)}")
 
@@ -152,15 +136,11 @@ def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
 )
 def sync_data(spec: str, storage_root: Path) -> None:
     """Register every entry of the spec's data.register in its dataset directory."""
-    from ..problems import errors
-    from .output import print_problems
-    from .spec_commands import load_and_check
+    from ..core.storage import local
+    from .spec_commands import load_valid
 
-    loaded, problems = load_and_check(spec)
-    print_problems(spec, problems)
-    if loaded is None or errors(problems):
-        raise Failed()
-    data_dir = storage_root / loaded.data["data"]["dir"].removeprefix("/storage/")
+    loaded = load_valid(spec)
+    data_dir = local(storage_root, loaded.data["data"]["dir"])
     entries = loaded.data["data"]["register"]
     if not entries:
         click.echo(f"{spec}: data.register is empty; nothing to do")

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import click
 
-from ..problems import Problem
+from ..core.problems import Problem
+from ..errors import LfkError
 
 
 def print_problems(source: str, problems: Iterable[Problem]) -> None:
@@ -14,14 +15,5 @@ def print_problems(source: str, problems: Iterable[Problem]) -> None:
         click.secho(problem.format(source), fg="yellow" if problem.severity == "warning" else "red", err=True)
 
 
-class Failed(click.ClickException):
-    """Invalid input: the problems were printed already; exit 1 without a traceback."""
-
-    exit_code = 1
-
-    def __init__(self, message: str = ""):
-        super().__init__(message)
-
-    def show(self, file: object = None) -> None:
-        if self.message:
-            click.secho(self.message, fg="red", err=True)
+class Failed(LfkError):
+    """A command failed on input it was given; the details were printed already, or are the message."""

@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
-from ..problems import errors
-from ..tools import helm_binary
-from .output import Failed, print_problems
-from .spec_commands import load_and_check
-
-COMPONENTS = ("train", "merge", "vllm", "webui")
+from ..core.components import INSTALL_ORDER
+from ..errors import LfkError
+from ..ops.target import Target
+from ..project import helm_binary
+from .output import Failed
+from .spec_commands import load_valid
 
 
 def cluster_options(fn: Any) -> Any:
@@ -34,21 +34,17 @@ def storage_option(fn: Any) -> Any:
     )(fn)
 
 
-def target_of(spec_path: str, kubeconfig: str | None, context: str | None, storage_root: Path | None) -> Any:
-    from ..operate import Target
-
-    spec, problems = load_and_check(spec_path)
-    print_problems(spec_path, [p for p in problems if p.severity == "error"])
-    if spec is None or errors(problems):
-        raise Failed()
-    return Target.of(spec, helm_binary(), kubeconfig, context, storage_root)
+def target_of(
+    spec_path: str, kubeconfig: str | None, context: str | None, storage_root: Path | None
+) -> Target:
+    return Target.of(load_valid(spec_path), helm_binary(), kubeconfig, context, storage_root)
 
 
 @click.command("run")
 @click.argument("spec")
 @click.option(
     "--components",
-    default=",".join(COMPONENTS),
+    default=",".join(INSTALL_ORDER),
     show_default=True,
     help="Comma-separated steps to run, in the order train, merge, vllm (with helm test), webui.",
 )
@@ -71,29 +67,23 @@ def run_cmd(
 ) -> None:
     """Install train, wait, merge, wait, serve with vLLM, wait, helm test, then the web UI. A re-run skips
     the steps the current run id already completed; the first failure stops with its pod's events and logs."""
-    from .. import operate
+    from ..ops import helm, run
 
     chosen = [c.strip() for c in components.split(",") if c.strip()]
-    unknown = sorted(set(chosen) - set(COMPONENTS))
+    unknown = sorted(set(chosen) - set(INSTALL_ORDER))
     if unknown:
         raise click.BadParameter(f"unknown component(s) {', '.join(unknown)}", param_hint="--components")
     target = target_of(spec, kubeconfig, context, storage_root)
     if dry_run:
-        for step in operate.plan(target, chosen):
+        for step in helm.plan(target.facts, target.spec.folder, target.helm, chosen):
             for command in step.commands:
                 click.echo(shlex.join(command))
         return
     started = time.monotonic()
     try:
-        operate.run(target, chosen, click.echo, float(timeout), float(pending_timeout))
-    except operate.RunFailed as exc:
+        run.run(target, chosen, click.echo, float(timeout), float(pending_timeout))
+    except (LfkError, OSError) as exc:  # a failed step, the cluster gone, a broken kubeconfig, ...
         raise Failed(f"run stopped: {exc}") from None
-    except Exception as exc:  # the cluster went away, a kubeconfig is broken, ...
-        from ..kube import KubeError
-
-        if isinstance(exc, KubeError | OSError):
-            raise Failed(f"run stopped: {exc}") from None
-        raise
     click.echo(
         f"done in {time.monotonic() - started:.0f} s: {target.facts.name} run {target.facts.run_id} is served as {target.facts.served_name!r}"
     )
@@ -120,9 +110,11 @@ def render_status(data: dict[str, Any]) -> str:
             lines.append(
                 f"         pod {pod['name']} {pod['phase']} on {pod['node'] or '(unscheduled)'} GPUs {pod['gpus']}{waiting}"
             )
+            if pod.get("problem"):
+                lines.append(f"           ! {pod['problem']}")
     training = data.get("training")
     if training:
-        from ..trainlog import Progress
+        from ..core.trainlog import Progress
 
         progress = Progress(
             training["current_steps"], training["total_steps"], training["percentage"], training["loss"], training["lr"],
@@ -161,14 +153,13 @@ def status_cmd(
 ) -> None:
     """Per release: helm status, Job or Deployment, pods, nodes and GPUs; and training progress, NaN loss and
     a stalled loss from trainer_log.jsonl (read through --storage-root, or --read-log-in-cluster)."""
-    from .. import operate
-    from ..kube import KubeError
+    from ..ops import status
 
     target = target_of(spec, kubeconfig, context, storage_root)
     while True:
         try:
-            data = operate.status(target, from_cluster)
-        except (KubeError, OSError) as exc:
+            data = status.status(target, from_cluster)
+        except (LfkError, OSError) as exc:
             raise Failed(f"status: {exc}") from None
         text = json.dumps(data, indent=1) if output == "json" else render_status(data)
         if watch and output == "table":

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from ..checks import validate
-from ..facts import Facts, derive
-from ..problems import Problem, SpecError, errors
-from ..render import render
-from ..spec import Spec, load_spec
-from ..write import write
+from ..core.facts import Facts, derive
+from ..core.problems import Problem, errors
+from ..core.render import render
+from ..core.rules import validate
+from ..core.spec import Spec, load_spec
+from ..core.write import write
+from ..errors import SpecError
 from .output import Failed, print_problems
 
 specs_argument = click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
@@ -30,14 +31,23 @@ def load_and_check(
     if errors(problems):
         return spec, problems
     if deep:
-        from ..deep import deep_problems
+        from ..checks.deep import deep_problems
 
         problems += deep_problems(spec, storage_root)
     elif storage_root is not None:
-        from ..storage import storage_problems
+        from ..checks.storage import storage_problems
 
         problems += storage_problems(spec, storage_root)
     return spec, problems
+
+
+def load_valid(path: str) -> Spec:
+    """A spec without errors (warnings are not shown); its errors printed and Failed otherwise."""
+    spec, problems = load_and_check(path)
+    print_problems(path, errors(problems))
+    if spec is None or errors(problems):
+        raise Failed()
+    return spec
 
 
 @click.command("validate")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.tools import built_tool
+from generator.project import built_tool
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "llama-factory"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.tools import built_tool
+from generator.project import built_tool
 
 from .conftest import CHART
 

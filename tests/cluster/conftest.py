@@ -15,13 +15,14 @@ import pykube
 import pytest
 import yaml
 
-from generator import localcluster
-from generator.facts import derive
-from generator.kube import request as kube_request
-from generator.render import render
-from generator.spec import spec_from_text
-from generator.tools import REPO_ROOT, built_tool
-from generator.write import write
+from generator.cluster import lifecycle
+from generator.core.facts import derive
+from generator.core.render import render
+from generator.core.spec import spec_from_text
+from generator.core.write import write
+from generator.errors import LfkError
+from generator.ops.kube import request as kube_request
+from generator.project import REPO_ROOT, built_tool
 
 CHART = REPO_ROOT / "charts" / "llama-factory"
 BASELINE = {
@@ -40,13 +41,13 @@ def cluster_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         return
     directory = tmp_path_factory.mktemp("cluster")
     try:
-        state, _ = localcluster.up(directory)
-    except localcluster.ClusterError as exc:
+        state, _ = lifecycle.up(directory)
+    except LfkError as exc:
         pytest.fail(f"the local cluster did not start: {exc}")
     try:
         yield str(state.kubeconfig)
     finally:
-        localcluster.down(directory)
+        lifecycle.down(directory)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ from typing import Any
 import pykube
 import pytest
 
-from generator import kube
-from generator.facts import derive
-from generator.releases import INSTALL_ORDER
-from generator.spec import load_spec
+from generator.core.components import INSTALL_ORDER
+from generator.core.facts import derive
+from generator.core.spec import load_spec
+from generator.ops import kube, wait
+from tests.support import kube as support_kube
 
 from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
 
@@ -39,7 +40,7 @@ def wait_component(api: pykube.HTTPClient, namespace: str, component: str, relea
     if component in ("train", "merge"):
         [job] = [
             j
-            for j in kube.jobs(api, namespace, release)
+            for j in support_kube.jobs(api, namespace, release)
             if j["metadata"]["labels"][kube.COMPONENT] == component
         ]
         if job["spec"].get("suspend"):
@@ -48,11 +49,11 @@ def wait_component(api: pykube.HTTPClient, namespace: str, component: str, relea
                 "no pod before admission"
             )
             admit(api, namespace, job)
-        outcome = kube.wait_for_job(api, namespace, job["metadata"]["name"], timeout=90)
-        assert outcome.complete, f"{release}: {outcome.reason}"
+        outcome = wait.job(api, namespace, job["metadata"]["name"], timeout=90)
+        assert outcome.ok, f"{release}: {outcome.reason}"
     else:
-        available, reason = kube.wait_for_deployment(api, namespace, release, timeout=90)
-        assert available, f"{release}: {reason}"
+        outcome = wait.deployment(api, namespace, release, timeout=90)
+        assert outcome.ok, f"{release}: {outcome.reason}"
 
 
 def assert_pods_fit_their_nodes(api: pykube.HTTPClient, namespace: str) -> None:
@@ -103,7 +104,7 @@ def test_example_installs_runs_tests_and_uninstalls(
 
     for release in facts.releases.values():
         helm("uninstall", release, "--namespace", namespace, "--wait")
-    assert not kube.jobs(api, namespace, facts.releases["train"])
+    assert not support_kube.jobs(api, namespace, facts.releases["train"])
     assert not list(pykube.Deployment.objects(api, namespace=namespace))
     claims = {c.name for c in pykube.PersistentVolumeClaim.objects(api, namespace=namespace)}
     if "existingClaim" in load_spec(ROOT / "values" / example / "experiment.yaml").data["storage"]:

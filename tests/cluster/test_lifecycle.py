@@ -8,7 +8,8 @@ from typing import Any
 
 import pykube
 
-from generator import kube
+from generator.ops import kube, wait
+from tests.support import kube as support_kube
 
 from .conftest import CHART, Helm, baseline_namespace, create_prerequisites, render_spec, with_namespace
 
@@ -16,7 +17,7 @@ ROOT = CHART.parents[1]
 
 
 def the_job(api: pykube.HTTPClient, namespace: str, release: str) -> dict[str, Any]:
-    [job] = kube.jobs(api, namespace, release)
+    [job] = support_kube.jobs(api, namespace, release)
     return job
 
 
@@ -33,7 +34,7 @@ def test_upgrade_rollback_and_uninstall(
     helm(*install, "-f", str(folder / "train.yaml"))
     first = the_job(api, namespace, release)
     assert first["metadata"]["labels"][kube.RUN_ID] == facts.run_id
-    assert kube.wait_for_job(api, namespace, first["metadata"]["name"], timeout=60).complete
+    assert wait.job(api, namespace, first["metadata"]["name"], timeout=60).ok
     first = the_job(api, namespace, release)
 
     # identical values: the Job is left alone
@@ -50,7 +51,7 @@ def test_upgrade_rollback_and_uninstall(
     second = the_job(api, namespace, release)
     assert second["metadata"]["name"] != first["metadata"]["name"]
     assert second["metadata"]["labels"][kube.RUN_ID] == changed.run_id
-    assert kube.wait_for_job(api, namespace, second["metadata"]["name"], timeout=60).complete
+    assert wait.job(api, namespace, second["metadata"]["name"], timeout=60).ok
     config = pykube.ConfigMap.objects(api, namespace=namespace).get(name=f"{release}-config").obj
     assert f"output_dir: /storage/output/llama31-qa/{changed.run_id}" in config["data"]["train.yaml"]
 
@@ -64,7 +65,7 @@ def test_upgrade_rollback_and_uninstall(
 
     # uninstall removes the workloads and keeps the storage
     helm("uninstall", release, "-n", namespace, "--wait")
-    assert not kube.jobs(api, namespace, release)
+    assert not support_kube.jobs(api, namespace, release)
     assert not list(
         pykube.ConfigMap.objects(api, namespace=namespace).filter(selector={kube.INSTANCE: release})
     )
@@ -73,9 +74,7 @@ def test_upgrade_rollback_and_uninstall(
 
     # and a new install of the same release adopts the kept storage
     helm(*install, "-f", str(folder2 / "train.yaml"))
-    assert kube.wait_for_job(
-        api, namespace, the_job(api, namespace, release)["metadata"]["name"], timeout=60
-    ).complete
+    assert wait.job(api, namespace, the_job(api, namespace, release)["metadata"]["name"], timeout=60).ok
 
 
 def test_a_configuration_error_fails_the_job_at_once(
@@ -97,8 +96,8 @@ def test_a_configuration_error_fails_the_job_at_once(
         "train.podAnnotations.lfk\\.local/exit-code=3",
     )
     job = the_job(api, namespace, "config-error")
-    outcome = kube.wait_for_job(api, namespace, job["metadata"]["name"], timeout=60)
-    assert not outcome.complete and outcome.reason.startswith("PodFailurePolicy"), outcome
+    outcome = wait.job(api, namespace, job["metadata"]["name"], timeout=60)
+    assert not outcome.ok and outcome.reason.startswith("PodFailurePolicy"), outcome
     assert len(kube.pods(api, namespace, {kube.INSTANCE: "config-error"})) == 1, (
         "no retry for a configuration error"
     )
@@ -116,6 +115,6 @@ def test_other_failures_are_retried_up_to_the_backoff_limit(
         "--set-string", "train.podAnnotations.lfk\\.local/run-duration=1s",
     )  # fmt: skip
     job = the_job(api, namespace, "crash")
-    outcome = kube.wait_for_job(api, namespace, job["metadata"]["name"], timeout=90)
-    assert not outcome.complete and outcome.reason.startswith("BackoffLimitExceeded"), outcome
+    outcome = wait.job(api, namespace, job["metadata"]["name"], timeout=90)
+    assert not outcome.ok and outcome.reason.startswith("BackoffLimitExceeded"), outcome
     assert len(kube.pods(api, namespace, {kube.INSTANCE: "crash"})) == 2

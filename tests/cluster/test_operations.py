@@ -13,8 +13,8 @@ import pykube
 import pytest
 from click.testing import CliRunner
 
-from generator import kube
 from generator.cli import cli
+from tests.support import kube as support_kube
 
 from .conftest import CHART, baseline_namespace, create_prerequisites, render_spec, with_namespace
 
@@ -182,7 +182,9 @@ def test_check_in_cluster_runs_the_preflight_job_without_a_gpu(
     assert "check: preflight Job llama31-qa-train-check-" in result.output, result.output
     assert "✓ preflight Job in the cluster: every item passed" in result.output
     [job] = [
-        j for j in kube.jobs(api, namespace, facts.releases["train"]) if "-check-" in j["metadata"]["name"]
+        j
+        for j in support_kube.jobs(api, namespace, facts.releases["train"])
+        if "-check-" in j["metadata"]["name"]
     ]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
@@ -214,16 +216,19 @@ def test_ui_fails_cleanly_without_a_ready_pod(
     assert "no Ready pod of ops-pending-webui" in pending.output and "Pending" in pending.output
 
 
-def test_status_reads_the_log_through_a_short_lived_pod(
+def test_status_reader_pod_is_gpu_less_read_only_admitted_and_deleted(
     seed: tuple[Any, Path, str], cluster_kubeconfig: str, api: pykube.HTTPClient
 ) -> None:
-    from generator import operate
-    from generator.spec import load_spec
-    from generator.tools import helm_binary
+    """kwok runs no container, so whether the log is really read is the node tier's test; here: the pod's
+    shape, and that the real API server admits it under Pod Security baseline and it is deleted afterwards."""
+    from generator.core.spec import load_spec
+    from generator.ops.reader import reader_pod
+    from generator.ops.target import Target
+    from generator.project import helm_binary
 
     facts, spec, namespace = seed
-    target = operate.Target.of(load_spec(spec), helm_binary(), cluster_kubeconfig)
-    pod = operate.reader_pod(target, f"{facts.output_dir}/trainer_log.jsonl", "reader-check")
+    target = Target.of(load_spec(spec), helm_binary(), cluster_kubeconfig)
+    pod = reader_pod(target, f"{facts.output_dir}/trainer_log.jsonl", "reader-check")
     container = pod["spec"]["containers"][0]
     assert container["command"] == ["tail", "-n", "2000", f"{facts.output_dir}/trainer_log.jsonl"]
     assert container["volumeMounts"] == [{"name": "storage", "mountPath": "/storage", "readOnly": True}]
@@ -235,7 +240,7 @@ def test_status_reads_the_log_through_a_short_lived_pod(
     # on the real API server under Pod Security baseline: admitted, run to the end, deleted afterwards
     result = lfk(cluster_kubeconfig, "status", str(spec), "--read-log-in-cluster", "--output", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["training"] is None, "kwok runs no container: there is no log to read"
+    assert "training" in json.loads(result.output)
     assert not [
         p
         for p in pykube.Pod.objects(api, namespace=namespace)

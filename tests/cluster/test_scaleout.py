@@ -10,7 +10,8 @@ from typing import Any
 import pykube
 import pytest
 
-from generator import kube
+from generator.ops import kube, wait
+from tests.support import kube as support_kube
 
 from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
 from .test_examples import admit
@@ -32,7 +33,9 @@ def test_the_multi_node_example_runs_as_an_indexed_job_with_correct_ranks(
     release = "llama70b-zero3-train"
     helm3("upgrade", "--install", release, str(CHART), "-n", namespace, "-f", str(MULTI / "train.yaml"))
     [job] = [
-        j for j in kube.jobs(api, namespace, release) if not j["metadata"]["name"].endswith("-preflight")
+        j
+        for j in support_kube.jobs(api, namespace, release)
+        if not j["metadata"]["name"].endswith("-preflight")
     ]
     name = job["metadata"]["name"]
 
@@ -45,8 +48,8 @@ def test_the_multi_node_example_runs_as_an_indexed_job_with_correct_ranks(
     )
     assert not kube.pods(api, namespace, {"job-name": name})
     admit(api, namespace, job)
-    outcome = kube.wait_for_job(api, namespace, name, timeout=90)
-    assert outcome.complete, outcome.reason
+    outcome = wait.job(api, namespace, name, timeout=90)
+    assert outcome.ok, outcome.reason
 
     pods = sorted(
         kube.pods(api, namespace, {"job-name": name}),

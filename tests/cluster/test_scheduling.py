@@ -10,7 +10,10 @@ from typing import Any
 import pykube
 import pytest
 
-from generator import kube, localcluster
+from generator.cluster import nodes
+from generator.ops import kube, wait
+from tests.support import kube as support_kube
+from tests.support.kube import remove_nodes
 
 from .conftest import CHART, Helm, baseline_namespace, create_prerequisites, render_spec
 
@@ -56,20 +59,16 @@ def test_more_gpus_than_any_node_stay_pending_with_the_schedulers_reason(
 
 @pytest.fixture()
 def tainted_node(cluster_kubeconfig: str, api: pykube.HTTPClient) -> Any:
-    node = localcluster.NodeSpec(
+    node = nodes.NodeSpec(
         "kwok-h200-dedicated",
         gpus=8,
         product="NVIDIA-H200",
         taints=[{"key": "dedicated", "value": "llm", "effect": "NoSchedule"}],
     )
-    state = localcluster.State(Path(cluster_kubeconfig).parent)
-    loaded = localcluster.State.load(state.directory)
-    if loaded is None:
-        pytest.skip("adding nodes needs the local cluster")
-    localcluster.add_nodes(loaded, [node])
-    localcluster.wait_nodes_ready(loaded, [node.name])
+    nodes.add_nodes(api, [node])
+    nodes.wait_ready(api, [node.name])
     yield node
-    localcluster.remove_nodes(loaded, [node.name])
+    remove_nodes(api, [node.name])
 
 
 def test_node_selector_and_tolerations_are_honoured(
@@ -80,8 +79,8 @@ def test_node_selector_and_tolerations_are_honoured(
     h200 = "resources: {gpu: {product: NVIDIA-H200}, tolerations: [{key: dedicated, operator: Equal, value: llm, effect: NoSchedule}]}\n"
     facts, folder = render_spec(SPEC + h200, tmp_path / "tolerating")
     install_train(helm3, namespace, folder, facts.releases["train"])
-    [job] = kube.jobs(api, namespace, facts.releases["train"])
-    assert kube.wait_for_job(api, namespace, job["metadata"]["name"], timeout=60).complete
+    [job] = support_kube.jobs(api, namespace, facts.releases["train"])
+    assert wait.job(api, namespace, job["metadata"]["name"], timeout=60).ok
     [pod] = kube.pods(api, namespace, {kube.INSTANCE: facts.releases["train"]})
     assert pod["spec"]["nodeName"] == tainted_node.name
 

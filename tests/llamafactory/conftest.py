@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from generator import smoke
+from tests.support import smoke
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from generator import datasets, smoke
+from generator.checks import datasets
+from tests.support import smoke
 
 H, G = "human", "gpt"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from generator.checks.deep import deep_problems
 from generator.cli import cli
-from generator.deep import deep_problems
-from generator.spec import spec_from_text
+from generator.core.spec import spec_from_text
 
 BASE = """
 name: deep

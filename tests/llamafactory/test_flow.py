@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from generator import smoke, trainlog
+from generator.core import trainlog
+from tests.support import smoke
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from generator import lfinfo
+from generator.core import lfinfo
 
 
 def test_snapshot_matches_the_installed_llamafactory() -> None:

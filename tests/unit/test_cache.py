@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator import cache
-from generator.render import CHART_SCHEMA, chart_values_validator
-from generator.spec import SCHEMA_PATH, _validator
+from generator.core import cache
+from generator.core.render import chart_values_validator
+from generator.core.spec import _validator
+from generator.project import CHART_SCHEMA, SPEC_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def documents(path: Path) -> object:
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_fast_and_full_spec_validators_agree(path: Path) -> None:
     document = documents(path)
-    assert cache.is_valid(SCHEMA_PATH, document) == _validator().is_valid(document)
+    assert cache.is_valid(SPEC_SCHEMA, document) == _validator().is_valid(document)
 
 
 @pytest.mark.parametrize("path", VALUES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -59,7 +60,7 @@ def test_a_cold_cache_compiles_and_stores_the_validator(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cache.fast_validator.cache_clear()
     try:
-        assert cache.is_valid(SCHEMA_PATH, {"name": "x"}) is False
+        assert cache.is_valid(SPEC_SCHEMA, {"name": "x"}) is False
         stored = list((tmp_path / "llamafactory-k8s" / "validators").glob("experiment_schema_*.py"))
         assert len(stored) == 1
     finally:

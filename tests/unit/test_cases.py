@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from generator.checks import validate
 from generator.cli import cli
-from generator.problems import SpecError, errors
-from generator.render import render
-from generator.spec import load_spec
+from generator.core.problems import errors
+from generator.core.render import render
+from generator.core.rules import validate
+from generator.core.spec import load_spec
+from generator.errors import SpecError
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 VALID = sorted(p.name for p in (CASES / "valid").iterdir() if p.is_dir())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from generator import datasets
+from generator.checks import datasets
 from generator.cli import cli
 
 

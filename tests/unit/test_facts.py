@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from generator.facts import derive, infer_template, run_id, smallest_lora_rank
-from generator.spec import spec_from_text
+from generator.core.facts import derive, infer_template, run_id, smallest_lora_rank
+from generator.core.spec import spec_from_text
 
 BASE = """
 name: demo

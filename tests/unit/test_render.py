@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.problems import SpecError
-from generator.render import HEADER_MARK, chart_values_validator, image_ref, render, yaml_scalar
-from generator.spec import spec_from_text
+from generator.core.render import HEADER_MARK, chart_values_validator, image_ref, render, yaml_scalar
+from generator.core.spec import spec_from_text
+from generator.errors import SpecError
 
 BASE = """
 name: demo
@@ -91,7 +91,7 @@ def test_values_outside_the_charts_schema_are_refused() -> None:
 
 
 def test_a_render_that_breaks_the_chart_schema_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    import generator.render as render_module
+    import generator.core.render as render_module
 
     spec = spec_from_text(BASE, "x/experiment.yaml")
     monkeypatch.setattr(render_module, "header", lambda *a: "train: {enabled: true, bogus: 1}\n")

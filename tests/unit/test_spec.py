@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.problems import SpecError
-from generator.spec import experiment_schema, load_spec, spec_from_text
+from generator.core.spec import experiment_schema, load_spec, spec_from_text
+from generator.errors import SpecError
 
 MINIMAL = """
 name: demo

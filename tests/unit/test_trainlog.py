@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from generator.trainlog import NAN_ADVICE, parse
+from generator.core.trainlog import NAN_ADVICE, parse
 
 
 def line(step: int, loss: float | None, total: int = 100) -> str:

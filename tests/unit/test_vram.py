@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from generator.catalog import KNOWN_MODELS, ModelInfo, approximate_architecture
-from generator.vram import estimate, state_bytes_per_parameter
+from generator.core.catalog import KNOWN_MODELS, ModelInfo, approximate_architecture
+from generator.core.vram import estimate, state_bytes_per_parameter
 
 SEVEN_B = ModelInfo(7.0, 4096, 32, 32000, "llama2")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.render import HEADER_MARK, Rendered
-from generator.write import write
+from generator.core.render import HEADER_MARK, Rendered
+from generator.core.write import write
 
 
 def item(component: str, body: str) -> Rendered:
@@ -45,7 +45,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_files(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("generator.write.os.replace", broken_replace)
+    monkeypatch.setattr("generator.core.write.os.replace", broken_replace)
     with pytest.raises(OSError):
         write([item("train", "a: 2\n")], tmp_path)
     assert (tmp_path / "train.yaml").read_text().endswith("a: 1\n")
@@ -55,7 +55,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_files(
 def test_written_files_are_readable_by_others_and_keep_their_mode(tmp_path: Path) -> None:
     import stat
 
-    from generator.write import atomic_write
+    from generator.core.write import atomic_write
 
     fresh = tmp_path / "dataset_info.json"
     atomic_write(fresh, "{}\n")

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import re
 import shutil
 import sys
 import urllib.error
 import urllib.request
+
+# readiness.py travels beside this script (the pod's /scripts, or /tmp in the hook Job)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import readiness  # noqa: E402
 
 CONFIG_ERROR = 3
 failures: list[str] = []
@@ -34,17 +36,11 @@ def item(ok: bool, name: str, detail: str, fix: str = "") -> bool:
 
 
 def drop_incomplete_checkpoints(output_dir: str) -> None:
-    """A pod killed while writing a checkpoint leaves a checkpoint-N folder without trainer_state.json, which
-    the trainer writes last. Resuming picks the highest N and fails on it ("Can't find a valid checkpoint"),
-    retry after retry. Such folders hold nothing usable: remove them so the run resumes from the last
-    complete one."""
-    if not os.path.isdir(output_dir):
-        return
-    for name in sorted(os.listdir(output_dir)):
-        folder = os.path.join(output_dir, name)
-        if re.fullmatch(r"checkpoint-\d+", name) and not os.path.isfile(os.path.join(folder, "trainer_state.json")):
-            print(f"preflight: removing incomplete {folder} (interrupted while it was written)", flush=True)
-            shutil.rmtree(folder, ignore_errors=True)
+    """Checkpoints a kill left half-written hold nothing usable, and resuming from one fails retry after
+    retry: remove them so the run resumes from the last complete one."""
+    for folder in readiness.incomplete_checkpoints(output_dir):
+        print(f"preflight: removing incomplete {folder} (interrupted while it was written)", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_model(model: str, download: str | None) -> None:
@@ -54,35 +50,26 @@ def check_model(model: str, download: str | None) -> None:
     if download and not os.path.isfile(os.path.join(model, "config.json")):
         item(True, "base model", f"{model} is downloaded from {download} before training")
         return
-    files = set(os.listdir(model)) if os.path.isdir(model) else set()
-    missing = [f for f in ("config.json", "tokenizer_config.json") if f not in files]
-    if not {"tokenizer.json", "tokenizer.model"} & files:
-        missing.append("tokenizer.json or tokenizer.model")
-    if not any(f.endswith((".safetensors", ".bin")) for f in files):
-        missing.append("weights (*.safetensors)")
+    missing = readiness.missing_model_files(model)
     item(not missing, "base model", f"{model}: " + (f"missing {', '.join(missing)}" if missing else "config, tokenizer and weights present"),
          "copy the model there, or set model.hub in the spec so the train release downloads it")
 
 
 def check_datasets(config: dict) -> None:
     dataset_dir = config.get("dataset_dir", "data")
-    info_path = os.path.join(dataset_dir, "dataset_info.json")
     try:
-        with open(info_path, encoding="utf-8") as f:
-            registered = json.load(f)
-    except (OSError, ValueError) as exc:
-        item(False, "datasets", f"cannot read {info_path}: {exc}", "register them with `lfk data register`")
+        registered = readiness.read_dataset_info(dataset_dir)
+    except readiness.NotReady as exc:
+        item(False, "datasets", str(exc), "register them with `lfk data register`")
         return
     for name in [n.strip() for n in str(config.get("dataset", "")).split(",") if n.strip()]:
-        entry = registered.get(name)
-        if entry is None:
-            item(False, f"dataset {name}", f"not registered in {info_path}", f"lfk data register {dataset_dir} {name} FILE")
-            continue
-        file_name = entry.get("file_name")
-        if file_name and not os.path.exists(os.path.join(dataset_dir, file_name)):
-            item(False, f"dataset {name}", f"{os.path.join(dataset_dir, file_name)} not found", "copy the file there")
+        problem = readiness.dataset_problem(dataset_dir, registered, name)
+        if problem is None:
+            item(True, f"dataset {name}", f"registered ({registered[name].get('formatting', 'alpaca')})")
+        elif name not in registered:
+            item(False, f"dataset {name}", problem, f"lfk data register {dataset_dir} {name} FILE")
         else:
-            item(True, f"dataset {name}", f"registered ({entry.get('formatting', 'alpaca')})")
+            item(False, f"dataset {name}", problem, "copy the file there")
 
 
 def check_mlflow(config: dict, server: bool) -> None:

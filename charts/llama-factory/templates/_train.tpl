@@ -10,6 +10,8 @@ train.sh: |
   {{- .Files.Get "files/train.sh" | nindent 2 }}
 preflight.py: |
   {{- .Files.Get "files/preflight.py" | nindent 2 }}
+readiness.py: |
+  {{- .Files.Get "files/readiness.py" | nindent 2 }}
 download.py: |
   {{- .Files.Get "files/download.py" | nindent 2 }}
 {{- end }}

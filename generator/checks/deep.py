@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import lfinfo
-from .checks import MANAGED_ARGS
-from .facts import derive
-from .problems import Problem, json_path
-from .render import render
-from .spec import Spec
+from ..core import lfinfo
+from ..core.facts import derive
+from ..core.problems import Problem, json_path
+from ..core.render import render
+from ..core.rules import MANAGED_ARGS
+from ..core.spec import Spec
 from .storage import storage_problems
 
 # switched off for the parse on a CPU-only machine; what they check needs a GPU

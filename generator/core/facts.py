@@ -13,11 +13,11 @@ from typing import Any
 
 from . import catalog, lfinfo
 from .catalog import ModelInfo
+from .components import NAMES
 from .spec import Spec
+from .storage import STORAGE_ROOT
 from .vram import VramEstimate, estimate
 
-STORAGE_ROOT = "/storage"
-COMPONENTS = ("webui", "train", "merge", "vllm")
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # training keys that change how often things are written, not what is learned
 NOT_IN_RUN_ID = ("loggingSteps", "saveStrategy", "saveSteps", "saveTotalLimit")
@@ -164,7 +164,7 @@ def enabled_components(spec: Spec) -> list[str]:
         "merge": d["merge"]["enabled"] and is_adapter_method(d["method"]["type"]),
         "vllm": d["serve"]["enabled"],
     }
-    return [c for c in COMPONENTS if enabled[c]]
+    return [c for c in NAMES if enabled[c]]
 
 
 def derive(spec: Spec) -> Facts:

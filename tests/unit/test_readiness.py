@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import checklist
-from generator.facts import derive
-from generator.spec import spec_from_text
+from generator.core.facts import derive
+from generator.core.spec import spec_from_text
+from generator.ops import cluster_readiness, readiness
 
 SPEC = """
 name: check
@@ -78,81 +78,81 @@ def spec(server_url: str = "http://127.0.0.1:9", extra: str = ""):  # type: igno
 
 
 def test_base_model_present_missing_or_to_be_downloaded(storage: Path) -> None:
-    assert checklist.base_model(spec(), storage).ok is True
+    assert readiness.base_model(spec(), storage).ok is True
     (storage / "models" / "llama-3.2-3b-instruct" / "model.safetensors").unlink()
-    missing = checklist.base_model(spec(), storage)
+    missing = readiness.base_model(spec(), storage)
     assert (
         missing.ok is False
         and "missing weights" in missing.detail
         and "huggingface-cli download" in missing.fix
     )
-    assert checklist.base_model(spec(), None).ok is None
+    assert readiness.base_model(spec(), None).ok is None
     to_download = SPEC.replace("PORT", "9").replace(
         "llama-3.2-3b-instruct, template: llama3}",
         "new-model, template: llama3, hub: {id: meta-llama/Llama-3.2-3B-Instruct}}",
     )
-    item = checklist.base_model(spec_from_text(to_download, "e.yaml"), storage)
+    item = readiness.base_model(spec_from_text(to_download, "e.yaml"), storage)
     assert item.ok is True and "downloads meta-llama/Llama-3.2-3B-Instruct first" in item.detail
 
 
 def test_datasets_registered_valid_or_not(storage: Path) -> None:
-    items = checklist.dataset_items(spec(), storage)
+    items = readiness.dataset_items(spec(), storage)
     assert [(i.name, i.ok) for i in items] == [("dataset qa", True), ("dataset chat", False)]
     assert "lfk data register /storage/data chat FILE" in items[1].fix
     (storage / "data" / "qa.json").write_text(json.dumps([{"instruction": "q", "input": "", "output": None}]))
-    assert checklist.dataset_items(spec(), storage)[0].ok is False
+    assert readiness.dataset_items(spec(), storage)[0].ok is False
 
 
 def test_template_matches_the_models_own_files(storage: Path) -> None:
     facts = derive(spec())
-    assert checklist.template(spec(), facts, storage).ok is True
+    assert readiness.template(spec(), facts, storage).ok is True
     folder = storage / "models" / "llama-3.2-3b-instruct"
     (folder / "chat_template.jinja").write_text("{% for m in messages %}<|im_start|>{{ m.role }}{% endfor %}")
     (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    wrong = checklist.template(spec(), facts, storage)
+    wrong = readiness.template(spec(), facts, storage)
     assert wrong.ok is False and wrong.fix == "set model.template: qwen"
 
 
 def test_vram_item_follows_the_estimate() -> None:
-    assert checklist.vram(spec(), derive(spec())).ok is True
+    assert readiness.vram(spec(), derive(spec())).ok is True
     too_big = spec_from_text(
         SPEC.replace("PORT", "9").replace("memoryGiB: 80", "memoryGiB: 16")
         + "method: {type: full}\ntraining: {learningRate: 1.0e-5}\n",
         "e.yaml",
     )
-    item = checklist.vram(too_big, derive(too_big))
+    item = readiness.vram(too_big, derive(too_big))
     assert item.ok is False and "qlora" in item.fix
 
 
 def test_mlflow_reachable_or_not(server: str) -> None:
-    assert checklist.mlflow(spec(server)).ok is True
-    down = checklist.mlflow(spec("http://127.0.0.1:9"), timeout=2)
+    assert readiness.mlflow(spec(server)).ok is True
+    down = readiness.mlflow(spec("http://127.0.0.1:9"), timeout=2)
     assert down.ok is False and "127.0.0.1:9" in down.detail
     inside = spec_from_text(
         SPEC.replace("http://127.0.0.1:PORT", "http://mlflow.mlops.svc.cluster.local:5000"), "e.yaml"
     )
-    assert checklist.mlflow(inside).ok is None
+    assert readiness.mlflow(inside).ok is None
 
 
 def test_referenced_secrets_are_collected_with_their_keys() -> None:
     seed = spec_from_text(
         (Path(__file__).resolve().parents[2] / "values/llama31-qa/experiment.yaml").read_text(), "e.yaml"
     )
-    assert checklist.referenced_secrets(seed) == {
+    assert cluster_readiness.referenced_secrets(seed) == {
         "hf-token": {"token"},
         "mlflow-credentials": {"username", "password"},
         "vllm-api-key": {"token"},
     }
-    assert checklist.secrets(seed, derive(seed), None).ok is None
+    assert cluster_readiness.secrets(seed, derive(seed), None).ok is None
 
 
 def test_served_model_is_asked_for_its_name(server: str) -> None:
     facts = derive(spec())
-    assert checklist.served_model(facts, server, None).ok is True
+    assert readiness.served_model(facts, server, None).ok is True
     Handler.models = ["something-else"]
     try:
-        wrong = checklist.served_model(facts, server, None)
+        wrong = readiness.served_model(facts, server, None)
     finally:
         Handler.models = ["check"]
     assert wrong.ok is False and "not 'check'" in wrong.detail
-    assert checklist.served_model(facts, None, None).ok is None
+    assert readiness.served_model(facts, None, None).ok is None

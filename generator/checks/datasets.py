@@ -16,9 +16,20 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-DATA_CONFIG = "dataset_info.json"
+from ..errors import DataError
+from ..project import chart_module
+
+
+def readiness() -> ModuleType:
+    """The checks the pods' preflight runs too (charts/llama-factory/files/readiness.py)."""
+    return chart_module("readiness")
+
+
+DATA_CONFIG: str = readiness().DATASET_INFO
+
 DEFAULT_COLUMNS = {
     "prompt": "instruction",
     "query": "input",
@@ -57,10 +68,6 @@ FILE_TYPES = {
     ".arrow": "arrow",
     ".txt": "text",
 }
-
-
-class DataError(Exception):
-    """The file or entry cannot be used at all (unreadable, wrong shape, unknown format)."""
 
 
 @dataclass(frozen=True)
@@ -299,16 +306,15 @@ def _check_sharegpt(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, s
 
 
 # ---------------------------------------------------------------------------------------- dataset_info.json
+
+
 def read_dataset_info(dataset_dir: Path) -> dict[str, Any]:
-    path = dataset_dir / DATA_CONFIG
+    """dataset_info.json's entries ({} when there is none yet), read as the pods' preflight reads it."""
+    check = readiness()
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: expected an object of dataset entries")
+        info: dict[str, Any] = check.read_dataset_info(str(dataset_dir))
+    except check.NotReady as exc:
+        raise DataError(str(exc)) from None
     return info
 
 
@@ -330,7 +336,7 @@ def register(dataset_dir: Path, name: str, entry: dict[str, Any]) -> bool:
     if info.get(name) == entry:
         return False
     info[name] = entry
-    from .write import atomic_write
+    from ..core.write import atomic_write
 
     atomic_write(dataset_dir / DATA_CONFIG, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return True

@@ -1,8 +1,10 @@
-"""The guide's checklists as code: before training, and after it.
+"""The guide's checklists as code: before training, and after it; and the same before-training list run in
+the cluster as the chart's GPU-less preflight Job (cluster_readiness).
 
 Each item is a function from what it needs (the spec and its facts, a locally mounted storage root, a
 Kubernetes client, an HTTP endpoint) to an Item: passed, failed with the fix, or skipped with the reason.
-Nothing is printed here; `lfk check` prints the items with ✓, ✗ or -.
+The model and dataset checks are the pods' own (charts/llama-factory/files/readiness.py), so `lfk check`
+and the preflight judge the storage alike. Nothing is printed here; `lfk check` prints the items.
 """
 
 from __future__ import annotations
@@ -11,34 +13,19 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import datasets
-from .checks import validate
-from .facts import STORAGE_ROOT, Facts, derive
-from .models import template_from_model_dir
-from .render import CHART_DIR
-from .spec import Spec
-
-
-@dataclass(frozen=True)
-class Item:
-    name: str
-    ok: bool | None  # None: could not be checked here (detail says why)
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        mark = {True: "✓", False: "✗", None: "-"}[self.ok]
-        return f"{mark} {self.name}: {self.detail}" + (
-            f"\n    fix: {self.fix}" if self.fix and self.ok is False else ""
-        )
-
-
-def local(storage_root: Path, path: str) -> Path:
-    return storage_root / path.removeprefix(STORAGE_ROOT + "/")
+from ..checks import datasets
+from ..core.facts import Facts, derive
+from ..core.models import template_from_model_dir
+from ..core.problems import Item
+from ..core.rules import validate
+from ..core.spec import Spec
+from ..core.storage import in_cluster_host, local
+from ..errors import DataError
+from ..project import chart_module
+from .cluster_readiness import engine_crd, gpu_nodes, secrets
 
 
 def no_storage(name: str) -> Item:
@@ -53,16 +40,11 @@ def base_model(spec: Spec, storage_root: Path | None) -> Item:
     if storage_root is None:
         return no_storage(name)
     folder = local(storage_root, spec.data["model"]["path"])
-    files = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    missing = [f for f in ("config.json", "tokenizer_config.json") if f not in files]
-    if not {"tokenizer.json", "tokenizer.model"} & files:
-        missing.append("tokenizer.json or tokenizer.model")
-    if not any(f.endswith((".safetensors", ".bin")) for f in files):
-        missing.append("weights")
+    missing = chart_module("readiness").missing_model_files(str(folder))
     if not missing:
         return Item(name, True, f"{spec.data['model']['path']}: config, tokenizer and weights present")
     hub = spec.data["model"].get("hub", {}).get("id")
-    if hub and "config.json" not in files:
+    if hub and not (folder / "config.json").is_file():
         return Item(
             name, True, f"{spec.data['model']['path']} is empty; the train release downloads {hub} first"
         )
@@ -78,7 +60,7 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
     data_dir = local(storage_root, spec.data["data"]["dir"])
     try:
         info = datasets.read_dataset_info(data_dir)
-    except datasets.DataError as exc:
+    except DataError as exc:
         return [
             Item(
                 "dataset_info.json", False, str(exc), "fix the JSON, or re-register with `lfk data register`"
@@ -101,7 +83,7 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
             continue
         try:
             report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry))
-        except datasets.DataError as exc:
+        except DataError as exc:
             items.append(Item(label, False, str(exc), "lfk data validate FILE"))
             continue
         if report.fatal or not report.valid:
@@ -160,7 +142,7 @@ def mlflow(spec: Spec, timeout: float = 5.0) -> Item:
     if not uri.startswith("http"):
         return Item(name, None, f"{uri} is not an HTTP server")
     host = urllib.parse.urlparse(uri).hostname or ""
-    if host.endswith((".svc", ".svc.cluster.local", ".cluster.local")) or "." not in host:
+    if in_cluster_host(host):
         return Item(name, None, f"{host} resolves only inside the cluster: check it there with --in-cluster")
     try:
         with urllib.request.urlopen(uri + "/health", timeout=timeout) as response:
@@ -173,148 +155,6 @@ def mlflow(spec: Spec, timeout: float = 5.0) -> Item:
             f"{uri}: {reason}",
             "check tracking.mlflow.trackingUri; cluster-internal names resolve only in the cluster (use --in-cluster)",
         )
-
-
-def referenced_secrets(spec: Spec) -> dict[str, set[str]]:
-    """Secret name -> keys the releases read."""
-    found: dict[str, set[str]] = {}
-    d = spec.data
-    refs = [d["model"].get("hub", {}).get("tokenSecret"), d["serve"].get("apiKeySecret")]
-    for ref in refs:
-        if ref:
-            found.setdefault(ref["name"], set()).add(ref["key"])
-    creds = d["tracking"].get("mlflow", {}).get("credentialsSecret")
-    if creds:
-        keys = {creds["tokenKey"]} if "tokenKey" in creds else {creds["usernameKey"], creds["passwordKey"]}
-        found.setdefault(creds["name"], set()).update(keys)
-    return found
-
-
-def secrets(spec: Spec, facts: Facts, api: Any) -> Item:
-    name = "referenced Secrets exist"
-    wanted = referenced_secrets(spec)
-    if not wanted:
-        return Item(name, True, "the spec references none")
-    if api is None:
-        return Item(name, None, "needs the cluster: no kubeconfig")
-    import pykube
-
-    missing = []
-    for secret, keys in sorted(wanted.items()):
-        try:
-            data = (
-                pykube.Secret.objects(api, namespace=facts.namespace).get(name=secret).obj.get("data", {})
-                or {}
-            )
-        except pykube.exceptions.ObjectDoesNotExist:
-            missing.append(f"{secret} (keys {', '.join(sorted(keys))})")
-            continue
-        absent = sorted(keys - set(data))
-        if absent:
-            missing.append(f"{secret} lacks key(s) {', '.join(absent)}")
-    if missing:
-        first = sorted(wanted)[0]
-        fix = f"kubectl -n {facts.namespace} create secret generic {first} --from-literal={sorted(wanted[first])[0]}=..."
-        return Item(name, False, f"in namespace {facts.namespace}: missing {'; '.join(missing)}", fix)
-    return Item(name, True, f"{', '.join(sorted(wanted))} in namespace {facts.namespace}")
-
-
-def _tolerates(taints: list[dict[str, Any]], tolerations: list[dict[str, Any]]) -> bool:
-    for taint in taints:
-        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-            continue
-        if not any(
-            (t.get("key") in (None, "", taint.get("key")))
-            and (t.get("operator") == "Exists" or t.get("value", "") == taint.get("value", ""))
-            and (not t.get("effect") or t.get("effect") == taint.get("effect"))
-            for t in tolerations
-        ):
-            return False
-    return True
-
-
-def gpu_nodes(spec: Spec, facts: Facts, api: Any) -> Item:
-    name = "a node with enough allocatable GPUs"
-    d = spec.data
-    wanted = d["resources"]["gpus"]
-    if wanted == 0:
-        return Item(name, True, "training asks for no GPU")
-    if api is None:
-        return Item(name, None, "needs the cluster: no kubeconfig")
-    import pykube
-
-    selector = dict(d["resources"]["nodeSelector"])
-    if "product" in d["resources"]["gpu"]:
-        selector["nvidia.com/gpu.product"] = d["resources"]["gpu"]["product"]
-    resource = d["resources"]["gpuResource"]
-    fitting, matching, best = [], 0, 0
-    untolerated: set[str] = set()
-    for node in (n.obj for n in pykube.Node.objects(api)):
-        labels = node["metadata"].get("labels", {})
-        if any(labels.get(k) != v for k, v in selector.items()):
-            continue
-        taints = node.get("spec", {}).get("taints", []) or []
-        if not _tolerates(taints, d["resources"]["tolerations"]):
-            untolerated.update(
-                f"{t['key']}:{t['effect']}" for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
-            )
-            continue
-        matching += 1
-        allocatable = int(node.get("status", {}).get("allocatable", {}).get(resource, 0))
-        best = max(best, allocatable)
-        if allocatable >= wanted:
-            fitting.append(node["metadata"]["name"])
-    where = f" matching {selector}" if selector else ""
-    if fitting:
-        return Item(
-            name,
-            True,
-            f"{len(fitting)} node(s){where} with {wanted} or more {resource} allocatable ({', '.join(fitting[:3])}{', ...' if len(fitting) > 3 else ''})",
-        )
-    if not matching:
-        tainted = (
-            f" (matching nodes carry taints the pods do not tolerate: {', '.join(sorted(untolerated))})"
-            if untolerated
-            else ""
-        )
-        return Item(
-            name,
-            False,
-            f"no node{where} that the pods tolerate{tainted}",
-            "check resources.gpu.product, resources.nodeSelector and resources.tolerations",
-        )
-    return Item(
-        name,
-        False,
-        f"{matching} node(s){where}, the largest with {best} {resource} allocatable; the pod asks for {wanted}",
-        "lower resources.gpus, or use nodes with more GPUs",
-    )
-
-
-def engine_crd(spec: Spec, api: Any) -> Item | None:
-    """The CRD of the training engine, when it is an operator's (None for plain Jobs)."""
-    from .facts import ENGINE_CRDS
-    from .kube import KubeError, request
-
-    engine = spec.data["distributed"]["engine"]
-    if engine not in ENGINE_CRDS:
-        return None
-    crd, provider = ENGINE_CRDS[engine]
-    name = f"{engine} engine installed"
-    if api is None:
-        return Item(name, None, "needs the cluster: no kubeconfig")
-    try:
-        request(api, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
-    except KubeError as exc:
-        if " 404 " in str(exc):
-            return Item(
-                name,
-                False,
-                f"the cluster has no {crd}",
-                f"install {provider}, or use distributed.engine: job",
-            )
-        return Item(name, None, str(exc))
-    return Item(name, True, f"{crd} is served ({provider})")
 
 
 def before_training(
@@ -343,15 +183,7 @@ def merged_model(spec: Spec, facts: Facts, storage_root: Path | None) -> Item:
         )
     if storage_root is None:
         return no_storage(name)
-    import importlib.util
-
-    module_spec = importlib.util.spec_from_file_location(
-        "verify_merge", CHART_DIR / "files" / "verify_merge.py"
-    )
-    assert module_spec and module_spec.loader
-    verify_merge = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(verify_merge)
-    problems = verify_merge.verify(
+    problems = chart_module("verify_merge").verify(
         str(local(storage_root, facts.merged_dir)), str(local(storage_root, facts.base_model)),
         spec.data["merge"]["dtype"], 0.9, 1.1, str(local(storage_root, facts.output_dir)),
     )  # fmt: skip

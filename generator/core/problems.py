@@ -1,8 +1,9 @@
-"""Problems found in a spec: one type for schema errors, cross-field checks and LLaMA-Factory's own messages."""
+"""Problems found in a spec (one type for schema errors, cross-field rules and LLaMA-Factory's own messages),
+and the items of the guide's checklists."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,15 +32,6 @@ def errors(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
 
 
-class SpecError(Exception):
-    """Raised by the core when a spec cannot be used; carries every problem found."""
-
-    def __init__(self, source: str, problems: Sequence[Problem]):
-        self.source = source
-        self.problems = list(problems)
-        super().__init__("\n".join(p.format(source) for p in self.problems))
-
-
 def json_path(parts: Iterable[str | int]) -> str:
     """Render path parts as ``$.a.b[0]``; keys that are not identifiers are quoted: ``$['a.b']``."""
     out = "$"
@@ -51,3 +43,19 @@ def json_path(parts: Iterable[str | int]) -> str:
         else:
             out += "[" + repr(part) + "]"
     return out
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of a checklist: passed, failed with the fix, or not checkable here and why."""
+
+    name: str
+    ok: bool | None  # None: could not be checked here (detail says why)
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = {True: "✓", False: "✗", None: "-"}[self.ok]
+        return f"{mark} {self.name}: {self.detail}" + (
+            f"\n    fix: {self.fix}" if self.fix and self.ok is False else ""
+        )

@@ -1,4 +1,6 @@
-"""The Kubernetes API calls the operations need: find an experiment's objects, wait for them, explain failures.
+"""The Kubernetes API client of every room (operations, the local cluster, the tests): requests that retry
+when the server asks to and fail with KubeError carrying the HTTP status, and the reads of an experiment's
+objects (workloads, pods, events, logs).
 
 Built on pykube-ng (kubeconfig with tokens, client certificates, exec plugins). Imported only by the
 commands that talk to a cluster, never on the validate/render path.
@@ -7,20 +9,16 @@ commands that talk to a cluster, never on the validate/render path.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pykube
 import requests
 
+from ..errors import KubeError
+
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
 RUN_ID = "llamafactory-k8s/run-id"
-
-
-class KubeError(Exception):
-    """The cluster could not be reached or answered with an error."""
 
 
 def client(kubeconfig: str | None = None, context: str | None = None) -> pykube.HTTPClient:
@@ -52,7 +50,9 @@ def request(api: pykube.HTTPClient, method: str, path: str, retries: int = 5, **
             break
         time.sleep(min(5.0, float(response.headers.get("Retry-After") or 1)))
     if response.status_code >= 400:
-        raise KubeError(f"{method} {path}: {response.status_code} {response.text[:400]}")
+        raise KubeError(
+            f"{method} {path}: {response.status_code} {response.text[:400]}", response.status_code
+        )
     return response.json() if response.content else None
 
 
@@ -66,21 +66,6 @@ def is_true(obj: dict[str, Any], condition: str) -> bool:
         c.get("type") == condition and c.get("status") == "True"
         for c in obj.get("status", {}).get("conditions", []) or []
     )
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    name: str
-    complete: bool
-    reason: str  # the Failed condition's reason and message, or "" when complete
-
-
-def jobs(
-    api: pykube.HTTPClient, namespace: str, release: str, component: str | None = None
-) -> list[dict[str, Any]]:
-    """The release's batch Jobs; with a component, only that component's (not its preflight or checks)."""
-    selector = {INSTANCE: release, **({COMPONENT: component} if component else {})}
-    return [j.obj for j in pykube.Job.objects(api, namespace=namespace).filter(selector=selector)]
 
 
 # where each engine's training workload lives in the API: (path prefix, plural)
@@ -103,6 +88,23 @@ def workloads(
         api, "GET", f"{prefix}/namespaces/{namespace}/{plural}", params={"labelSelector": selector}
     )
     return list(answer.get("items", []))
+
+
+def workload(api: pykube.HTTPClient, namespace: str, name: str, engine: str = "job") -> dict[str, Any]:
+    """One Job (or engine workload) by name; KubeError with status 404 when it does not exist."""
+    prefix, plural = ENGINE_RESOURCES[engine]
+    try:
+        obj: dict[str, Any] = request(api, "GET", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
+    except KubeError as exc:
+        if exc.status == 404:
+            raise KubeError(f"{plural} {namespace}/{name} does not exist", 404) from None
+        raise
+    return obj
+
+
+def deployment(api: pykube.HTTPClient, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = request(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    return obj
 
 
 def workload_state(obj: dict[str, Any]) -> tuple[str, str]:
@@ -128,67 +130,6 @@ def workload_state(obj: dict[str, Any]) -> tuple[str, str]:
 
 def pods(api: pykube.HTTPClient, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
     return [p.obj for p in pykube.Pod.objects(api, namespace=namespace).filter(selector=selector)]
-
-
-def wait_for_job(
-    api: pykube.HTTPClient,
-    namespace: str,
-    name: str,
-    timeout: float,
-    on_poll: Callable[[dict[str, Any]], None] | None = None,
-    interval: float = 1.0,
-    engine: str = "job",
-) -> JobOutcome:
-    """Poll a Job (or an engine's workload) until it completes or fails; on_poll sees every state on the way.
-    A Job counts as complete on any Complete=True condition: SuccessCriteriaMet comes first."""
-    prefix, plural = ENGINE_RESOURCES[engine]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            job = request(api, "GET", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
-        except KubeError as exc:
-            if " 404 " in str(exc):
-                raise KubeError(f"{plural} {namespace}/{name} does not exist") from None
-            raise
-        if on_poll:
-            on_poll(job)
-        state, reason = workload_state(job)
-        if state == "Complete":
-            return JobOutcome(name, True, "")
-        if state == "Failed":
-            return JobOutcome(name, False, reason)
-        if time.monotonic() > deadline:
-            return JobOutcome(name, False, f"not complete after {timeout:.0f} s")
-        time.sleep(interval)
-
-
-def wait_for_deployment(
-    api: pykube.HTTPClient,
-    namespace: str,
-    name: str,
-    timeout: float,
-    on_poll: Callable[[dict[str, Any]], None] | None = None,
-    interval: float = 1.0,
-) -> tuple[bool, str]:
-    """(available, reason): Available=True with every replica updated and ready."""
-    deadline = time.monotonic() + timeout
-    while True:
-        deployment = pykube.Deployment.objects(api, namespace=namespace).get(name=name).obj
-        if on_poll:
-            on_poll(deployment)
-        status = deployment.get("status", {})
-        wanted = deployment["spec"].get("replicas", 1)
-        if (
-            is_true(deployment, "Available")
-            and status.get("updatedReplicas", 0) == wanted
-            and status.get("readyReplicas", 0) == wanted
-            and status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
-        ):
-            return True, ""
-        if time.monotonic() > deadline:
-            progressing = conditions(deployment).get("Progressing", {})
-            return False, progressing.get("message") or f"not available after {timeout:.0f} s"
-        time.sleep(interval)
 
 
 def events_of(api: pykube.HTTPClient, namespace: str, kind: str, name: str, last: int = 8) -> list[str]:

@@ -13,9 +13,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import lfinfo
-from .facts import ENGINE_CRDS, STORAGE_ROOT, Facts, derive, is_adapter_method
+from .components import NAMES
+from .facts import (
+    ENGINE_CRDS,
+    VLLM_LORA_RANKS,
+    Facts,
+    derive,
+    infer_template,
+    is_adapter_method,
+    smallest_lora_rank,
+)
 from .problems import Problem, json_path
 from .spec import Spec
+from .storage import STORAGE_ROOT, on_storage
 from .vram import gib_to_gb
 
 HELM_RELEASE_MAX = 53
@@ -36,7 +46,7 @@ def validate(spec: Spec) -> list[Problem]:
 
 @check
 def release_names(spec: Spec, facts: Facts) -> Iterator[Problem]:
-    longest = max(len(f"{spec.name}-{c}") for c in ("webui", "train", "merge", "vllm"))
+    longest = max(len(f"{spec.name}-{c}") for c in NAMES)
     if longest > HELM_RELEASE_MAX:
         limit = HELM_RELEASE_MAX - len("-webui")
         yield Problem(
@@ -99,14 +109,14 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
         if facts.max_lora_rank is None:
             yield Problem(
                 "$.method.lora.rank",
-                f"vLLM serves LoRA ranks up to 512, not {rank}",
+                f"vLLM serves LoRA ranks up to {VLLM_LORA_RANKS[-1]}, not {rank}",
                 "lower the rank or serve the merged model",
             )
         elif facts.max_lora_rank < rank:
             yield Problem(
                 "$.serve.maxLoraRank",
                 f"--max-lora-rank {facts.max_lora_rank} is below the trained rank {rank}; vLLM would refuse the adapter",
-                f"use maxLoraRank: {next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)} or leave it out",
+                f"use maxLoraRank: {smallest_lora_rank(rank)} or leave it out",
             )
     info, memory = facts.model_info, facts.gpu_memory_gib
     if info and memory:
@@ -147,8 +157,6 @@ def template(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"did you mean {', '.join(close)}?" if close else "see LLaMA-Factory's template list",
         )
         return
-    from .facts import infer_template
-
     expected = infer_template(model["path"], model.get("hub", {}).get("id"))
     if expected and expected != given:
         yield Problem(
@@ -244,8 +252,7 @@ def _storage_paths(spec: Spec) -> Iterator[tuple[str, str]]:
 @check
 def paths_on_storage(spec: Spec, facts: Facts) -> Iterator[Problem]:
     for path, value in _storage_paths(spec):
-        parts = value.split("/")
-        if not value.startswith(STORAGE_ROOT + "/") or ".." in parts or value.rstrip("/") == STORAGE_ROOT:
+        if not on_storage(value):
             yield Problem(
                 path,
                 f"{value!r} is not under the storage mount {STORAGE_ROOT}",

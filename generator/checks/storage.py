@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.facts import derive
+from ..core.models import template_from_model_dir
+from ..core.problems import Problem, json_path
+from ..core.spec import Spec
+from ..core.storage import local
+from ..errors import DataError
 from . import datasets
-from .facts import STORAGE_ROOT, derive
-from .models import template_from_model_dir
-from .problems import Problem, json_path
-from .spec import Spec
-
-
-def local(storage_root: Path, path: str) -> Path:
-    return storage_root / path.removeprefix(STORAGE_ROOT + "/")
 
 
 def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
@@ -22,7 +20,7 @@ def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
     data_dir = local(storage_root, spec.data["data"]["dir"])
     try:
         info = datasets.read_dataset_info(data_dir)
-    except datasets.DataError as exc:
+    except DataError as exc:
         return [Problem("$.data.dir", str(exc))]
     for index, name in enumerate(spec.data["data"]["datasets"]):
         path = json_path(["data", "datasets", index])
@@ -42,7 +40,7 @@ def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
             continue  # hub datasets are fetched at training time
         try:
             report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry))
-        except datasets.DataError as exc:
+        except DataError as exc:
             problems.append(Problem(path, str(exc)))
             continue
         if report.fatal:

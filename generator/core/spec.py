@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..errors import SpecError
+from ..project import SPEC_SCHEMA
 from . import cache
-from .problems import Problem, SpecError, json_path
+from .problems import Problem, json_path
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "experiment.schema.json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def parse_yaml(text: str, source: str) -> Any:
 
 @functools.cache
 def experiment_schema() -> dict[str, Any]:
-    with SCHEMA_PATH.open(encoding="utf-8") as f:
+    with SPEC_SCHEMA.open(encoding="utf-8") as f:
         schema: dict[str, Any] = json.load(f)
     return schema
 
@@ -134,7 +134,7 @@ def schema_problems(document: Any) -> list[Problem]:
     A compiled validator answers the common case (valid) in microseconds; only a spec with problems pays
     for jsonschema, which finds all of them and where they are.
     """
-    if cache.is_valid(SCHEMA_PATH, document):
+    if cache.is_valid(SPEC_SCHEMA, document):
         return []
     problems: set[Problem] = set()
     for error in _validator().iter_errors(document):

@@ -3,9 +3,12 @@ chart's own scripts (train.sh with its preflight, merge.sh with its verification
 standing in for /storage.
 
 Steps (each a function, so the llamafactory test tier can assert on each, and `make smoke` can time them):
-build a tiny Llama model and a tokenizer with the llama3 template's special tokens; write an alpaca and a
-ShareGPT dataset and register them; render an experiment for them; train until the first checkpoint and kill
-the run; train again, which must resume; merge with verification; load the merged model and generate.
+build the tiny model (tinymodel.py); copy the fixture datasets and register them; render the fixture
+experiment (fixtures/smoke/experiment.yaml); train until the first checkpoint and kill the run (the
+preempt/ hook); train again, which must resume; merge with verification; load the merged model and generate.
+
+    python -m tests.support.smoke [DIR]            every step, timed (make smoke)
+    python -m tests.support.smoke --gpus N [DIR]   the rendered config under torchrun on N GPUs (make gpu-smoke)
 
 Imports torch, transformers and tokenizers: only for the llamafactory tier and `make smoke`.
 """
@@ -14,8 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,80 +29,25 @@ from typing import Any
 
 import yaml
 
-from . import datasets
-from .facts import STORAGE_ROOT, Facts, derive
-from .render import CHART_DIR, render
-from .spec import Spec, spec_from_text
+from generator.checks import datasets
+from generator.core.facts import Facts, derive
+from generator.core.render import render
+from generator.core.spec import Spec, spec_from_text
+from generator.core.storage import STORAGE_ROOT, local
+from generator.project import CHART_FILES
 
-SCRIPTS = CHART_DIR / "files"
-MODEL_DIR = "models/tiny-llama"
-SPECIAL_TOKENS = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    "<|pad|>",
-]
-MAX_STEPS = 12
-SAVE_STEPS = 4
+from . import tinymodel
 
-ALPACA: list[dict[str, str]] = [
-    {"instruction": "Co to jest LLaMA?", "input": "", "output": "LLaMA to rodzina modeli LLM od Meta."},
-    {
-        "instruction": "Jak działa fine-tuning?",
-        "input": "",
-        "output": "Fine-tuning dostosowuje wagi modelu do zadania.",
-    },
-    {"instruction": "Przetłumacz na angielski", "input": "Dzień dobry", "output": "Good morning"},
-    {
-        "instruction": "Napisz krótkie podsumowanie",
-        "input": "LLaMA-Factory to framework do fine-tuningu.",
-        "output": "Framework do fine-tuningu LLM.",
-    },
-] * 4
-SHAREGPT: list[dict[str, Any]] = [
-    {
-        "conversations": [
-            {"from": "human", "value": "Cześć, kim jesteś?"},
-            {"from": "gpt", "value": "Jestem asystentem AI. W czym mogę pomóc?"},
-            {"from": "human", "value": "Jak działa fine-tuning?"},
-            {"from": "gpt", "value": "Dostosowuje model do zadania."},
-        ],
-        "system": "Jesteś pomocnym asystentem.",
-    },
-    {"conversations": [{"from": "human", "value": "Hello"}, {"from": "gpt", "value": "Hi! How can I help?"}]},
-] * 4
-
-SPEC = f"""
-name: smoke
-storage: {{existingClaim: smoke-storage}}
-model: {{path: {STORAGE_ROOT}/{MODEL_DIR}, template: llama3, parametersB: 0.001}}
-data:
-  datasets: [tiny_alpaca, tiny_chat]
-  cutoffLen: 128
-  preprocessingWorkers: 1
-  register:
-    tiny_alpaca: {{file: tiny_alpaca.json, format: alpaca}}
-    tiny_chat: {{file: tiny_chat.json, format: sharegpt, columns: {{messages: conversations, system: system}}}}
-method: {{type: lora, lora: {{rank: 8, alpha: 16, dropout: 0.0, target: all}}}}
-training:
-  maxSteps: {MAX_STEPS}
-  learningRate: 5.0e-4
-  batchSize: 2
-  gradientAccumulation: 1
-  bf16: false
-  attention: sdpa
-  gradientCheckpointing: false
-  loggingSteps: 1
-  saveStrategy: steps
-  saveSteps: {SAVE_STEPS}
-  saveTotalLimit: 5
-resources: {{gpus: 0}}
-merge: {{dtype: bfloat16, shardSizeGB: 1}}
-serve: {{enabled: false}}
-webui: {{enabled: false}}
-"""
+SCRIPTS = CHART_FILES
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "smoke"
+PREEMPT_HOOK = Path(__file__).resolve().parent / "preempt"
+SPEC = (FIXTURES / "experiment.yaml").read_text(encoding="utf-8")
+SPEC_DATA: dict[str, Any] = yaml.safe_load(SPEC)
+MAX_STEPS: int = SPEC_DATA["training"]["maxSteps"]
+SAVE_STEPS: int = SPEC_DATA["training"]["saveSteps"]
+DATA_FILES = {name: entry["file"] for name, entry in SPEC_DATA["data"]["register"].items()}
+ALPACA: list[dict[str, Any]] = json.loads((FIXTURES / DATA_FILES["tiny_alpaca"]).read_text(encoding="utf-8"))
+SHAREGPT: list[dict[str, Any]] = json.loads((FIXTURES / DATA_FILES["tiny_chat"]).read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -110,7 +61,7 @@ class Workspace:
     merge_config: Path
 
     def local(self, storage_path: str) -> Path:
-        return self.root / storage_path.removeprefix(STORAGE_ROOT + "/")
+        return local(self.root, storage_path)
 
     @property
     def output_dir(self) -> Path:
@@ -138,69 +89,15 @@ def environment() -> dict[str, str]:
     }
 
 
-# ---------------------------------------------------------------------------------------------- building
-def build_tokenizer(corpus: list[str]) -> Any:
-    """A byte-level BPE tokenizer with the llama3 template's special tokens (eos = <|eot_id|>)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    core.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|pad|>"
-    )
-
-
-def build_model(directory: Path, corpus: list[str]) -> None:
-    """A 2-layer Llama with random weights, saved in bfloat16 next to its tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer: Any = build_tokenizer(corpus)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model: Any = LlamaForCausalLM(config)
-    model = model.to(torch.bfloat16)
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-
-
-def corpus() -> list[str]:
-    texts = [" ".join(str(v) for v in row.values()) for row in ALPACA]
-    texts += [m["value"] for row in SHAREGPT for m in row["conversations"]]
-    return texts * 3 + ["The quick brown fox jumps over the lazy dog. 0123456789 user assistant system"]
-
-
-def prepare(root: Path) -> Workspace:
+def prepare(root: Path, spec_text: str = SPEC) -> Workspace:
     """Model, datasets (registered through the spec, like `lfk data sync`), rendered and localised configs."""
     (root / "data").mkdir(parents=True, exist_ok=True)
-    build_model(root / MODEL_DIR, corpus())
-    (root / "data" / "tiny_alpaca.json").write_text(
-        json.dumps(ALPACA, ensure_ascii=False, indent=1), encoding="utf-8"
-    )
-    (root / "data" / "tiny_chat.json").write_text(
-        json.dumps(SHAREGPT, ensure_ascii=False, indent=1), encoding="utf-8"
-    )
+    spec = spec_from_text(spec_text, str(root / "values" / "experiment.yaml"))
+    tinymodel.build_model(local(root, spec.data["model"]["path"]), tinymodel.corpus(ALPACA + SHAREGPT))
+    for file_name in DATA_FILES.values():
+        shutil.copyfile(FIXTURES / file_name, root / "data" / file_name)
     values_dir = root / "values"
     values_dir.mkdir(exist_ok=True)
-    spec = spec_from_text(SPEC, str(values_dir / "experiment.yaml"))
     for name, entry in spec.data["data"]["register"].items():
         datasets.register(root / "data", name, datasets.spec_entry(entry))
     rendered = {r.component: r.values for r in render(spec, values_dir)}
@@ -215,15 +112,11 @@ def prepare(root: Path) -> Workspace:
 
 def _localised(config: dict[str, Any], root: Path, path: Path) -> Path:
     """The config with every /storage path moved under root: the pod's mount, on this machine."""
-    local = {
-        k: (
-            str(root / v.removeprefix(STORAGE_ROOT + "/"))
-            if isinstance(v, str) and v.startswith(STORAGE_ROOT + "/")
-            else v
-        )
+    moved = {
+        k: str(local(root, v)) if isinstance(v, str) and v.startswith(STORAGE_ROOT + "/") else v
         for k, v in config.items()
     }
-    path.write_text(yaml.safe_dump(local, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(moved, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -235,41 +128,12 @@ def trainer_log(ws: Workspace) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-# Loaded by every Python process of the first run through PYTHONPATH: once the trainer has saved its first
-# checkpoint, the process is killed with SIGKILL, as a preempted pod would be. A tiny model trains all its
-# steps in a fraction of a second, too fast to interrupt from outside at a chosen point.
-PREEMPT = """
-import os, signal
-
-def _preempt_after_first_save():
-    from transformers import Trainer, TrainerCallback
-
-    class Preempt(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    original = Trainer.__init__
-
-    def patched(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.add_callback(Preempt())
-
-    Trainer.__init__ = patched
-
-if os.environ.get("LFK_SMOKE_PREEMPT") == "1" and os.path.basename(os.sys.argv[0]) == "llamafactory-cli":
-    _preempt_after_first_save()
-"""
-
-
 def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600) -> int:
     """Run the chart's train.sh (preflight, then llamafactory-cli train). With preempt, the trainer is
     killed right after it wrote its first checkpoint. Returns the exit code (-9 when killed)."""
     env = {**environment(), "TRAIN_CONFIG": str(ws.train_config)}
     if preempt:
-        hooks = ws.root / ".preempt"
-        hooks.mkdir(exist_ok=True)
-        (hooks / "sitecustomize.py").write_text(PREEMPT, encoding="utf-8")
-        env.update(LFK_SMOKE_PREEMPT="1", PYTHONPATH=str(hooks))
+        env.update(LFK_SMOKE_PREEMPT="1", PYTHONPATH=str(PREEMPT_HOOK))
     return run_script("train.sh", env, log, timeout)
 
 
@@ -331,14 +195,13 @@ def gpu_main(gpus: int, root: Path) -> int:
             f"gpu-smoke needs {gpus} GPUs; this machine has {found}. Everything else runs without GPUs (make test)."
         )
         return 2
-    global SPEC
-    SPEC = SPEC.replace(
-        "resources: {gpus: 0}", f"resources: {{gpus: {gpus}, gpu: {{memoryGiB: 16}}}}"
-    ).replace("bf16: false", "bf16: true")
+    data = dict(SPEC_DATA)
+    data["resources"] = {"gpus": gpus, "gpu": {"memoryGiB": 16}}
+    data["training"] = {**SPEC_DATA["training"], "bf16": True}
     root.mkdir(parents=True, exist_ok=True)
     log = root / "gpu-smoke.log"
     start = time.monotonic()
-    ws = prepare(root)
+    ws = prepare(root, yaml.safe_dump(data, sort_keys=False))
     env = {
         **environment(),
         "TRAIN_CONFIG": str(ws.train_config),
@@ -349,7 +212,7 @@ def gpu_main(gpus: int, root: Path) -> int:
     code = run_script("train.sh", env, log, timeout=3600)
     text = log.read_text(errors="replace")
     steps = [e["current_steps"] for e in trainer_log(ws)]
-    ranks = sorted(set(__import__("re").findall(r"rank: (\d+)", text)))
+    ranks = sorted(set(re.findall(r"rank: (\d+)", text)))
     print(
         f"torchrun over {gpus} GPUs: exit {code}, steps {steps[-1] if steps else 0}/{MAX_STEPS}, "
         f"ranks seen in the log {ranks}, {time.monotonic() - start:.1f} s; log {log}"
@@ -359,8 +222,6 @@ def gpu_main(gpus: int, root: Path) -> int:
 
 def main(argv: list[str]) -> int:
     """`make smoke`: every step, timed. `--gpus N`: the GPU smoke instead."""
-    import tempfile
-
     if argv[:1] == ["--gpus"]:
         return gpu_main(
             int(argv[1]), Path(argv[2]) if len(argv) > 2 else Path(tempfile.mkdtemp(prefix="lfk-gpu-smoke-"))

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .facts import COMPONENTS
+from .components import NAMES
 from .render import HEADER_MARK, Rendered
 
 
@@ -54,7 +54,7 @@ def _read(path: Path) -> str | None:
 def _generated_leftovers(out_dir: Path, rendered: list[Rendered]) -> list[Path]:
     keep = {r.component for r in rendered}
     leftovers = []
-    for component in COMPONENTS:
+    for component in NAMES:
         path = out_dir / f"{component}.yaml"
         if component not in keep and (text := _read(path)) is not None and text.startswith(HEADER_MARK):
             leftovers.append(path)

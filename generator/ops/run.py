@@ -1,0 +1,220 @@
+"""`lfk run`: the experiment's releases in the guide's order (train, merge, vllm with its helm test, webui),
+each waited for, skipping what the current run id already completed, stopping at the first failure with the
+step, the pod, its events and its last log lines. It prints nothing: it reports through a callback."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from ..core.components import COMPONENTS
+from ..errors import KubeError, RunFailed
+from . import diagnose, helm, kube, wait
+from .status import read_progress
+from .target import Target
+
+Report = Callable[[str], None]
+
+
+def completed_run(target: Target, component: str) -> str | None:
+    """Name of a workload of this component that completed for the current run id, if any."""
+    release = target.facts.releases[component]
+    for job in kube.workloads(target.api, target.namespace, release, component, target.engine(component)):
+        done = kube.workload_state(job)[0] == "Complete"
+        if done and job["metadata"].get("labels", {}).get(kube.RUN_ID) == target.facts.run_id:
+            return str(job["metadata"]["name"])
+    return None
+
+
+def values_unchanged(target: Target, component: str) -> bool:
+    """The release is deployed with exactly the values on disk."""
+    release = target.facts.releases[component]
+    result = target.helm.run("get", "values", release, "--namespace", target.namespace, "--output", "json")
+    if result.returncode != 0:
+        return False
+    wanted = yaml.safe_load((target.spec.folder / f"{component}.yaml").read_text(encoding="utf-8"))
+    return bool(json.loads(result.stdout or "null") == wanted)
+
+
+def available_unchanged(target: Target, component: str) -> bool:
+    """The release is deployed with exactly the values on disk, and its Deployment is available."""
+    if not values_unchanged(target, component):
+        return False
+    try:
+        deployment = kube.deployment(target.api, target.namespace, target.facts.releases[component])
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return kube.is_true(deployment, "Available")
+
+
+def skip_reason(target: Target, step: helm.Step) -> str | None:
+    """Why a step has nothing to do: its Job completed for this run id, or its Deployment serves these values."""
+    if COMPONENTS[step.component].workload == "job":
+        if done := completed_run(target, step.component):
+            return f"run {target.facts.run_id} already completed (job {done}); skipped"
+        return None
+    if available_unchanged(target, step.component):
+        return f"{step.release} is deployed with these values and available; skipped"
+    return None
+
+
+def run(
+    target: Target,
+    components: list[str],
+    report: Report,
+    timeout: float = 6 * 3600,
+    pending_timeout: float = 300,
+) -> None:
+    """Run the selected steps in order; raise RunFailed at the first failure."""
+    for step in helm.plan(target.facts, target.spec.folder, target.helm, components):
+        if (why := skip_reason(target, step)) is not None:
+            report(f"{step.component}: {why}")
+            continue
+        is_job = COMPONENTS[step.component].workload == "job"
+        if is_job and values_unchanged(target, step.component):
+            # still running (or waiting in a queue) with these values: waiting is all there is to do. An upgrade
+            # would also put `suspend: true` back on a Job Kueue has admitted, stopping its pods.
+            report(f"{step.component}: {step.release} is installed with these values; waiting for it")
+        else:
+            report(f"{step.component}: $ {' '.join(step.install)}")
+            result = helm.run(step.install)
+            if result.returncode != 0:
+                raise RunFailed(f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}")
+        if is_job:
+            wait_job(target, step, report, timeout, pending_timeout)
+        else:
+            wait_deployment(target, step, report, timeout, pending_timeout)
+        if step.test:
+            helm_test(target, step, report)
+
+
+class _Progress:
+    """Reports a line only when it changed, with the seconds since the wait began."""
+
+    def __init__(self, report: Report):
+        self.report, self.last, self.started = report, "", time.monotonic()
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self.started:.0f} s"
+
+    def show(self, line: str, extra: str = "") -> None:
+        if line + extra != self.last:
+            self.report(f"{line} ({self.elapsed()}){extra}")
+            self.last = line + extra
+
+
+def _training_line(target: Target) -> str:
+    progress = read_progress(target)
+    if progress is None:
+        return ""
+    line = f" {progress.bar()} loss {progress.loss} lr {progress.lr} elapsed {progress.elapsed} remaining {progress.remaining}"
+    return line + "".join(f"\n    ! {p}" for p in progress.problems)
+
+
+def _stopped(target: Target, pods: list[dict[str, Any]], pending_timeout: float) -> wait.Outcome | None:
+    found = diagnose.stuck(pods, pending_timeout)
+    return wait.Outcome(False, found[1], found[0]) if found else None
+
+
+def _failure(target: Target, component: str, pods: list[dict[str, Any]], outcome: wait.Outcome) -> str:
+    """The pod that explains a failure (the one the watcher named, else the newest), described."""
+    pod = outcome.pod or (pods[-1] if pods else None)
+    if pod is None:
+        return "  (no pod was created)"
+    advice = diagnose.oom_advice(pod, component)
+    detail = diagnose.describe_pod(target.api, target.namespace, pod, None if outcome.pod else component)
+    return (f"  {advice}\n" if advice else "") + detail
+
+
+def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pending_timeout: float) -> None:
+    engine = target.engine(step.component)
+    current = [
+        w
+        for w in kube.workloads(target.api, target.namespace, step.release, step.component, engine)
+        if not w["metadata"].get("deletionTimestamp")
+    ]
+    if not current:
+        raise RunFailed(f"{step.component}: helm installed {step.release}, but no {engine} of it exists")
+    job = max(current, key=lambda w: str(w["metadata"].get("creationTimestamp", "")))
+    name, kind = job["metadata"]["name"], job.get("kind", "Job").lower()
+    # a plain Job's pods carry its name; an operator's carry our pod template's labels
+    selector = (
+        {"job-name": name}
+        if engine == "job"
+        else {kube.INSTANCE: step.release, kube.RUN_ID: target.facts.run_id}
+    )
+    progress = _Progress(report)
+
+    def watch(current: dict[str, Any]) -> wait.Outcome | None:
+        pods = kube.pods(target.api, target.namespace, selector)
+        if (stop := _stopped(target, pods, pending_timeout)) is not None:
+            return stop
+        phases = ", ".join(
+            f"{p['metadata']['name']} {p['status'].get('phase')} on {p['spec'].get('nodeName') or '-'}"
+            for p in pods
+        )
+        if kube.workload_state(current)[0] == "Suspended":
+            queue = current["metadata"].get("labels", {}).get("kueue.x-k8s.io/queue-name", "")
+            phases = f"suspended, waiting for Kueue to admit it (queue {queue})" if queue else "suspended"
+        training = _training_line(target) if step.component == "train" else ""
+        progress.show(f"{step.component}: {kind} {name}: {phases or 'no pod yet'}", training)
+        return None
+
+    outcome = wait.job(target.api, target.namespace, name, timeout, watch, engine=engine)
+    if outcome.ok:
+        report(f"{step.component}: {kind} {name} complete ({progress.elapsed()})")
+        return
+    detail = _failure(target, step.component, kube.pods(target.api, target.namespace, selector), outcome)
+    if outcome.pod is not None:
+        raise RunFailed(f"{step.component}: {kind} {name} cannot proceed: {outcome.reason}\n{detail}")
+    retry = (
+        f"to retry with the same values, delete it first: kubectl -n {target.namespace} delete {kind} {name}"
+    )
+    raise RunFailed(f"{step.component}: {kind} {name} failed: {outcome.reason}\n{detail}\n  {retry}")
+
+
+def wait_deployment(
+    target: Target, step: helm.Step, report: Report, timeout: float, pending_timeout: float
+) -> None:
+    selector = {kube.INSTANCE: step.release, kube.COMPONENT: step.component}
+    progress = _Progress(report)
+
+    def watch(deployment: dict[str, Any]) -> wait.Outcome | None:
+        pods = kube.pods(target.api, target.namespace, selector)
+        if (stop := _stopped(target, pods, pending_timeout)) is not None:
+            return stop
+        status = deployment.get("status", {})
+        wanted = deployment["spec"].get("replicas", 1)
+        progress.show(
+            f"{step.component}: deployment {step.release}: {status.get('readyReplicas', 0)}/{wanted} ready"
+        )
+        return None
+
+    outcome = wait.deployment(target.api, target.namespace, step.release, timeout, watch)
+    if outcome.ok:
+        report(f"{step.component}: deployment {step.release} available ({progress.elapsed()})")
+        return
+    detail = _failure(target, step.component, kube.pods(target.api, target.namespace, selector), outcome)
+    if outcome.pod is not None:
+        raise RunFailed(f"{step.component}: {step.release} cannot start: {outcome.reason}\n{detail}")
+    raise RunFailed(f"{step.component}: {step.release} is not available: {outcome.reason}\n{detail}")
+
+
+def helm_test(target: Target, step: helm.Step, report: Report) -> None:
+    assert step.test is not None
+    report(f"{step.component}: $ {' '.join(step.test)}")
+    result = helm.run(step.test)
+    if result.returncode != 0:
+        selector = {kube.INSTANCE: step.release, kube.COMPONENT: f"{step.component}-test"}
+        pods = kube.pods(target.api, target.namespace, selector)
+        detail = diagnose.describe_pod(target.api, target.namespace, pods[-1]) if pods else ""
+        raise RunFailed(
+            f"{step.component}: helm test failed:\n{(result.stderr or result.stdout).strip()}\n{detail}"
+        )
+    report(f"{step.component}: helm test passed (its chat-completion pod Succeeded)")

@@ -1,0 +1,111 @@
+"""`lfk status`: per release, the helm status, its Jobs or Deployment, its pods with their nodes and GPUs;
+and the training progress from trainer_log.jsonl. Plain data out; the CLI decides how it looks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..core import trainlog
+from ..core.components import COMPONENTS
+from . import diagnose, kube
+from .reader import read_file
+from .target import Target
+
+
+@dataclass
+class ReleaseStatus:
+    component: str
+    release: str
+    helm: str  # deployed, failed, pending-upgrade, ... or "not installed"
+    revision: int | None
+    objects: list[dict[str, Any]] = field(default_factory=list)  # Jobs or the Deployment, summarised
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_progress(target: Target, from_cluster: bool = False) -> trainlog.Progress | None:
+    """Training progress from trainer_log.jsonl: through the local mount of the storage, or (from_cluster) a
+    short-lived reader pod mounting the train release's claim."""
+    text = read_file(target, f"{target.facts.output_dir}/trainer_log.jsonl", from_cluster)
+    return trainlog.parse(text) if text else None
+
+
+def summarise_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A Job or an engine's workload: its state, and the counts a batch Job keeps."""
+    status = job.get("status", {}) or {}
+    state, reason = kube.workload_state(job)
+    return {
+        "kind": job.get("kind", "Job"),
+        "name": job["metadata"]["name"],
+        "run_id": job["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
+        "state": state,
+        "reason": reason.split(":")[0],
+        "active": status.get("active", 0),
+        "succeeded": status.get("succeeded", 0),
+        "failed": status.get("failed", 0),
+    }
+
+
+def summarise_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
+    status = deployment.get("status", {})
+    return {
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+        "run_id": deployment["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
+        "state": "Available" if kube.is_true(deployment, "Available") else "Unavailable",
+        "ready": f"{status.get('readyReplicas', 0)}/{deployment['spec'].get('replicas', 1)}",
+    }
+
+
+def summarise_pod(pod: dict[str, Any], component: str) -> dict[str, Any]:
+    return {
+        "name": pod["metadata"]["name"],
+        "phase": pod["status"].get("phase", ""),
+        "node": pod["spec"].get("nodeName") or "",
+        "gpus": kube.gpu_request(pod),
+        "waiting": ", ".join(diagnose.waiting_reasons(pod)),
+        "problem": diagnose.oom_advice(pod, component) or "",
+    }
+
+
+def workload_objects(target: Target, component: str, release: str) -> list[dict[str, Any]]:
+    if COMPONENTS[component].workload == "job":
+        engine = target.engine(component)
+        return [
+            summarise_job(j) for j in kube.workloads(target.api, target.namespace, release, component, engine)
+        ]
+    answer = kube.request(
+        target.api,
+        "GET",
+        f"/apis/apps/v1/namespaces/{target.namespace}/deployments",
+        params={"labelSelector": f"{kube.INSTANCE}={release}"},
+    )
+    return [summarise_deployment(d) for d in answer.get("items", [])]
+
+
+def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
+    """Everything about the experiment's releases, as plain data (the CLI renders it as a table or JSON)."""
+    out: dict[str, Any] = {
+        "experiment": target.facts.name,
+        "namespace": target.namespace,
+        "run_id": target.facts.run_id,
+        "releases": [],
+    }
+    for component, release in target.facts.releases.items():
+        result = target.helm.run("status", release, "--namespace", target.namespace, "--output", "json")
+        if result.returncode != 0:
+            out["releases"].append(asdict(ReleaseStatus(component, release, "not installed", None)))
+            continue
+        info = json.loads(result.stdout)
+        entry = ReleaseStatus(
+            component, release, info.get("info", {}).get("status", "unknown"), info.get("version")
+        )
+        entry.objects = workload_objects(target, component, release)
+        selector = {kube.INSTANCE: release, kube.COMPONENT: component}
+        entry.pods = [summarise_pod(p, component) for p in kube.pods(target.api, target.namespace, selector)]
+        out["releases"].append(asdict(entry))
+    installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
+    progress = read_progress(target, from_cluster and installed)
+    out["training"] = progress.as_dict() if progress else None
+    return out

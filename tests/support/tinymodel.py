@@ -1,0 +1,97 @@
+"""A tiny Llama-architecture model with random weights and a tokenizer that speaks the llama3 template,
+made on the spot from a few sentences: nothing is downloaded. LLaMA-Factory trains and exports it, vLLM on
+CPU serves it, transformers loads it.
+
+    python -m tests.support.tinymodel OUT_DIR [TEXT_FILE...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|pad|>",
+]
+FILLER = "The quick brown fox jumps over the lazy dog. 0123456789 user assistant system"
+
+
+def build_tokenizer(corpus: list[str]) -> Any:
+    """A byte-level BPE tokenizer with the llama3 template's special tokens (eos = <|eot_id|>)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    core.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|pad|>"
+    )
+
+
+def build_model(directory: Path, corpus: list[str], hidden_size: int = 64, heads: int = 4) -> None:
+    """A 2-layer Llama with random weights, saved in bfloat16 next to its tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer: Any = build_tokenizer(corpus)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model: Any = LlamaForCausalLM(config)
+    model = model.to(torch.bfloat16)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+
+
+def texts_of(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every string of alpaca rows and ShareGPT conversations: what the tokenizer learns its merges from."""
+    texts: list[str] = []
+    for row in rows:
+        for value in row.values():
+            if isinstance(value, str):
+                texts.append(value)
+            elif isinstance(value, list):
+                texts += [m.get("value") or m.get("content") or "" for m in value if isinstance(m, dict)]
+    return texts
+
+
+def corpus(rows: Iterable[dict[str, Any]]) -> list[str]:
+    return texts_of(rows) * 3 + [FILLER]
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0])
+    rows: list[dict[str, Any]] = []
+    for name in argv[1:]:
+        rows += json.loads(Path(name).read_text(encoding="utf-8"))
+    build_model(out, corpus(rows))
+    print(f"tiny model in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
