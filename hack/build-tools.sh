@@ -2,7 +2,8 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
-#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest etcd kwok kube
+#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest etcd kwok kube crds
+#                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
 # so it is built from a small wrapper module that points each staging module at its published version.
@@ -23,6 +24,9 @@ new_scratch() { local d; d=$(mktemp -d); scratch+=("$d"); work=$d; }
 
 # done_marker DIR: the binaries in DIR are complete (written last, so an interrupted build is redone)
 done_marker() { printf '%s/.complete' "$1"; }
+
+# mod_dir MODULE@VERSION: download the module and print its source folder in the module cache
+mod_dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
 
 KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
@@ -130,6 +134,64 @@ build_helm-unittest() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
+# containerd, its runc shim and ctr for the real node; runc itself and the CNI plugins come from Debian
+# (hack/install-debs.sh node). Its go.mod has no replace directive; the wrapper module only pins it.
+CONTAINERD_COMMANDS=(containerd containerd-shim-runc-v2 ctr)
+
+build_containerd() {
+  local out="$TOOLS_DIR/containerd-$CONTAINERD_VERSION" have=1 c
+  for c in "${CONTAINERD_COMMANDS[@]}"; do [ -x "$out/$c" ] || have=0; done
+  [ -f "$(done_marker "$out")" ] && [ "$have" = 1 ] && { log "containerd $CONTAINERD_VERSION cached in $out"; return; }
+  local work; new_scratch
+  log "building ${CONTAINERD_COMMANDS[*]} $CONTAINERD_VERSION (cold: about five minutes on 2 cores)"
+  # what containerd's Makefile stamps (`containerd --version`, the CRI runtime version); no git, so no revision
+  local pkg=github.com/containerd/containerd/v2
+  local stamp="-X $pkg/version.Version=$CONTAINERD_VERSION"
+  (
+    cd "$work"
+    printf 'module localbuild/containerd\ngo 1.26.0\n' >go.mod
+    go get "$pkg@$CONTAINERD_VERSION" >/dev/null
+    mkdir -p "$out.tmp"
+    # CGO_ENABLED=0 leaves out the btrfs snapshotter (cgo only); overlayfs, native and the CRI plugin stay.
+    # urfave_cli_no_docs as in its Makefile (drops the man page generator)
+    go build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w $stamp" -o "$out.tmp/" "${CONTAINERD_COMMANDS[@]/#/$pkg/cmd/}"
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+# CoreDNS, the cluster DNS of the real node, with the plugins of its default plugin.cfg (kubernetes among them)
+build_coredns() {
+  local out="$TOOLS_DIR/coredns-$COREDNS_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "coredns $COREDNS_VERSION cached in $out"; return; }
+  local work; new_scratch
+  log "building coredns $COREDNS_VERSION"
+  (
+    cd "$work"
+    printf 'module localbuild/coredns\ngo 1.26.0\n' >go.mod
+    go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
+    mkdir -p "$out.tmp"
+    # its version is a constant; the Makefile stamps only the git commit, which a module has not
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" github.com/coredns/coredns
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+# The sandbox (pause) binary of the real node's pods: no registry to pull registry.k8s.io/pause from, so it
+# is built the way its Makefile does (static, gcc -Os) from the pause.c in the k8s.io/kubernetes module
+build_pause() {
+  local out="$TOOLS_DIR/pause-$KUBE_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "pause $KUBE_VERSION cached in $out"; return; }
+  log "building pause from k8s.io/kubernetes $KUBE_VERSION"
+  local src tag; src=$(mod_dir "k8s.io/kubernetes@$KUBE_VERSION")/build/pause
+  # `pause -v` prints v<TAG>-<REV> like the published image: TAG from its Makefile, REV the Kubernetes tag
+  tag=$(sed -nE 's/^TAG \?= *([0-9.]+) *$/\1/p' "$src/Makefile")
+  [ -n "$tag" ] || { echo "no TAG in $src/Makefile" >&2; exit 1; }
+  mkdir -p "$out.tmp"
+  gcc -Os -Wall -Werror -static "-DVERSION=v$tag-$KUBE_VERSION" -o "$out.tmp/pause" "$src/linux/pause.c"
+  strip "$out.tmp/pause"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
 # The CRDs of the training operators (Kubeflow Trainer v2, the Kubeflow training operator, JobSet, KubeRay),
 # copied out of the operators' own Go modules at pinned versions; the cluster tier installs them.
 build_crds() {
@@ -151,7 +213,7 @@ build_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube crds)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube crds containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)
