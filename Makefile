@@ -47,6 +47,10 @@ venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
 tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) ## Build helm 3, helm 4 and helm-unittest from the Go module proxy
 cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok; fetch operator CRDs
+NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(TOOLS)/pause-$(KUBE_VERSION)/.complete
+.PHONY: node-tools
+node-tools: $(NODE_TOOLS) ## Build containerd, kubelet, kube-proxy, CoreDNS, pause; install runc and the CNI plugins from Debian
+	hack/install-debs.sh node
 
 $(HELM3):
 	hack/build-tools.sh helm3
@@ -62,6 +66,14 @@ $(TOOLS)/kwok-$(KWOK_VERSION)/.complete:
 	hack/build-tools.sh kwok
 $(CRDS)/.complete:
 	hack/build-tools.sh crds
+$(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete:
+	hack/build-tools.sh containerd
+$(TOOLS)/kube-node-$(KUBE_VERSION)/.complete:
+	hack/build-tools.sh kube-node
+$(TOOLS)/coredns-$(COREDNS_VERSION)/.complete:
+	hack/build-tools.sh coredns
+$(TOOLS)/pause-$(KUBE_VERSION)/.complete:
+	hack/build-tools.sh pause
 
 # ------------------------------------------------------------------------------------------ generator
 .PHONY: validate render check-values
@@ -81,10 +93,14 @@ chart-docs: venv ## Regenerate the chart README's parameter table from values.ya
 
 # ---------------------------------------------------------------------------------------------- checks
 .PHONY: lint
-lint: venv ## ruff and mypy over the generator and tests
-	$(VENV)/bin/ruff check generator tests hack
-	$(VENV)/bin/ruff format --check generator tests hack
+PY_SOURCES := generator tests hack charts/llama-factory/files
+lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the scripts the chart's pods run
+	hack/install-debs.sh lint
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy charts/llama-factory/files/*.py
+	shellcheck -x charts/llama-factory/files/*.sh hack/*.sh
 
 # ----------------------------------------------------------------------------------------------- tests
 .PHONY: test test-unit test-chart test-cluster test-llamafactory smoke gpu-smoke
@@ -105,10 +121,11 @@ test-llamafactory: venv llamafactory ## LLaMA-Factory tier: real train -> resume
 	$(PYTEST) -m llamafactory $(PYTEST_ARGS)
 
 smoke: venv llamafactory ## Real LLaMA-Factory on CPU: tiny model, train (preempted), resume, merge, load; timed
-	$(PY) -m generator.smoke
+	$(PY) -m tests.support.smoke
 
-gpu-smoke: venv llamafactory ## On a machine with 2 GPUs: the rendered config under torchrun on both (not part of make test)
-	$(PY) -m generator.smoke --gpus 2
+GPUS_SMOKE ?= 1
+gpu-smoke: venv llamafactory ## On a GPU machine: the rendered config under torchrun on GPUS_SMOKE=N GPUs (default 1; not part of make test)
+	$(PY) -m tests.support.smoke --gpus $(GPUS_SMOKE)
 
 # ----------------------------------------------------------------------------------------- operations
 .PHONY: install uninstall

@@ -5,7 +5,6 @@ its pod, events and logs, the checklist's cluster items and its preflight Job, a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from generator.cli import cli
+from generator.project import helm_binary
 from tests.support import kube as support_kube
 
 from .conftest import CHART, baseline_namespace, create_prerequisites, render_spec, with_namespace
@@ -33,8 +33,7 @@ def seed(
 
 
 def lfk(kubeconfig: str, *args: str) -> Any:
-    env = {"KUBECONFIG": kubeconfig, "LFK_HELM": str(ROOT / ".tools" / "helm-v3.22.0" / "helm")}
-    env["LFK_HELM"] = os.environ.get("LFK_HELM", env["LFK_HELM"])
+    env = {"KUBECONFIG": kubeconfig, "LFK_HELM": helm_binary()}
     return CliRunner().invoke(cli, list(args), env=env)
 
 

@@ -67,7 +67,9 @@ def download(repo_id: str, revision: str, target: str) -> int:
     else:
         from huggingface_hub import snapshot_download
 
-        snapshot_download(repo_id, revision=revision, local_dir=partial, token=os.environ.get("HF_TOKEN") or None)
+        snapshot_download(
+            repo_id, revision=revision, local_dir=partial, token=os.environ.get("HF_TOKEN") or None
+        )
     if not os.path.isfile(os.path.join(partial, "config.json")):
         print(f"download: {repo_id} has no config.json; is it a Hugging Face model?", file=sys.stderr)
         return 3

@@ -20,6 +20,8 @@ import urllib.request
 
 # readiness.py travels beside this script (the pod's /scripts, or /tmp in the hook Job)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from typing import Any
+
 import readiness  # noqa: E402
 
 CONFIG_ERROR = 3
@@ -51,11 +53,16 @@ def check_model(model: str, download: str | None) -> None:
         item(True, "base model", f"{model} is downloaded from {download} before training")
         return
     missing = readiness.missing_model_files(model)
-    item(not missing, "base model", f"{model}: " + (f"missing {', '.join(missing)}" if missing else "config, tokenizer and weights present"),
-         "copy the model there, or set model.hub in the spec so the train release downloads it")
+    item(
+        not missing,
+        "base model",
+        f"{model}: "
+        + (f"missing {', '.join(missing)}" if missing else "config, tokenizer and weights present"),
+        "copy the model there, or set model.hub in the spec so the train release downloads it",
+    )
 
 
-def check_datasets(config: dict) -> None:
+def check_datasets(config: dict[str, Any]) -> None:
     dataset_dir = config.get("dataset_dir", "data")
     try:
         registered = readiness.read_dataset_info(dataset_dir)
@@ -72,23 +79,32 @@ def check_datasets(config: dict) -> None:
             item(False, f"dataset {name}", problem, "copy the file there")
 
 
-def check_mlflow(config: dict, server: bool) -> None:
+def check_mlflow(config: dict[str, Any], server: bool) -> None:
     report_to = config.get("report_to", "none")
     reporters = report_to if isinstance(report_to, list) else [report_to]
     if "mlflow" not in reporters:
         return
-    item(importlib.util.find_spec("mlflow") is not None, "mlflow package", "importable" if importlib.util.find_spec("mlflow") else "this image has no mlflow",
-         "use an image that adds it (FROM hiyouga/llamafactory + pip install mlflow) or set train.pipPackages: [mlflow]")
+    item(
+        importlib.util.find_spec("mlflow") is not None,
+        "mlflow package",
+        "importable" if importlib.util.find_spec("mlflow") else "this image has no mlflow",
+        "use an image that adds it (FROM hiyouga/llamafactory + pip install mlflow) or set train.pipPackages: [mlflow]",
+    )
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if server and uri.startswith("http"):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
                 item(response.status == 200, "MLflow server", f"{uri} answers")
         except (urllib.error.URLError, OSError) as exc:
-            item(False, "MLflow server", f"{uri} does not answer: {exc}", "check tracking.mlflow.trackingUri and the network policy")
+            item(
+                False,
+                "MLflow server",
+                f"{uri} does not answer: {exc}",
+                "check tracking.mlflow.trackingUri and the network policy",
+            )
 
 
-def check_arguments(config: dict, cpu: bool) -> None:
+def check_arguments(config: dict[str, Any], cpu: bool) -> None:
     """LLaMA-Factory's own argument checks. As one process on one GPU (the launcher spreads the real run over
     every GPU afterwards, and DeepSpeed only parses under torchrun); with --cpu, as the GPU-less Job."""
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
@@ -113,8 +129,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="the before-training checklist")
     parser.add_argument("config")
     parser.add_argument("--cpu", action="store_true", help="no GPU here: parse as a CPU run")
-    parser.add_argument("--check-mlflow-server", action="store_true", help="also check the tracking server answers")
-    parser.add_argument("--download", metavar="REPO_ID", help="the model is downloaded from this hub repository first")
+    parser.add_argument(
+        "--check-mlflow-server", action="store_true", help="also check the tracking server answers"
+    )
+    parser.add_argument(
+        "--download", metavar="REPO_ID", help="the model is downloaded from this hub repository first"
+    )
     args = parser.parse_args()
     with open(args.config, encoding="utf-8") as f:
         config = yaml.safe_load(f)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 
 DATASET_INFO = "dataset_info.json"
 CHECKPOINT = re.compile(r"checkpoint-\d+")
@@ -28,7 +29,7 @@ def missing_model_files(folder: str) -> list[str]:
     return missing
 
 
-def read_dataset_info(dataset_dir: str) -> dict:
+def read_dataset_info(dataset_dir: str) -> dict[str, Any]:
     """The dataset entries of DIR/dataset_info.json; {} when there is none yet."""
     path = os.path.join(dataset_dir, DATASET_INFO)
     try:
@@ -43,7 +44,7 @@ def read_dataset_info(dataset_dir: str) -> dict:
     return info
 
 
-def dataset_problem(dataset_dir: str, info: dict, name: str) -> str | None:
+def dataset_problem(dataset_dir: str, info: dict[str, Any], name: str) -> str | None:
     """Why LLaMA-Factory cannot load dataset NAME: not registered, or its file missing; None when it can."""
     entry = info.get(name)
     if entry is None:
@@ -62,5 +63,6 @@ def incomplete_checkpoints(output_dir: str) -> list[str]:
     return [
         os.path.join(output_dir, name)
         for name in sorted(os.listdir(output_dir))
-        if CHECKPOINT.fullmatch(name) and not os.path.isfile(os.path.join(output_dir, name, "trainer_state.json"))
+        if CHECKPOINT.fullmatch(name)
+        and not os.path.isfile(os.path.join(output_dir, name, "trainer_state.json"))
     ]

@@ -17,18 +17,31 @@ import json
 import os
 import struct
 import sys
+from typing import Any
 
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
-BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-         "F8_E4M3": 1, "F8_E5M2": 1}
+BYTES = {
+    "BF16": 2,
+    "F16": 2,
+    "F32": 4,
+    "F64": 8,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+}
 FLOATING = {"BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
 RECORD = ".lfk-merge.json"
 
 
-def read_header(path: str) -> dict:
+def read_header(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
+        header: dict[str, Any] = json.loads(f.read(size))
     header.pop("__metadata__", None)
     return header
 
@@ -52,7 +65,7 @@ def weight_files(folder: str) -> tuple[list[str], list[str]]:
 
 def count_parameters(files: list[str]) -> tuple[int, dict[str, int]]:
     """(parameters, bytes per dtype) from the safetensors headers, without reading the weights."""
-    total, by_dtype = 0, {}
+    total, by_dtype = 0, dict[str, int]()
     for path in files:
         for tensor in read_header(path).values():
             n = 1
@@ -74,7 +87,9 @@ def adapter_fingerprint(adapter: str) -> str:
     return digest.hexdigest()
 
 
-def verify(folder: str, base: str, dtype: str, min_ratio: float, max_ratio: float, adapter: str | None) -> list[str]:
+def verify(
+    folder: str, base: str, dtype: str, min_ratio: float, max_ratio: float, adapter: str | None
+) -> list[str]:
     if not os.path.isdir(folder):
         return [f"{folder} does not exist"]
     problems = []
@@ -125,7 +140,9 @@ def main() -> int:
     parser.add_argument("--min-ratio", type=float, default=0.9)
     parser.add_argument("--max-ratio", type=float, default=1.1)
     parser.add_argument("--adapter", help="the adapter directory that was (or is to be) merged")
-    parser.add_argument("--record", action="store_true", help="write the merge record after a successful check")
+    parser.add_argument(
+        "--record", action="store_true", help="write the merge record after a successful check"
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     check_record = args.adapter if not args.record else None
@@ -137,7 +154,11 @@ def main() -> int:
                 print(f"  - {p}", file=sys.stderr)
         return 1
     if args.record and args.adapter:
-        record = {"adapter": args.adapter, "adapter_sha256": adapter_fingerprint(args.adapter), "dtype": args.dtype}
+        record = {
+            "adapter": args.adapter,
+            "adapter_sha256": adapter_fingerprint(args.adapter),
+            "dtype": args.dtype,
+        }
         tmp = os.path.join(args.folder, RECORD + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
