@@ -5,49 +5,19 @@
     hack/chart-docs.py --check   exit 1 when the README is stale (the chart tier runs this)
 
 A `# -- text` comment (continued by following `# text` lines) documents the key right below it; the key's
-path comes from the indentation, its default from the YAML value.
+path comes from the indentation, its default from the YAML value. The comments are read by chart_values.py,
+which chart-schema.py shares; `# @schema` annotation lines are not part of the text.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-from pathlib import Path
 
 import yaml
+from chart_values import CHART, documented_keys
 
-CHART = Path(__file__).resolve().parent.parent / "charts" / "llama-factory"
 BEGIN, END = "<!-- parameters:begin -->", "<!-- parameters:end -->"
-KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?P<rest>.*)$")
-
-
-def documented_keys(text: str) -> list[tuple[str, str]]:
-    """(dotted key path, description) in file order."""
-    stack: list[tuple[int, str]] = []
-    pending: list[str] = []
-    out = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("# --"):
-            pending = [stripped[4:].strip()]
-            continue
-        if stripped.startswith("#") and pending:
-            pending.append(stripped[1:].strip())
-            continue
-        match = KEY.match(line)
-        if not match:
-            if stripped:
-                pending = []
-            continue
-        indent = len(match["indent"])
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, match["key"]))
-        if pending:
-            out.append((".".join(k for _, k in stack), " ".join(pending)))
-            pending = []
-    return out
 
 
 def lookup(values: dict, dotted: str) -> object:
