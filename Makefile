@@ -91,6 +91,10 @@ check-values: venv ## Fail with a diff when committed values are stale
 chart-docs: venv ## Regenerate the chart README's parameter table from values.yaml
 	$(PY) hack/chart-docs.py
 
+.PHONY: chart-schema
+chart-schema: venv ## Regenerate the chart's values.schema.json from values.yaml and its annotations
+	$(PY) hack/chart-schema.py
+
 # ---------------------------------------------------------------------------------------------- checks
 .PHONY: lint
 PY_SOURCES := generator tests hack charts/llama-factory/files
