@@ -1,7 +1,7 @@
 """`lfk validate --deep`: the rendered train and merge configs through the installed LLaMA-Factory's own
 argument parsing and cross-checks, its template list, and (with a storage root) the data and the model.
 
-LLaMA-Factory is imported in a child process (`python -m generator.deep`), so torch never enters the lfk
+LLaMA-Factory is imported in a child process (`python -m generator.checks.deep`), so torch never enters the lfk
 process and nothing LLaMA-Factory prints or exits with can disturb it. On a machine without GPUs the
 settings that need one (bf16, fp16, pure_bf16, DeepSpeed) are switched off for the parse only; the
 messages LLaMA-Factory gives are reported against the spec path that produced the offending key.
@@ -21,7 +21,7 @@ from ..core import lfinfo
 from ..core.facts import derive
 from ..core.problems import Problem, json_path
 from ..core.render import render
-from ..core.rules import MANAGED_ARGS
+from ..core.rules_llamafactory import MANAGED_ARGS
 from ..core.spec import Spec
 from .storage import storage_problems
 
@@ -66,7 +66,7 @@ def parse_configs(train: dict[str, Any], merge: dict[str, Any] | None) -> dict[s
     payload = json.dumps({"train": train, "merge": merge})
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "generator.deep"],
+        [sys.executable, "-m", "generator.checks.deep"],
         input=payload,
         capture_output=True,
         text=True,

@@ -1,0 +1,206 @@
+"""Cross-field rules about what LLaMA-Factory itself accepts: pass-through arguments it knows and the spec
+does not already set, precision and saving, dataset entries, its refusals with DeepSpeed, and what each
+training engine needs. They register with the other rules (rules.py) and run after them."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+
+from . import lfinfo
+from .facts import ENGINE_CRDS, Facts
+from .problems import Problem, json_path
+from .rules import check
+from .spec import Spec
+
+# passthrough keys the spec sets through its own fields
+MANAGED_ARGS = {
+    "model_name_or_path": "model.path",
+    "template": "model.template",
+    "trust_remote_code": "model.trustRemoteCode",
+    "dataset_dir": "data.dir",
+    "dataset": "data.datasets",
+    "cutoff_len": "data.cutoffLen",
+    "max_samples": "data.maxSamples",
+    "val_size": "data.valSize",
+    "preprocessing_num_workers": "data.preprocessingWorkers",
+    "finetuning_type": "method.type",
+    "lora_rank": "method.lora.rank",
+    "lora_alpha": "method.lora.alpha",
+    "lora_dropout": "method.lora.dropout",
+    "lora_target": "method.lora.target",
+    "quantization_bit": "method.quantization.bits",
+    "quantization_method": "method.quantization.method",
+    "freeze_trainable_layers": "method.freeze.trainableLayers",
+    "num_train_epochs": "training.epochs",
+    "max_steps": "training.maxSteps",
+    "learning_rate": "training.learningRate",
+    "per_device_train_batch_size": "training.batchSize",
+    "gradient_accumulation_steps": "training.gradientAccumulation",
+    "lr_scheduler_type": "training.scheduler",
+    "warmup_ratio": "training.warmupRatio",
+    "max_grad_norm": "training.maxGradNorm",
+    "bf16": "training.bf16",
+    "disable_gradient_checkpointing": "training.gradientCheckpointing",
+    "flash_attn": "training.attention",
+    "logging_steps": "training.loggingSteps",
+    "save_strategy": "training.saveStrategy",
+    "save_steps": "training.saveSteps",
+    "save_total_limit": "training.saveTotalLimit",
+    "seed": "training.seed",
+    "output_dir": "(derived: /storage/output/<name>/<run id>)",
+    "overwrite_output_dir": "(always false, so runs resume)",
+    "report_to": "tracking.mlflow",
+    "run_name": "tracking.mlflow.runName",
+    "stage": "(always sft)",
+    "do_train": "(always true)",
+    "export_dir": "merge.exportDir",
+    "export_size": "merge.shardSizeGB",
+    "export_device": "merge.device",
+    "infer_dtype": "merge.dtype",
+    "adapter_name_or_path": "(derived from the run)",
+}
+
+
+@check
+def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    legal = lfinfo.info().arguments
+    for key in spec.data["llamafactoryArgs"]:
+        path = json_path(["llamafactoryArgs", key])
+        if key in MANAGED_ARGS:
+            yield Problem(path, f"{key} is set by the spec", f"use {MANAGED_ARGS[key]}")
+        elif key not in legal:
+            close = difflib.get_close_matches(key, sorted(legal), n=3)
+            yield Problem(
+                path,
+                f"LLaMA-Factory {lfinfo.info().version} has no argument {key!r}",
+                f"did you mean {', '.join(close)}?" if close else "see `llamafactory-cli train -h`",
+            )
+
+
+@check
+def mlflow_in_the_image(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    d = spec.data
+    official = d["images"]["llamafactory"].split("@")[0].rsplit(":", 1)[0] in (
+        "hiyouga/llamafactory",
+        "docker.io/hiyouga/llamafactory",
+    )
+    wanted = any(
+        p.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower() == "mlflow"
+        for p in d["images"]["pipPackages"]
+    )
+    if "mlflow" in d["tracking"] and official and not wanted:
+        yield Problem(
+            "$.images.pipPackages",
+            "the official LLaMA-Factory image has no mlflow, which reporting to MLflow needs: the preflight would stop the run",
+            "add images.pipPackages: [mlflow], or use an image that contains it",
+        )
+
+
+@check
+def precision_and_saving(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    t = spec.data["training"]
+    if t["attention"] in ("fa2", "fa3") and not t["bf16"] and not spec.data["llamafactoryArgs"].get("fp16"):
+        yield Problem(
+            "$.training.attention",
+            f"{t['attention']} needs bf16 or fp16",
+            "use attention: sdpa or enable bf16",
+        )
+    if t["saveStrategy"] == "no":
+        yield Problem(
+            "$.training.saveStrategy",
+            "without checkpoints a preempted or restarted Job starts over",
+            "use saveStrategy: steps",
+            "warning",
+        )
+
+
+@check
+def dataset_entries(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    alpaca_only = {"prompt", "query", "response", "history"}
+    sharegpt_only = {"messages", "tools"}
+    for name, entry in spec.data["data"]["register"].items():
+        columns = set(entry.get("columns", {}))
+        wrong = columns & (sharegpt_only if entry["format"] == "alpaca" else alpaca_only)
+        for column in sorted(wrong):
+            yield Problem(
+                json_path(["data", "register", name, "columns", column]),
+                f"column {column!r} does not apply to the {entry['format']} format",
+                "remove it or change format",
+            )
+        if entry["format"] == "alpaca" and entry.get("tags"):
+            yield Problem(
+                json_path(["data", "register", name, "tags"]),
+                "tags apply only to sharegpt data",
+                "remove tags",
+            )
+
+
+# LLaMA-Factory's refusals with DeepSpeed (hparams/parser.py): (argument, stages it refuses, message)
+DEEPSPEED_REFUSALS = [
+    ("pure_bf16", ("zero3",), "`pure_bf16` is incompatible with DeepSpeed ZeRO-3"),
+    ("use_unsloth", ("zero3",), "Unsloth is incompatible with DeepSpeed ZeRO-3"),
+    ("pissa_init", ("zero3",), "PiSSA must be initialised with scripts/pissa_init.py under DeepSpeed ZeRO-3"),
+    ("predict_with_generate", ("zero3",), "`predict_with_generate` is incompatible with DeepSpeed ZeRO-3"),
+    ("use_galore", ("zero2", "zero3"), "GaLore is incompatible with DeepSpeed"),
+    ("use_apollo", ("zero2", "zero3"), "APOLLO is incompatible with DeepSpeed"),
+]
+
+
+@check
+def distributed(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    d = spec.data
+    dist, extra = d["distributed"], d["llamafactoryArgs"]
+    if dist["nodes"] > 1 and d["resources"]["gpus"] == 0:
+        yield Problem(
+            "$.resources.gpus", "training on several nodes needs GPUs on each", "set resources.gpus"
+        )
+    stage = dist["deepspeed"]
+    if stage != "none":
+        for argument, stages, message in DEEPSPEED_REFUSALS:
+            if extra.get(argument) and stage in stages:
+                yield Problem(
+                    json_path(["llamafactoryArgs", argument]),
+                    f"{message}; LLaMA-Factory refuses it",
+                    "remove it, or set distributed.deepspeed: none",
+                )
+        if facts.world_size == 1:
+            yield Problem(
+                "$.distributed.deepspeed",
+                "ZeRO shards over the data-parallel GPUs; with one GPU it only adds overhead",
+                severity="warning",
+            )
+    if extra.get("use_galore") and extra.get("galore_layerwise") and facts.world_size > 1:
+        yield Problem(
+            "$.llamafactoryArgs.galore_layerwise",
+            "distributed training does not support layer-wise GaLore",
+            "remove galore_layerwise",
+        )
+    if dist["engine"] in ENGINE_CRDS:
+        crd, provider = ENGINE_CRDS[dist["engine"]]
+        yield Problem(
+            "$.distributed.engine",
+            f"the {dist['engine']} engine creates {crd} objects: {provider} must be installed in the cluster",
+            "lfk check verifies the CRD is there",
+            "warning",
+        )
+    if dist["engine"] == "trainjob":
+        if "hub" in d["model"]:
+            yield Problem(
+                "$.model.hub",
+                "a TrainJob cannot carry the download step (Kubeflow Trainer v2.0 overrides only the runtime's own init containers)",
+                "download the model to model.path first (e.g. with the job engine once), then remove model.hub",
+            )
+        yield Problem(
+            "$.distributed.engine",
+            "with trainjob the training runtime's pod template decides the security contexts, image pull secrets, "
+            "priority class and affinity: a TrainJob cannot set them",
+            "set them in the ClusterTrainingRuntime, or use engine job or jobset",
+            "warning",
+        )
+    if dist["engine"] == "rayjob" and stage != "none":
+        yield Problem(
+            "$.distributed.deepspeed",
+            "DeepSpeed is launched by torchrun, not by Ray",
+            "use engine job, jobset, pytorchjob or trainjob",
+        )
