@@ -28,40 +28,50 @@ done_marker() { printf '%s/.complete' "$1"; }
 # mod_dir MODULE@VERSION: download the module and print its source folder in the module cache
 mod_dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
 
-KUBE_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-
-build_kube() {
-  local out="$TOOLS_DIR/kube-$KUBE_VERSION" have=1 c
-  for c in "${KUBE_COMMANDS[@]}"; do [ -x "$out/$c" ] || have=0; done
-  [ -f "$(done_marker "$out")" ] && [ "$have" = 1 ] && { log "kube $KUBE_VERSION cached in $out"; return; }
-  local work; new_scratch
-  local src minor major
-  src=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
-  major=${KUBE_VERSION#v}; major=${major%%.*}
-  minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
+# kube_module: make $work a wrapper module that requires k8s.io/kubernetes $KUBE_VERSION and replaces every
+# staging module k8s.io/<m> (which its go.mod points at ./staging/...) with its published twin v0.<minor>.<patch>
+kube_module() {
+  local src; src=$(mod_dir "k8s.io/kubernetes@$KUBE_VERSION")
   {
     echo "module localbuild/kube"
     grep -E '^go ' "$src/go.mod"
     grep -E '^godebug ' "$src/go.mod" || true
     echo "require k8s.io/kubernetes $KUBE_VERSION"
-    # every staging module k8s.io/<m> => its published twin k8s.io/<m> v0.<minor>.<patch>
     grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$src/go.mod" |
       awk -v v="v0.${KUBE_VERSION#v*.}" '{print "replace " $1 " => " $1 " " v}'
   } >"$work/go.mod"
-  local pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version
-  local stamp="-X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-  stamp="$stamp -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  stamp="$stamp -X $cgo.gitVersion=$KUBE_VERSION -X $cgo.gitMajor=$major -X $cgo.gitMinor=$minor"
-  log "building ${KUBE_COMMANDS[*]} $KUBE_VERSION (cold: about ten minutes on 2 cores)"
-  (
-    cd "$work"
-    go get "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
-    mkdir -p "$out.tmp"
-    # one go build for all commands, so their shared packages compile once
-    go build -trimpath -ldflags "-s -w $stamp" -o "$out.tmp/" "${KUBE_COMMANDS[@]/#/k8s.io/kubernetes/cmd/}"
-  )
+  (cd "$work" && go get "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null)
+}
+
+# kube_stamp: the -ldflags -X that make `--version` and the apiserver's /version real (Helm's KubeVersion reads it)
+kube_stamp() {
+  local major minor pkg=k8s.io/component-base/version cgo=k8s.io/client-go/pkg/version
+  major=${KUBE_VERSION#v}; major=${major%%.*}
+  minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
+  printf '%s' "-X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor" \
+    " -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z" \
+    " -X $cgo.gitVersion=$KUBE_VERSION -X $cgo.gitMajor=$major -X $cgo.gitMinor=$minor"
+}
+
+# build_kube_commands NAME COLD_TIME COMMAND...: k8s.io/kubernetes/cmd/COMMAND... into $TOOLS_DIR/NAME-$KUBE_VERSION
+build_kube_commands() {
+  local name=$1 cold=$2; shift 2
+  local out="$TOOLS_DIR/$name-$KUBE_VERSION" have=1 c
+  for c in "$@"; do [ -x "$out/$c" ] || have=0; done
+  [ -f "$(done_marker "$out")" ] && [ "$have" = 1 ] && { log "$name $KUBE_VERSION cached in $out"; return; }
+  local work; new_scratch
+  log "building $* $KUBE_VERSION (cold: about $cold on 2 cores)"
+  kube_module
+  local stamp; stamp=$(kube_stamp)
+  mkdir -p "$out.tmp"
+  # one go build for all commands, so their shared packages compile once
+  (cd "$work" && go build -trimpath -ldflags "-s -w $stamp" -o "$out.tmp/" "${@/#/k8s.io/kubernetes/cmd/}")
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
+
+# the local control plane (kwok stands in for most kubelets) and the real node's kubelet and kube-proxy
+build_kube() { build_kube_commands kube 'ten minutes' kube-apiserver kube-controller-manager kube-scheduler kubectl; }
+build_kube-node() { build_kube_commands kube-node 'eight minutes, three after kube' kubelet kube-proxy; }
 
 build_etcd() {
   local out="$TOOLS_DIR/etcd-$ETCD_VERSION"
@@ -119,8 +129,7 @@ build_helm-unittest() {
   [ -f "$(done_marker "$out")" ] && { log "helm-unittest $HELM_UNITTEST_VERSION cached in $out"; return; }
   local work; new_scratch
   log "building helm-unittest $HELM_UNITTEST_VERSION"
-  local src; src=$(go mod download -json "github.com/helm-unittest/helm-unittest@$HELM_UNITTEST_VERSION" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  local src; src=$(mod_dir "github.com/helm-unittest/helm-unittest@$HELM_UNITTEST_VERSION")
   (
     cd "$work"
     # its go.mod carries replace directives, which only apply in the main module: repeat them here
@@ -188,7 +197,7 @@ build_pause() {
   [ -n "$tag" ] || { echo "no TAG in $src/Makefile" >&2; exit 1; }
   mkdir -p "$out.tmp"
   gcc -Os -Wall -Werror -static "-DVERSION=v$tag-$KUBE_VERSION" -o "$out.tmp/pause" "$src/linux/pause.c"
-  strip "$out.tmp/pause"
+  strip "$out.tmp/pause"  # the Makefile does not strip; 0.7 MB instead of 0.8
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
@@ -206,7 +215,7 @@ build_crds() {
     "sigs.k8s.io/jobset@$JOBSET_VERSION:config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml" \
     "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION:config/crd/bases/ray.io_rayjobs.yaml"; do
     path=${module#*:}; module=${module%%:*}
-    dir=$(go mod download -json "$module" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    dir=$(mod_dir "$module")
     cp "$dir/$path" "$out.tmp/"
   done
   chmod u+w "$out.tmp"/*
