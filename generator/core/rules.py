@@ -118,7 +118,7 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"use maxLoraRank: {smallest_lora_rank(rank)} or leave it out",
             )
     info, memory = facts.model_info, facts.gpu_memory_gib
-    if info and memory:
+    if info and memory and serve["resources"].get("gpus") != 0:
         tp = serve["tensorParallelSize"]
         weights = 2 * info.parameters_b / tp
         usable = gib_to_gb(memory) * serve["gpuMemoryUtilization"]
@@ -132,6 +132,27 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"{memory:g} GiB GPUs give vLLM {usable:.0f} GB",
                 f"use tensorParallelSize: {need}" if need else "serve on larger GPUs",
             )
+
+
+@check
+def serving_gpus(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    """vLLM's GPUs are its tensor parallel size; resources.gpus may only say 0 (vLLM on CPU)."""
+    serve = spec.data["serve"]
+    gpus, tp = serve["resources"].get("gpus"), serve["tensorParallelSize"]
+    if not serve["enabled"] or gpus is None:
+        return
+    if gpus == 0 and tp > 1:
+        yield Problem(
+            "$.serve.tensorParallelSize",
+            "vLLM on CPU (resources.gpus: 0) runs one process",
+            "use tensorParallelSize: 1",
+        )
+    elif gpus not in (0, tp):
+        yield Problem(
+            "$.serve.resources.gpus",
+            f"vLLM gets {tp} GPU(s), its tensor parallel size, not {gpus}",
+            "leave resources.gpus out (or 0 to serve on CPU) and set tensorParallelSize",
+        )
 
 
 @check

@@ -78,3 +78,17 @@ def test_gpu_memory_comes_from_the_product_or_is_given() -> None:
     assert derive(spec("resources: {gpu: {product: Custom-GPU-96GB}}\n")).gpu_memory_gib == 96
     assert derive(spec("resources: {gpu: {memoryGiB: 40}}\n")).gpu_memory_gib == 40
     assert derive(spec()).gpu_memory_gib is None
+
+
+def test_vllms_lora_ranks_are_one_fact_the_schemas_repeat() -> None:
+    """Both schemas spell the ranks out as an enum (JSON Schema cannot refer to Python); they must agree."""
+    import json
+
+    from generator.core.facts import VLLM_LORA_RANKS
+    from generator.project import CHART_SCHEMA, SPEC_SCHEMA
+
+    spec_schema = json.loads(SPEC_SCHEMA.read_text())
+    chart_schema = json.loads(CHART_SCHEMA.read_text())
+    assert tuple(spec_schema["properties"]["serve"]["properties"]["maxLoraRank"]["enum"]) == VLLM_LORA_RANKS
+    lora = chart_schema["properties"]["vllm"]["properties"]["lora"]["properties"]
+    assert tuple(lora["maxLoraRank"]["enum"]) == VLLM_LORA_RANKS

@@ -98,3 +98,25 @@ def test_a_render_that_breaks_the_chart_schema_raises(monkeypatch: pytest.Monkey
     with pytest.raises(SpecError) as info:
         render(spec)
     assert any("bogus" in p.message for p in info.value.problems)
+
+
+def test_serving_on_cpu_renders_no_gpu_the_kv_cache_and_no_gpu_selector(tmp_path: Path) -> None:
+    spec_path = tmp_path / "experiment.yaml"
+    spec_path.write_text(
+        BASE + "resources: {gpus: 0, gpu: {product: NVIDIA-L4}, nodeSelector: {pool: cpu}}\n"
+        "serve: {resources: {gpus: 0, cpu: '2', memory: 8Gi}, cpuKvCacheGiB: 2}\n"
+        "training: {bf16: false}\n"
+    )
+    [vllm] = [r for r in render(spec_from_text(spec_path.read_text(), str(spec_path))) if r.component == "vllm"]
+    values = vllm.values["vllm"]
+    assert values["gpu"]["count"] == 0
+    assert values["cpu"] == {"kvCacheSpaceGiB": 2}
+    assert values["nodeSelector"] == {"pool": "cpu"}, "no GPU product selector without GPUs"
+    assert values["test"]["nodeSelector"] == {"pool": "cpu"}, "the helm test pod runs where vLLM runs"
+
+
+def test_serving_on_gpus_has_no_cpu_block(tmp_path: Path) -> None:
+    spec_path = tmp_path / "experiment.yaml"
+    spec_path.write_text(BASE)
+    [vllm] = [r for r in render(spec_from_text(BASE, str(spec_path))) if r.component == "vllm"]
+    assert vllm.values["vllm"]["gpu"]["count"] == 1 and "cpu" not in vllm.values["vllm"]

@@ -163,8 +163,11 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- if and $v.vllm.lora.enabled (not $v.vllm.lora.path) }}
 {{- $errors = append $errors "vllm.lora.path: required when vllm.lora.enabled" }}
 {{- end }}
-{{- if lt (int $v.vllm.gpu.count) (int $v.vllm.tensorParallelSize) }}
+{{- if and (gt (int $v.vllm.gpu.count) 0) (lt (int $v.vllm.gpu.count) (int $v.vllm.tensorParallelSize)) }}
 {{- $errors = append $errors (printf "vllm.gpu.count: %d GPUs cannot hold tensor parallel size %d" (int $v.vllm.gpu.count) (int $v.vllm.tensorParallelSize)) }}
+{{- end }}
+{{- if and (eq (int $v.vllm.gpu.count) 0) (gt (int $v.vllm.tensorParallelSize) 1) }}
+{{- $errors = append $errors "vllm.tensorParallelSize: vLLM on CPU (gpu.count 0) runs one process: set it to 1" }}
 {{- end }}
 {{- end }}
 {{- if $errors }}
