@@ -164,6 +164,6 @@ spec:
         {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (list "train.sh" "preflight.py" "download.py")) | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (list "train.sh" "preflight.py" "readiness.py" "download.py")) | nindent 4 }}
 {{- end }}
 
