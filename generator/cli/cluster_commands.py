@@ -1,8 +1,9 @@
-"""lfk cluster up | down | status: the local control plane with fake GPU nodes (see generator.cluster)."""
+"""lfk cluster up | down | status: the local cluster: control plane, simulated GPU nodes, one real node (see\ngenerator.cluster)."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
@@ -20,24 +21,39 @@ state_dir_option = click.option(
 
 @click.group()
 def cluster() -> None:
-    """A local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler) with kwok GPU nodes."""
+    """A local Kubernetes cluster: a real control plane, simulated GPU nodes (kwok) and one real node."""
 
 
 @cluster.command()
-@click.option("--nodes", default=4, show_default=True, help="Number of fake GPU nodes.")
-@click.option("--gpus", default=8, show_default=True, help="GPUs per node.")
+@click.option("--nodes", default=4, show_default=True, help="Number of simulated GPU nodes.")
+@click.option("--gpus", default=8, show_default=True, help="GPUs per simulated node.")
 @click.option(
     "--product", "products", multiple=True, help="nvidia.com/gpu.product of the nodes, cycled (repeatable)."
 )
 @click.option(
-    "--taint", "taints", multiple=True, help="Taint of every node, key[=value]:Effect (repeatable)."
+    "--taint", "taints", multiple=True, help="Taint of every simulated node, key[=value]:Effect (repeatable)."
+)
+@click.option(
+    "--real-node/--no-real-node",
+    default=True,
+    show_default=True,
+    help="Also run one real node (containerd, kubelet, kube-proxy, CoreDNS; needs root and make node-tools).",
+)
+@click.option(
+    "--kubeconfig/--no-kubeconfig",
+    "export",
+    default=True,
+    show_default=True,
+    help="Add the cluster to your kubeconfig and select it (as kind does); cluster down removes it.",
 )
 @state_dir_option
 def up(
-    nodes: int, gpus: int, products: tuple[str, ...], taints: tuple[str, ...], state_dir: Path | None
-) -> None:
-    """Start the control plane on 127.0.0.1 and register the nodes. A running cluster is left alone."""
-    from ..cluster import lifecycle
+    nodes: int, gpus: int, products: tuple[str, ...], taints: tuple[str, ...], real_node: bool, export: bool,
+    state_dir: Path | None,
+) -> None:  # fmt: skip
+    """Start the control plane on 127.0.0.1, the simulated GPU nodes and the real node. A running cluster is
+    left alone."""
+    from ..cluster import kubeconfig, lifecycle
     from ..cluster import nodes as node_pool
     from ..cluster.state import DEFAULT_STATE_DIR
 
@@ -47,12 +63,21 @@ def up(
         raise click.BadParameter(str(exc), param_hint="--taint") from None
     pool = node_pool.default_nodes(nodes, gpus, products or node_pool.DEFAULT_PRODUCTS)
     pool = [node_pool.NodeSpec(n.name, n.gpus, n.product, taints=taint_list) for n in pool]
+    started_at = time.monotonic()
+
+    def report(line: str) -> None:
+        click.echo(f"[{time.monotonic() - started_at:5.0f} s] {line}")
+
     try:
-        state, started = lifecycle.up(state_dir or DEFAULT_STATE_DIR, pool)
+        state, started = lifecycle.up(
+            state_dir or DEFAULT_STATE_DIR, pool, real_node=real_node, report=report
+        )
     except LfkError as exc:
         raise Failed(f"cluster: {exc}") from None
     click.echo(f"cluster {'started' if started else 'already running'}: {state.server}")
-    click.echo(f"  export KUBECONFIG={state.kubeconfig}")
+    if export:
+        click.echo(f"  kubeconfig: context lfk-local selected in {kubeconfig.export(state)}")
+    click.echo(f"  its own kubeconfig: {state.kubeconfig}")
     click.echo("  stop it with: make cluster-down")
 
 

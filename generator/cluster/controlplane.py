@@ -75,7 +75,7 @@ def apiserver_argv(state: State, binary: Path, profiling: bool, extra: tuple[str
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
         "--enable-priority-and-fairness=false", f"--profiling={str(profiling).lower()}",
-        "--endpoint-reconciler-type=none", *extra,
+        "--endpoint-reconciler-type=none", "--kubelet-preferred-address-types=InternalIP,Hostname", *extra,
     ]  # fmt: skip
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import ClusterError, KubeError
 from ..ops import kube
-from . import controlplane, nodes, processes
+from . import controlplane, kubeconfig, nodes, processes, realnode, storage
 from .state import DEFAULT_STATE_DIR, State
+
+Report = Callable[[str], None]
 
 
 def running(directory: Path = DEFAULT_STATE_DIR) -> State | None:
@@ -28,21 +31,37 @@ def up(
     timeout: float = 180,
     profiling: bool = False,
     apiserver_args: tuple[str, ...] = (),
+    real_node: bool = False,
+    report: Report = lambda line: None,
 ) -> tuple[State, bool]:
-    """Start the control plane and its simulated GPU nodes; (state, started). A healthy cluster is left as it
-    is. `profiling` opens etcd's and the apiserver's /debug/pprof (the scale benchmark forces a garbage
-    collection there before it reads their live heap); `apiserver_args` are added to the apiserver's own."""
+    """Start the control plane, its simulated GPU nodes and (real_node) the real node with its default
+    storage claim; (state, started). A healthy cluster is left as it is. `profiling` opens etcd's and the
+    apiserver's /debug/pprof (the scale benchmark forces a garbage collection there before it reads their
+    live heap); `apiserver_args` are added to the apiserver's own."""
     if (state := running(directory)) is not None:
+        if real_node and "real_node" not in state.extra:
+            raise ClusterError(
+                f"the cluster in {directory} runs without a real node: stop it first (lfk cluster down)"
+            )
         return state, False
     down(directory)  # leftovers of a cluster that died half-way
     directory.mkdir(parents=True, exist_ok=True)
     state = State(directory)
-    controlplane.start(state, timeout, profiling, apiserver_args)
-    api = state.api()
-    pool = nodes.default_nodes() if pool is None else pool
-    nodes.add_nodes(api, pool)
-    nodes.wait_ready(api, [n.name for n in pool], log=processes.tail(state, "kwok"))
-    wait_default_service_account(state, api)
+    try:
+        report("control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
+        controlplane.start(state, timeout, profiling, apiserver_args)
+        api = state.api()
+        pool = nodes.default_nodes() if pool is None else pool
+        nodes.add_nodes(api, pool)
+        nodes.wait_ready(api, [n.name for n in pool], log=processes.tail(state, "kwok"))
+        wait_default_service_account(state, api)
+        if real_node:
+            if missing := realnode.start(state, report):
+                report(f"real node: images not built yet: {', '.join(missing)} (make images builds them)")
+            storage.provision(state)
+    except BaseException:
+        down(directory)  # nothing half-started stays behind, on the host least of all
+        raise
     return state, True
 
 
@@ -63,7 +82,11 @@ def wait_default_service_account(state: State, api: Any, timeout: float = 60) ->
 def down(directory: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Stop every process of the cluster by its PID (the API side first) and delete its state; names stopped."""
     state = State.load(directory)
-    stopped = processes.stop(reversed(list(state.pids.items()))) if state is not None else []
+    stopped = []
+    if state is not None:
+        kubeconfig.withdraw(state)
+        stopped = realnode.stop(state)  # while the API still answers: its pods are deleted through it
+        stopped += processes.stop(reversed(list(state.pids.items())))
     if directory.exists():
         shutil.rmtree(directory, ignore_errors=True)
     return stopped
@@ -80,6 +103,7 @@ def status(directory: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     )
     result: dict[str, Any] = {
         "running": healthy,
+        "real_node": "real_node" in state.extra,
         "processes": procs,
         "server": state.server,
         "kubeconfig": str(state.kubeconfig),

@@ -23,7 +23,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int | None) -> bool:
+    if pid is None or pid <= 0:  # os.kill(-1, ...) would address every process
+        return False
     try:
         os.kill(pid, 0)
     except OSError:

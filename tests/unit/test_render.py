@@ -107,7 +107,9 @@ def test_serving_on_cpu_renders_no_gpu_the_kv_cache_and_no_gpu_selector(tmp_path
         "serve: {resources: {gpus: 0, cpu: '2', memory: 8Gi}, cpuKvCacheGiB: 2}\n"
         "training: {bf16: false}\n"
     )
-    [vllm] = [r for r in render(spec_from_text(spec_path.read_text(), str(spec_path))) if r.component == "vllm"]
+    [vllm] = [
+        r for r in render(spec_from_text(spec_path.read_text(), str(spec_path))) if r.component == "vllm"
+    ]
     values = vllm.values["vllm"]
     assert values["gpu"]["count"] == 0
     assert values["cpu"] == {"kvCacheSpaceGiB": 2}

@@ -1,0 +1,64 @@
+"""Storage for the real node's pods: this kernel has no NFS client, so a claim is a `local` PersistentVolume
+on this machine's disk (under the cluster's state directory), pinned to the real node. Specs use it through
+`storage.existingClaim`; every pod that mounts it is scheduled onto the real node by the volume's affinity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import KubeError
+from ..ops import kube
+from .realnode import NODE_NAME
+from .state import State
+
+DEFAULT_CLAIM = "local-storage"
+DEFAULT_NAMESPACE = "llm-local"
+# the storage layout the specs expect; pods run as uid 1000, files prepared here are written as root
+LAYOUT = ("models", "data", "output")
+
+
+def folder(state: State, namespace: str) -> Path:
+    """Where a namespace's storage lives on this machine: what its pods see as /storage."""
+    return state.directory / "storage" / namespace
+
+
+def _create(api: Any, path: str, body: dict[str, Any]) -> None:
+    try:
+        kube.request(api, "POST", path, json=body)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+
+
+def provision(
+    state: State, namespace: str = DEFAULT_NAMESPACE, claim: str = DEFAULT_CLAIM, size: str = "100Gi"
+) -> Path:
+    """The namespace, a folder of this machine, a PersistentVolume on it and the claim bound to it."""
+    root = folder(state, namespace)
+    for sub in ("", *LAYOUT):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub).chmod(0o777)
+    api = state.api()
+    volume = f"lfk-local-{namespace}-{claim}"[:63].rstrip("-")
+    _create(api, "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    _create(api, "/api/v1/persistentvolumes", {
+        "metadata": {"name": volume, "labels": {"llamafactory-k8s/local-storage": namespace}},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "local": {"path": str(root)},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+            ]}]}},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    })  # fmt: skip
+    _create(api, f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
+        "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": volume,
+                 "resources": {"requests": {"storage": size}}},
+    })  # fmt: skip
+    return root
