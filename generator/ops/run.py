@@ -77,7 +77,7 @@ def run(
             report(f"{step.component}: {why}")
             continue
         is_job = COMPONENTS[step.component].workload == "job"
-        if is_job and values_unchanged(target, step.component):
+        if is_job and values_unchanged(target, step.component) and current_workloads(target, step):
             # still running (or waiting in a queue) with these values: waiting is all there is to do. An upgrade
             # would also put `suspend: true` back on a Job Kueue has admitted, stopping its pods.
             report(f"{step.component}: {step.release} is installed with these values; waiting for it")
@@ -132,13 +132,17 @@ def _failure(target: Target, component: str, pods: list[dict[str, Any]], outcome
     return (f"  {advice}\n" if advice else "") + detail
 
 
+def current_workloads(target: Target, step: helm.Step) -> list[dict[str, Any]]:
+    """The release's Jobs (or engine workloads) of this component that are not being deleted."""
+    found = kube.workloads(
+        target.api, target.namespace, step.release, step.component, target.engine(step.component)
+    )
+    return [w for w in found if not w["metadata"].get("deletionTimestamp")]
+
+
 def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pending_timeout: float) -> None:
     engine = target.engine(step.component)
-    current = [
-        w
-        for w in kube.workloads(target.api, target.namespace, step.release, step.component, engine)
-        if not w["metadata"].get("deletionTimestamp")
-    ]
+    current = current_workloads(target, step)
     if not current:
         raise RunFailed(f"{step.component}: helm installed {step.release}, but no {engine} of it exists")
     job = max(current, key=lambda w: str(w["metadata"].get("creationTimestamp", "")))
