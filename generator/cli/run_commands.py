@@ -81,12 +81,24 @@ def run_cmd(
         return
     started = time.monotonic()
     try:
-        run.run(target, chosen, click.echo, float(timeout), float(pending_timeout))
+        simulated = run.run(target, chosen, click.echo, float(timeout), float(pending_timeout))
     except (LfkError, OSError) as exc:  # a failed step, the cluster gone, a broken kubeconfig, ...
         raise Failed(f"run stopped: {exc}") from None
-    click.echo(
-        f"done in {time.monotonic() - started:.0f} s: {target.facts.name} run {target.facts.run_id} is served as {target.facts.served_name!r}"
-    )
+    click.echo(f"done in {time.monotonic() - started:.0f} s: {outcome_line(target.facts, simulated)}")
+
+
+def outcome_line(facts: Any, simulated: dict[str, bool]) -> str:
+    """What the run really achieved: a served model only when vLLM's pod really ran."""
+    run = f"{facts.name} run {facts.run_id}"
+    fake = [c for c, s in simulated.items() if s]
+    if fake:
+        return (
+            f"{run}: SIMULATED on kwok nodes ({', '.join(fake)}): the control plane scheduled and admitted the "
+            "pods, but no container ran, nothing was trained and nothing serves"
+        )
+    if simulated.get("vllm") is False:
+        return f"{run} is served as {facts.served_name!r} (vLLM answered its helm test)"
+    return f"{run}: {', '.join(simulated) or 'nothing'} done"
 
 
 def render_status(data: dict[str, Any]) -> str:

@@ -76,6 +76,8 @@ def parse(text: str) -> Progress | None:
     if not entries:
         return None
     last = entries[-1]
+    # the trainer's closing line (its summary at the end) carries no loss: show the last one logged
+    logged = next((e for e in reversed(entries) if "loss" in e), last)
     losses = [float(e["loss"]) for e in entries if isinstance(e.get("loss"), int | float)]
     bad = [e for e in entries if isinstance(e.get("loss"), float) and not math.isfinite(e["loss"])]
     if bad:
@@ -86,8 +88,8 @@ def parse(text: str) -> Progress | None:
         current_steps=int(last["current_steps"]),
         total_steps=int(last.get("total_steps", 0)),
         percentage=float(last.get("percentage", 0.0)),
-        loss=last.get("loss"),
-        lr=last.get("lr"),
+        loss=logged.get("loss"),
+        lr=logged.get("lr"),
         epoch=last.get("epoch"),
         elapsed=str(last.get("elapsed_time", "")),
         remaining=str(last.get("remaining_time", "")),

@@ -156,7 +156,20 @@ def pod_log_tail(
         return f"(no logs: {exc})"
     if response.status_code != 200:
         return f"(no logs: {response.status_code} {response.text[:200]})"
-    return response.text.rstrip() or "(the container wrote no log lines)"
+    # the log endpoint names no charset, so requests would guess latin-1: containers write UTF-8 (✓, ✗, ...)
+    text = response.content.decode("utf-8", errors="replace")
+    return text.rstrip() or "(the container wrote no log lines)"
+
+
+# kwok's annotation on the nodes whose kubelet it plays: pods there are scheduled but no container runs
+SIMULATED_NODE = ("kwok.x-k8s.io/node", "fake")
+
+
+def simulated_nodes(api: pykube.HTTPClient) -> set[str]:
+    """The nodes whose kubelet is simulated: what runs there is scheduled and admitted, never executed."""
+    key, value = SIMULATED_NODE
+    nodes = request(api, "GET", "/api/v1/nodes")["items"]
+    return {n["metadata"]["name"] for n in nodes if n["metadata"].get("annotations", {}).get(key) == value}
 
 
 def gpu_request(pod: dict[str, Any], resource: str = "nvidia.com/gpu") -> int:

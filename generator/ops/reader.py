@@ -55,6 +55,8 @@ def reader_pod(target: Target, path: str, name: str) -> dict[str, Any]:
                     "persistentVolumeClaim": {"claimName": claim_of(target), "readOnly": True},
                 }
             ],
+            # wherever the experiment's pods may run (the storage may be reachable only there)
+            "tolerations": target.spec.data["resources"]["tolerations"],
         },
     }
 

@@ -70,11 +70,14 @@ def run(
     report: Report,
     timeout: float = 6 * 3600,
     pending_timeout: float = 300,
-) -> None:
-    """Run the selected steps in order; raise RunFailed at the first failure."""
+) -> dict[str, bool]:
+    """Run the selected steps in order; raise RunFailed at the first failure. Returns, per component waited
+    for, whether its pods ran only on simulated nodes (scheduled and admitted, but no container ran)."""
+    simulated: dict[str, bool] = {}
     for step in helm.plan(target.facts, target.spec.folder, target.helm, components):
         if (why := skip_reason(target, step)) is not None:
             report(f"{step.component}: {why}")
+            simulated[step.component] = ran_simulated(target, step)
             continue
         is_job = COMPONENTS[step.component].workload == "job"
         if is_job and values_unchanged(target, step.component) and current_workloads(target, step):
@@ -85,13 +88,48 @@ def run(
             report(f"{step.component}: $ {' '.join(step.install)}")
             result = helm.run(step.install)
             if result.returncode != 0:
-                raise RunFailed(f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}")
+                raise RunFailed(
+                    f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}"
+                    + preflight_report(target, step)
+                )
         if is_job:
             wait_job(target, step, report, timeout, pending_timeout)
         else:
             wait_deployment(target, step, report, timeout, pending_timeout)
+        simulated[step.component] = ran_simulated(target, step)
+        if simulated[step.component]:
+            report(f"{step.component}: SIMULATED: its pods ran on kwok nodes, where no container runs")
         if step.test:
-            helm_test(target, step, report)
+            helm_test(target, step, report, simulated[step.component])
+    return simulated
+
+
+def ran_simulated(target: Target, step: helm.Step) -> bool:
+    """The step's pods all ran on simulated nodes (so nothing of it really happened)."""
+    selector = {kube.INSTANCE: step.release, kube.COMPONENT: step.component}
+    nodes = {p["spec"].get("nodeName") for p in kube.pods(target.api, target.namespace, selector)} - {None}
+    return bool(nodes) and nodes <= kube.simulated_nodes(target.api)
+
+
+def preflight_report(target: Target, step: helm.Step) -> str:
+    """What the train release's preflight hook found, when it is what stopped the install: its checklist."""
+    if step.component != "train":
+        return ""
+    selector = {kube.INSTANCE: step.release, kube.COMPONENT: "train-preflight"}
+    pods = kube.pods(target.api, target.namespace, selector)
+    if not pods:
+        return ""
+    pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+    codes = [
+        s["state"]["terminated"].get("exitCode")
+        for s in pod["status"].get("containerStatuses", [])
+        if "terminated" in s.get("state", {})
+    ]
+    log = kube.pod_log_tail(target.api, target.namespace, pod["metadata"]["name"], lines=40)
+    exit_code = f", exit code {codes[0]}" if codes else ""
+    return f"\n  the preflight (pod {pod['metadata']['name']}{exit_code}) found:\n" + "".join(
+        f"    {line}\n" for line in log.splitlines()
+    )
 
 
 class _Progress:
@@ -210,7 +248,7 @@ def wait_deployment(
     raise RunFailed(f"{step.component}: {step.release} is not available: {outcome.reason}\n{detail}")
 
 
-def helm_test(target: Target, step: helm.Step, report: Report) -> None:
+def helm_test(target: Target, step: helm.Step, report: Report, simulated: bool = False) -> None:
     assert step.test is not None
     report(f"{step.component}: $ {' '.join(step.test)}")
     result = helm.run(step.test)
@@ -221,4 +259,9 @@ def helm_test(target: Target, step: helm.Step, report: Report) -> None:
         raise RunFailed(
             f"{step.component}: helm test failed:\n{(result.stderr or result.stdout).strip()}\n{detail}"
         )
-    report(f"{step.component}: helm test passed (its chat-completion pod Succeeded)")
+    if simulated:
+        report(
+            f"{step.component}: helm test passed: SIMULATED (kwok marked its pod Succeeded; no request was sent)"
+        )
+    else:
+        report(f"{step.component}: helm test passed: its pod sent a chat completion and checked the answer")

@@ -15,6 +15,7 @@ from .target import Target
 
 MLFLOW_PORT = 5000
 PORTS = {**{c.name: c.port for c in COMPONENTS.values() if c.port}, "mlflow": MLFLOW_PORT}
+LOOPBACK = ("--address", "127.0.0.1")  # kubectl would listen on ::1 too
 
 
 def ready_pod(target: Target, component: str) -> tuple[dict[str, Any] | None, str]:

@@ -56,3 +56,13 @@ def test_a_loss_that_stopped_falling_is_reported() -> None:
 def test_eval_only_lines_without_loss_are_tolerated() -> None:
     progress = parse(line(1, 2.0) + "\n" + line(2, None))
     assert progress is not None and progress.current_steps == 2 and progress.losses == [2.0]
+
+
+def test_the_closing_line_without_a_loss_keeps_the_last_logged_loss() -> None:
+    text = (
+        '{"current_steps": 23, "total_steps": 24, "loss": 5.9, "lr": 1e-05, "percentage": 95.8}\n'
+        '{"current_steps": 24, "total_steps": 24, "percentage": 100.0}\n'
+    )
+    progress = parse(text)
+    assert progress is not None
+    assert (progress.current_steps, progress.loss, progress.lr) == (24, 5.9, 1e-05)
