@@ -48,6 +48,8 @@ def up(
     directory.mkdir(parents=True, exist_ok=True)
     state = State(directory)
     try:
+        if real_node:  # before anything starts: the machine may have its one real node already
+            realnode.claim_host(state)
         report("control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
         controlplane.start(state, timeout, profiling, apiserver_args)
         api = state.api()

@@ -23,6 +23,8 @@ from . import controlplane, host, nodes, processes, runtime
 from .state import State
 
 NODE_NAME = "cpu-0"
+# its label and taint: only pods that ask for the real node (node selector and toleration) run there; every
+# other GPU-less pod (a simulated example's preflight, say) stays on the simulated nodes
 REAL_NODE_LABEL = "llamafactory-k8s/real-node"
 POD_CIDR = "10.88.0.0/16"
 GATEWAY = "10.88.0.1"  # the bridge's address: the pods' gateway and their DNS server
@@ -75,6 +77,9 @@ def claim_host(state: State) -> None:
         raise ClusterError(f"{', '.join(leftovers)} already run on this machine outside lfk: stop them first")
     OWNER.parent.mkdir(parents=True, exist_ok=True)
     OWNER.write_text(str(state.directory.resolve()), encoding="utf-8")
+    # what stop() puts back, recorded before anything changes
+    state.extra["real_node"] = {"host": host.record()}
+    state.save()
 
 
 # ------------------------------------------------------------------------------------------- configuration
@@ -140,7 +145,8 @@ def kubelet_argv(state: State, binary: Path) -> list[str]:
     return [
         str(binary), f"--config={state.directory / 'kubelet' / 'config.json'}",
         f"--kubeconfig={state.kubeconfig}", f"--hostname-override={NODE_NAME}", f"--node-ip={GATEWAY}",
-        f"--node-labels={REAL_NODE_LABEL}=true", f"--root-dir={state.directory / 'kubelet' / 'root'}",
+        f"--node-labels={REAL_NODE_LABEL}=true", f"--register-with-taints={REAL_NODE_LABEL}=true:NoSchedule",
+        f"--root-dir={state.directory / 'kubelet' / 'root'}",
         f"--cert-dir={state.directory / 'kubelet' / 'pki'}", "--v=1",
     ]  # fmt: skip
 
@@ -232,8 +238,8 @@ def start(state: State, report: Report) -> list[str]:
     """Start the real node and wait until it is Ready; the images that still need building."""
     found = binaries()
     runtime.binaries()
-    claim_host(state)
-    state.extra["real_node"] = {"host": host.record()}
+    if "real_node" not in state.extra:
+        claim_host(state)
     state.ports.update({name: processes.free_port() for name in NODE_PORTS})
     state.save()
     host.write_sysctls({"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"})
