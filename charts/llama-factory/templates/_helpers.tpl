@@ -180,6 +180,10 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- $v := .Values -}}
 - name: HOME
   value: /tmp/home
+# the pod's uid has no /etc/passwd entry in the LLaMA-Factory and vLLM images: Python's getpass.getuser()
+# (torch names its compile cache after the user) reads the name from here instead of failing with KeyError
+- name: USER
+  value: llamafactory
 - name: HF_HOME
   value: /tmp/home/.cache/huggingface
 {{- with $v.hfToken.secretName }}
