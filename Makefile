@@ -52,6 +52,14 @@ NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-
 node-tools: $(NODE_TOOLS) ## Build containerd, kubelet, kube-proxy, CoreDNS, pause; install runc and the CNI plugins from Debian
 	hack/install-debs.sh node
 
+.PHONY: images browser
+images: node-tools ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
+	hack/install-debs.sh images
+	hack/build-images.sh llamafactory vllm-cpu pause >/dev/null
+
+browser: venv ## Headless Chromium (Debian) for the node tier's LlamaBoard check
+	hack/install-debs.sh browser
+
 $(HELM3):
 	hack/build-tools.sh helm3
 $(HELM4):
@@ -107,8 +115,8 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 	shellcheck -x charts/llama-factory/files/*.sh hack/*.sh
 
 # ----------------------------------------------------------------------------------------------- tests
-.PHONY: test test-unit test-chart test-cluster test-llamafactory smoke gpu-smoke
-test: venv llamafactory tools cluster-tools ## Run every test tier (sets up everything first)
+.PHONY: test test-unit test-chart test-cluster test-node test-llamafactory smoke gpu-smoke
+test: venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) $(PYTEST_ARGS)
 
@@ -120,6 +128,9 @@ test-chart: venv tools ## Chart tier: helm lint/template (Helm 3 and 4), helm-un
 
 test-cluster: venv tools cluster-tools ## Cluster tier: every example on a real kube-apiserver with kwok GPU nodes
 	$(PYTEST) -m cluster $(PYTEST_ARGS)
+
+test-node: venv llamafactory tools cluster-tools images browser ## Node tier: the tiny experiment in real pods on the local cluster's real node
+	$(PYTEST) -m node $(PYTEST_ARGS)
 
 test-llamafactory: venv llamafactory ## LLaMA-Factory tier: real train -> resume -> merge -> load on CPU
 	$(PYTEST) -m llamafactory $(PYTEST_ARGS)
@@ -165,7 +176,7 @@ uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<n
 NODES ?= 4
 GPUS ?= 8
 .PHONY: cluster-up cluster-down cluster-status
-cluster-up: venv cluster-tools ## Start the local control plane with fake GPU nodes (NODES=4 GPUS=8)
+cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node
 	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS)
 
 cluster-down: venv ## Stop the local control plane (by PID) and delete its state
@@ -175,23 +186,18 @@ cluster-status: venv ## Show the local control plane's processes, health and nod
 	$(LFK) cluster status
 
 # ------------------------------------------------------------------------------------------ demo, bench
-DEMO ?= llama31-qa
-.PHONY: demo bench bench-cluster
-demo: venv tools cluster-tools ## Validate and render the examples, then run the seed example train -> merge -> serve on a cluster
-	$(LFK) validate $(SPECS)
-	$(LFK) render $(SPECS)
-	$(LFK) describe $(SPECS)
-	@# KUBECONFIG set by you: that cluster. Otherwise the local control plane, started here and left running.
-	@if [ "$$KUBECONFIG" = "$(CURDIR)/.cluster/kubeconfig" ]; then $(LFK) cluster up; fi
-	$(LFK) run values/$(DEMO)/experiment.yaml
-	$(LFK) status values/$(DEMO)/experiment.yaml
-	@if [ "$$KUBECONFIG" = "$(CURDIR)/.cluster/kubeconfig" ]; then echo "The local cluster is still up (export KUBECONFIG=$$KUBECONFIG); stop it with: make cluster-down"; fi
+.PHONY: demo bench bench-cluster bench-node
+demo: venv llamafactory tools cluster-tools images ## The guide's flow for real: tiny-cpu trained, resumed, merged, served on the real node; the GPU example on simulated nodes
+	$(PY) hack/demo.py
 
 bench: venv ## Benchmark validate + render: one CLI call, and 1000 specs in one process
 	$(PY) hack/bench-generator.py
 
 bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases
 	$(PY) hack/bench-cluster.py
+
+bench-node: venv tools cluster-tools images ## Real node: cluster up to a Ready node, the tiny experiment step by step (preempted, resumed, served)
+	$(PY) hack/bench-node.py
 
 .PHONY: clean
 clean: ## Remove caches (keeps .venv and .tools)

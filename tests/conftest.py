@@ -1,4 +1,4 @@
-"""Shared fixtures and the tier markers: a test's folder names its tier (unit, chart, cluster, llamafactory)."""
+"""Shared fixtures and the tier markers: a test's folder names its tier (unit, chart, cluster, node, llamafactory)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TIERS = ("unit", "chart", "cluster", "llamafactory")
+TIERS = ("unit", "chart", "cluster", "node", "llamafactory")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

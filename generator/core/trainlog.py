@@ -80,8 +80,17 @@ def parse(text: str) -> Progress | None:
     logged = next((e for e in reversed(entries) if "loss" in e), last)
     losses = [float(e["loss"]) for e in entries if isinstance(e.get("loss"), int | float)]
     bad = [e for e in entries if isinstance(e.get("loss"), float) and not math.isfinite(e["loss"])]
+    # the trainer logs a NaN or infinite step as the window's average of the finite ones
+    # (logging_nan_inf_filter, on by default): a window of nothing but NaN steps is logged as exactly 0.0,
+    # which a language-model loss never is
+    zero = [e for e in entries if e.get("loss") == 0]
     if bad:
         problems.append(f"loss is {bad[0]['loss']} from step {bad[0]['current_steps']}: {NAN_ADVICE}")
+    elif zero:
+        step = zero[0]["current_steps"]
+        problems.append(
+            f"loss is 0.0 from step {step}, how the trainer logs a NaN or infinite loss: {NAN_ADVICE}"
+        )
     elif plateau := _plateau(losses):
         problems.append(plateau)
     return Progress(

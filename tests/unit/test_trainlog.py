@@ -66,3 +66,15 @@ def test_the_closing_line_without_a_loss_keeps_the_last_logged_loss() -> None:
     progress = parse(text)
     assert progress is not None
     assert (progress.current_steps, progress.loss, progress.lr) == (24, 5.9, 1e-05)
+
+
+def test_a_loss_logged_as_zero_is_a_nan_the_trainer_filtered() -> None:
+    text = "".join(
+        f'{{"current_steps": {s}, "total_steps": 6, "loss": {loss}, "lr": 1e30, "percentage": {s * 100 / 6}}}\n'
+        for s, loss in ((1, 5.99), (2, 5.98), (3, 0.0), (4, 0.0))
+    )
+    progress = parse(text)
+    assert progress is not None
+    assert progress.problems == [
+        f"loss is 0.0 from step 3, how the trainer logs a NaN or infinite loss: {NAN_ADVICE}"
+    ]

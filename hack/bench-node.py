@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""The real node's figures: `lfk cluster up` with the real node to a Ready node, and the tiny-cpu example
+end to end (train, preempted after its first checkpoint by an eviction, resumed, merged, served by vLLM on
+CPU, answering), each step timed from `lfk run`'s own progress lines. A benchmark, not a test: it prints.
+
+    .venv/bin/python hack/bench-node.py          (make bench-node; needs root, make node-tools images)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from generator.cluster import lifecycle, nodes, storage  # noqa: E402
+from generator.core.facts import derive  # noqa: E402
+from generator.core.spec import load_spec  # noqa: E402
+from generator.core.storage import local  # noqa: E402
+from generator.ops import kube  # noqa: E402
+from generator.project import helm_binary  # noqa: E402
+from tests.support import tiny  # noqa: E402
+
+TINY = ROOT / "values" / "tiny-cpu" / "experiment.yaml"
+LFK = str(Path(sys.executable).parent / "lfk")
+
+
+def evict_after_first_checkpoint(
+    api: object, output: Path, release: str, namespace: str, found: dict[str, float]
+) -> None:
+    """Evict the training pod through the API once its first checkpoint is complete."""
+    while True:
+        if any((p / "trainer_state.json").is_file() for p in output.glob("checkpoint-*")):
+            for pod in kube.pods(api, namespace, {kube.INSTANCE: release, kube.COMPONENT: "train"}):
+                if pod["status"].get("phase") == "Running":
+                    name = pod["metadata"]["name"]
+                    kube.request(api, "POST", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", json={
+                        "apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
+                        "deleteOptions": {"gracePeriodSeconds": 1},
+                    })  # fmt: skip
+                    found["evicted"] = time.monotonic()
+                    return
+        time.sleep(0.05)
+
+
+def main() -> int:
+    facts = derive(load_spec(TINY))
+    directory = Path(tempfile.mkdtemp(prefix="lfk-bench-node-"))
+    figures: list[tuple[str, float]] = []
+    try:
+        start = time.monotonic()
+        state, _ = lifecycle.up(directory, nodes.default_nodes(1), real_node=True, report=print)
+        figures.append(
+            (
+                "lfk cluster up with the real node, to a Ready node (images already imported)",
+                time.monotonic() - start,
+            )
+        )
+        root = storage.folder(state, storage.DEFAULT_NAMESPACE)
+        start = time.monotonic()
+        tiny.prepare(root)
+        figures.append(("tiny model and dataset onto the storage", time.monotonic() - start))
+
+        found: dict[str, float] = {}
+        output = local(root, facts.output_dir)
+        watcher = threading.Thread(
+            target=evict_after_first_checkpoint,
+            args=(state.api(), output, facts.releases["train"], facts.namespace, found),
+            daemon=True,
+        )
+        watcher.start()
+        env = {**os.environ, "KUBECONFIG": str(state.kubeconfig), "LFK_HELM": helm_binary()}
+        start = time.monotonic()
+        run = subprocess.Popen([LFK, "run", str(TINY)], env=env, stdout=subprocess.PIPE, text=True)
+        assert run.stdout is not None
+        marks: dict[str, float] = {}
+        for line in run.stdout:
+            print(line, end="", flush=True)
+            for step, pattern in (
+                ("train (preflight hook, training, eviction, resumed training)", r"^train: job \S+ complete"),
+                ("merge (export, verification, publication)", r"^merge: job \S+ complete"),
+                ("vLLM on CPU until its probes pass", r"^vllm: deployment \S+ available"),
+                ("helm test (a chat completion from a pod through the Service)", r"^vllm: helm test passed"),
+                ("LlamaBoard until ready", r"^webui: deployment \S+ available"),
+            ):
+                if re.search(pattern, line):
+                    marks[step] = time.monotonic()
+        if run.wait() != 0:
+            print("lfk run failed")
+            return 1
+        previous = start
+        for step, at in marks.items():
+            figures.append((step, at - previous))
+            previous = at
+        if "evicted" in found:
+            figures.append(
+                ("  of which: start to the eviction after the first checkpoint", found["evicted"] - start)
+            )
+
+        forward = subprocess.Popen(
+            [LFK, "ui", str(TINY), "vllm", "--port", "18123"], env=env, stdout=subprocess.DEVNULL
+        )
+        try:
+            asked = time.monotonic()
+            body = {
+                "model": facts.served_name,
+                "messages": [{"role": "user", "content": "Czym jest LoRA?"}],
+                "max_tokens": 16,
+            }
+            request = urllib.request.Request("http://127.0.0.1:18123/v1/chat/completions", json.dumps(body).encode(),
+                                             {"Content-Type": "application/json"})  # fmt: skip
+            while True:
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        json.load(response)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            figures.append(
+                (
+                    "an answer through lfk ui's port-forward (forward set-up included)",
+                    time.monotonic() - asked,
+                )
+            )
+        finally:
+            forward.terminate()
+            forward.wait(timeout=30)
+        figures.append(("the tiny experiment end to end (lfk run + the answer)", time.monotonic() - start))
+    finally:
+        stop = time.monotonic()
+        lifecycle.down(directory)
+        figures.append(("lfk cluster down (pods, node, host restored)", time.monotonic() - stop))
+    print()
+    for step, seconds in figures:
+        print(f"{step:<80} {seconds:7.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""`make demo`: the guide's flow, for real where this machine can do it, simulated where it cannot, and saying
+which is which.
+
+1. validate, render and describe every example in values/;
+2. start the local cluster (control plane, simulated GPU nodes, one real node; its context selected in your
+   kubeconfig, as kind does);
+3. the tiny-cpu example end to end on the real node: its model made on the spot, trained, merged, served by
+   real vLLM on CPU, LlamaBoard up; then one real question to vLLM, and its answer printed;
+4. the guide's GPU example (llama31-qa) on the simulated GPU nodes: scheduled and admitted by the real control
+   plane, while no container runs, as the output says.
+
+Every step prints what it is doing and the time since the demo began. The cluster stays up afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from generator.cluster.state import DEFAULT_STATE_DIR, State  # noqa: E402
+from generator.cluster.storage import DEFAULT_NAMESPACE, folder  # noqa: E402
+from generator.core.facts import derive  # noqa: E402
+from generator.core.spec import load_spec  # noqa: E402
+
+LFK = str(Path(sys.executable).parent / "lfk")
+TINY = "values/tiny-cpu/experiment.yaml"
+GUIDE = "values/llama31-qa/experiment.yaml"
+STARTED = time.monotonic()
+
+
+def say(text: str) -> None:
+    print(f"\n[demo {time.monotonic() - STARTED:5.0f} s] {text}", flush=True)
+
+
+def lfk(*args: str) -> None:
+    """An lfk command, its output streamed as it comes."""
+    print(f"$ lfk {' '.join(args)}", flush=True)
+    subprocess.run([LFK, *args], cwd=ROOT, check=True)
+
+
+def ask_vllm(spec: str) -> str:
+    """One chat completion through `lfk ui SPEC vllm` (a port-forward), as a person would send it."""
+    facts = derive(load_spec(ROOT / spec))
+    port = 18000
+    forward = subprocess.Popen(
+        [LFK, "ui", spec, "vllm", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL
+    )
+    try:
+        body = {
+            "model": facts.served_name,
+            "messages": [{"role": "user", "content": "Czym jest LoRA?"}],
+            "max_tokens": 16,
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    answer = json.load(response)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        forward.terminate()
+        forward.wait(timeout=30)
+    return str(answer["choices"][0]["message"]["content"])
+
+
+def main() -> int:
+    specs = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("values/*/experiment.yaml"))
+    say("1/4 validating, rendering and describing the examples")
+    lfk("validate", *specs)
+    lfk("render", *specs)
+    lfk("describe", *specs)
+
+    say("2/4 the local cluster: control plane, simulated GPU nodes and one real node (images import once)")
+    lfk("cluster", "up")
+    state = State.load(DEFAULT_STATE_DIR)
+    assert state is not None
+    # whatever KUBECONFIG says, the demo's commands talk to the cluster it just started
+    os.environ["KUBECONFIG"] = str(state.kubeconfig)
+    storage = folder(state, DEFAULT_NAMESPACE)
+
+    say(f"3/4 the tiny-cpu example for real on the real node; its storage is {storage}")
+    print("making the tiny model and the example's dataset on the storage", flush=True)
+    subprocess.run([sys.executable, "-m", "tests.support.tiny", str(storage)], cwd=ROOT, check=True)
+    lfk("run", TINY, "--storage-root", str(storage))
+    lfk("status", TINY, "--storage-root", str(storage))
+    say("asking the served model one question through a port-forward (lfk ui ... vllm)")
+    answer = ask_vllm(TINY)
+    print(
+        f"Q: Czym jest LoRA?\nA (real vLLM on CPU; the tiny model's weights are random, so the words are too): {answer!r}"
+    )
+
+    say("4/4 the guide's GPU example on the simulated GPU nodes")
+    print(
+        "SIMULATED: kwok plays the kubelet of these GPU nodes. The real control plane validates, schedules and"
+    )
+    print(
+        "admits every object; no container runs there, nothing is trained and nothing is served.", flush=True
+    )
+    lfk("run", GUIDE)
+    lfk("status", GUIDE)
+
+    say("done")
+    print(
+        f"""
+What ran for real: the tiny-cpu example's pods on the real node cpu-0 (preflight, training with checkpoints,
+merge with verification, vLLM answering above, LlamaBoard). What was simulated: the GPU example's pods on
+kwok-gpu-* (no container ran).
+
+The cluster is still up, and your kubeconfig's current context is lfk-local:
+  lfk status {TINY}
+  {ROOT / ".tools" / ("kube-" + os.environ.get("KUBE_VERSION", "v1.37.2")) / "kubectl"} get nodes,pods -A
+  lfk ui {TINY} webui        # LlamaBoard: http://localhost:7860 (Ctrl-C stops the port-forward)
+  lfk ui {TINY} vllm         # the OpenAI API: http://localhost:8000/v1
+  make cluster-down          # stops it all and removes the context again""",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as exc:
+        say(f"stopped: `{' '.join(map(str, exc.cmd))}` exited {exc.returncode} (its output is above)")
+        sys.exit(1)

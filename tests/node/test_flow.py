@@ -1,0 +1,309 @@
+"""The guide's whole flow in real pods: values/tiny-cpu trains (preempted right after its first checkpoint by
+a real eviction, then resumed), merges, is served by real vLLM on CPU and answers; LlamaBoard opens in a real
+browser; the after-training checklist passes; a merge that lost its weights is never published; the adapter
+is served on the base model too."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.core.facts import derive
+from generator.core.spec import load_spec
+from generator.core.storage import local
+from generator.errors import KubeError
+from generator.ops import kube
+from generator.project import CHART_DIR
+
+from .conftest import (
+    NAMESPACE,
+    TINY,
+    NodeCluster,
+    PortForward,
+    copy_artifact,
+    edit_values,
+    http_json,
+    variant,
+    wait_for,
+)
+
+FACTS = derive(load_spec(TINY))
+MAX_STEPS = load_spec(TINY).data["training"]["maxSteps"]
+
+
+class Preemption(threading.Thread):
+    """Evicts the training pod through the API as soon as its first checkpoint is complete on the storage."""
+
+    def __init__(self, cluster: NodeCluster):
+        super().__init__(daemon=True)
+        self.cluster, self.stop = cluster, threading.Event()
+        self.output = local(cluster.storage, FACTS.output_dir)
+        self.evicted: str | None = None
+        self.checkpoint: int | None = None
+        self.disruption = False
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            done = sorted(
+                int(p.name.split("-")[1])
+                for p in self.output.glob("checkpoint-*")
+                if (p / "trainer_state.json").is_file()
+            )
+            if done:
+                self.evict(done[0])
+                return
+            time.sleep(0.05)
+
+    def evict(self, checkpoint: int) -> None:
+        [pod] = [
+            p for p in self.cluster.pods({kube.INSTANCE: FACTS.releases["train"], kube.COMPONENT: "train"})
+            if p["status"].get("phase") == "Running"
+        ]  # fmt: skip
+        name = pod["metadata"]["name"]
+        kube.request(self.cluster.api, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/eviction", json={
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "deleteOptions": {"gracePeriodSeconds": 1},
+        })  # fmt: skip
+        self.evicted, self.checkpoint = name, checkpoint
+        # the eviction deletes the pod: read its DisruptionTarget condition while it terminates
+        path = f"/api/v1/namespaces/{NAMESPACE}/pods/{name}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.disruption:
+            try:
+                self.disruption = kube.is_true(
+                    kube.request(self.cluster.api, "GET", path), "DisruptionTarget"
+                )
+            except KubeError:
+                return  # already gone
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(node_cluster: NodeCluster) -> Iterator[dict[str, Any]]:
+    """`lfk run values/tiny-cpu/experiment.yaml`, the training pod evicted after its first checkpoint."""
+    preemption = Preemption(node_cluster)
+    preemption.start()
+    started = time.monotonic()
+    result = node_cluster.lfk("run", str(TINY), "--timeout", "900", "--pending-timeout", "180", timeout=1500)
+    preemption.stop.set()
+    yield {"result": result, "seconds": time.monotonic() - started, "preemption": preemption}
+
+
+def trainer_log(cluster: NodeCluster) -> list[dict[str, Any]]:
+    text = (local(cluster.storage, FACTS.output_dir) / "trainer_log.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_lfk_run_goes_from_nothing_to_a_served_model(tiny_run: dict[str, Any]) -> None:
+    result = tiny_run["result"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in (
+        f"train: job {FACTS.releases['train']}-",
+        "merge: job",
+        "vllm: deployment tiny-cpu-vllm available",
+        "vllm: helm test passed",
+        "webui: deployment tiny-cpu-webui available",
+    ):
+        assert line in result.stdout, result.stdout
+    print(f"tiny experiment end to end: {tiny_run['seconds']:.0f} s")
+
+
+def test_the_evicted_training_resumes_from_its_checkpoint(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    preemption = tiny_run["preemption"]
+    assert preemption.evicted, "the first checkpoint never appeared while the pod ran"
+    checkpoint = preemption.checkpoint
+    assert preemption.disruption, (
+        "an eviction marks the pod DisruptionTarget, which the failure policy ignores"
+    )
+    # the evicted pod is deleted; the Job's next pod resumed, and the eviction counted as no failure
+    [resumed] = node_cluster.pods({kube.INSTANCE: FACTS.releases["train"], kube.COMPONENT: "train"})
+    assert resumed["metadata"]["name"] != preemption.evicted
+    [job] = kube.workloads(node_cluster.api, NAMESPACE, FACTS.releases["train"], "train")
+    assert kube.workload_state(job)[0] == "Complete" and not job["status"].get("failed"), job["status"]
+    log = node_cluster.log(resumed["metadata"]["name"])
+    assert f"Resuming training from {FACTS.output_dir}/checkpoint-" in log, log[-3000:]
+    resumed_from = int(re.search(r"Resuming training from \S+/checkpoint-(\d+)", log).group(1))  # type: ignore[union-attr]
+    assert resumed_from >= checkpoint
+    steps = [e["current_steps"] for e in trainer_log(node_cluster) if "loss" in e]
+    first_run, second_run = steps[: steps.index(resumed_from) + 1], steps[steps.index(resumed_from) + 1 :]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[restart] == resumed_from + 1, f"no step up to the checkpoint is trained again: {steps}"
+    assert steps[-1] == MAX_STEPS and first_run and second_run
+    # the pods ran the chart's preflight for real before training
+    assert "preflight: config, model, datasets and reporting are in order" in log
+
+
+def test_status_reads_real_progress_from_the_claim(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    for how in (["--read-log-in-cluster"], ["--storage-root", str(node_cluster.storage)]):
+        status = node_cluster.lfk("status", str(TINY), "--output", "json", *how)
+        assert status.returncode == 0, status.stderr
+        training = json.loads(status.stdout)["training"]
+        assert training["current_steps"] == MAX_STEPS == training["total_steps"], training
+        assert isinstance(training["loss"], float) and training["loss"] > 0
+    assert not [p for p in node_cluster.pods({kube.COMPONENT: "reader"})], "the reader pods are deleted"
+
+
+def test_the_merged_model_is_published_whole(node_cluster: NodeCluster, tiny_run: dict[str, Any]) -> None:
+    assert FACTS.merged_dir
+    merged = local(node_cluster.storage, FACTS.merged_dir)
+    files = {p.name for p in merged.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", ".lfk-merge.json"} <= files
+    assert not merged.with_name(merged.name + ".partial").exists()
+
+
+def test_vllm_answers_through_a_port_forward_and_the_after_checklist_passes(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    with PortForward(node_cluster, TINY, "vllm") as forward:
+        models = [m["id"] for m in http_json(f"{forward.url}/v1/models")["data"]]
+        assert models == [FACTS.served_name]
+        answer = http_json(f"{forward.url}/v1/chat/completions", {
+            "model": FACTS.served_name, "messages": [{"role": "user", "content": "Czym jest LoRA?"}], "max_tokens": 8,
+        })  # fmt: skip
+        assert (
+            answer["object"] == "chat.completion" and answer["choices"][0]["message"]["role"] == "assistant"
+        )
+        assert answer["usage"]["completion_tokens"] > 0
+        check = node_cluster.lfk(
+            "check",
+            str(TINY),
+            "--after",
+            "--vllm-url",
+            forward.url,
+            "--storage-root",
+            str(node_cluster.storage),
+        )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "✓ merged model complete" in check.stdout and "✓ vLLM answers /v1/models" in check.stdout
+    # the helm test pod found the Service by its DNS name and got an answer from it
+    [test_pod] = node_cluster.pods({kube.INSTANCE: FACTS.releases["vllm"], kube.COMPONENT: "vllm-test"})
+    assert test_pod["status"]["phase"] == "Succeeded"
+    assert f"chat test: {FACTS.served_name} answered:" in node_cluster.log(test_pod["metadata"]["name"])
+
+
+def test_logs_and_exec_reach_the_pods_through_the_real_kubelet(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    exec_ = node_cluster.kubectl(
+        "-n", NAMESPACE, "exec", f"deploy/{FACTS.releases['webui']}", "--", "id", "-u"
+    )
+    assert exec_.stdout.strip() == "1000", exec_.stderr
+    logs = node_cluster.kubectl("-n", NAMESPACE, "logs", f"deploy/{FACTS.releases['vllm']}", "--tail", "200")
+    assert "Application startup complete" in logs.stdout or "Uvicorn running" in logs.stdout, logs.stdout[
+        -2000:
+    ]
+
+
+def test_llamaboard_opens_in_headless_chromium(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    screenshot = tmp_path / "llamaboard.png"
+    with PortForward(node_cluster, TINY, "webui") as forward, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(forward.url, wait_until="domcontentloaded", timeout=120_000)
+            # LlamaBoard's training tab: the model path and dataset fields rendered by Gradio
+            page.get_by_text("Model path", exact=False).first.wait_for(timeout=120_000)
+            page.get_by_text("Dataset", exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(screenshot), full_page=False)
+            title = page.title()
+        finally:
+            browser.close()
+    assert "LLaMA" in title or "LlamaBoard" in title or title == "Gradio", title
+    print(f"screenshot: {copy_artifact(screenshot, 'llamaboard.png')}")
+
+
+def test_a_merge_that_lost_its_weights_is_refused_and_never_published(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """The export writes, then loses its weights (a fault injected into the real merge pod); the merge Job's
+    own verification refuses the result, and the target folder never appears."""
+    target = FACTS.merged_dir.replace("/tiny-cpu/", "/tiny-shard/")  # type: ignore[union-attr]
+    faults = Path(__file__).resolve().parents[1] / "support" / "faults" / "sitecustomize.py"
+    made = node_cluster.kubectl("-n", NAMESPACE, "create", "configmap", "lfk-faults", f"--from-file={faults}")
+    assert made.returncode == 0, made.stderr
+
+    def inject(values: dict[str, Any]) -> None:
+        merge = values["merge"]
+        merge["exportDir"] = target
+        merge["config"]["export_dir"] = target
+        merge["resources"] = {
+            "requests": {"cpu": "250m", "memory": "4Gi"},
+            "limits": {"cpu": "1", "memory": "4Gi"},
+        }
+        merge["backoffLimit"] = 0
+        merge["extraEnv"] = [
+            {"name": "PYTHONPATH", "value": "/faults"},
+            {"name": "LFK_FAULT", "value": "drop-weights"},
+        ]
+        merge["extraVolumes"] = [{"name": "faults", "configMap": {"name": "lfk-faults"}}]
+        merge["extraVolumeMounts"] = [{"name": "faults", "mountPath": "/faults", "readOnly": True}]
+
+    edited = edit_values(_copy_values(tmp_path), "merge", inject)
+    installed = node_cluster.helm(
+        "install", "tiny-shard-merge", str(CHART_DIR), "-n", NAMESPACE, "-f", str(edited)
+    )
+    assert installed.returncode == 0, installed.stderr
+    jobs = lambda: kube.request(  # noqa: E731
+        node_cluster.api, "GET", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs",
+        params={"labelSelector": f"{kube.INSTANCE}=tiny-shard-merge"},
+    )["items"]  # fmt: skip
+    job = wait_for(
+        "the merge Job finished",
+        lambda: next((j for j in jobs() if kube.workload_state(j)[0] in ("Complete", "Failed")), None),
+        300,
+    )
+    assert kube.workload_state(job)[0] == "Failed"
+    [pod] = node_cluster.pods({"job-name": job["metadata"]["name"]})
+    log = node_cluster.log(pod["metadata"]["name"])
+    assert "fault: removed" in log and "no model.safetensors" in log, log[-3000:]
+    assert not local(node_cluster.storage, target).exists(), "a refused merge is never published"
+    node_cluster.helm("uninstall", "tiny-shard-merge", "-n", NAMESPACE)
+    node_cluster.kubectl("-n", NAMESPACE, "delete", "configmap", "lfk-faults")
+
+
+def _copy_values(tmp_path: Path) -> Path:
+    """The example's committed values files, copied where an edited one may be written beside them."""
+    folder = tmp_path / "tiny-cpu"
+    folder.mkdir()
+    for path in TINY.parent.glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    return folder / "experiment.yaml"
+
+
+def test_the_adapter_is_served_on_the_base_model(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """serve.source: adapter for the same run: vLLM restarts with --enable-lora and the trained adapter."""
+    spec = variant(tmp_path, "tiny-cpu", lambda d: d["serve"].update(source="adapter"))
+    result = node_cluster.lfk("run", str(spec), "--components", "vllm", "--timeout", "600", timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "helm test passed" in result.stdout
+    args = node_cluster.kubectl("-n", NAMESPACE, "get", "deploy", FACTS.releases["vllm"], "-o",
+                                "jsonpath={.spec.template.spec.containers[0].args}").stdout  # fmt: skip
+    assert "--enable-lora" in args and f"--lora-modules={FACTS.served_name}={FACTS.output_dir}" in args
+    with PortForward(node_cluster, spec, "vllm") as forward:
+        models = {m["id"] for m in http_json(f"{forward.url}/v1/models")["data"]}
+        assert FACTS.served_name in models and len(models) == 2, models
+        answer = http_json(f"{forward.url}/v1/chat/completions", {
+            "model": FACTS.served_name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4,
+        })  # fmt: skip
+        assert answer["model"] == FACTS.served_name

@@ -1,0 +1,21 @@
+"""A fault for the node tier to rehearse, loaded through PYTHONPATH by every Python process of a pod that
+mounts this folder: with LFK_FAULT=drop-weights, `llamafactory-cli export` loses the weights it wrote when it
+exits, as an export interrupted by a full disk or a killed pod would. The merge Job's own verification must
+then refuse the model and never publish it."""
+
+import atexit
+import glob
+import os
+import sys
+
+
+def _drop_weights() -> None:
+    targets = [a.split("=", 1)[1] for a in sys.argv if a.startswith("export_dir=")]
+    for folder in targets:
+        for weights in glob.glob(os.path.join(folder, "*.safetensors")):
+            os.remove(weights)
+            print(f"fault: removed {weights}", flush=True)
+
+
+if os.environ.get("LFK_FAULT") == "drop-weights" and os.path.basename(sys.argv[0]) == "llamafactory-cli":
+    atexit.register(_drop_weights)
