@@ -28,6 +28,11 @@ def main() -> int:
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             answer = json.load(response)
+    except urllib.error.HTTPError as exc:
+        # the server's own words (vLLM says which model or argument it refuses)
+        detail = exc.read().decode("utf-8", errors="replace")[:2000]
+        print(f"chat test: {url} failed: {exc}: {detail}", file=sys.stderr)
+        return 1
     except (urllib.error.URLError, ValueError) as exc:
         print(f"chat test: {url} failed: {exc}", file=sys.stderr)
         return 1
