@@ -23,8 +23,8 @@ COMPONENT ?= all
 PYTEST_ARGS ?=
 
 export LFK_HELM := $(abspath $(HELM3))
-# the cluster the operations talk to: $KUBECONFIG when set, else the local control plane (make cluster-up)
-export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+# the cluster the operations talk to is your kubeconfig's current context: `make cluster-up` adds the local
+# cluster's (lfk-local) and selects it, `make cluster-down` removes it again
 
 .PHONY: help
 help: ## List every target

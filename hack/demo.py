@@ -98,7 +98,10 @@ def main() -> int:
 
     say(f"3/4 the tiny-cpu example for real on the real node; its storage is {storage}")
     print("making the tiny model and the example's dataset on the storage", flush=True)
-    subprocess.run([sys.executable, "-m", "tests.support.tiny", str(storage)], cwd=ROOT, check=True)
+    quiet = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "tests.support.tiny", str(storage)], cwd=ROOT, env=quiet, check=True
+    )
     lfk("run", TINY, "--storage-root", str(storage))
     lfk("status", TINY, "--storage-root", str(storage))
     say("asking the served model one question through a port-forward (lfk ui ... vllm)")

@@ -76,7 +76,9 @@ def up(
         raise Failed(f"cluster: {exc}") from None
     click.echo(f"cluster {'started' if started else 'already running'}: {state.server}")
     if export:
-        click.echo(f"  kubeconfig: context lfk-local selected in {kubeconfig.export(state)}")
+        written = kubeconfig.export(state)
+        where = "(KUBECONFIG is the cluster's own file)" if written == state.kubeconfig else f"in {written}"
+        click.echo(f"  kubeconfig: context {kubeconfig.NAME} selected {where}; kubectl, helm and lfk use it")
     click.echo(f"  its own kubeconfig: {state.kubeconfig}")
     click.echo("  stop it with: make cluster-down")
 

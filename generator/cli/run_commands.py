@@ -119,9 +119,10 @@ def render_status(data: dict[str, Any]) -> str:
             )
         for pod in release["pods"]:
             waiting = f" waiting: {pod['waiting']}" if pod["waiting"] else ""
-            lines.append(
-                f"         pod {pod['name']} {pod['phase']} on {pod['node'] or '(unscheduled)'} GPUs {pod['gpus']}{waiting}"
-            )
+            node = (
+                pod["node"] + (" (simulated: no container runs)" if pod.get("simulated") else "")
+            ) or "(unscheduled)"
+            lines.append(f"         pod {pod['name']} {pod['phase']} on {node} GPUs {pod['gpus']}{waiting}")
             if pod.get("problem"):
                 lines.append(f"           ! {pod['problem']}")
     training = data.get("training")

@@ -116,8 +116,8 @@ def write_kubeconfig(state: State) -> None:
         "clusters": [
             {"name": "lfk-local", "cluster": {"server": state.server, "certificate-authority-data": ca}}
         ],
-        "users": [{"name": "lfk-admin", "user": {"token": state.token}}],
-        "contexts": [{"name": "lfk-local", "context": {"cluster": "lfk-local", "user": "lfk-admin"}}],
+        "users": [{"name": "lfk-local", "user": {"token": state.token}}],
+        "contexts": [{"name": "lfk-local", "context": {"cluster": "lfk-local", "user": "lfk-local"}}],
         "current-context": "lfk-local",
     }
     tmp = state.kubeconfig.with_suffix(".tmp")

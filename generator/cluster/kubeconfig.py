@@ -47,13 +47,18 @@ def export(state: State, path: Path | None = None) -> Path:
     if path.resolve() == state.kubeconfig.resolve():
         return path  # $KUBECONFIG is the cluster's own file already
     ours = yaml.safe_load(state.kubeconfig.read_text(encoding="utf-8"))
+    created = not path.exists()
     data = _load(path)
     previous = data.get("current-context")
     for section in SECTIONS:
         data[section] += [e for e in ours[section] if e.get("name") == NAME]
     data["current-context"] = NAME
     _save(path, data)
-    state.extra["kubeconfig"] = {"path": str(path), "previous": previous if previous != NAME else None}
+    state.extra["kubeconfig"] = {
+        "path": str(path),
+        "previous": previous if previous != NAME else None,
+        "created": created,
+    }
     state.save()
     return path
 
@@ -72,5 +77,8 @@ def withdraw(state: State) -> Path | None:
             data["current-context"] = record["previous"]
         else:
             data.pop("current-context", None)
+    if record.get("created") and not any(data[s] for s in SECTIONS):
+        path.unlink()  # export made the file: nothing of the user's is in it
+        return path
     _save(path, data)
     return path

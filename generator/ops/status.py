@@ -58,11 +58,13 @@ def summarise_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarise_pod(pod: dict[str, Any], component: str) -> dict[str, Any]:
+def summarise_pod(pod: dict[str, Any], component: str, simulated: set[str]) -> dict[str, Any]:
+    node = pod["spec"].get("nodeName") or ""
     return {
         "name": pod["metadata"]["name"],
         "phase": pod["status"].get("phase", ""),
-        "node": pod["spec"].get("nodeName") or "",
+        "node": node,
+        "simulated": node in simulated,  # kwok played this node's kubelet: no container ran
         "gpus": kube.gpu_request(pod),
         "waiting": ", ".join(diagnose.waiting_reasons(pod)),
         "problem": diagnose.oom_advice(pod, component) or "",
@@ -92,6 +94,7 @@ def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
         "run_id": target.facts.run_id,
         "releases": [],
     }
+    simulated = kube.simulated_nodes(target.api)
     for component, release in target.facts.releases.items():
         result = target.helm.run("status", release, "--namespace", target.namespace, "--output", "json")
         if result.returncode != 0:
@@ -103,7 +106,9 @@ def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
         )
         entry.objects = workload_objects(target, component, release)
         selector = {kube.INSTANCE: release, kube.COMPONENT: component}
-        entry.pods = [summarise_pod(p, component) for p in kube.pods(target.api, target.namespace, selector)]
+        entry.pods = [
+            summarise_pod(p, component, simulated) for p in kube.pods(target.api, target.namespace, selector)
+        ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
     progress = read_progress(target, from_cluster and installed)
