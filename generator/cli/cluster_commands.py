@@ -90,7 +90,11 @@ def down(state_dir: Path | None) -> None:
     from ..cluster import lifecycle
     from ..cluster.state import DEFAULT_STATE_DIR
 
-    stopped = lifecycle.down(state_dir or DEFAULT_STATE_DIR)
+    started_at = time.monotonic()
+    stopped = lifecycle.down(
+        state_dir or DEFAULT_STATE_DIR,
+        lambda line: click.echo(f"[{time.monotonic() - started_at:5.0f} s] {line}"),
+    )
     click.echo(f"cluster stopped ({', '.join(stopped)})" if stopped else "no cluster was running")
 
 

@@ -81,13 +81,14 @@ def wait_default_service_account(state: State, api: Any, timeout: float = 60) ->
     )
 
 
-def down(directory: Path = DEFAULT_STATE_DIR) -> list[str]:
+def down(directory: Path = DEFAULT_STATE_DIR, report: Report = lambda line: None) -> list[str]:
     """Stop every process of the cluster by its PID (the API side first) and delete its state; names stopped."""
     state = State.load(directory)
     stopped = []
     if state is not None:
         kubeconfig.withdraw(state)
-        stopped = realnode.stop(state)  # while the API still answers: its pods are deleted through it
+        stopped = realnode.stop(state, report)  # while the API still answers: its pods are deleted through it
+        report("control plane: stopping")
         stopped += processes.stop(reversed(list(state.pids.items())))
     if directory.exists():
         shutil.rmtree(directory, ignore_errors=True)

@@ -266,32 +266,44 @@ def start(state: State, report: Report) -> list[str]:
 
 
 def delete_pods(state: State, timeout: float = 60) -> None:
-    """Delete the real node's pods through the API and give the kubelet time to stop them properly."""
+    """Cordon the real node and delete its pods through the API, giving the kubelet time to stop them properly
+    (their controllers' replacements then wait, unscheduled, instead of starting here again)."""
     from ..errors import KubeError
     from ..ops import kube
 
     try:
         api = state.api()
-        path = "/api/v1/pods"
+        kube.request(api, "PATCH", f"/api/v1/nodes/{NODE_NAME}", json={"spec": {"unschedulable": True}},
+                     headers={"Content-Type": "application/merge-patch+json"})  # fmt: skip
         selector = {"fieldSelector": f"spec.nodeName={NODE_NAME}"}
-        for pod in kube.request(api, "GET", path, params=selector)["items"]:
+        doomed = set()
+        for pod in kube.request(api, "GET", "/api/v1/pods", params=selector)["items"]:
             meta = pod["metadata"]
+            doomed.add(meta["uid"])
             kube.request(api, "DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                          params={"gracePeriodSeconds": "5"})  # fmt: skip
         deadline = time.monotonic() + timeout
-        while kube.request(api, "GET", path, params=selector)["items"] and time.monotonic() < deadline:
-            time.sleep(1)
+        while time.monotonic() < deadline:
+            left = {
+                p["metadata"]["uid"]
+                for p in kube.request(api, "GET", "/api/v1/pods", params=selector)["items"]
+            }
+            if not left & doomed:
+                return
+            time.sleep(0.5)
     except (KubeError, OSError):
         pass  # the API is gone already: the runtime clean-up below stops what is left
 
 
-def stop(state: State) -> list[str]:
+def stop(state: State, report: Report = lambda line: None) -> list[str]:
     """Stop the real node and put the host back as it was; the processes stopped."""
     record = state.extra.get("real_node")
     if record is None:
         return []
     if processes.alive(state.pids.get("kubelet")) and processes.alive(state.pids.get("kube-apiserver")):
+        report("real node: deleting its pods through the API")
         delete_pods(state)
+    report("real node: stopping CoreDNS, kube-proxy, the kubelet and containerd")
     stopped = processes.stop(
         [(n, state.pids[n]) for n in ("coredns", "kube-proxy", "kubelet") if n in state.pids]
     )
@@ -301,6 +313,7 @@ def stop(state: State) -> list[str]:
         [("containerd", state.pids["containerd"])] if "containerd" in state.pids else []
     )
     runtime.kill_shims()
+    report("real node: putting the host back (mounts, bridge, cgroups, iptables, sysctls, paths)")
     host.restore(record["host"], [str(state.directory)])
     for name in PROCESSES:
         state.pids.pop(name, None)
