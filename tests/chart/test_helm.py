@@ -3,9 +3,11 @@ the strict schema; Job names across upgrades."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import CHART, Helm
 
@@ -152,3 +154,33 @@ def test_every_kind_the_chart_can_render(helm3: Helm) -> None:
         "ServiceAccount", "PersistentVolume", "PersistentVolumeClaim", "ConfigMap", "Job", "Deployment", "Service",
         "Ingress", "NetworkPolicy", "PodDisruptionBudget", "Pod",
     }  # fmt: skip
+
+
+CLUSTER_SCOPED = {"PersistentVolume"}
+
+
+def test_every_namespaced_object_names_the_release_namespace(helm3: Helm) -> None:
+    """`helm template | kubectl apply` (and GitOps tools that render) put each object where the release says,
+    whatever kubectl's default namespace is; every template is covered by some values file here."""
+    seen: set[str] = set()
+    for values_file in EXAMPLE_VALUES + CASE_VALUES + SCENARIOS:
+        output = helm3.run(
+            "template", release_of(values_file), str(CHART), "--namespace", "ns-check", "--values", str(values_file),
+            "--include-crds", "--debug",
+        ).stdout  # fmt: skip
+        for source, doc in zip(
+            re.findall(r"^# Source: llama-factory/(\S+)", output, re.M),
+            [d for d in yaml.safe_load_all(output) if d],
+            strict=True,
+        ):
+            seen.add(source)
+            if doc["kind"] in CLUSTER_SCOPED:
+                assert "namespace" not in doc["metadata"], source
+            else:
+                assert doc["metadata"].get("namespace") == "ns-check", (
+                    f"{source}: {doc['kind']} {doc['metadata']['name']}"
+                )
+    templates = {str(p.relative_to(CHART)) for p in (CHART / "templates").rglob("*.yaml")} - {
+        "templates/validate.yaml"
+    }
+    assert templates <= seen, f"templates no values file renders: {sorted(templates - seen)}"
