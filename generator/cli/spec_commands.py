@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import yaml
 
 from ..core.facts import Facts, derive
 from ..core.problems import Problem, errors
-from ..core.render import render
+from ..core.render import Rendered, render
 from ..core.rules import validate
 from ..core.spec import Spec, load_spec
 from ..core.write import write
@@ -85,10 +86,34 @@ def validate_cmd(specs: tuple[str, ...], deep: bool, storage_root: Path | None, 
     "--check", is_flag=True, help="Write nothing; exit 1 with a diff when the committed values are stale."
 )
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the values instead of writing them.")
-def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout: bool) -> None:
+@click.option(
+    "--gitops",
+    "gitops_kinds",
+    multiple=True,
+    type=click.Choice(["argocd", "flux", "helmfile"]),
+    help="Also write what a controller needs to apply the releases in order: argocd.yaml, flux.yaml, helmfile.yaml.",
+)
+@click.option("--repo", help="With --gitops argocd|flux: the Git URL of the repository holding values/.")
+@click.option("--revision", default="main", show_default=True, help="Branch, tag or commit of --repo.")
+@click.option(
+    "--chart",
+    "chart_ref",
+    default="git",
+    show_default=True,
+    help="Where controllers get the chart: `git` (charts/llama-factory of --repo; helmfile: the local path) "
+    "or oci://HOST/PATH/llama-factory (at the chart's version).",
+)
+def render_cmd(
+    specs: tuple[str, ...], out: Path | None, check: bool, to_stdout: bool, gitops_kinds: tuple[str, ...],
+    repo: str | None, revision: str, chart_ref: str,
+) -> None:  # fmt: skip
     """Render the Helm values of every enabled release (webui, train, merge, vllm) of each spec."""
     if out and len(specs) > 1:
         raise click.UsageError("--out takes a single SPEC")
+    if set(gitops_kinds) & {"argocd", "flux"} and not repo:
+        raise click.UsageError("--gitops argocd and flux need --repo (the Git repository holding values/)")
+    if chart_ref != "git" and not chart_ref.startswith("oci://"):
+        raise click.BadParameter("`git` or oci://HOST/PATH/llama-factory", param_hint="--chart")
     failed = False
     for path in specs:
         spec, problems = load_and_check(path)
@@ -103,6 +128,10 @@ def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout:
             print_problems(path, exc.problems)
             failed = True
             continue
+        if gitops_kinds:
+            rendered += gitops_files(
+                spec, rendered, out_dir, list(gitops_kinds), repo or "", revision, chart_ref
+            )
         if to_stdout:
             for item in rendered:
                 click.echo(f"---\n# {out_dir / (item.component + '.yaml')}\n{item.text}", nl=False)
@@ -121,6 +150,32 @@ def render_cmd(specs: tuple[str, ...], out: Path | None, check: bool, to_stdout:
             click.echo(f"{path}: {'wrote ' + ', '.join(changed) if changed else 'unchanged'} in {out_dir}")
     if failed:
         raise Failed()
+
+
+def gitops_files(
+    spec: Spec,
+    rendered: list[Rendered],
+    out_dir: Path,
+    kinds: list[str],
+    repo: str,
+    revision: str,
+    chart_ref: str,
+) -> list[Rendered]:
+    import os
+
+    from ..core import gitops
+    from ..project import CHART_DIR
+
+    chart_version = ""
+    if chart_ref.startswith("oci://"):
+        chart_version = str(yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))["version"])
+    # the experiment's folder as a path inside the repository: lfk runs from the repository's root
+    values_path = os.path.relpath(out_dir.resolve(), Path.cwd().resolve())
+    source = gitops.Source(
+        repo, revision, values_path, "" if chart_ref == "git" else chart_ref, chart_version
+    )
+    source_spec = os.path.relpath(os.path.abspath(spec.source), os.path.abspath(out_dir))
+    return gitops.render_gitops(kinds, derive(spec), rendered, source, source_spec, out_dir, CHART_DIR)
 
 
 def summary_lines(spec: Spec, facts: Facts) -> list[str]:
