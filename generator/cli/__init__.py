@@ -12,6 +12,7 @@ from ..errors import LfkError
 from .check_commands import check_cmd, ui_cmd
 from .cluster_commands import cluster
 from .data_commands import data
+from .new_command import new_cmd
 from .ops_commands import install, uninstall
 from .run_commands import run_cmd, status_cmd
 from .spec_commands import describe, render_cmd, validate_cmd
@@ -36,6 +37,7 @@ def cli() -> None:
     """Experiment specs -> validated Helm values for LLaMA-Factory on Kubernetes."""
 
 
+cli.add_command(new_cmd)
 cli.add_command(validate_cmd)
 cli.add_command(render_cmd)
 cli.add_command(describe)

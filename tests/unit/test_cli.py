@@ -22,8 +22,8 @@ def seed_copy(tmp_path: Path) -> Path:
     return target
 
 
-def run(*args: str):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(cli, list(args))
+def run(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def test_validate_ok_exits_0_and_names_the_releases() -> None:
@@ -128,3 +128,54 @@ def test_validate_and_render_import_nothing_heavy(seed_copy: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_example_names_its_schema_for_editors() -> None:
+    for spec in sorted((ROOT / "values").glob("*/experiment.yaml")):
+        first = spec.read_text().splitlines()[0]
+        assert first == "# yaml-language-server: $schema=../../schemas/experiment.schema.json", spec
+        assert (spec.parent / first.split("=", 1)[1]).resolve() == (
+            ROOT / "schemas" / "experiment.schema.json"
+        )
+
+
+def test_new_scaffolds_a_valid_experiment_from_the_guides_questions(tmp_path: Path) -> None:
+    answers = "Qwen/Qwen2.5-7B-Instruct\nsharegpt\nchats\nchats.json\nqlora\nNVIDIA-L4\n1\nllm\nllm-storage\n"
+    result = run("new", "chat-exp", "--dir", str(tmp_path / "values"), input=answers)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "values" / "chat-exp"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "experiment.yaml",
+        "merge.yaml",
+        "train.yaml",
+        "vllm.yaml",
+        "webui.yaml",
+    ]
+    text = (folder / "experiment.yaml").read_text()
+    schema = text.splitlines()[0].split("=", 1)[1]
+    assert (folder / schema).resolve() == (ROOT / "schemas" / "experiment.schema.json").resolve()
+    assert run("validate", str(folder / "experiment.yaml")).exit_code == 0
+    train = (folder / "train.yaml").read_text()
+    assert "quantization_bit: 4" in train and 'dataset: "chats"' in train and 'template: "qwen"' in train
+
+
+def test_new_writes_nothing_for_an_invalid_answer_and_never_overwrites(tmp_path: Path) -> None:
+    values = tmp_path / "values"
+    bad = run(
+        "new",
+        "exp",
+        "--dir",
+        str(values),
+        "--yes",
+        "--model",
+        "relative/folder/../x",
+        "--gpus",
+        "0",
+        "--method",
+        "full",
+    )
+    assert bad.exit_code == 1 and "not written" in bad.output
+    assert not (values / "exp").exists()
+    assert run("new", "exp", "--dir", str(values), "--yes").exit_code == 0
+    again = run("new", "exp", "--dir", str(values), "--yes")
+    assert again.exit_code == 1 and "exists already" in again.output
