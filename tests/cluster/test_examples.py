@@ -11,6 +11,7 @@ from typing import Any
 import pykube
 import pytest
 
+from generator.cluster.realnode import REAL_NODE_LABEL
 from generator.core.components import INSTALL_ORDER
 from generator.core.facts import derive
 from generator.core.spec import load_spec
@@ -20,7 +21,12 @@ from tests.support import kube as support_kube
 from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
 
 ROOT = CHART.parents[1]
-EXAMPLES = sorted(p.parent.name for p in ROOT.glob("values/*/experiment.yaml"))
+# the examples for GPU nodes; one that selects the real node (tiny-cpu) runs in real pods in the node tier
+EXAMPLES = sorted(
+    p.parent.name
+    for p in ROOT.glob("values/*/experiment.yaml")
+    if REAL_NODE_LABEL not in load_spec(p).data["resources"]["nodeSelector"]
+)
 
 
 def install(helm: Helm, namespace: str, release: str, values: Path, *extra: str) -> None:
