@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import yaml
 
-from ..core.facts import Facts, derive
+from ..core.facts import derive
 from ..core.problems import Problem, errors
 from ..core.render import Rendered, render
 from ..core.rules import validate
@@ -178,48 +178,30 @@ def gitops_files(
     return gitops.render_gitops(kinds, derive(spec), rendered, source, source_spec, out_dir, CHART_DIR)
 
 
-def summary_lines(spec: Spec, facts: Facts) -> list[str]:
-    d = spec.data
-    lines = [f"experiment {facts.name} (namespace {facts.namespace}, run {facts.run_id})"]
-    nodes, engine = d["distributed"]["nodes"], d["distributed"]["engine"]
-    train = (
-        f"{d['resources']['gpus']} per node x {nodes} nodes ({engine})"
-        if nodes > 1
-        else d["resources"]["gpus"]
-    )
-    gpus = {"train": train, "vllm": d["serve"]["tensorParallelSize"] * d["serve"]["replicas"]}
-    gpus["webui"] = d["webui"]["resources"].get("gpus", 1)
-    gpus["merge"] = d["merge"]["resources"].get("gpus", 0)
-    for component, release in facts.releases.items():
-        lines.append(f"  release {release:<32} GPUs {gpus[component]}")
-    if facts.vram:
-        memory = f"{facts.gpu_memory_gib:g} GiB GPU" if facts.gpu_memory_gib else "GPU memory unknown"
-        lines.append(
-            f"  VRAM estimate {facts.vram.total_gb:.1f} GB per training GPU ({facts.vram.basis}) vs {memory}"
-        )
-    lines.append(f"  template      {facts.template}{' (inferred)' if facts.template_inferred else ''}")
-    lines.append(f"  base model    {facts.base_model}")
-    lines.append(f"  output        {facts.output_dir}")
-    if facts.merged_dir:
-        lines.append(f"  merged model  {facts.merged_dir}")
-    if "vllm" in facts.releases:
-        adapter = f" + adapter {facts.lora_module}" if facts.lora_module else ""
-        lines.append(f"  serving       {facts.serve_model}{adapter} as {facts.served_name!r}")
-    return lines
-
-
 @click.command()
 @specs_argument
-def describe(specs: tuple[str, ...]) -> None:
-    """Summarise each spec: releases, GPUs, VRAM estimate against the GPU, and the paths of the run."""
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def describe(specs: tuple[str, ...], output: str) -> None:
+    """Summarise each spec: releases and their GPUs, the VRAM estimate part by part against the GPU, and the
+    paths of the run (--output json: the same facts, machine-readable, one object per spec in a list)."""
+    import json
+
+    from ..core.describe import description, text
+
     failed = False
+    found = []
     for path in specs:
         spec, problems = load_and_check(path)
         if spec is None or errors(problems):
             print_problems(path, problems)
             failed = True
             continue
-        click.echo("\n".join(summary_lines(spec, derive(spec))))
-        print_problems(path, problems)
+        data = description(spec, derive(spec))
+        found.append({"spec": path, **data})
+        if output == "text":
+            click.echo("\n".join(text(data)))
+            print_problems(path, problems)
+    if output == "json":
+        click.echo(json.dumps(found, indent=1))
     if failed:
         raise Failed()

@@ -14,40 +14,52 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Architecture facts used for the template and the VRAM estimate."""
+    """Architecture facts used for the template and the VRAM estimate (from the models' config.json)."""
 
     parameters_b: float
     hidden_size: int
     num_layers: int
     vocab_size: int
     template: str
+    intermediate_size: int = 0  # the MLP's width; 0: about 3.5 x hidden, as in SwiGLU models
+    kv_ratio: float = 0.25  # key/value heads over attention heads (grouped-query attention)
+    tied_embeddings: bool = False  # the output layer shares the input embeddings' weights
+
+    @property
+    def mlp_size(self) -> int:
+        return self.intermediate_size or int(3.5 * self.hidden_size)
+
+    @property
+    def embedding_parameters(self) -> int:
+        """Input embeddings and the output layer (once when they are tied): bitsandbytes keeps them 16-bit."""
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
 
 
 # keyed by the lower-cased last part of the hub id: the same name a person gives the folder on storage
 KNOWN_MODELS: dict[str, ModelInfo] = {
-    "llama-3.1-8b": ModelInfo(8.03, 4096, 32, 128256, "llama3"),
-    "llama-3.1-8b-instruct": ModelInfo(8.03, 4096, 32, 128256, "llama3"),
-    "llama-3.1-70b": ModelInfo(70.6, 8192, 80, 128256, "llama3"),
-    "llama-3.1-70b-instruct": ModelInfo(70.6, 8192, 80, 128256, "llama3"),
-    "llama-3.3-70b-instruct": ModelInfo(70.6, 8192, 80, 128256, "llama3"),
-    "llama-3.2-1b": ModelInfo(1.24, 2048, 16, 128256, "llama3"),
-    "llama-3.2-1b-instruct": ModelInfo(1.24, 2048, 16, 128256, "llama3"),
-    "llama-3.2-3b": ModelInfo(3.21, 3072, 28, 128256, "llama3"),
-    "llama-3.2-3b-instruct": ModelInfo(3.21, 3072, 28, 128256, "llama3"),
-    "qwen2.5-0.5b-instruct": ModelInfo(0.49, 896, 24, 151936, "qwen"),
-    "qwen2.5-1.5b-instruct": ModelInfo(1.54, 1536, 28, 151936, "qwen"),
-    "qwen2.5-3b-instruct": ModelInfo(3.09, 2048, 36, 151936, "qwen"),
-    "qwen2.5-7b": ModelInfo(7.62, 3584, 28, 152064, "qwen"),
-    "qwen2.5-7b-instruct": ModelInfo(7.62, 3584, 28, 152064, "qwen"),
-    "qwen2.5-14b-instruct": ModelInfo(14.7, 5120, 48, 152064, "qwen"),
-    "qwen2.5-72b-instruct": ModelInfo(72.7, 8192, 80, 152064, "qwen"),
-    "qwen3-8b": ModelInfo(8.19, 4096, 36, 151936, "qwen3"),
-    "mistral-7b-v0.1": ModelInfo(7.24, 4096, 32, 32000, "mistral"),
-    "mistral-7b-instruct-v0.2": ModelInfo(7.24, 4096, 32, 32000, "mistral"),
-    "mistral-7b-instruct-v0.3": ModelInfo(7.25, 4096, 32, 32768, "mistral"),
-    "phi-3-mini-4k-instruct": ModelInfo(3.82, 3072, 32, 32064, "phi"),
-    "phi-3-mini-128k-instruct": ModelInfo(3.82, 3072, 32, 32064, "phi"),
-    "gemma-2-9b-it": ModelInfo(9.24, 3584, 42, 256000, "gemma"),
+    "llama-3.1-8b": ModelInfo(8.03, 4096, 32, 128256, "llama3", 14336, 8 / 32),
+    "llama-3.1-8b-instruct": ModelInfo(8.03, 4096, 32, 128256, "llama3", 14336, 8 / 32),
+    "llama-3.1-70b": ModelInfo(70.6, 8192, 80, 128256, "llama3", 28672, 8 / 64),
+    "llama-3.1-70b-instruct": ModelInfo(70.6, 8192, 80, 128256, "llama3", 28672, 8 / 64),
+    "llama-3.3-70b-instruct": ModelInfo(70.6, 8192, 80, 128256, "llama3", 28672, 8 / 64),
+    "llama-3.2-1b": ModelInfo(1.24, 2048, 16, 128256, "llama3", 8192, 8 / 32, True),
+    "llama-3.2-1b-instruct": ModelInfo(1.24, 2048, 16, 128256, "llama3", 8192, 8 / 32, True),
+    "llama-3.2-3b": ModelInfo(3.21, 3072, 28, 128256, "llama3", 8192, 8 / 24, True),
+    "llama-3.2-3b-instruct": ModelInfo(3.21, 3072, 28, 128256, "llama3", 8192, 8 / 24, True),
+    "qwen2.5-0.5b-instruct": ModelInfo(0.49, 896, 24, 151936, "qwen", 4864, 2 / 14, True),
+    "qwen2.5-1.5b-instruct": ModelInfo(1.54, 1536, 28, 151936, "qwen", 8960, 2 / 12, True),
+    "qwen2.5-3b-instruct": ModelInfo(3.09, 2048, 36, 151936, "qwen", 11008, 2 / 16, True),
+    "qwen2.5-7b": ModelInfo(7.62, 3584, 28, 152064, "qwen", 18944, 4 / 28),
+    "qwen2.5-7b-instruct": ModelInfo(7.62, 3584, 28, 152064, "qwen", 18944, 4 / 28),
+    "qwen2.5-14b-instruct": ModelInfo(14.7, 5120, 48, 152064, "qwen", 13824, 8 / 40),
+    "qwen2.5-72b-instruct": ModelInfo(72.7, 8192, 80, 152064, "qwen", 29568, 8 / 64),
+    "qwen3-8b": ModelInfo(8.19, 4096, 36, 151936, "qwen3", 12288, 8 / 32),
+    "mistral-7b-v0.1": ModelInfo(7.24, 4096, 32, 32000, "mistral", 14336, 8 / 32),
+    "mistral-7b-instruct-v0.2": ModelInfo(7.24, 4096, 32, 32000, "mistral", 14336, 8 / 32),
+    "mistral-7b-instruct-v0.3": ModelInfo(7.25, 4096, 32, 32768, "mistral", 14336, 8 / 32),
+    "phi-3-mini-4k-instruct": ModelInfo(3.82, 3072, 32, 32064, "phi", 8192, 1.0),
+    "phi-3-mini-128k-instruct": ModelInfo(3.82, 3072, 32, 32064, "phi", 8192, 1.0),
+    "gemma-2-9b-it": ModelInfo(9.24, 3584, 42, 256000, "gemma", 14336, 8 / 16, True),
 }
 
 # (pattern on the model's name, template): the first match wins, so the specific ones come first

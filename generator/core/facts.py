@@ -6,6 +6,7 @@ the base model, where the adapter lands or which template the model speaks.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ def model_info(spec: Spec) -> ModelInfo | None:
     given: float | None = model.get("parametersB")
     if known:  # a size the person gives wins; the known shape stays
         size = given or known.parameters_b
-        return ModelInfo(size, known.hidden_size, known.num_layers, known.vocab_size, known.template)
+        return dataclasses.replace(known, parameters_b=size)
     guessed = given or catalog.size_from_name(hub_id, model["path"])
     return catalog.approximate_architecture(guessed) if guessed else None
 
@@ -147,6 +148,9 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
         gradient_checkpointing=d["training"]["gradientCheckpointing"],
         half_precision=bool(d["training"]["bf16"] or extra.get("fp16") or extra.get("pure_bf16")),
         pure_bf16=bool(extra.get("pure_bf16")),
+        lora_rank=method.get("lora", {}).get("rank", 16),
+        lora_target=str(method.get("lora", {}).get("target", "all")),
+        trainable_layers=method.get("freeze", {}).get("trainableLayers", 2),
         zero_stage=zero_stage(spec),
         data_parallel=world_size(spec),
     )

@@ -227,8 +227,9 @@ def vram(spec: Spec, facts: Facts) -> Iterator[Problem]:
     have = gib_to_gb(memory)
     need = est.total_gb
     summary = (
-        f"estimated {need:.1f} GB per GPU ({est.basis}: {est.states_gb:.1f} GB; activations "
-        f"{est.activations_gb:.1f} GB; logits {est.logits_gb:.1f} GB) but the GPU has {memory:g} GiB ({have:.1f} GB)"
+        f"estimated {need:.1f} GB per GPU (weights {est.weights_gb:.1f}, trained parameters and optimizer "
+        f"{est.trainable_gb:.1f}, activations {est.activations_gb:.1f}, logits {est.logits_gb:.1f}, CUDA and "
+        f"allocator {est.overhead_gb + est.reserve_gb:.1f}; {est.basis}) but the GPU has {memory:g} GiB ({have:.1f} GB)"
     )
     if need > have:
         yield Problem("$.resources.gpu", summary, _vram_advice(spec))

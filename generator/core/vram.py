@@ -1,51 +1,122 @@
-"""GPU memory estimate for one training pod.
+"""GPU memory of one training process, part by part, from the model's shape and the spec's settings.
 
-Baseline: LLaMA-Factory's table of GB per billion parameters by method (weights, gradients and optimiser
-states). Refined by the batch: activations kept for the backward pass (one hidden state per layer with
-gradient checkpointing, about 34 bytes per token and hidden unit per layer without it, flash/SDPA attention)
-and the fp32 logits of the loss, which dominate for large vocabularies. DeepSpeed ZeRO shards the
-states over the data-parallel GPUs.
+- weights: the base model at its real precision per module. QLoRA quantises the decoder's linear layers
+  (NF4 with double-quantised constants: about 4.13 bits a weight), while bitsandbytes keeps the embeddings,
+  the output layer and the norms in 16 bits (over 1 B parameters for Llama-3 models).
+- trainable: what is trained, in fp32 (LLaMA-Factory upcasts trainable weights), with its gradient and
+  AdamW's two moments: 16 bytes a parameter. LoRA's parameters follow the rank and the target modules;
+  full fine-tuning follows LLaMA-Factory's own table (8 bytes a parameter in pure bf16, 18 with AMP).
+- activations: what the backward pass needs. With gradient checkpointing, each layer's input and one
+  layer's activations at a time (recomputed); without, every layer's. QLoRA dequantises one layer's weights
+  at a time on top. All for batch x cutoff tokens: a batch padded to cutoff_len is the worst case.
+- logits: batch x cutoff x vocabulary, in bf16 plus the fp32 log-probabilities the loss keeps for backward;
+  with a 128k-152k vocabulary this is gigabytes.
+- overhead: the CUDA context, cuBLAS and NCCL workspaces, outside PyTorch's allocator.
+- reserve: what PyTorch's caching allocator holds beyond its tensors (fragmentation).
+
+DeepSpeed ZeRO-3 shards weights and trainable states over the data-parallel GPUs; ZeRO-2 the trainable states.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from .catalog import ModelInfo
 
 GIB = 1024**3
-# CUDA context, NCCL buffers, allocator fragmentation
-OVERHEAD_GB = 1.5
+OVERHEAD_GB = 1.5  # CUDA context (~0.5-1 GB with PyTorch), cuBLAS workspaces, NCCL buffers
+RESERVE = 0.10  # the caching allocator's fragmentation, a fraction of what the tensors take
+TRAINABLE_BYTES = 16.0  # fp32 weight + fp32 gradient + AdamW's two fp32 moments
+LOGIT_BYTES = 6.0  # bf16 logits + fp32 log-probabilities kept for backward
+NF4_BITS = 4.127  # 4-bit weights + double-quantised block constants (blocks of 64)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
 class VramEstimate:
-    states_gb: float  # weights + gradients + optimiser states
+    weights_gb: float
+    trainable_gb: float
     activations_gb: float
     logits_gb: float
     overhead_gb: float
-    basis: str  # how the states were counted, for messages
+    reserve_gb: float
+    basis: str  # how the weights and trainable states were counted, for messages
 
     @property
     def total_gb(self) -> float:
-        return self.states_gb + self.activations_gb + self.logits_gb + self.overhead_gb
-
-
-def state_bytes_per_parameter(
-    method: str, bits: int | None, half_precision: bool, pure_bf16: bool
-) -> tuple[float, str]:
-    """LLaMA-Factory's rule of thumb: GB per billion parameters for the weights, gradients and optimiser."""
-    if method == "full":
         return (
-            (8.0, "full, pure bf16: 8 GB per B")
-            if pure_bf16
-            else (18.0, "full, mixed precision: 18 GB per B")
+            self.weights_gb
+            + self.trainable_gb
+            + self.activations_gb
+            + self.logits_gb
+            + self.overhead_gb
+            + self.reserve_gb
         )
+
+    @property
+    def states_gb(self) -> float:
+        """Weights and trainable states: what ZeRO shards."""
+        return self.weights_gb + self.trainable_gb
+
+    def parts(self) -> dict[str, float]:
+        """Every part in GB, rounded for people (and JSON)."""
+        return {k: round(v, 2) for k, v in asdict(self).items() if k != "basis"} | {
+            "total_gb": round(self.total_gb, 2)
+        }
+
+
+def module_shapes(model: ModelInfo) -> dict[str, tuple[int, int]]:
+    """(inputs, outputs) of each linear module of one decoder layer (Llama-style; Phi-3's fused ones too)."""
+    h, i, kv = model.hidden_size, model.mlp_size, int(model.hidden_size * model.kv_ratio)
+    return {
+        "q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+        "qkv_proj": (h, h + 2 * kv), "gate_up_proj": (h, 2 * i),
+    }  # fmt: skip
+
+
+def lora_parameters(model: ModelInfo, rank: int, target: str) -> int:
+    """A and B of every targeted module in every layer: rank x (inputs + outputs) each."""
+    shapes = module_shapes(model)
+    names = LORA_TARGETS if target.strip() == "all" else [t.strip() for t in target.split(",") if t.strip()]
+    per_layer = sum(rank * sum(shapes[n]) for n in names if n in shapes)
+    return per_layer * model.num_layers
+
+
+def layer_linear_parameters(model: ModelInfo) -> int:
+    shapes = module_shapes(model)
+    return sum(a * b for n, (a, b) in shapes.items() if n in LORA_TARGETS)
+
+
+def weight_bytes(model: ModelInfo, method: str, bits: int | None, half_precision: bool) -> tuple[float, str]:
+    """The base model in bytes, and how it was counted."""
+    total = model.parameters_b * 1e9
     if method == "qlora":
-        b = bits or 4
-        return b / 8, f"QLoRA {b}-bit: {b / 8:g} GB per B"
-    weight = 2.0 if half_precision else 4.0
-    return weight, f"{method}, {'16' if half_precision else '32'}-bit base: {weight:g} GB per B"
+        bits = bits or 4
+        sixteen_bit = model.embedding_parameters
+        per_weight = NF4_BITS / 8 if bits == 4 else bits / 8 + 0.01
+        quantised = max(0.0, total - sixteen_bit) * per_weight
+        return (
+            quantised + 2.0 * sixteen_bit,
+            f"QLoRA {bits}-bit linear layers, 16-bit embeddings and output layer",
+        )
+    width = 2.0 if half_precision or method == "full" else 4.0
+    return width * total, f"{'16' if width == 2 else '32'}-bit base"
+
+
+def trainable_bytes(
+    model: ModelInfo, method: str, lora_rank: int, lora_target: str, trainable_layers: int, pure_bf16: bool
+) -> tuple[float, str]:
+    total = model.parameters_b * 1e9
+    if method == "full":
+        # LLaMA-Factory's table: 8 bytes a parameter in pure bf16, 18 with AMP; the 16-bit weights are counted apart
+        per_parameter = 8.0 if pure_bf16 else 18.0
+        return (per_parameter - 2.0) * total, f"full fine-tuning, {per_parameter:g} bytes a parameter"
+    if method == "freeze":
+        share = min(1.0, trainable_layers / model.num_layers)
+        return TRAINABLE_BYTES * total * share, f"the last {trainable_layers} layers trained"
+    count = lora_parameters(model, lora_rank, lora_target)
+    return TRAINABLE_BYTES * count, f"LoRA rank {lora_rank} on {lora_target}: {count / 1e6:.0f} M parameters"
 
 
 def estimate(
@@ -57,31 +128,44 @@ def estimate(
     cutoff_len: int,
     gradient_checkpointing: bool,
     half_precision: bool,
+    lora_rank: int = 16,
+    lora_target: str = "all",
+    trainable_layers: int = 2,
     pure_bf16: bool = False,
     zero_stage: int = 0,
     data_parallel: int = 1,
 ) -> VramEstimate:
-    per_param, basis = state_bytes_per_parameter(method, bits, half_precision, pure_bf16)
-    states = per_param * model.parameters_b
+    weights, how = weight_bytes(model, method, bits, half_precision)
+    trainable, trained = trainable_bytes(model, method, lora_rank, lora_target, trainable_layers, pure_bf16)
+    basis = f"{how}; {trained}"
     if zero_stage >= 3 and data_parallel > 1:
-        # ZeRO-3 shards everything: weights, gradients, optimiser states
-        states = states / data_parallel
-        basis += f", ZeRO-3 over {data_parallel} GPUs"
-    elif zero_stage == 2 and data_parallel > 1 and method == "full":
-        # mixed precision Adam: 2 bytes weights + 2 gradients + 12 fp32 master/moments (+2 buffers);
-        # ZeRO-2 keeps the weights whole and shards the rest (adapters' states are too small to matter)
-        weights = 2.0 * model.parameters_b
-        states = weights + (states - weights) / data_parallel
-        basis += f", ZeRO-2 over {data_parallel} GPUs"
-    act_bytes = 2.0 if half_precision else 4.0
+        weights, trainable = weights / data_parallel, trainable / data_parallel
+        basis += f"; ZeRO-3 over {data_parallel} GPUs"
+    elif zero_stage == 2 and data_parallel > 1:
+        trainable /= data_parallel
+        basis += f"; ZeRO-2 over {data_parallel} GPUs"
+    act = 2.0 if half_precision else 4.0
     tokens = batch_size * cutoff_len
-    per_layer = 17.0 * act_bytes * tokens * model.hidden_size  # 34 bytes per token x hidden in 16-bit
+    # one layer's saved tensors, in 16 bits: attention (norm, q, k, v, output) and the SwiGLU MLP (norm, gate,
+    # up, their product), with LoRA's dropout masks: about 16 x hidden + 8 x MLP width bytes a token
+    one_layer = act / 2 * tokens * (16 * model.hidden_size + 8 * model.mlp_size)
     if gradient_checkpointing:
-        activations = act_bytes * tokens * model.hidden_size * model.num_layers + per_layer
+        activations = act * tokens * model.hidden_size * model.num_layers + one_layer
     else:
-        activations = per_layer * model.num_layers
-    logits = 6.0 * tokens * model.vocab_size  # bf16 logits + their fp32 copy for the loss
-    return VramEstimate(states, activations / 1e9, logits / 1e9, OVERHEAD_GB, basis)
+        activations = one_layer * model.num_layers
+    if method == "qlora":
+        activations += 2.0 * layer_linear_parameters(model)  # one layer dequantised for its matmuls
+    logits = LOGIT_BYTES * tokens * model.vocab_size
+    tensors = weights + trainable + activations + logits
+    return VramEstimate(
+        weights / 1e9,
+        trainable / 1e9,
+        activations / 1e9,
+        logits / 1e9,
+        OVERHEAD_GB,
+        RESERVE * tensors / 1e9,
+        basis,
+    )
 
 
 def gib_to_gb(gib: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,8 +89,26 @@ def test_render_out_dir_names_the_spec_relatively(seed_copy: Path, tmp_path: Pat
 def test_describe_summarises_releases_vram_and_paths() -> None:
     result = run("describe", str(SEED))
     assert result.exit_code == 0
-    assert "VRAM estimate 22.4 GB per training GPU" in result.output and "vs 80 GiB GPU" in result.output
+    assert "VRAM estimate 25.4 GB per training GPU, against 80 GiB (85.9 GB)" in result.output
+    assert "    base model weights                           16.1 GB" in result.output
     assert "merged model  /storage/models/merged/llama31-qa/" in result.output
+
+
+def test_describe_json_has_the_same_facts() -> None:
+    result = run("describe", str(SEED), "--output", "json")
+    assert result.exit_code == 0, result.output
+    [data] = json.loads(result.output)
+    assert data["spec"] == str(SEED) and data["run_id"] and data["gpu"]["memory_gib"] == 80
+    vram = data["vram_per_training_gpu"]
+    assert vram["total_gb"] == 25.36 and vram["weights_gb"] == 16.06 and "LoRA rank 16" in vram["basis"]
+    assert [r["component"] for r in data["releases"]] == ["webui", "train", "merge", "vllm"]
+    assert data["releases"][1] == {
+        "component": "train",
+        "release": "llama31-qa-train",
+        "gpus_per_pod": 1,
+        "pods": 1,
+    }
+    assert data["paths"]["merged_model"].startswith("/storage/models/merged/llama31-qa/")
 
 
 def test_install_dry_run_prints_the_helm_commands_in_order() -> None:

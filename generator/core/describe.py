@@ -1,0 +1,94 @@
+"""What `lfk describe` reports about a spec, as plain data: its releases and their GPUs, the VRAM estimate
+per training GPU part by part against the GPU's memory, and the run's paths. The CLI prints it as text or
+JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .facts import Facts
+from .spec import Spec
+from .vram import gib_to_gb
+
+
+def gpus_of(spec: Spec) -> dict[str, int]:
+    """GPUs of one pod of each component (training: per node)."""
+    d = spec.data
+    serve_gpus = 0 if d["serve"]["resources"].get("gpus") == 0 else d["serve"]["tensorParallelSize"]
+    return {
+        "train": d["resources"]["gpus"],
+        "merge": d["merge"]["resources"].get("gpus", 0),
+        "vllm": serve_gpus,
+        "webui": d["webui"]["resources"].get("gpus", 1),
+    }
+
+
+def description(spec: Spec, facts: Facts) -> dict[str, Any]:
+    d = spec.data
+    gpus = gpus_of(spec)
+    pods = {"train": d["distributed"]["nodes"], "vllm": d["serve"]["replicas"]}
+    out: dict[str, Any] = {
+        "experiment": facts.name,
+        "namespace": facts.namespace,
+        "run_id": facts.run_id,
+        "releases": [
+            {"component": c, "release": r, "gpus_per_pod": gpus[c], "pods": pods.get(c, 1)}
+            for c, r in facts.releases.items()
+        ],
+        "gpu": {
+            "product": d["resources"]["gpu"].get("product"),
+            "memory_gib": facts.gpu_memory_gib,
+            "memory_gb": round(gib_to_gb(facts.gpu_memory_gib), 2) if facts.gpu_memory_gib else None,
+        },
+        "vram_per_training_gpu": None,
+        "template": facts.template,
+        "template_inferred": facts.template_inferred,
+        "paths": {
+            "base_model": facts.base_model,
+            "output": facts.output_dir,
+            "merged_model": facts.merged_dir,
+            "served": facts.serve_model,
+            "adapter_served": facts.lora_module,
+        },
+        "served_name": facts.served_name if "vllm" in facts.releases else None,
+    }
+    if facts.vram:
+        out["vram_per_training_gpu"] = {**facts.vram.parts(), "basis": facts.vram.basis}
+    return out
+
+
+def text(data: dict[str, Any]) -> list[str]:
+    lines = [f"experiment {data['experiment']} (namespace {data['namespace']}, run {data['run_id']})"]
+    for r in data["releases"]:
+        pods = f" x {r['pods']} pods" if r["pods"] > 1 else ""
+        lines.append(f"  release {r['release']:<32} GPUs {r['gpus_per_pod']}{pods}")
+    vram, gpu = data["vram_per_training_gpu"], data["gpu"]
+    if vram:
+        memory = (
+            f"{gpu['memory_gib']:g} GiB ({gpu['memory_gb']:.1f} GB)"
+            if gpu["memory_gib"]
+            else "unknown memory"
+        )
+        lines.append(
+            f"  VRAM estimate {vram['total_gb']:.1f} GB per training GPU, against {memory}: {vram['basis']}"
+        )
+        for key, label in (
+            ("weights_gb", "base model weights"),
+            ("trainable_gb", "trained parameters, gradients, optimizer"),
+            ("activations_gb", "activations"),
+            ("logits_gb", "logits and the loss"),
+            ("overhead_gb", "CUDA context and workspaces"),
+            ("reserve_gb", "allocator reserve"),
+        ):
+            lines.append(f"    {label:<42} {vram[key]:6.1f} GB")
+    inferred = " (inferred)" if data["template_inferred"] else ""
+    paths = data["paths"]
+    lines.append(f"  template      {data['template']}{inferred}")
+    lines.append(f"  base model    {paths['base_model']}")
+    lines.append(f"  output        {paths['output']}")
+    if paths["merged_model"]:
+        lines.append(f"  merged model  {paths['merged_model']}")
+    if data["served_name"]:
+        adapter = f" + adapter {paths['adapter_served']}" if paths["adapter_served"] else ""
+        lines.append(f"  serving       {paths['served']}{adapter} as {data['served_name']!r}")
+    return lines
