@@ -5,6 +5,7 @@ training engine needs. They register with the other rules (rules.py) and run aft
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 
 from . import lfinfo
@@ -78,23 +79,60 @@ def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
             )
 
 
-@check
-def mlflow_in_the_image(spec: Spec, facts: Facts) -> Iterator[Problem]:
+# images known to lack packages some specs need: the official image (and the project's CPU copy of it, which
+# keeps its contract) has neither mlflow nor the quantisation libraries; llamafactory-plus adds mlflow and
+# bitsandbytes (images/llamafactory-plus)
+IMAGE_LACKS = {
+    "hiyouga/llamafactory": {"mlflow", "bitsandbytes", "hqq", "eetq"},
+    "lfk.local/llamafactory": {"mlflow", "bitsandbytes", "hqq", "eetq"},
+    "llamafactory-plus": {"hqq", "eetq"},
+}
+PLUS_IMAGE = "registry.example.internal/llamafactory-k8s/llamafactory-plus:0.9.5"
+
+
+def image_lacks(image: str) -> set[str]:
+    repository = image.split("@")[0].rsplit(":", 1)[0].removeprefix("docker.io/")
+    return IMAGE_LACKS.get(repository) or IMAGE_LACKS.get(repository.rsplit("/", 1)[-1], set())
+
+
+def package_name(requirement: str) -> str:
+    return re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def needed_packages(spec: Spec) -> dict[str, str]:
+    """Packages the training needs beyond LLaMA-Factory's own, and why."""
     d = spec.data
-    official = d["images"]["llamafactory"].split("@")[0].rsplit(":", 1)[0] in (
-        "hiyouga/llamafactory",
-        "docker.io/hiyouga/llamafactory",
-    )
-    wanted = any(
-        p.split("[")[0].split("=")[0].split("<")[0].split(">")[0].strip().lower() == "mlflow"
-        for p in d["images"]["pipPackages"]
-    )
-    if "mlflow" in d["tracking"] and official and not wanted:
-        yield Problem(
-            "$.images.pipPackages",
-            "the official LLaMA-Factory image has no mlflow, which reporting to MLflow needs: the preflight would stop the run",
-            "add images.pipPackages: [mlflow], or use an image that contains it",
-        )
+    needs = {}
+    if "mlflow" in d["tracking"]:
+        needs["mlflow"] = "reporting to MLflow (transformers' MLflowCallback imports mlflow)"
+    quantization = d["method"].get("quantization")
+    if d["method"]["type"] == "qlora" and quantization:
+        needs[quantization["method"]] = f"QLoRA with {quantization['method']}"
+    return needs
+
+
+@check
+def packages_in_the_image(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    d = spec.data
+    given = {package_name(p) for p in d["images"]["pipPackages"]}
+    given |= {"mlflow"} if "mlflow-skinny" in given else set()
+    lacking = image_lacks(d["images"]["llamafactory"])
+    for package, why in needed_packages(spec).items():
+        if package in lacking and package not in given:
+            yield Problem(
+                "$.images.pipPackages",
+                f"{why} needs the {package} package, which {d['images']['llamafactory']} lacks: the preflight would stop the run",
+                f"use the project's image with it (images/llamafactory-plus, e.g. images.llamafactory: {PLUS_IMAGE}), "
+                f"or add a pinned {package} to images.pipPackages",
+            )
+    for index, requirement in enumerate(d["images"]["pipPackages"]):
+        if "==" not in requirement:
+            yield Problem(
+                json_path(["images", "pipPackages", index]),
+                f"{requirement!r} is not pinned: every pod start would install whatever the index serves that day",
+                f"pin it ({package_name(requirement)}==VERSION), or build it into the image (images/llamafactory-plus)",
+                "warning",
+            )
 
 
 @check

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import yaml
 
 from . import catalog
+from .rules_llamafactory import PLUS_IMAGE
 from .storage import STORAGE_ROOT
 
 MODELINE = "# yaml-language-server: $schema={schema}\n"
@@ -65,6 +66,8 @@ def spec_text(answers: Answers, schema: str) -> str:
         "method": method_block(answers.method),
         "resources": {"gpus": answers.gpus, "gpu": {"product": answers.gpu_product}},
     }
+    if answers.method == "qlora":  # bitsandbytes: not in the official image, in the project's own
+        data["images"] = {"llamafactory": PLUS_IMAGE}
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110)
     return (
         MODELINE.format(schema=schema)

@@ -79,17 +79,31 @@ def check_datasets(config: dict[str, Any]) -> None:
             item(False, f"dataset {name}", problem, "copy the file there")
 
 
+# the packages a config needs beyond LLaMA-Factory's own, which its official image lacks
+QUANTIZATION_PACKAGES = {"bitsandbytes": "bitsandbytes", "bnb": "bitsandbytes", "hqq": "hqq", "eetq": "eetq"}
+
+
+def check_packages(config: dict[str, Any]) -> None:
+    report_to = config.get("report_to", "none")
+    needed = (
+        {"mlflow": "reporting to MLflow"}
+        if "mlflow" in (report_to if isinstance(report_to, list) else [report_to])
+        else {}
+    )
+    if config.get("quantization_bit"):
+        method = str(config.get("quantization_method", "bitsandbytes"))
+        needed[QUANTIZATION_PACKAGES.get(method, method)] = f"QLoRA with {method}"
+    for package, why in needed.items():
+        found = importlib.util.find_spec(package) is not None
+        item(found, f"{package} package", "importable" if found else f"this image has no {package}, which {why} needs",
+             "use an image with it (images/llamafactory-plus has mlflow and bitsandbytes) or a pinned train.pipPackages entry")  # fmt: skip
+
+
 def check_mlflow(config: dict[str, Any], server: bool) -> None:
     report_to = config.get("report_to", "none")
     reporters = report_to if isinstance(report_to, list) else [report_to]
     if "mlflow" not in reporters:
         return
-    item(
-        importlib.util.find_spec("mlflow") is not None,
-        "mlflow package",
-        "importable" if importlib.util.find_spec("mlflow") else "this image has no mlflow",
-        "use an image that adds it (FROM hiyouga/llamafactory + pip install mlflow) or set train.pipPackages: [mlflow]",
-    )
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if server and uri.startswith("http"):
         try:
@@ -145,6 +159,7 @@ def main() -> int:
         drop_incomplete_checkpoints(config.get("output_dir", ""))
     check_model(str(config.get("model_name_or_path", "")), args.download)
     check_datasets(config)
+    check_packages(config)
     check_mlflow(config, args.check_mlflow_server)
     if not failures and not args.download:  # the parse reads the model's files
         check_arguments(config, args.cpu)
