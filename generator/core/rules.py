@@ -232,17 +232,17 @@ def vram(spec: Spec, facts: Facts) -> Iterator[Problem]:
         f"allocator {est.overhead_gb + est.reserve_gb:.1f}; {est.basis}) but the GPU has {memory:g} GiB ({have:.1f} GB)"
     )
     if need > have:
-        yield Problem("$.resources.gpu", summary, _vram_advice(spec))
+        yield Problem("$.resources.gpu", summary, vram_advice(spec))
     elif need > 0.9 * have:
         yield Problem(
             "$.resources.gpu",
             summary.replace(" but ", " and ") + ": little headroom",
-            _vram_advice(spec),
+            vram_advice(spec),
             "warning",
         )
 
 
-def _vram_advice(spec: Spec) -> str:
+def vram_advice(spec: Spec) -> str:
     d = spec.data
     tips = []
     if d["method"]["type"] in ("lora", "full", "freeze"):

@@ -4,12 +4,16 @@ events and log lines to go with it."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Any
 
 import pykube
 
+from ..core.facts import Facts
+from ..core.rules import vram_advice
+from ..core.spec import Spec
 from . import kube
 
 # waiting reasons of containers that never resolve by themselves
@@ -75,6 +79,57 @@ def oom_advice(pod: dict[str, Any], component: str) -> str | None:
     )
 
 
+# what the scripts and the kernel say with an exit code (the chart's podFailurePolicy fails the Job at once on them)
+CONFIG_ERROR_EXIT, GPU_OOM_EXIT, KILLED_EXIT = 3, 4, 137
+CUDA_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError")
+NCCL_TIMEOUT = re.compile(
+    r"Watchdog caught collective operation timeout|NCCL (?:error|timeout|WARN .*timeout)|ncclSystemError"
+    r"|ncclInternalError|ProcessGroupNCCL.*[Tt]imeout|DistNetworkError|Connection reset by peer.*rendezvous",
+)
+NCCL_ADVICE = (
+    "NCCL timeout or watchdog error: the ranks could not reach each other in time. Usual causes: the wrong network "
+    "interface (set distributed.nccl.socketIfname to the pods' interface, e.g. eth0), a network policy or firewall "
+    "between the nodes, or one rank busy far longer than the others, such as tokenizing a large dataset while the "
+    "others wait past ddp_timeout (raise llamafactoryArgs.ddp_timeout, or tokenize once beforehand)"
+)
+
+
+def gpu_advice(spec: Spec, facts: Facts) -> str:
+    """The estimate against the GPU, and the spec changes that lower it (the guide's advice, made concrete)."""
+    known = (
+        f"the estimate is {facts.vram.total_gb:.1f} GB per GPU"
+        if facts.vram
+        else "the model's size is unknown"
+    )
+    known += f" on {facts.gpu_memory_gib:g} GiB GPUs" if facts.gpu_memory_gib else ""
+    return f"{known}; {vram_advice(spec)}"
+
+
+def exit_codes(pod: dict[str, Any]) -> list[int]:
+    """Exit codes of the pod's containers that terminated (now or in their last run)."""
+    codes = []
+    for status in container_statuses(pod):
+        for state in (status.get("state", {}), status.get("lastState", {})):
+            if "terminated" in state:
+                codes.append(int(state["terminated"].get("exitCode", 0)))
+    return codes
+
+
+def explain(pod: dict[str, Any], log: str, component: str, gpu_advice: str = "") -> str | None:
+    """What failed, in words a person can act on: the container killed for memory, the GPU out of memory,
+    NCCL timing out, or a configuration error the preflight found; None when none of these."""
+    if advice := oom_advice(pod, component):
+        return advice
+    codes = exit_codes(pod)
+    if GPU_OOM_EXIT in codes or (any(codes) and CUDA_OOM.search(log)):
+        return "the GPU ran out of memory (CUDA out of memory)" + (f": {gpu_advice}" if gpu_advice else "")
+    if NCCL_TIMEOUT.search(log):
+        return NCCL_ADVICE
+    if CONFIG_ERROR_EXIT in codes:
+        return "a configuration error (exit 3): the checklist in the log names the item and its fix"
+    return None
+
+
 def _timestamp(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
@@ -96,15 +151,25 @@ def stuck(pods: list[dict[str, Any]], pending_timeout: float) -> tuple[dict[str,
     return None
 
 
+def log_of(api: pykube.HTTPClient, namespace: str, pod: dict[str, Any], container: str | None = None) -> str:
+    """The pod's last log lines, or why there are none."""
+    if not pod["spec"].get("nodeName"):
+        return "(never started)"
+    return kube.pod_log_tail(api, namespace, pod["metadata"]["name"], container, lines=40)
+
+
 def describe_pod(
-    api: pykube.HTTPClient, namespace: str, pod: dict[str, Any], container: str | None = None
+    api: pykube.HTTPClient,
+    namespace: str,
+    pod: dict[str, Any],
+    container: str | None = None,
+    log: str | None = None,
 ) -> str:
     """The pod's node and phase, its last events and its last log lines, indented for a report."""
     name = pod["metadata"]["name"]
     node = pod["spec"].get("nodeName") or "no node"
     events = kube.events_of(api, namespace, "Pod", name)
-    started = bool(pod["spec"].get("nodeName"))
-    logs = kube.pod_log_tail(api, namespace, name, container) if started else "(never started)"
+    logs = log if log is not None else log_of(api, namespace, pod, container)
     lines = [f"  pod {name} on {node}, phase {pod['status'].get('phase')}", "  last events:"]
     lines += [f"    {e}" for e in events] or ["    (none)"]
     lines += ["  last log lines:"] + [f"    {line}" for line in logs.splitlines()[-20:]]

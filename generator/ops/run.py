@@ -5,8 +5,10 @@ step, the pod, its events and its last log lines. It prints nothing: it reports 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -86,12 +88,7 @@ def run(
             report(f"{step.component}: {step.release} is installed with these values; waiting for it")
         else:
             report(f"{step.component}: $ {' '.join(step.install)}")
-            result = helm.run(step.install)
-            if result.returncode != 0:
-                raise RunFailed(
-                    f"{step.component}: helm failed:\n{(result.stderr or result.stdout).strip()}"
-                    + preflight_report(target, step)
-                )
+            install(target, step, pending_timeout)
         if is_job:
             wait_job(target, step, report, timeout, pending_timeout)
         else:
@@ -109,6 +106,35 @@ def ran_simulated(target: Target, step: helm.Step) -> bool:
     selector = {kube.INSTANCE: step.release, kube.COMPONENT: step.component}
     nodes = {p["spec"].get("nodeName") for p in kube.pods(target.api, target.namespace, selector)} - {None}
     return bool(nodes) and nodes <= kube.simulated_nodes(target.api)
+
+
+def install(target: Target, step: helm.Step, pending_timeout: float) -> None:
+    """helm upgrade --install, watching the release's new pods meanwhile: a hook pod that can never start (an
+    image that cannot be pulled, a container that cannot be created) stops the install at once, as a stuck
+    workload pod does, instead of after helm's timeout."""
+    started = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    process = subprocess.Popen(step.install, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    selector = {kube.INSTANCE: step.release}
+    while process.poll() is None:
+        new = [
+            p
+            for p in kube.pods(target.api, target.namespace, selector)
+            if p["metadata"]["creationTimestamp"] >= started
+        ]
+        if (found := diagnose.stuck(new, pending_timeout)) is not None:
+            process.terminate()
+            process.communicate(timeout=60)
+            pod, why = found
+            detail = diagnose.describe_pod(target.api, target.namespace, pod)
+            raise RunFailed(
+                f"{step.component}: {why} while helm installs {step.release}; helm stopped\n{detail}"
+            )
+        time.sleep(1)
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RunFailed(
+            f"{step.component}: helm failed:\n{(err or out).strip()}" + preflight_report(target, step)
+        )
 
 
 def preflight_report(target: Target, step: helm.Step) -> str:
@@ -165,8 +191,9 @@ def _failure(target: Target, component: str, pods: list[dict[str, Any]], outcome
     pod = outcome.pod or (pods[-1] if pods else None)
     if pod is None:
         return "  (no pod was created)"
-    advice = diagnose.oom_advice(pod, component)
-    detail = diagnose.describe_pod(target.api, target.namespace, pod, None if outcome.pod else component)
+    log = diagnose.log_of(target.api, target.namespace, pod, None if outcome.pod else component)
+    advice = diagnose.explain(pod, log, component, diagnose.gpu_advice(target.spec, target.facts))
+    detail = diagnose.describe_pod(target.api, target.namespace, pod, log=log)
     return (f"  {advice}\n" if advice else "") + detail
 
 

@@ -58,7 +58,19 @@ def summarise_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarise_pod(pod: dict[str, Any], component: str, simulated: set[str]) -> dict[str, Any]:
+def problem_of(target: Target, pod: dict[str, Any], component: str) -> str:
+    """Why a pod failed (its log read only when a container ended badly), or ""."""
+    if oom := diagnose.oom_advice(pod, component):
+        return oom
+    if not any(diagnose.exit_codes(pod)):
+        return ""
+    log = diagnose.log_of(target.api, target.namespace, pod, component)
+    return diagnose.explain(pod, log, component, diagnose.gpu_advice(target.spec, target.facts)) or ""
+
+
+def summarise_pod(
+    pod: dict[str, Any], component: str, simulated: set[str], problem: str = ""
+) -> dict[str, Any]:
     node = pod["spec"].get("nodeName") or ""
     return {
         "name": pod["metadata"]["name"],
@@ -67,7 +79,7 @@ def summarise_pod(pod: dict[str, Any], component: str, simulated: set[str]) -> d
         "simulated": node in simulated,  # kwok played this node's kubelet: no container ran
         "gpus": kube.gpu_request(pod),
         "waiting": ", ".join(diagnose.waiting_reasons(pod)),
-        "problem": diagnose.oom_advice(pod, component) or "",
+        "problem": problem,
     }
 
 
@@ -107,7 +119,8 @@ def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
         entry.objects = workload_objects(target, component, release)
         selector = {kube.INSTANCE: release, kube.COMPONENT: component}
         entry.pods = [
-            summarise_pod(p, component, simulated) for p in kube.pods(target.api, target.namespace, selector)
+            summarise_pod(p, component, simulated, problem_of(target, p, component))
+            for p in kube.pods(target.api, target.namespace, selector)
         ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pykube
+import pytest
 
 from generator.ops import kube, wait
 from tests.support import kube as support_kube
@@ -77,30 +78,24 @@ def test_upgrade_rollback_and_uninstall(
     assert wait.job(api, namespace, the_job(api, namespace, release)["metadata"]["name"], timeout=60).ok
 
 
-def test_a_configuration_error_fails_the_job_at_once(
-    helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
+@pytest.mark.parametrize(
+    ("code", "what"), [(3, "a configuration error"), (4, "the GPU out of memory"), (137, "killed for memory")]
+)
+def test_failures_a_retry_cannot_mend_fail_the_job_at_once(
+    code: int, what: str, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, "failure-policy")
+    namespace = baseline_namespace(namespace_factory, f"failure-policy-{code}")
     create_prerequisites(api, namespace)
     values = str(ROOT / "values/llama32-3b-full/train.yaml")
-    # the preflight's exit code 3, rehearsed by the kwok stage through a pod annotation
+    # the exit code, rehearsed by the kwok stage through a pod annotation (the node tier does it for real)
     helm3(
-        "install",
-        "config-error",
-        str(CHART),
-        "-n",
-        namespace,
-        "-f",
-        values,
-        "--set-string",
-        "train.podAnnotations.lfk\\.local/exit-code=3",
-    )
-    job = the_job(api, namespace, "config-error")
+        "install", "fail-at-once", str(CHART), "-n", namespace, "-f", values,
+        "--set-string", f"train.podAnnotations.lfk\\.local/exit-code={code}",
+    )  # fmt: skip
+    job = the_job(api, namespace, "fail-at-once")
     outcome = wait.job(api, namespace, job["metadata"]["name"], timeout=60)
     assert not outcome.ok and outcome.reason.startswith("PodFailurePolicy"), outcome
-    assert len(kube.pods(api, namespace, {kube.INSTANCE: "config-error"})) == 1, (
-        "no retry for a configuration error"
-    )
+    assert len(kube.pods(api, namespace, {kube.INSTANCE: "fail-at-once"})) == 1, f"no retry for {what}"
 
 
 def test_other_failures_are_retried_up_to_the_backoff_limit(

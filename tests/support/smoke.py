@@ -130,7 +130,7 @@ def trainer_log(ws: Workspace) -> list[dict[str, Any]]:
 
 def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600) -> int:
     """Run the chart's train.sh (preflight, then llamafactory-cli train). With preempt, the trainer is
-    killed right after it wrote its first checkpoint. Returns the exit code (-9 when killed)."""
+    killed right after it wrote its first checkpoint. Returns the exit code (137: the trainer got SIGKILL)."""
     env = {**environment(), "TRAIN_CONFIG": str(ws.train_config)}
     if preempt:
         env.update(LFK_SMOKE_PREEMPT="1", PYTHONPATH=str(PREEMPT_HOOK))
@@ -241,7 +241,7 @@ def main(argv: list[str]) -> int:
     ws = step("prepare (tiny model, datasets, render)", lambda: prepare(root))
     code = step("train until the first checkpoint, killed there", lambda: train(ws, log, preempt=True))
     before = [e["current_steps"] for e in trainer_log(ws)]
-    if code != -9 or before != list(range(1, SAVE_STEPS + 1)):
+    if code != 137 or before != list(range(1, SAVE_STEPS + 1)):
         print(
             f"the first run was not stopped at its first checkpoint (exit {code}, steps {before}); see {log}"
         )

@@ -80,3 +80,43 @@ def test_a_stale_lock_is_taken_over(
     monkeypatch.setattr(download, "download", lambda *a: calls.append(a) or 0)
     assert download.main("org/model", "main", str(tmp_path / "model")) == 0
     assert len(calls) == 1
+
+
+def fake_trainer(tmp_path: Path, output: str, code: int) -> dict[str, str]:
+    """A stand-in `llamafactory-cli` on PATH (and a preflight that passes): train.sh's own logic runs for real."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llamafactory-cli").write_text(f"#!/bin/bash\nprintf '%s\\n' {output!r}\nexit {code}\n")
+    (bin_dir / "llamafactory-cli").chmod(0o755)
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "train.sh").write_text((FILES / "train.sh").read_text())
+    (scripts / "preflight.py").write_text("import sys\nsys.exit(0)\n")
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "TRAIN_CONFIG": str(tmp_path / "train.yaml"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("output", "code", "expected"),
+    [
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", 1, 4),
+        ("RuntimeError: something else broke", 1, 1),
+        ("{'train_loss': 1.2}", 0, 0),
+    ],
+)
+def test_train_sh_turns_cuda_out_of_memory_into_exit_4(
+    tmp_path: Path, output: str, code: int, expected: int
+) -> None:
+    import subprocess
+
+    env = fake_trainer(tmp_path, output, code)
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "train.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == expected, result.stdout + result.stderr
+    assert output in result.stdout, "the trainer's output still reaches the pod's log"
+    if expected == 4:
+        assert "the GPU ran out of memory" in result.stderr

@@ -2,7 +2,7 @@
 # Training container entrypoint (the LLaMA-Factory image has none). A preflight first, so that a
 # configuration error exits 3 - which the Job's podFailurePolicy turns into an immediate failure - instead
 # of burning retries or holding GPUs; then `llamafactory-cli train`, which resumes from the run's last
-# checkpoint because output_dir is per run and overwrite_output_dir is false.
+# checkpoint because output_dir is per run and overwrite_output_dir is false. Exit 4: the GPU ran out of memory.
 set -uo pipefail
 # the pod mounts the config at /config and the scripts at /scripts; both can be pointed elsewhere
 CONFIG=${TRAIN_CONFIG:-/config/train.yaml}
@@ -29,4 +29,24 @@ PREFLIGHT_FLAGS=()
 [ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
 python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
 echo "starting: llamafactory-cli train ${CONFIG}"
-exec llamafactory-cli train "${CONFIG}"
+# the trainer runs as a child, its output also kept, so a CUDA out-of-memory error can fail the Job at once
+# (exit 4, in the podFailurePolicy) instead of being retried; SIGTERM (preemption) is passed on to it
+OUTPUT=/tmp/train-output.log
+: >"${OUTPUT}"
+llamafactory-cli train "${CONFIG}" >>"${OUTPUT}" 2>&1 &
+trainer=$!
+tail -n +1 -f --pid="${trainer}" "${OUTPUT}" &  # the pod's log: prints to the end, then exits with the trainer
+follower=$!
+trap 'kill -TERM "${trainer}" 2>/dev/null' TERM INT
+wait "${trainer}"
+code=$?
+while kill -0 "${trainer}" 2>/dev/null; do  # a trapped signal ended the first wait, not the trainer
+  wait "${trainer}"
+  code=$?
+done
+wait "${follower}"
+if [ "${code}" -ne 0 ] && grep -qE "CUDA out of memory|OutOfMemoryError" "${OUTPUT}"; then
+  echo "train: the GPU ran out of memory (CUDA OOM); lfk status SPEC shows the estimate and what to change" >&2
+  exit 4
+fi
+exit "${code}"

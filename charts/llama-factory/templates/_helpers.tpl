@@ -328,13 +328,18 @@ Call with (dict "root" . "component" "train" "podTemplate" <rendered pod templat
 {{- include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" .) "suffix" $hash "max" (.max | default 52)) }}
 {{- end }}
 
-{{/* Exit code of a configuration error in the Jobs' scripts: the Job fails at once, without retries. */}}
+{{/*
+Exit codes that fail a Job at once, without retries: a configuration error found by the scripts (3), the GPU
+out of memory (4: train.sh finds CUDA's out-of-memory error in the trainer's output), and a container the
+kernel killed for its memory limit (137, SIGKILL: OOMKilled). A retry would meet the same wall.
+*/}}
 {{- define "llama-factory.configErrorExitCode" -}}3{{- end }}
+{{- define "llama-factory.failAtOnceExitCodes" -}}[3, 4, 137]{{- end }}
 
 {{/*
 Job settings shared by train and merge: retries, deadline, clean-up, and the failure policy. Preemption,
-node drains and node loss (DisruptionTarget) retry without counting; a configuration error (exit 3) fails at
-once. With several nodes, any other failure also fails the Job at once: torch elastic has already restarted
+node drains and node loss (DisruptionTarget) retry without counting; a configuration error (exit 3), the GPU
+out of memory (4) or the container killed for memory (137) fail at once. With several nodes, any other failure also fails the Job at once: torch elastic has already restarted
 the group inside the pods, and the other ranks must not be left waiting for a missing one.
 (dict "w" <values> "containers" <names> "nodes" <count>)
 */}}
@@ -359,7 +364,7 @@ podFailurePolicy:
       onExitCodes:
         containerName: {{ . }}
         operator: In
-        values: [{{ include "llama-factory.configErrorExitCode" $ }}]
+        values: {{ include "llama-factory.failAtOnceExitCodes" $ }}
     {{- end }}
     {{- if gt (int (.nodes | default 1)) 1 }}
     - action: FailJob

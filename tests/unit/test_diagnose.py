@@ -1,0 +1,74 @@
+"""Failures named while they happen: what a pod's state, exit code and log say, in words a person can act on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.core.facts import derive
+from generator.core.spec import load_spec
+from generator.ops import diagnose
+from generator.project import REPO_ROOT
+
+SEED = load_spec(REPO_ROOT / "values" / "llama31-qa" / "experiment.yaml")
+
+
+def pod(state: dict[str, Any], waiting: bool = False) -> dict[str, Any]:
+    status = {"name": "train", "state": {"waiting": state} if waiting else {"terminated": state}}
+    return {
+        "metadata": {"name": "p"},
+        "spec": {
+            "nodeName": "n",
+            "containers": [{"name": "train", "resources": {"limits": {"memory": "64Gi"}}}],
+        },
+        "status": {"phase": "Failed", "containerStatuses": [status]},
+    }
+
+
+def test_a_container_killed_for_memory_names_the_limit_and_the_setting() -> None:
+    found = diagnose.explain(pod({"reason": "OOMKilled", "exitCode": 137}), "", "train")
+    assert (
+        found
+        == "container train was OOMKilled: it used more than its memory limit (64Gi); raise resources.memory in the spec"
+    )
+
+
+def test_cuda_out_of_memory_gives_the_estimate_and_the_spec_changes() -> None:
+    advice = diagnose.gpu_advice(SEED, derive(SEED))
+    found = diagnose.explain(pod({"reason": "Error", "exitCode": 4}), "", "train", advice)
+    assert found is not None and found.startswith(
+        "the GPU ran out of memory (CUDA out of memory): the estimate is 25.4 GB"
+    )
+    assert "use method.type: qlora with quantization.bits: 4" in found and "lower training.batchSize" in found
+    in_log = diagnose.explain(
+        pod({"reason": "Error", "exitCode": 1}), "torch.OutOfMemoryError: CUDA out of memory.", "train"
+    )
+    assert in_log is not None and in_log.startswith("the GPU ran out of memory")
+
+
+def test_nccl_timeouts_are_named_with_their_usual_causes() -> None:
+    log = "[rank1]:[E] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=12, OpType=ALLREDUCE) ran for 1800000 ms"
+    found = diagnose.explain(pod({"reason": "Error", "exitCode": 1}), log, "train")
+    assert (
+        found == diagnose.NCCL_ADVICE and "distributed.nccl.socketIfname" in found and "ddp_timeout" in found
+    )
+
+
+def test_a_configuration_error_points_at_the_checklist_and_anything_else_is_left_to_the_log() -> None:
+    assert "configuration error" in (
+        diagnose.explain(pod({"reason": "Error", "exitCode": 3}), "", "train") or ""
+    )
+    assert diagnose.explain(pod({"reason": "Error", "exitCode": 1}), "ValueError: bad", "train") is None
+
+
+def test_containers_that_cannot_start_stop_the_wait_at_once() -> None:
+    for reason in (
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "CreateContainerError",
+        "RunContainerError",
+        "CreateContainerConfigError",
+    ):
+        stuck = diagnose.stuck(
+            [pod({"reason": reason, "message": "details"}, waiting=True)], pending_timeout=300
+        )
+        assert stuck is not None and stuck[1] == f"container train is {reason}: details"
