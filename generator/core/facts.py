@@ -33,6 +33,7 @@ class Facts:
     template: str | None
     template_inferred: bool
     base_model: str
+    model_hub: str | None  # the hub repository the train release downloads the base model from, if any
     output_dir: str  # adapter (lora/qlora) or full model (full/freeze)
     merged_dir: str | None  # None when there is nothing to merge
     serve_model: str  # what vllm serve loads
@@ -201,6 +202,7 @@ def derive(spec: Spec) -> Facts:
         template=template,
         template_inferred=inferred,
         base_model=d["model"]["path"],
+        model_hub=d["model"].get("hub", {}).get("id"),
         output_dir=output_dir,
         merged_dir=merged_dir,
         serve_model=serve_model,

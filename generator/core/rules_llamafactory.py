@@ -223,12 +223,6 @@ def distributed(spec: Spec, facts: Facts) -> Iterator[Problem]:
             "warning",
         )
     if dist["engine"] == "trainjob":
-        if "hub" in d["model"]:
-            yield Problem(
-                "$.model.hub",
-                "a TrainJob cannot carry the download step (Kubeflow Trainer v2.0 overrides only the runtime's own init containers)",
-                "download the model to model.path first (e.g. with the job engine once), then remove model.hub",
-            )
         yield Problem(
             "$.distributed.engine",
             "with trainjob the training runtime's pod template decides the security contexts, image pull secrets, "

@@ -12,8 +12,10 @@ from ..core.facts import Facts
 from ..errors import LfkError
 from ..project import CHART_DIR
 
-# how long helm waits for the train release's preflight hook: it pulls the multi-GB image on a fresh node
+# how long helm waits for the train release's hooks: the preflight pulls the multi-GB image on a fresh node;
+# the model's download (a 70B model is over 140 GB) may take hours, its Job's own deadline is 6 h
 HOOK_TIMEOUT = "20m"
+DOWNLOAD_TIMEOUT = "6h"
 # how long `helm test` waits for its chat-completion pod
 TEST_TIMEOUT = "10m"
 
@@ -33,7 +35,7 @@ def install_command(facts: Facts, component: str, values_dir: Path, helm: str = 
         helm, "upgrade", "--install", facts.releases[component], _relative(CHART_DIR),
         "--namespace", facts.namespace, "--create-namespace",
         "--values", _relative(values_dir / f"{component}.yaml"),
-        *(["--timeout", HOOK_TIMEOUT] if component == "train" else []),
+        *(["--timeout", DOWNLOAD_TIMEOUT if facts.model_hub else HOOK_TIMEOUT] if component == "train" else []),
     ]  # fmt: skip
 
 

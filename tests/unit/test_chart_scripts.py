@@ -42,6 +42,28 @@ def test_a_complete_model_is_left_alone(
     assert not (tmp_path / "model.download.lock").exists()
 
 
+def test_a_model_downloaded_once_serves_the_same_revision_and_refuses_another(
+    download: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "model"
+
+    def fetch(repo_id: str, revision: str, local_dir: str, **_: object) -> None:
+        Path(local_dir, "config.json").write_text("{}")
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fetch)
+    assert download.main("org/model", "v1", str(model)) == 0
+    assert (model / ".lfk-download.json").is_file()
+    monkeypatch.setattr(download, "download", lambda *a: pytest.fail("must not download again"))
+    assert download.main("org/model", "v1", str(model)) == 0, (
+        "another experiment on the same model: nothing to do"
+    )
+    assert download.main("org/model", "v2", str(model)) == 3, (
+        "another revision into the same folder is refused"
+    )
+
+
 def test_a_second_pod_waits_for_the_first_ones_download(
     download: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

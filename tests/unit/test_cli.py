@@ -124,7 +124,7 @@ def test_install_dry_run_prints_the_helm_commands_in_order() -> None:
     assert lines[0].split()[2:] == [
         "upgrade", "--install", "llama31-qa-train", "charts/llama-factory",
         "--namespace", "llm-training", "--create-namespace", "--values", "values/llama31-qa/train.yaml",
-        "--timeout", "20m",
+        "--timeout", "6h",  # the train release downloads the model first: helm waits for that hook
     ]  # fmt: skip
 
 

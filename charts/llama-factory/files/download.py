@@ -1,6 +1,9 @@
-"""Downloads the base model into the storage when its directory lacks config.json (init container).
+"""Downloads the base model into the storage when its directory lacks config.json (the train release's
+GPU-less download Job, a Helm hook that runs before the preflight and the training).
 
-Idempotent: a complete model (config.json present) is left alone. The download goes to `<dir>.download`
+Idempotent, once per model: a complete model (config.json present) is left alone; one this script
+downloaded records its repository and revision (.lfk-download.json), and another revision asked for the
+same folder is refused (exit 3) rather than mixed in. The download goes to `<dir>.download`
 (resumable across restarts) and is renamed into place only when complete, so a half-downloaded model never
 looks like a model. When several pods start at once (one per node), one of them takes a lock directory
 beside the model (mkdir is atomic, on NFS too) and downloads; the others wait for config.json. A lock nobody
@@ -10,6 +13,7 @@ USE_MODELSCOPE_HUB=1. The token comes from HF_TOKEN (a Secret reference), never 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -26,8 +30,7 @@ def main(repo_id: str, revision: str, target: str) -> int:
     os.makedirs(os.path.dirname(lock.rstrip("/")) or "/", exist_ok=True)
     while True:
         if os.path.isfile(config):
-            print(f"download: {target} already has config.json; nothing to do")
-            return 0
+            return already_there(repo_id, revision, target)
         try:
             os.mkdir(lock)
             break
@@ -56,6 +59,27 @@ def main(repo_id: str, revision: str, target: str) -> int:
         shutil.rmtree(lock, ignore_errors=True)
 
 
+RECORD = ".lfk-download.json"
+
+
+def already_there(repo_id: str, revision: str, target: str) -> int:
+    try:
+        with open(os.path.join(target, RECORD), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        print(f"download: {target} already has config.json; nothing to do")
+        return 0
+    if (record.get("repo"), record.get("revision")) != (repo_id, revision):
+        print(
+            f"download: {target} holds {record.get('repo')}@{record.get('revision')}, not {repo_id}@{revision}: "
+            "give this revision a folder of its own (model.path)",
+            file=sys.stderr,
+        )
+        return 3
+    print(f"download: {target} already holds {repo_id}@{revision}; nothing to do")
+    return 0
+
+
 def download(repo_id: str, revision: str, target: str) -> int:
     partial = target.rstrip("/") + ".download"
     os.makedirs(partial, exist_ok=True)
@@ -74,6 +98,8 @@ def download(repo_id: str, revision: str, target: str) -> int:
         print(f"download: {repo_id} has no config.json; is it a Hugging Face model?", file=sys.stderr)
         return 3
     shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)
+    with open(os.path.join(partial, RECORD), "w", encoding="utf-8") as f:
+        json.dump({"repo": repo_id, "revision": revision}, f)
     if os.path.isdir(target):  # an empty or stray directory: keep it aside rather than delete data
         os.replace(target, target.rstrip("/") + ".replaced")
     os.replace(partial, target)

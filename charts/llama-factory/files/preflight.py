@@ -45,12 +45,9 @@ def drop_incomplete_checkpoints(output_dir: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_model(model: str, download: str | None) -> None:
+def check_model(model: str) -> None:
     if not model.startswith("/"):
         item(True, "base model", f"{model} comes from the hub at load time")
-        return
-    if download and not os.path.isfile(os.path.join(model, "config.json")):
-        item(True, "base model", f"{model} is downloaded from {download} before training")
         return
     missing = readiness.missing_model_files(model)
     item(
@@ -58,7 +55,7 @@ def check_model(model: str, download: str | None) -> None:
         "base model",
         f"{model}: "
         + (f"missing {', '.join(missing)}" if missing else "config, tokenizer and weights present"),
-        "copy the model there, or set model.hub in the spec so the train release downloads it",
+        "copy the model there, or set model.hub in the spec so the train release downloads it first",
     )
 
 
@@ -146,9 +143,6 @@ def main() -> int:
     parser.add_argument(
         "--check-mlflow-server", action="store_true", help="also check the tracking server answers"
     )
-    parser.add_argument(
-        "--download", metavar="REPO_ID", help="the model is downloaded from this hub repository first"
-    )
     args = parser.parse_args()
     with open(args.config, encoding="utf-8") as f:
         config = yaml.safe_load(f)
@@ -157,11 +151,11 @@ def main() -> int:
     # a later rank restarting on its own could otherwise remove the checkpoint the first is writing
     if not args.cpu and os.environ.get("NODE_RANK", os.environ.get("PET_NODE_RANK", "0")) == "0":
         drop_incomplete_checkpoints(config.get("output_dir", ""))
-    check_model(str(config.get("model_name_or_path", "")), args.download)
+    check_model(str(config.get("model_name_or_path", "")))
     check_datasets(config)
     check_packages(config)
     check_mlflow(config, args.check_mlflow_server)
-    if not failures and not args.download:  # the parse reads the model's files
+    if not failures:  # the parse reads the model's files
         check_arguments(config, args.cpu)
     if failures:
         print(f"preflight: {len(failures)} problem(s): {', '.join(failures)}", file=sys.stderr, flush=True)

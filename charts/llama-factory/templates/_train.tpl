@@ -12,8 +12,6 @@ preflight.py: |
   {{- .Files.Get "files/preflight.py" | nindent 2 }}
 readiness.py: |
   {{- .Files.Get "files/readiness.py" | nindent 2 }}
-download.py: |
-  {{- .Files.Get "files/download.py" | nindent 2 }}
 {{- end }}
 
 {{/* Several pods (nodes) train together. */}}
@@ -123,22 +121,6 @@ spec:
               {{- include "llama-factory.componentSelectorLabels" (dict "root" $root "component" "train") | nindent 14 }}
   {{- end }}
   {{- end }}
-  {{- if $w.download.enabled }}
-  initContainers:
-    - name: download
-      {{- include "llama-factory.containerCommon" (dict "root" $root "w" $w "gpus" 0) | nindent 6 }}
-      command: ["python3", "/scripts/download.py", {{ $w.download.repoId | quote }}, {{ $w.download.revision | quote }}, {{ $w.config.model_name_or_path | quote }}]
-      env:
-        {{- include "llama-factory.commonEnv" $root | nindent 8 }}
-        {{- if eq $w.download.source "modelscope" }}
-        - name: USE_MODELSCOPE_HUB
-          value: "1"
-        {{- end }}
-      volumeMounts:
-        {{- include "llama-factory.volumeMounts" . | nindent 8 }}
-        - name: scripts
-          mountPath: /scripts
-  {{- end }}
   containers:
     - name: {{ .containerName | default "train" }}
       {{- include "llama-factory.containerCommon" . | nindent 6 }}
@@ -164,6 +146,6 @@ spec:
         {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (list "train.sh" "preflight.py" "readiness.py" "download.py")) | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (list "train.sh" "preflight.py" "readiness.py")) | nindent 4 }}
 {{- end }}
 
