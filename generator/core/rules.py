@@ -25,6 +25,7 @@ from .facts import (
 from .problems import Problem, json_path
 from .spec import Spec
 from .storage import STORAGE_ROOT, on_storage
+from .trainlog import LEARNING_RATE_ADVICE
 from .vram import gib_to_gb
 
 HELM_RELEASE_MAX = 53
@@ -191,7 +192,7 @@ def learning_rate(spec: Spec, facts: Facts) -> Iterator[Problem]:
     lr = spec.data["training"]["learningRate"]
     method = spec.data["method"]["type"]
     warn_above, fail_at = (5e-4, 1e-2) if is_adapter_method(method) else (1e-4, 1e-3)
-    advice = "lower it (1e-4 to 2e-4 for LoRA, 1e-5 to 5e-5 for full); too high a rate gives Loss = NaN"
+    advice = f"{LEARNING_RATE_ADVICE} (too high a rate gives Loss = NaN)"
     if lr >= fail_at:
         yield Problem("$.training.learningRate", f"learning rate {lr:g} is far too high for {method}", advice)
     elif lr > warn_above:

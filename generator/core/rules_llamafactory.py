@@ -51,6 +51,7 @@ MANAGED_ARGS = {
     "seed": "training.seed",
     "output_dir": "(derived: /storage/output/<name>/<run id>)",
     "overwrite_output_dir": "(always false, so runs resume)",
+    "logging_dir": "(derived: <output dir>/logs)",
     "report_to": "tracking.mlflow",
     "run_name": "tracking.mlflow.runName",
     "stage": "(always sft)",
