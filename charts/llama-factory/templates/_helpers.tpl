@@ -175,9 +175,14 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- end }}
 {{- end }}
 
-{{/* Environment every workload shares: secrets by reference, MLflow, caches on writable paths. */}}
+{{/*
+Environment every workload shares: caches on writable paths, MLflow, and the credentials (secrets by
+reference). The web UI may go without the credentials: (dict "root" . "credentials" false).
+*/}}
 {{- define "llama-factory.commonEnv" -}}
-{{- $v := .Values -}}
+{{- $root := .root | default . -}}
+{{- $credentials := ternary .credentials true (hasKey . "credentials") -}}
+{{- $v := $root.Values -}}
 - name: HOME
   value: /tmp/home
 # the pod's uid has no /etc/passwd entry in the LLaMA-Factory and vLLM images: Python's getpass.getuser()
@@ -186,19 +191,21 @@ Fail once with every problem of the values, each naming the value to fix.
   value: llamafactory
 - name: HF_HOME
   value: /tmp/home/.cache/huggingface
+{{- if $credentials }}
 {{- with $v.hfToken.secretName }}
 - name: HF_TOKEN
   valueFrom:
     secretKeyRef: {name: {{ . }}, key: {{ $v.hfToken.secretKey }}}
 {{- end }}
+{{- end }}
 {{- if $v.mlflow.trackingUri }}
 - name: MLFLOW_TRACKING_URI
   value: {{ $v.mlflow.trackingUri | quote }}
 - name: MLFLOW_EXPERIMENT_NAME
-  value: {{ $v.mlflow.experimentName | default $v.experiment.name | default .Release.Name | quote }}
+  value: {{ $v.mlflow.experimentName | default $v.experiment.name | default $root.Release.Name | quote }}
 - name: MLFLOW_TAGS
-  value: {{ dict "experiment" ($v.experiment.name | default .Release.Name) "run_id" $v.experiment.runId "release" .Release.Name | toJson | quote }}
-{{- with $v.mlflow.credentials }}
+  value: {{ dict "experiment" ($v.experiment.name | default $root.Release.Name) "run_id" $v.experiment.runId "release" $root.Release.Name | toJson | quote }}
+{{- with (and $credentials $v.mlflow.credentials) }}
 {{- if .secretName }}
 {{- if .tokenKey }}
 - name: MLFLOW_TRACKING_TOKEN
