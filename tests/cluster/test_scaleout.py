@@ -201,7 +201,9 @@ def test_run_and_status_follow_any_engine_and_kueue(
         "train: jobset eng-jobset-train-" in result.output
         and "suspended, waiting for Kueue to admit it (queue team-a)" in result.output
     )
-    assert "failed: not finished after 4 s" in result.output and "(no pod was created)" in result.output, result.output
+    assert "failed: not finished after 4 s" in result.output and "(no pod was created)" in result.output, (
+        result.output
+    )
     status = CliRunner().invoke(cli, ["status", spec, "--output", "json"], env=env)
     [train] = [r for r in __import__("json").loads(status.output)["releases"] if r["component"] == "train"]
     assert train["objects"][0]["kind"] == "JobSet" and train["objects"][0]["state"] == "Suspended"

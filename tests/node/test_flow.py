@@ -138,7 +138,9 @@ def test_the_evicted_training_resumes_from_its_checkpoint(
     # run had logged steps past it before the eviction
     second = steps[len(steps) - (MAX_STEPS - resumed_from) :]
     assert second == list(range(resumed_from + 1, MAX_STEPS + 1)), f"the resumed run trained again: {steps}"
-    assert resumed_from in steps[: len(steps) - len(second)], f"the first run never reached the checkpoint: {steps}"
+    assert resumed_from in steps[: len(steps) - len(second)], (
+        f"the first run never reached the checkpoint: {steps}"
+    )
     # the pods ran the chart's preflight for real before training
     assert "preflight: config, model, datasets and reporting are in order" in log
 
