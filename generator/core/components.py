@@ -31,3 +31,14 @@ INSTALL_ORDER = ("train", "merge", "vllm", "webui")
 
 def is_job(name: str) -> bool:
     return COMPONENTS[name].workload == "job"
+
+
+# helm's --timeout for an install: how long it waits for the release's hooks. Helm's default 5 minutes is
+# too short where a hook pulls a multi-GB image onto a fresh node; the model's download (a 70B model is over
+# 140 GB) may take hours, its Job's own deadline is 6 h. Every printed helm command carries the same value.
+HOOK_TIMEOUT = "20m"
+DOWNLOAD_TIMEOUT = "6h"
+
+
+def install_timeout(component: str, downloads_model: bool) -> str:
+    return DOWNLOAD_TIMEOUT if component == "train" and downloads_model else HOOK_TIMEOUT

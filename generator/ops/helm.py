@@ -7,15 +7,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.components import COMPONENTS, INSTALL_ORDER
+from ..core.components import COMPONENTS, INSTALL_ORDER, install_timeout
 from ..core.facts import Facts
 from ..errors import LfkError
 from ..project import CHART_DIR
 
-# how long helm waits for the train release's hooks: the preflight pulls the multi-GB image on a fresh node;
-# the model's download (a 70B model is over 140 GB) may take hours, its Job's own deadline is 6 h
-HOOK_TIMEOUT = "20m"
-DOWNLOAD_TIMEOUT = "6h"
 # how long `helm test` waits for its chat-completion pod
 TEST_TIMEOUT = "10m"
 
@@ -35,7 +31,7 @@ def install_command(facts: Facts, component: str, values_dir: Path, helm: str = 
         helm, "upgrade", "--install", facts.releases[component], _relative(CHART_DIR),
         "--namespace", facts.namespace, "--create-namespace",
         "--values", _relative(values_dir / f"{component}.yaml"),
-        *(["--timeout", DOWNLOAD_TIMEOUT if facts.model_hub else HOOK_TIMEOUT] if component == "train" else []),
+        "--timeout", install_timeout(component, bool(facts.model_hub)),
     ]  # fmt: skip
 
 

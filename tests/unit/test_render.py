@@ -122,3 +122,21 @@ def test_serving_on_gpus_has_no_cpu_block(tmp_path: Path) -> None:
     spec_path.write_text(BASE)
     [vllm] = [r for r in render(spec_from_text(BASE, str(spec_path))) if r.component == "vllm"]
     assert vllm.values["vllm"]["gpu"]["count"] == 1 and "cpu" not in vllm.values["vllm"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "train_timeout"), [("", "20m"), ("  hub: {id: meta-llama/Llama-3.1-8B-Instruct}\n", "6h")]
+)
+def test_the_header_prints_the_helm_command_lfk_runs(extra: str, train_timeout: str, tmp_path: Path) -> None:
+    from generator.core.facts import derive
+    from generator.ops.helm import install_command
+
+    text = BASE.replace("model: {path: /storage/models/llama-3.1-8b-instruct}\n", "")
+    text += "model:\n  path: /storage/models/llama-3.1-8b-instruct\n" + extra
+    spec = spec_from_text(text, str(tmp_path / "experiment.yaml"))
+    for rendered in render(spec, tmp_path):
+        command = install_command(derive(spec), rendered.component, tmp_path)
+        timeout = command[command.index("--timeout") + 1]
+        assert timeout == (train_timeout if rendered.component == "train" else "20m")
+        # a multi-GB image pull outlasts helm's default 5 minutes: the printed command waits as long as lfk's
+        assert f" --timeout {timeout} -f <this file>" in rendered.text.splitlines()[2]
