@@ -103,6 +103,16 @@ chart-docs: venv ## Regenerate the chart README's parameter table from values.ya
 chart-schema: venv ## Regenerate the chart's values.schema.json from values.yaml and its annotations
 	$(PY) hack/chart-schema.py
 
+CHART_VERSION = $(shell awk '$$1 == "version:" {print $$2}' charts/llama-factory/Chart.yaml)
+.PHONY: chart-package
+chart-package: $(HELM3) ## Lint strictly, then package the chart into dist/llama-factory-<version>.tgz (push: see the chart README)
+	$(HELM3) lint --strict charts/llama-factory
+	@mkdir -p dist
+	$(HELM3) package charts/llama-factory --destination dist
+	@echo "push it to an OCI registry (after: helm registry login REGISTRY):"
+	@echo "  helm push dist/llama-factory-$(CHART_VERSION).tgz oci://REGISTRY/PATH"
+	@echo "install from there: helm upgrade --install RELEASE oci://REGISTRY/PATH/llama-factory --version $(CHART_VERSION) -f VALUES"
+
 # ---------------------------------------------------------------------------------------------- checks
 .PHONY: lint
 PY_SOURCES := generator tests hack charts/llama-factory/files
