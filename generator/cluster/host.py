@@ -27,8 +27,13 @@ SYSCTLS = (
 )
 TABLES = ("filter", "nat", "mangle", "raw", "security")
 BRIDGE = "cni0"
-# fixed paths the kubelet, containerd and the CNI plugins use whatever their own directories are
+# Where the node's Unix sockets live (the kubelet's root and containerd's run folder), not under the cluster's
+# own directory: a socket's path may hold 107 bytes, and a deep state directory (pytest's tmp_path) pushed the
+# kubelet's pod-resources socket past that, so it never became Ready. One real node per host, so one folder.
+NODE_DIR = Path("/var/lib/llamafactory-k8s/node")
+# fixed paths the kubelet, containerd and the CNI plugins use whatever their own directories are, and ours
 FIXED_PATHS = (
+    str(NODE_DIR.parent),
     "/var/lib/kubelet",
     "/var/lib/cni",
     "/var/log/containers",

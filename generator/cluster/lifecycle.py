@@ -55,7 +55,7 @@ def up(
         api = state.api()
         pool = nodes.default_nodes() if pool is None else pool
         nodes.add_nodes(api, pool)
-        nodes.wait_ready(api, [n.name for n in pool], log=processes.tail(state, "kwok"))
+        nodes.wait_ready(api, [n.name for n in pool], log=lambda: processes.tail(state, "kwok"))
         wait_default_service_account(state, api)
         if real_node:
             if missing := realnode.start(state, report):

@@ -4,7 +4,7 @@ their capacity, which the real scheduler fits pods to), and listing every node f
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,25 +89,34 @@ def ready_names(api: Any) -> set[str]:
     return {n["name"] for n in listing(api) if n["ready"]}
 
 
-def wait_ready(api: Any, names: Iterable[str], timeout: float = 60, log: str = "") -> None:
+def wait_ready(
+    api: Any, names: Iterable[str], timeout: float = 60, log: Callable[[], str] = lambda: ""
+) -> None:
+    """Wait for the nodes' Ready condition; on time-out say why each is not Ready and show `log()`, read then
+    (not when the wait began, when the log may still be empty)."""
     wanted = set(names)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if wanted <= ready_names(api):
             return
         time.sleep(0.5)
-    raise ClusterError(f"nodes not Ready after {timeout:.0f} s: {sorted(wanted - ready_names(api))}\n{log}")
+    found = {n["name"]: n for n in listing(api)}
+    why = [
+        f"  {name}: {found[name]['why'] if name in found else 'never registered'}" for name in sorted(wanted)
+    ]
+    raise ClusterError("\n".join([f"nodes not Ready after {timeout:.0f} s:", *why, log()]))
 
 
 def listing(api: Any) -> list[dict[str, Any]]:
     """Every node: name, Ready, real or simulated, GPUs and product, taints."""
     nodes = []
     for node in kube.request(api, "GET", "/api/v1/nodes")["items"]:
-        conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        ready = kube.conditions(node).get("Ready", {})
         meta = node["metadata"]
         nodes.append({
             "name": meta["name"],
-            "ready": conditions.get("Ready") == "True",
+            "ready": ready.get("status") == "True",
+            "why": ready.get("message") or "no Ready condition yet",
             "simulated": meta.get("annotations", {}).get(FAKE_NODE_ANNOTATION) == "fake",
             "product": meta.get("labels", {}).get(GPU_PRODUCT_LABEL, ""),
             "gpus": node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"),

@@ -146,7 +146,7 @@ def kubelet_argv(state: State, binary: Path) -> list[str]:
         str(binary), f"--config={state.directory / 'kubelet' / 'config.json'}",
         f"--kubeconfig={state.kubeconfig}", f"--hostname-override={NODE_NAME}", f"--node-ip={GATEWAY}",
         f"--node-labels={REAL_NODE_LABEL}=true", f"--register-with-taints={REAL_NODE_LABEL}=true:NoSchedule",
-        f"--root-dir={state.directory / 'kubelet' / 'root'}",
+        f"--root-dir={host.NODE_DIR / 'kubelet'}",
         f"--cert-dir={state.directory / 'kubelet' / 'pki'}", "--v=1",
     ]  # fmt: skip
 
@@ -234,6 +234,12 @@ NODE_PORTS = (
 )
 
 
+def node_logs(state: State) -> str:
+    return "\n".join(
+        f"--- {name} (last lines)\n{processes.tail(state, name, 25)}" for name in ("containerd", "kubelet")
+    )
+
+
 def start(state: State, report: Report) -> list[str]:
     """Start the real node and wait until it is Ready; the images that still need building."""
     found = binaries()
@@ -257,7 +263,9 @@ def start(state: State, report: Report) -> list[str]:
     processes.start(state, "kube-proxy", proxy)
     (state.directory / "Corefile").write_text(corefile(state), encoding="utf-8")
     processes.start(state, "coredns", [str(found["coredns"]), "-conf", str(state.directory / "Corefile")])
-    nodes.wait_ready(state.api(), [NODE_NAME], timeout=120, log=processes.tail(state, "kubelet", 30))
+    # a cold first start on a small machine (nothing in the page cache, the kubelet's first image-filesystem
+    # statistics) has taken over two minutes
+    nodes.wait_ready(state.api(), [NODE_NAME], timeout=300, log=lambda: node_logs(state))
     processes.wait_healthy(state, "coredns", f"http://127.0.0.1:{state.ports['coredns-ready']}/ready", 60)
     processes.wait_healthy(
         state, "kube-proxy", f"http://127.0.0.1:{state.ports['kube-proxy-healthz']}/healthz", 60

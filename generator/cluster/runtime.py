@@ -3,8 +3,8 @@ built here), start and stop by PID, the images built here imported into it, and 
 container it still runs.
 
 Its root (content store and unpacked image layers) lives in the user's cache, so images imported once stay
-for the next cluster; everything of one run (state, socket, CNI configuration) lives in the cluster's state
-directory.
+for the next cluster; its state and sockets live in the node's short folder (host.NODE_DIR, emptied when the
+node stops), its CNI configuration in the cluster's state directory.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def root_dir() -> Path:
 
 
 def run_dir(state: State) -> Path:
-    return state.directory / "containerd"
+    return host.NODE_DIR / "containerd"
 
 
 def socket(state: State) -> Path:
