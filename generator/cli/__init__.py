@@ -15,6 +15,7 @@ from .data_commands import data
 from .new_command import new_cmd
 from .ops_commands import install, uninstall
 from .run_commands import run_cmd, status_cmd
+from .session_commands import chat_cmd, exec_cmd
 from .spec_commands import describe, render_cmd, validate_cmd
 
 
@@ -49,6 +50,8 @@ cli.add_command(run_cmd)
 cli.add_command(status_cmd)
 cli.add_command(check_cmd)
 cli.add_command(ui_cmd)
+cli.add_command(exec_cmd)
+cli.add_command(chat_cmd)
 
 
 def main() -> None:

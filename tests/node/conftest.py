@@ -49,13 +49,18 @@ class NodeCluster:
     def api(self) -> Any:
         return self.state.api()
 
-    def run(self, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, timeout: float = 900, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+            argv, env={**self.env, **(env or {})}, input=stdin, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
 
-    def lfk(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return self.run(LFK, *args, timeout=timeout)
+    def lfk(
+        self, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(LFK, *args, timeout=timeout, env=env)
 
     def kubectl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run(kubectl_binary(), *args, timeout=timeout)
@@ -159,11 +164,15 @@ class PortForward:
         self.process.wait(timeout=30)
 
 
-def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> Any:
+def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 60, api_key: str = "") -> Any:
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {
+        "Content-Type": "application/json",
+        **({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+    }
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 

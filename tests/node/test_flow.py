@@ -9,6 +9,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from generator.ops import kube
 from generator.project import CHART_DIR
 
 from .conftest import (
+    LFK,
     NAMESPACE,
     TINY,
     NodeCluster,
@@ -292,11 +294,21 @@ def _copy_values(tmp_path: Path) -> Path:
     return folder / "experiment.yaml"
 
 
-def test_the_adapter_is_served_on_the_base_model(
+def test_the_adapter_is_served_on_the_base_model_behind_an_api_key(
     node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    """serve.source: adapter for the same run: vLLM restarts with --enable-lora and the trained adapter."""
-    spec = variant(tmp_path, "tiny-cpu", lambda d: d["serve"].update(source="adapter"))
+    """serve.source: adapter for the same run: vLLM restarts with --enable-lora and the trained adapter, and
+    with an API key from a Secret; `lfk chat` finds the served name and the key by itself."""
+    key = "tiny-secret-key"
+    node_cluster.kubectl("-n", NAMESPACE, "delete", "secret", "tiny-api-key", "--ignore-not-found")
+    created = node_cluster.kubectl("-n", NAMESPACE, "create", "secret", "generic", "tiny-api-key",
+                                   f"--from-literal=token={key}")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+    def adapter_with_key(d: dict[str, Any]) -> None:
+        d["serve"].update(source="adapter", apiKeySecret={"name": "tiny-api-key", "key": "token"})
+
+    spec = variant(tmp_path, "tiny-cpu", adapter_with_key)
     result = node_cluster.lfk("run", str(spec), "--components", "vllm", "--timeout", "600", timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helm test passed" in result.stdout
@@ -304,9 +316,43 @@ def test_the_adapter_is_served_on_the_base_model(
                                 "jsonpath={.spec.template.spec.containers[0].args}").stdout  # fmt: skip
     assert "--enable-lora" in args and f"--lora-modules={FACTS.served_name}={FACTS.output_dir}" in args
     with PortForward(node_cluster, spec, "vllm") as forward:
-        models = {m["id"] for m in http_json(f"{forward.url}/v1/models")["data"]}
+        # the guide's curl, without the key, is refused: the reason the project's curl carries one
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            http_json(f"{forward.url}/v1/models")
+        assert refused.value.code == 401
+        models = {m["id"] for m in http_json(f"{forward.url}/v1/models", api_key=key)["data"]}
         assert FACTS.served_name in models and len(models) == 2, models
         answer = http_json(f"{forward.url}/v1/chat/completions", {
             "model": FACTS.served_name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4,
-        })  # fmt: skip
+        }, api_key=key)  # fmt: skip
         assert answer["model"] == FACTS.served_name
+    # two turns, one conversation: the key read from the Secret, the port-forward made and closed by lfk
+    chat = node_cluster.lfk("chat", str(spec), "-m", "Hello", "-m", "And again?", "--max-tokens", "4")
+    assert chat.returncode == 0, chat.stdout + chat.stderr
+    turns = chat.stdout.splitlines()
+    assert turns[0] == "> Hello" and "> And again?" in turns and len(turns) >= 3, chat.stdout
+    # interactive: one line per turn from standard input, /reset forgets, end of input ends
+    piped = node_cluster.run(LFK, "chat", str(spec), "--max-tokens", "2", stdin="Hi\n/reset\nHi again\n")
+    assert piped.returncode == 0, piped.stdout + piped.stderr
+    assert "(conversation forgotten)" in piped.stdout
+    wrong = node_cluster.lfk("chat", str(spec), "-m", "Hello", env={"VLLM_API_KEY": "wrong"})
+    assert wrong.returncode == 1 and "401" in wrong.stderr and "API key" in wrong.stderr, wrong.stderr
+
+
+def test_lfk_exec_runs_a_command_in_a_pod_like_the_trainings(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    script = "head -c 0 /config/train.yaml && ls /storage/models && echo user=$USER && exit 7"
+    result = node_cluster.lfk("exec", str(TINY), "--", "bash", "-c", script, timeout=600)
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "tiny-llama" in result.stdout and "user=llamafactory" in result.stdout, result.stdout
+    assert "(0 GPUs)" in result.stdout
+    # LLaMA-Factory itself, with the training's config mounted
+    version = node_cluster.lfk("exec", str(TINY), "--", "llamafactory-cli", "version", timeout=600)
+    assert version.returncode == 0 and "0.9.5" in version.stdout, version.stdout + version.stderr
+    # the pod and its ConfigMap are gone afterwards
+    assert not node_cluster.pods({kube.COMPONENT: "exec"})
+    left = node_cluster.kubectl(
+        "-n", NAMESPACE, "get", "configmap", "-l", f"{kube.COMPONENT}=exec", "-o", "name"
+    )
+    assert left.stdout.strip() == "", left.stdout
