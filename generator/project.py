@@ -1,5 +1,9 @@
 """Where the project's own files are: the chart, the spec schema, the pinned tool versions and the tools
-built from them. Every room reads locations from here, so a moved folder is changed once."""
+built from them. Every room reads locations from here, so a moved folder is changed once.
+
+They are found in the checkout the package runs from, else in the installed package (a wheel carries the
+chart, the schema and the versions under generator/_bundle/), so `lfk` works from `pip install` too, as
+pre-commit installs it."""
 
 from __future__ import annotations
 
@@ -12,12 +16,31 @@ from types import ModuleType
 
 from .errors import ToolMissing
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CHART_DIR = REPO_ROOT / "charts" / "llama-factory"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# in a checkout the package lies at the repository's root; installed, this is site-packages
+REPO_ROOT = PACKAGE_DIR.parent
+# what a built wheel carries besides the code, laid out as in the repository (setup.py copies it there): the
+# chart, the spec schema and hack/versions.env. Not there in a checkout, whose own files are used instead.
+BUNDLE_DIR = PACKAGE_DIR / "_bundle"
+
+
+def _data_root() -> Path:
+    """The checkout when the package runs from one (so an edited chart or schema counts at once), else the
+    copies the installed wheel carries."""
+    if (REPO_ROOT / "charts" / "llama-factory" / "Chart.yaml").is_file() and (
+        REPO_ROOT / "schemas" / "experiment.schema.json"
+    ).is_file():
+        return REPO_ROOT
+    return BUNDLE_DIR
+
+
+DATA_ROOT = _data_root()
+CHART_DIR = DATA_ROOT / "charts" / "llama-factory"
 CHART_FILES = CHART_DIR / "files"
 CHART_SCHEMA = CHART_DIR / "values.schema.json"
-SPEC_SCHEMA = REPO_ROOT / "schemas" / "experiment.schema.json"
-VERSIONS_FILE = REPO_ROOT / "hack" / "versions.env"
+SPEC_SCHEMA = DATA_ROOT / "schemas" / "experiment.schema.json"
+VERSIONS_FILE = DATA_ROOT / "hack" / "versions.env"
+# tools built by hack/build-tools.sh: only in a checkout (installed, helm and kubectl come from PATH)
 TOOLS_DIR = REPO_ROOT / ".tools"
 
 
