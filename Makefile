@@ -16,7 +16,9 @@ HELM3 := $(TOOLS)/helm-$(HELM3_VERSION)/helm
 HELM4 := $(TOOLS)/helm-$(HELM4_VERSION)/helm
 HELM_UNITTEST := $(TOOLS)/helm-unittest-$(HELM_UNITTEST_VERSION)/helm-unittest
 CRDS := $(TOOLS)/crds-trainer-$(KUBEFLOW_TRAINER_VERSION)-pytorch-$(KUBEFLOW_TRAINING_OPERATOR_VERSION)-jobset-$(JOBSET_VERSION)-kuberay-$(KUBERAY_VERSION)
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete
+GITOPS_CRDS := $(TOOLS)/gitops-crds-argocd-$(ARGOCD_VERSION)-source-controller-$(FLUX_SOURCE_CONTROLLER_VERSION)-helm-controller-api-$(FLUX_HELM_CONTROLLER_API_VERSION)-controller-gen-$(CONTROLLER_TOOLS_VERSION)
+HELMFILE := $(TOOLS)/helmfile-$(HELMFILE_VERSION)/helmfile
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE)
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all
@@ -46,7 +48,7 @@ $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
 tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) ## Build helm 3, helm 4 and helm-unittest from the Go module proxy
-cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok; fetch operator CRDs
+cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile; fetch operator and GitOps CRDs
 NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(TOOLS)/pause-$(KUBE_VERSION)/.complete
 .PHONY: node-tools
 node-tools: $(NODE_TOOLS) ## Build containerd, kubelet, kube-proxy, CoreDNS, pause; install runc and the CNI plugins from Debian
@@ -74,6 +76,10 @@ $(TOOLS)/kwok-$(KWOK_VERSION)/.complete:
 	hack/build-tools.sh kwok
 $(CRDS)/.complete:
 	hack/build-tools.sh crds
+$(GITOPS_CRDS)/.complete:
+	hack/build-tools.sh gitops-crds
+$(HELMFILE):
+	hack/build-tools.sh helmfile
 $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete:
 	hack/build-tools.sh containerd
 $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete:

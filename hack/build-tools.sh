@@ -2,7 +2,7 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
-#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest etcd kwok kube crds
+#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helmfile etcd kwok kube crds gitops-crds
 #                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
@@ -222,7 +222,72 @@ build_crds() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube crds containerd kube-node coredns pause)" >&2; exit 2; }
+# The CRDs of the GitOps tools that can deploy the chart: Argo CD's Application, AppProject and ApplicationSet
+# and Flux's GitRepository, OCIRepository and HelmRepository, copied out of their Go modules. Flux's HelmRelease
+# CRD is not in a module the proxy serves (helm-controller's root module is refused), so it is generated the
+# way upstream generates it: controller-gen over the Go types of its API module (github.com/fluxcd/helm-controller/api).
+gitops_crds_id() {
+  printf 'argocd-%s-source-controller-%s-helm-controller-api-%s-controller-gen-%s' "$ARGOCD_VERSION" \
+    "$FLUX_SOURCE_CONTROLLER_VERSION" "$FLUX_HELM_CONTROLLER_API_VERSION" "$CONTROLLER_TOOLS_VERSION"
+}
+build_gitops-crds() {
+  local out; out="$TOOLS_DIR/gitops-crds-$(gitops_crds_id)"
+  [ -f "$(done_marker "$out")" ] && { log "GitOps CRDs cached in $out"; return; }
+  local work; new_scratch
+  log "fetching the Argo CD and Flux CRDs; generating HelmRelease (cold: about two minutes on 2 cores)"
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  local module path dir
+  for module in \
+    "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION:manifests/crds/application-crd.yaml" \
+    "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION:manifests/crds/appproject-crd.yaml" \
+    "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION:manifests/crds/applicationset-crd.yaml" \
+    "github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION:config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml" \
+    "github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION:config/crd/bases/source.toolkit.fluxcd.io_ocirepositories.yaml" \
+    "github.com/fluxcd/source-controller@$FLUX_SOURCE_CONTROLLER_VERSION:config/crd/bases/source.toolkit.fluxcd.io_helmrepositories.yaml"; do
+    path=${module#*:}; module=${module%%:*}
+    dir=$(mod_dir "$module")
+    cp "$dir/$path" "$out.tmp/"
+  done
+  (
+    cd "$work"
+    # one module that requires both, so controller-gen (built and run here, then thrown away with $work)
+    # loads the API packages; paths and options as in helm-controller's `make manifests`
+    printf 'module localbuild/gitops-crds\ngo 1.26.0\n' >go.mod
+    go get "sigs.k8s.io/controller-tools@$CONTROLLER_TOOLS_VERSION" \
+      "github.com/fluxcd/helm-controller/api@$FLUX_HELM_CONTROLLER_API_VERSION" >/dev/null
+    go build -trimpath -ldflags "-s -w" -o controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
+    ./controller-gen crd:crdVersions=v1 paths=github.com/fluxcd/helm-controller/api/... output:crd:dir=crd
+    [ -f crd/helm.toolkit.fluxcd.io_helmreleases.yaml ] || { echo "controller-gen made no HelmRelease CRD" >&2; exit 1; }
+    cp crd/helm.toolkit.fluxcd.io_helmreleases.yaml "$out.tmp/"
+  )
+  chmod u+w "$out.tmp"/*
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+# helmfile, with its real version stamped (`helmfile --version`; the version variables its release build sets)
+build_helmfile() {
+  local out="$TOOLS_DIR/helmfile-$HELMFILE_VERSION"
+  [ -f "$(done_marker "$out")" ] && [ -x "$out/helmfile" ] && { log "helmfile $HELMFILE_VERSION cached in $out"; return; }
+  local work; new_scratch
+  log "building helmfile $HELMFILE_VERSION (cold: about six minutes on 2 cores)"
+  local src; src=$(mod_dir "github.com/helmfile/helmfile@$HELMFILE_VERSION")
+  local pkg=go.szostok.io/version
+  local stamp="-X $pkg.version=${HELMFILE_VERSION#v} -X $pkg.buildDate=1970-01-01T00:00:00Z -X $pkg.dirtyBuild=false"
+  (
+    cd "$work"
+    # its go.mod replaces k8s.io/api, apimachinery and client-go (a replace block), which only applies in
+    # the main module: repeat every replace directive here, single-line or block
+    { echo "module localbuild/helmfile"; grep -E '^go ' "$src/go.mod"
+      echo "require github.com/helmfile/helmfile $HELMFILE_VERSION"
+      awk '/^replace \(/, /^\)/ { print; next } /^replace / { print }' "$src/go.mod"; } >go.mod
+    go get "github.com/helmfile/helmfile@$HELMFILE_VERSION" >/dev/null
+    mkdir -p "$out.tmp"
+    go build -trimpath -ldflags "-s -w $stamp" -o "$out.tmp/helmfile" github.com/helmfile/helmfile
+  )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube crds gitops-crds helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,15 +90,13 @@ def helm3(cluster_kubeconfig: str) -> Helm:
     return Helm(built_tool("helm", "HELM3_VERSION"), cluster_kubeconfig)
 
 
-@pytest.fixture(scope="session")
-def operator_crds(cluster_kubeconfig: str) -> list[str]:
-    """The CRDs of Kubeflow Trainer, the training operator, JobSet and KubeRay (from their Go modules,
-    `make cluster-tools`), installed in the cluster; their names. No controller runs: the API server only
-    validates our objects against their schemas."""
-    folders = sorted((REPO_ROOT / ".tools").glob("crds-*"))
+def install_crds(kubeconfig: str, pattern: str, missing: str) -> list[str]:
+    """Install the CRDs of the newest .tools/<pattern> folder and wait until they are established; their
+    names."""
+    folders = sorted((REPO_ROOT / ".tools").glob(pattern))
     if not folders:
-        pytest.fail("operator CRDs missing: run `make cluster-tools`")
-    api = pykube.HTTPClient(pykube.KubeConfig.from_file(cluster_kubeconfig))
+        pytest.fail(missing)
+    api = pykube.HTTPClient(pykube.KubeConfig.from_file(kubeconfig))
     names = []
     for path in sorted(folders[-1].glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
@@ -115,10 +114,22 @@ def operator_crds(cluster_kubeconfig: str) -> list[str]:
                 for c in (crd.get("status") or {}).get("conditions") or []
             ):
                 break
-            import time
-
             time.sleep(0.2)
     return names
+
+
+@pytest.fixture(scope="session")
+def operator_crds(cluster_kubeconfig: str) -> list[str]:
+    """The CRDs of Kubeflow Trainer, the training operator, JobSet and KubeRay (from their Go modules,
+    `make cluster-tools`), installed in the cluster; their names. No controller runs: the API server only
+    validates our objects against their schemas."""
+    return install_crds(cluster_kubeconfig, "crds-*", "operator CRDs missing: run `make cluster-tools`")
+
+
+@pytest.fixture(scope="session")
+def gitops_crds(cluster_kubeconfig: str) -> list[str]:
+    """Argo CD's and Flux's CRDs (from their Go modules, `make cluster-tools`), installed; no controller runs."""
+    return install_crds(cluster_kubeconfig, "gitops-crds-*", "GitOps CRDs missing: run `make cluster-tools`")
 
 
 def baseline_namespace(namespace_factory: Any, name: str) -> str:
