@@ -11,6 +11,8 @@ from typing import Any
 import click
 
 from ..core.components import INSTALL_ORDER
+from ..core.lossplot import loss_png
+from ..core.write import atomic_write
 from ..errors import LfkError
 from ..ops.target import Target
 from ..project import helm_binary
@@ -138,7 +140,35 @@ def render_status(data: dict[str, Any]) -> str:
             f"epoch {training['epoch']}  elapsed {training['elapsed']}  remaining {training['remaining']}"
         )
         lines += [f"  ! {p}" for p in training["problems"]]
+    checkpoints = data.get("checkpoints")
+    if checkpoints is not None:
+        from ..core.watch import human_size
+
+        saved = ", ".join(
+            f"step {c['step']} at {c['saved_at']} ({human_size(c['size_bytes'])})" for c in checkpoints[-3:]
+        )
+        lines.append(
+            f"  checkpoints {len(checkpoints)}" + (f", the last: {saved}" if saved else " (none saved yet)")
+        )
+    gpu = data.get("gpu_utilisation")
+    if gpu is not None:
+        mean = f"{gpu['mean']:.0f} % mean" if gpu["mean"] is not None else "no figure"
+        per_gpu = "  ".join(f"{k} {v:.0f} %" for k, v in gpu["per_gpu"].items())
+        lines.append(f"  GPU utilisation {mean} ({gpu['source']}){'  ' + per_gpu if per_gpu else ''}")
+        if gpu["warning"]:
+            lines.append(f"  ! {gpu['warning']}")
     return "\n".join(lines)
+
+
+def write_plot(path: Path, data: dict[str, Any]) -> None:
+    if not data.get("training") or not data["training"]["loss_curve"]:
+        raise Failed(f"status --plot: no loss logged yet for {data['experiment']}; nothing to plot")
+    try:
+        atomic_write(path, loss_png(data["training"], f"{data['experiment']} run {data['run_id']}"))
+    except ModuleNotFoundError:
+        raise Failed("status --plot needs matplotlib: pip install 'llamafactory-k8s[plot]'") from None
+    except OSError as exc:
+        raise Failed(f"status --plot: cannot write {path}: {exc}") from None
 
 
 @click.command("status")
@@ -152,6 +182,18 @@ def render_status(data: dict[str, Any]) -> str:
     is_flag=True,
     help="Read trainer_log.jsonl through a short-lived pod mounting the claim (no local mount needed).",
 )
+@click.option(
+    "--gpu-metrics",
+    "prometheus",
+    default="",
+    metavar="URL",
+    help="Prometheus base URL with dcgm-exporter's metrics, for GPU utilisation (else nvidia-smi in the pod).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the loss curve as a PNG (needs matplotlib).",
+)
 @cluster_options
 @storage_option
 def status_cmd(
@@ -160,20 +202,25 @@ def status_cmd(
     watch: bool,
     interval: float,
     from_cluster: bool,
+    prometheus: str,
+    plot: Path | None,
     kubeconfig: str | None,
     context: str | None,
     storage_root: Path | None,
 ) -> None:
-    """Per release: helm status, Job or Deployment, pods, nodes and GPUs; and training progress, NaN loss and
-    a stalled loss from trainer_log.jsonl (read through --storage-root, or --read-log-in-cluster)."""
+    """Per release: helm status, Job or Deployment, pods, nodes and GPUs; training progress, NaN loss and a
+    stalled loss from trainer_log.jsonl and the checkpoints saved (read through --storage-root, or
+    --read-log-in-cluster); the training GPUs' utilisation, with a warning under 80 %."""
     from ..ops import status
 
     target = target_of(spec, kubeconfig, context, storage_root)
     while True:
         try:
-            data = status.status(target, from_cluster)
+            data = status.status(target, from_cluster, prometheus)
         except (LfkError, OSError) as exc:
             raise Failed(f"status: {exc}") from None
+        if plot is not None:
+            write_plot(plot, data)
         text = json.dumps(data, indent=1) if output == "json" else render_status(data)
         if watch and output == "table":
             click.clear()

@@ -28,6 +28,7 @@ class Progress:
     elapsed: str
     remaining: str
     losses: list[float] = field(default_factory=list)
+    loss_steps: list[int] = field(default_factory=list)  # the step of each of `losses`
     problems: list[str] = field(default_factory=list)  # NaN/Inf, plateau, unreadable lines
 
     @property
@@ -49,6 +50,9 @@ class Progress:
             "elapsed": self.elapsed,
             "remaining": self.remaining,
             "problems": self.problems,
+            "loss_curve": [
+                [step, _json_number(loss)] for step, loss in zip(self.loss_steps, self.losses, strict=True)
+            ],
         }
 
 
@@ -80,7 +84,8 @@ def parse(text: str) -> Progress | None:
     last = entries[-1]
     # the trainer's closing line (its summary at the end) carries no loss: show the last one logged
     logged = next((e for e in reversed(entries) if "loss" in e), last)
-    losses = [float(e["loss"]) for e in entries if isinstance(e.get("loss"), int | float)]
+    logged_losses = [e for e in entries if isinstance(e.get("loss"), int | float)]
+    losses = [float(e["loss"]) for e in logged_losses]
     bad = [e for e in entries if isinstance(e.get("loss"), float) and not math.isfinite(e["loss"])]
     # the trainer logs a NaN or infinite step as the window's average of the finite ones
     # (logging_nan_inf_filter, on by default): a window of nothing but NaN steps is logged as exactly 0.0,
@@ -105,6 +110,7 @@ def parse(text: str) -> Progress | None:
         elapsed=str(last.get("elapsed_time", "")),
         remaining=str(last.get("remaining_time", "")),
         losses=losses,
+        loss_steps=[int(e["current_steps"]) for e in logged_losses],
         problems=problems,
     )
 

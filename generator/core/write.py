@@ -23,7 +23,7 @@ class WriteResult:
         return bool(self.written or self.removed)
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
     """Replace path with text in one step. The new file keeps the old one's mode (or gets the usual 0644 less
     the umask): mkstemp's 0600 would lock the pods' user out of a file written on shared storage."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,8 +35,8 @@ def atomic_write(path: Path, text: str) -> None:
         mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

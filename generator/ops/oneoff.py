@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import KubeError, LfkError
-from ..project import CHART_DIR, kubectl_binary
+from ..project import CHART_DIR
 from . import diagnose, kube
 from .target import Target
 
@@ -104,15 +104,6 @@ def _service_account(target: Target, pod: dict[str, Any]) -> None:
         pod["spec"]["serviceAccountName"] = "default"
 
 
-def _kubectl(target: Target, *args: str) -> list[str]:
-    command = [kubectl_binary(), *args, "--namespace", target.namespace]
-    if target.helm.kubeconfig:
-        command += ["--kubeconfig", target.helm.kubeconfig]
-    if target.helm.context:
-        command += ["--context", target.helm.context]
-    return command
-
-
 def exec_in_pod(
     target: Target,
     values_dir: Path,
@@ -161,9 +152,9 @@ def _run_one_off(
         )
         _wait_started(target, name, start_timeout)
         if interactive:
-            subprocess.call(_kubectl(target, "attach", "-i", name, "-c", COMPONENT))
+            subprocess.call(target.kubectl("attach", "-i", name, "-c", COMPONENT))
         else:
-            subprocess.call(_kubectl(target, "logs", "-f", name, "-c", COMPONENT))
+            subprocess.call(target.kubectl("logs", "-f", name, "-c", COMPONENT))
         return _exit_code(target, name)
     finally:
         for kind in ("pods", "configmaps"):

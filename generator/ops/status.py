@@ -4,13 +4,16 @@ and the training progress from trainer_log.jsonl. Plain data out; the CLI decide
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..core import trainlog
+import requests
+
+from ..core import trainlog, watch
 from ..core.components import COMPONENTS
 from . import diagnose, kube
-from .reader import read_file
+from .reader import list_checkpoints, read_file
 from .target import Target
 
 
@@ -29,6 +32,53 @@ def read_progress(target: Target, from_cluster: bool = False) -> trainlog.Progre
     short-lived reader pod mounting the train release's claim."""
     text = read_file(target, f"{target.facts.output_dir}/trainer_log.jsonl", from_cluster)
     return trainlog.parse(text) if text else None
+
+
+def read_checkpoints(target: Target, from_cluster: bool = False) -> list[dict[str, Any]] | None:
+    """The checkpoints saved so far (step, time, size); None when the storage cannot be read from here."""
+    listing = list_checkpoints(target, target.facts.output_dir, from_cluster)
+    return None if listing is None else [c.as_dict() for c in watch.parse_checkpoints(listing)]
+
+
+def gpu_utilisation(
+    target: Target, pods: list[dict[str, Any]], prometheus: str = ""
+) -> dict[str, Any] | None:
+    """Utilisation of the running training pods' GPUs: from dcgm-exporter's metrics in Prometheus when a URL is
+    given, else nvidia-smi in each pod. None when no training pod holds a GPU now."""
+    running = [p for p in pods if p["phase"] == "Running" and p["gpus"]]
+    if not running:
+        return None
+    if all(p["simulated"] for p in running):
+        return watch.GpuUtilisation("SIMULATED: kwok nodes have no GPUs to measure", {}).as_dict()
+    names = {p["name"] for p in running}
+    if prometheus:
+        try:
+            response = requests.get(
+                prometheus.rstrip("/") + "/api/v1/query",
+                params={"query": watch.prometheus_query(target.namespace)},
+                timeout=10,
+            )
+            response.raise_for_status()
+            found = watch.from_prometheus(response.json(), target.namespace, names)
+        except (requests.RequestException, ValueError) as exc:
+            return watch.GpuUtilisation(f"prometheus unreachable: {exc}", {}).as_dict()
+        source = "prometheus" if found else f"prometheus has no {watch.DCGM_UTIL} for these pods"
+        return watch.GpuUtilisation(source, found).as_dict()
+    found: dict[str, float] = {}
+    failures: list[str] = []
+    for name in sorted(names):
+        result = subprocess.run(
+            target.kubectl("exec", name, "--", *watch.NVIDIA_SMI),
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if result.returncode == 0:
+            found.update(watch.from_nvidia_smi(name, result.stdout))
+        else:
+            failures.append(
+                f"{name}: {(result.stderr.strip().splitlines() or ['exit ' + str(result.returncode)])[-1]}"
+            )
+    source = "nvidia-smi" if found else "nvidia-smi failed: " + "; ".join(failures)
+    return watch.GpuUtilisation(source, found).as_dict()
 
 
 def summarise_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +148,7 @@ def workload_objects(target: Target, component: str, release: str) -> list[dict[
     return [summarise_deployment(d) for d in answer.get("items", [])]
 
 
-def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
+def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> dict[str, Any]:
     """Everything about the experiment's releases, as plain data (the CLI renders it as a table or JSON)."""
     out: dict[str, Any] = {
         "experiment": target.facts.name,
@@ -126,4 +176,9 @@ def status(target: Target, from_cluster: bool = False) -> dict[str, Any]:
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
     progress = read_progress(target, from_cluster and installed)
     out["training"] = progress.as_dict() if progress else None
+    out["checkpoints"] = read_checkpoints(target, from_cluster and installed)
+    train_pods: list[dict[str, Any]] = next(
+        (r["pods"] for r in out["releases"] if r["component"] == "train"), []
+    )
+    out["gpu_utilisation"] = gpu_utilisation(target, train_pods, prometheus)
     return out

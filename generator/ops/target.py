@@ -10,6 +10,7 @@ from typing import Any
 from ..core.facts import Facts, derive
 from ..core.spec import Spec
 from ..core.storage import local
+from ..project import kubectl_binary
 from . import kube
 from .helm import Helm
 
@@ -47,6 +48,16 @@ class Target:
     def engine(self, component: str) -> str:
         """What runs a component's workload: the training engine for train, plain Jobs otherwise."""
         return str(self.spec.data["distributed"]["engine"]) if component == "train" else "job"
+
+    def kubectl(self, *args: str) -> list[str]:
+        """A kubectl command line for this cluster and namespace (for what the API client cannot do simply:
+        streaming logs, attach, exec)."""
+        command = [kubectl_binary(), *args, "--namespace", self.namespace]
+        if self.helm.kubeconfig:
+            command += ["--kubeconfig", self.helm.kubeconfig]
+        if self.helm.context:
+            command += ["--context", self.helm.context]
+        return command
 
     def local_path(self, storage_path: str) -> Path | None:
         """A path under /storage as seen through the local mount; None without one."""

@@ -233,9 +233,10 @@ def test_status_reader_pod_is_gpu_less_read_only_admitted_and_deleted(
 
     facts, spec, namespace = seed
     target = Target.of(load_spec(spec), helm_binary(), cluster_kubeconfig)
-    pod = reader_pod(target, f"{facts.output_dir}/trainer_log.jsonl", "reader-check")
+    command = ["tail", "-n", "2000", f"{facts.output_dir}/trainer_log.jsonl"]
+    pod = reader_pod(target, command, "reader-check")
     container = pod["spec"]["containers"][0]
-    assert container["command"] == ["tail", "-n", "2000", f"{facts.output_dir}/trainer_log.jsonl"]
+    assert container["command"] == command
     assert container["volumeMounts"] == [{"name": "storage", "mountPath": "/storage", "readOnly": True}]
     assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {
         "claimName": f"{facts.releases['train']}-storage",
@@ -246,6 +247,7 @@ def test_status_reader_pod_is_gpu_less_read_only_admitted_and_deleted(
     result = lfk(cluster_kubeconfig, "status", str(spec), "--read-log-in-cluster", "--output", "json")
     assert result.exit_code == 0, result.output
     assert "training" in json.loads(result.output)
+    assert "checkpoints" in json.loads(result.output)
     assert not [
         p
         for p in pykube.Pod.objects(api, namespace=namespace)

@@ -150,13 +150,32 @@ def test_the_evicted_training_resumes_from_its_checkpoint(
 def test_status_reads_real_progress_from_the_claim(
     node_cluster: NodeCluster, tiny_run: dict[str, Any]
 ) -> None:
+    seen = []
     for how in (["--read-log-in-cluster"], ["--storage-root", str(node_cluster.storage)]):
         status = node_cluster.lfk("status", str(TINY), "--output", "json", *how)
         assert status.returncode == 0, status.stderr
-        training = json.loads(status.stdout)["training"]
+        data = json.loads(status.stdout)
+        training = data["training"]
         assert training["current_steps"] == MAX_STEPS == training["total_steps"], training
         assert isinstance(training["loss"], float) and training["loss"] > 0
+        assert training["loss_curve"][-1][0] == MAX_STEPS
+        # the checkpoints the trainer saved, as the folders on the claim say
+        on_disk = sorted(
+            int(p.name.split("-")[1])
+            for p in local(node_cluster.storage, FACTS.output_dir).glob("checkpoint-*")
+        )
+        assert on_disk and [c["step"] for c in data["checkpoints"]] == on_disk, data["checkpoints"]
+        assert all(c["size_bytes"] > 0 and c["saved_at"].endswith("Z") for c in data["checkpoints"])
+        assert data["gpu_utilisation"] is None, "no training pod runs now, so no GPU to measure"
+        seen.append([c["step"] for c in data["checkpoints"]])
+    assert seen[0] == seen[1], "the reader pod and the local mount list the same checkpoints"
     assert not [p for p in node_cluster.pods({kube.COMPONENT: "reader"})], "the reader pods are deleted"
+    plot = node_cluster.storage.parent / "loss.png"
+    drawn = node_cluster.lfk(
+        "status", str(TINY), "--storage-root", str(node_cluster.storage), "--plot", str(plot)
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG") and "checkpoints " in drawn.stdout
 
 
 def test_the_merged_model_is_published_whole(node_cluster: NodeCluster, tiny_run: dict[str, Any]) -> None:
