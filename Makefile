@@ -158,6 +158,11 @@ GPUS_SMOKE ?= 1
 gpu-smoke: venv llamafactory ## On a GPU machine: the rendered config under torchrun on GPUS_SMOKE=N GPUs (default 1; not part of make test)
 	$(PY) -m tests.support.smoke --gpus $(GPUS_SMOKE)
 
+GPU_BENCH_ARGS ?=
+.PHONY: gpu-bench
+gpu-bench: venv llamafactory ## On a GPU machine: the guide's config vs ours on a Llama-3.1-8B shape: tokens/s, MFU, peak VRAM vs estimate (--tiny: CPU rehearsal)
+	$(PY) hack/gpu-bench.py $(GPU_BENCH_ARGS)
+
 # ----------------------------------------------------------------------------------------- operations
 .PHONY: install uninstall
 install: venv tools ## helm upgrade --install: make install EXP=<name> COMPONENT=<webui|train|merge|vllm|all>

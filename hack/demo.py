@@ -15,12 +15,10 @@ Every step prints what it is doing and the time since the demo began. The cluste
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 from generator.cluster.state import DEFAULT_STATE_DIR, State  # noqa: E402
 from generator.cluster.storage import DEFAULT_NAMESPACE, folder  # noqa: E402
-from generator.core.facts import derive  # noqa: E402
-from generator.core.spec import load_spec  # noqa: E402
 
 LFK = str(Path(sys.executable).parent / "lfk")
 TINY = "values/tiny-cpu/experiment.yaml"
@@ -45,40 +41,6 @@ def lfk(*args: str) -> None:
     """An lfk command, its output streamed as it comes."""
     print(f"$ lfk {' '.join(args)}", flush=True)
     subprocess.run([LFK, *args], cwd=ROOT, check=True)
-
-
-def ask_vllm(spec: str) -> str:
-    """One chat completion through `lfk ui SPEC vllm` (a port-forward), as a person would send it."""
-    facts = derive(load_spec(ROOT / spec))
-    port = 18000
-    forward = subprocess.Popen(
-        [LFK, "ui", spec, "vllm", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL
-    )
-    try:
-        body = {
-            "model": facts.served_name,
-            "messages": [{"role": "user", "content": "Czym jest LoRA?"}],
-            "max_tokens": 16,
-        }
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            json.dumps(body).encode(),
-            {"Content-Type": "application/json"},
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    answer = json.load(response)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        forward.terminate()
-        forward.wait(timeout=30)
-    return str(answer["choices"][0]["message"]["content"])
 
 
 def main() -> int:
@@ -103,12 +65,14 @@ def main() -> int:
         [sys.executable, "-m", "tests.support.tiny", str(storage)], cwd=ROOT, env=quiet, check=True
     )
     lfk("run", TINY, "--storage-root", str(storage))
-    lfk("status", TINY, "--storage-root", str(storage))
-    say("asking the served model one question through a port-forward (lfk ui ... vllm)")
-    answer = ask_vllm(TINY)
-    print(
-        f"Q: Czym jest LoRA?\nA (real vLLM on CPU; the tiny model's weights are random, so the words are too): {answer!r}"
+    lfk("status", TINY, "--storage-root", str(storage), "--plot", str(storage.parent / "tiny-cpu-loss.png"))
+    say(
+        "asking the served model the guide's question (lfk chat: a port-forward, the API key from its Secret)"
     )
+    print("real vLLM on CPU; the tiny model's weights are random, so its words are too", flush=True)
+    lfk("chat", TINY, "-m", "Czym jest LoRA?", "--max-tokens", "16")
+    say("one command in a pod like the training's (lfk exec: its image, storage and config; no GPU)")
+    lfk("exec", TINY, "--", "llamafactory-cli", "version")
 
     say("4/4 the guide's GPU example on the simulated GPU nodes")
     print(

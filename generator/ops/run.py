@@ -163,22 +163,29 @@ class _Progress:
 
     def __init__(self, report: Report):
         self.report, self.last, self.started = report, "", time.monotonic()
+        self.warned: set[str] = set()
 
     def elapsed(self) -> str:
         return f"{time.monotonic() - self.started:.0f} s"
 
-    def show(self, line: str, extra: str = "") -> None:
-        if line + extra != self.last:
-            self.report(f"{line} ({self.elapsed()}){extra}")
+    def show(self, line: str, extra: str = "", problems: tuple[str, ...] = ()) -> None:
+        """The line when it changed; each problem once, under the line that first saw it."""
+        new = [p for p in problems if p not in self.warned]
+        if line + extra != self.last or new:
+            self.report(f"{line} ({self.elapsed()}){extra}" + "".join(f"\n    ! {p}" for p in new))
             self.last = line + extra
+            self.warned.update(new)
 
 
-def _training_line(target: Target) -> str:
+def _training_line(target: Target) -> tuple[str, tuple[str, ...]]:
+    """The progress bar with loss and learning rate, and the problems trainer_log.jsonl shows."""
     progress = read_progress(target)
     if progress is None:
-        return ""
-    line = f" {progress.bar()} loss {progress.loss} lr {progress.lr} elapsed {progress.elapsed} remaining {progress.remaining}"
-    return line + "".join(f"\n    ! {p}" for p in progress.problems)
+        return "", ()
+    loss = f"{progress.loss:.4f}" if isinstance(progress.loss, float) else str(progress.loss)
+    lr = f"{progress.lr:.2e}" if isinstance(progress.lr, float) else str(progress.lr)
+    line = f" {progress.bar()} loss {loss} lr {lr} elapsed {progress.elapsed} remaining {progress.remaining}"
+    return line, tuple(progress.problems)
 
 
 def _stopped(target: Target, pods: list[dict[str, Any]], pending_timeout: float) -> wait.Outcome | None:
@@ -231,8 +238,8 @@ def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pe
         if kube.workload_state(current)[0] == "Suspended":
             queue = current["metadata"].get("labels", {}).get("kueue.x-k8s.io/queue-name", "")
             phases = f"suspended, waiting for Kueue to admit it (queue {queue})" if queue else "suspended"
-        training = _training_line(target) if step.component == "train" else ""
-        progress.show(f"{step.component}: {kind} {name}: {phases or 'no pod yet'}", training)
+        training, problems = _training_line(target) if step.component == "train" else ("", ())
+        progress.show(f"{step.component}: {kind} {name}: {phases or 'no pod yet'}", training, problems)
         return None
 
     outcome = wait.job(target.api, target.namespace, name, timeout, watch, engine=engine)

@@ -59,11 +59,11 @@ def gpu_utilisation(
                 timeout=10,
             )
             response.raise_for_status()
-            found = watch.from_prometheus(response.json(), target.namespace, names)
+            sampled = watch.from_prometheus(response.json(), target.namespace, names)
         except (requests.RequestException, ValueError) as exc:
             return watch.GpuUtilisation(f"prometheus unreachable: {exc}", {}).as_dict()
-        source = "prometheus" if found else f"prometheus has no {watch.DCGM_UTIL} for these pods"
-        return watch.GpuUtilisation(source, found).as_dict()
+        source = "prometheus" if sampled else f"prometheus has no {watch.DCGM_UTIL} for these pods"
+        return watch.GpuUtilisation(source, sampled).as_dict()
     found: dict[str, float] = {}
     failures: list[str] = []
     for name in sorted(names):
