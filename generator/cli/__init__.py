@@ -14,6 +14,7 @@ from .cluster_commands import cluster
 from .data_commands import data
 from .new_command import new_cmd
 from .ops_commands import install, uninstall
+from .report_command import report_cmd
 from .run_commands import run_cmd, status_cmd
 from .session_commands import chat_cmd, exec_cmd
 from .spec_commands import describe, render_cmd, validate_cmd
@@ -52,6 +53,7 @@ cli.add_command(check_cmd)
 cli.add_command(ui_cmd)
 cli.add_command(exec_cmd)
 cli.add_command(chat_cmd)
+cli.add_command(report_cmd)
 
 
 def main() -> None:

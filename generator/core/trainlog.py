@@ -29,6 +29,7 @@ class Progress:
     remaining: str
     losses: list[float] = field(default_factory=list)
     loss_steps: list[int] = field(default_factory=list)  # the step of each of `losses`
+    throughput: float | None = None  # tokens/s, logged when include_num_input_tokens_seen is on
     problems: list[str] = field(default_factory=list)  # NaN/Inf, plateau, unreadable lines
 
     @property
@@ -50,6 +51,7 @@ class Progress:
             "elapsed": self.elapsed,
             "remaining": self.remaining,
             "problems": self.problems,
+            "throughput": self.throughput,
             "loss_curve": [
                 [step, _json_number(loss)] for step, loss in zip(self.loss_steps, self.losses, strict=True)
             ],
@@ -111,6 +113,7 @@ def parse(text: str) -> Progress | None:
         remaining=str(last.get("remaining_time", "")),
         losses=losses,
         loss_steps=[int(e["current_steps"]) for e in logged_losses],
+        throughput=next((float(e["throughput"]) for e in reversed(entries) if "throughput" in e), None),
         problems=problems,
     )
 

@@ -94,6 +94,8 @@ def summarise_job(job: dict[str, Any]) -> dict[str, Any]:
         "active": status.get("active", 0),
         "succeeded": status.get("succeeded", 0),
         "failed": status.get("failed", 0),
+        "started": status.get("startTime", ""),
+        "finished": status.get("completionTime", ""),
     }
 
 
@@ -105,6 +107,10 @@ def summarise_deployment(deployment: dict[str, Any]) -> dict[str, Any]:
         "run_id": deployment["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
         "state": "Available" if kube.is_true(deployment, "Available") else "Unavailable",
         "ready": f"{status.get('readyReplicas', 0)}/{deployment['spec'].get('replicas', 1)}",
+        "started": deployment["metadata"].get("creationTimestamp", ""),
+        "finished": kube.conditions(deployment).get("Available", {}).get("lastTransitionTime", "")
+        if kube.is_true(deployment, "Available")
+        else "",
     }
 
 
@@ -130,6 +136,11 @@ def summarise_pod(
         "gpus": kube.gpu_request(pod),
         "waiting": ", ".join(diagnose.waiting_reasons(pod)),
         "problem": problem,
+        # what really ran: the image each container was started from, by digest (lineage for lfk report)
+        "images": {
+            s["name"]: {"image": s.get("image", ""), "id": s.get("imageID", "")}
+            for s in diagnose.container_statuses(pod)
+        },
     }
 
 

@@ -178,6 +178,39 @@ def test_status_reads_real_progress_from_the_claim(
     assert plot.read_bytes().startswith(b"\x89PNG") and "checkpoints " in drawn.stdout
 
 
+def test_the_run_report_is_filled_from_the_real_run(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    out = node_cluster.storage.parent / "report.html"
+    result = node_cluster.lfk(
+        "report",
+        str(TINY),
+        "--storage-root",
+        str(node_cluster.storage),
+        "--out",
+        str(out),
+        "--price-per-gpu-hour",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert f"run id <code>{FACTS.run_id}</code>" in page
+    assert re.search(
+        r"<td>train/train</td><td><code>[^<]+</code></td><td><code>[^<]*sha256:[0-9a-f]{64}</code>", page
+    ), page
+    assert f"steps {MAX_STEPS}/{MAX_STEPS}" in page and "data:image/png;base64," in page
+    for component in ("train", "merge"):  # real wall times from the Jobs, not "not recorded"
+        assert re.search(
+            rf"<td>{component}</td><td>Job <code>[^<]+</code></td><td>Complete</td><td>\d+ (min \d+ )?s</td>",
+            page,
+        ), page
+    assert "GPU-hours of the finished workloads: 0.00" in page  # the real node has no GPU
+    markdown = node_cluster.lfk("report", str(TINY), "--storage-root", str(node_cluster.storage), "--format", "md",
+                                "--out", str(out.with_suffix(".md")))  # fmt: skip
+    assert markdown.returncode == 0, markdown.stderr
+    assert out.with_suffix(".loss.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_the_merged_model_is_published_whole(node_cluster: NodeCluster, tiny_run: dict[str, Any]) -> None:
     assert FACTS.merged_dir
     merged = local(node_cluster.storage, FACTS.merged_dir)

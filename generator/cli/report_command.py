@@ -1,0 +1,71 @@
+"""lfk report: one self-contained page about the experiment's current run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..core import report
+from ..core.lossplot import loss_png
+from ..core.write import atomic_write
+from ..errors import LfkError
+from .output import Failed
+from .run_commands import cluster_options, storage_option, target_of
+
+
+@click.command("report")
+@click.argument("spec")
+@click.option("--format", "form", type=click.Choice(["html", "md"]), default="html", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The page (default: report-<run id>.<format> next to the spec). Markdown gets its loss curve beside it.",
+)
+@click.option("--price-per-gpu-hour", type=float, help="To put a cost on the GPU-hours.")
+@click.option(
+    "--read-log-in-cluster",
+    "from_cluster",
+    is_flag=True,
+    help="Read trainer_log.jsonl and the checkpoints through a short-lived pod mounting the claim.",
+)
+@cluster_options
+@storage_option
+def report_cmd(
+    spec: str, form: str, out: Path | None, price_per_gpu_hour: float | None, from_cluster: bool,
+    kubeconfig: str | None, context: str | None, storage_root: Path | None,
+) -> None:  # fmt: skip
+    """The run as one page: lineage (spec hash, run id, images by digest), training (steps, loss, checkpoints,
+    the loss curve), each stage's wall time, GPU-hours and cost, what is served."""
+    from ..ops import status
+
+    target = target_of(spec, kubeconfig, context, storage_root)
+    try:
+        data = status.status(target, from_cluster)
+    except (LfkError, OSError) as exc:
+        raise Failed(f"report: {exc}") from None
+    facts = target.facts
+    spec_text = Path(spec).read_text(encoding="utf-8")
+    parts = report.sections(spec_text, target.spec.data, facts, data, price_per_gpu_hour)
+    training = data.get("training")
+    try:
+        png = (
+            loss_png(training, f"{facts.name} run {facts.run_id}")
+            if training and training["loss_curve"]
+            else None
+        )
+    except ModuleNotFoundError:
+        png = None  # matplotlib is optional: the page goes without the curve
+    out = out or Path(spec).parent / f"report-{facts.run_id}.{form}"
+    title = f"{facts.name}: run {facts.run_id}"
+    try:
+        if form == "html":
+            atomic_write(out, report.html_page(title, parts, png))
+        else:
+            picture = out.with_suffix(".loss.png") if png else None
+            if picture is not None and png is not None:
+                atomic_write(picture, png)
+            atomic_write(out, report.markdown(title, parts, picture.name if picture else None))
+    except OSError as exc:
+        raise Failed(f"report: cannot write {out}: {exc}") from None
+    click.echo(f"report of {facts.name} run {facts.run_id}: {out}")

@@ -1,0 +1,194 @@
+"""`lfk report`: one self-contained page per run (Markdown, or HTML with the loss curve inline). Pure: the
+spec's text, its facts and the status `lfk status` gathered in, the page's text out.
+
+Sections: lineage (spec hash, run id, images as configured and by digest as they ran, LLaMA-Factory and vLLM
+versions), training (steps, loss, checkpoints, the loss curve, tokens/s when the trainer logged tokens),
+stages (wall time of each release's workload), cost (GPU-hours, and a price when one is given), serving.
+What the cluster did not record says so instead of a number.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .facts import Facts
+from .watch import human_size
+
+NOT_RECORDED = "not recorded"
+
+
+@dataclass(frozen=True)
+class Stage:
+    component: str
+    kind: str
+    name: str
+    state: str
+    seconds: float | None
+    gpus: int
+    simulated: bool
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.seconds is None else self.gpus * self.seconds / 3600
+
+
+def _seconds(start: str, end: str) -> float | None:
+    if not start or not end:
+        return None
+    return (_time(end) - _time(start)).total_seconds()
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def stages(status: dict[str, Any]) -> list[Stage]:
+    """Each release's current workload with its wall time (Jobs: start to completion; Deployments: creation to
+    available) and the GPUs its pods held."""
+    found = []
+    for release in status["releases"]:
+        pods = release["pods"]
+        gpus = max((p["gpus"] for p in pods), default=0) * max(
+            1, len(pods) if release["component"] == "train" else 1
+        )
+        simulated = bool(pods) and all(p.get("simulated") for p in pods)
+        for obj in release["objects"]:
+            found.append(Stage(
+                release["component"], obj["kind"], obj["name"], obj["state"],
+                _seconds(obj.get("started", ""), obj.get("finished", "")), gpus, simulated,
+            ))  # fmt: skip
+    return found
+
+
+def image_lineage(spec_data: dict[str, Any], status: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(component/container, image as configured in the pod, the digest it ran from) for every container seen."""
+    rows = []
+    for release in status["releases"]:
+        for pod in release["pods"]:
+            for container, ran in sorted(pod.get("images", {}).items()):
+                rows.append((f"{release['component']}/{container}", ran["image"], ran["id"] or NOT_RECORDED))
+    return sorted(set(rows))
+
+
+def spec_hash(spec_text: str) -> str:
+    return hashlib.sha256(spec_text.encode("utf-8")).hexdigest()[:16]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NOT_RECORDED
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def sections(
+    spec_text: str,
+    spec_data: dict[str, Any],
+    facts: Facts,
+    status: dict[str, Any],
+    price_per_gpu_hour: float | None,
+) -> list[tuple[str, list[str]]]:
+    """The report as (title, Markdown lines) pairs; both formats are made from these."""
+    training = status.get("training")
+    all_stages = stages(status)
+    lineage = [
+        f"- experiment `{facts.name}`, namespace `{facts.namespace}`, run id `{facts.run_id}` (a hash of every "
+        "setting that changes the result)",
+        f"- spec sha256 `{spec_hash(spec_text)}`",
+        f"- LLaMA-Factory image `{spec_data['images']['llamafactory']}`; vLLM image `{spec_data['images']['vllm']}`",
+        f"- base model `{facts.base_model}`; output `{facts.output_dir}`"
+        + (f"; merged `{facts.merged_dir}`" if facts.merged_dir else ""),
+    ]
+    if rows := image_lineage(spec_data, status):
+        lineage += ["", "| container | image | ran from (digest) |", "| --- | --- | --- |"]
+        lineage += [f"| {c} | `{i}` | `{d}` |" for c, i, d in rows]
+    else:
+        lineage.append(f"- image digests: {NOT_RECORDED} (no pod of this run is left to read them from)")
+    train = [f"no trainer_log.jsonl was read ({NOT_RECORDED}; pass --storage-root or --read-log-in-cluster)"]
+    if training:
+        train = [
+            f"- steps {training['current_steps']}/{training['total_steps']}, epoch {training['epoch']}, "
+            f"last loss {training['loss']}, elapsed {training['elapsed']}",
+            f"- tokens/s: {training['throughput']}" if training.get("throughput") else
+            f"- tokens/s: {NOT_RECORDED} (the trainer logs it with include_num_input_tokens_seen)",
+            *[f"- ! {p}" for p in training["problems"]],
+        ]  # fmt: skip
+    checkpoints = status.get("checkpoints")
+    if checkpoints:
+        train.append(
+            "- checkpoints: "
+            + ", ".join(
+                f"step {c['step']} ({human_size(c['size_bytes'])}, {c['saved_at']})" for c in checkpoints
+            )
+        )
+    stage_lines = ["| release | workload | state | wall time | GPUs |", "| --- | --- | --- | --- | --- |"]
+    for s in all_stages:
+        note = " (SIMULATED: kwok, no container ran)" if s.simulated else ""
+        stage_lines.append(
+            f"| {s.component} | {s.kind} `{s.name}` | {s.state}{note} | {_duration(s.seconds)} | {s.gpus} |"
+        )
+    real = [s for s in all_stages if not s.simulated and s.gpu_hours is not None]
+    gpu_hours = sum(s.gpu_hours or 0 for s in real)
+    cost = [
+        f"- GPU-hours of the finished workloads: {gpu_hours:.2f} (serving counted until it became available)"
+    ]
+    if price_per_gpu_hour is not None:
+        cost.append(f"- at {price_per_gpu_hour:.2f} per GPU-hour: {gpu_hours * price_per_gpu_hour:.2f}")
+    else:
+        cost.append("- cost: no price given (--price-per-gpu-hour)")
+    if any(s.simulated for s in all_stages):
+        cost.append("- simulated stages are left out: no GPU was used")
+    served = [
+        f"- `{facts.served_name}` at the vllm release `{facts.releases['vllm']}`"
+        if "vllm" in facts.releases else "- not served (serving is off in the spec)",
+        "- evaluation scores: none (no evaluation stage ran)",
+    ]  # fmt: skip
+    return [
+        ("Lineage", lineage),
+        ("Training", train),
+        ("Stages", stage_lines),
+        ("Cost", cost),
+        ("Serving", served),
+    ]
+
+
+def markdown(title: str, parts: list[tuple[str, list[str]]], loss_png_name: str | None) -> str:
+    lines = [f"# {title}", ""]
+    for name, body in parts:
+        lines += [f"## {name}", "", *body, ""]
+        if name == "Training" and loss_png_name:
+            lines += [f"![loss per step]({loss_png_name})", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Markdown's `code` as <code>, everything else escaped."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+def html_page(title: str, parts: list[tuple[str, list[str]]], loss_png: bytes | None) -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for name, lines in parts:
+        body.append(f"<h2>{html.escape(name)}</h2>")
+        rows = [line for line in lines if line.startswith("|") and not line.startswith("| ---")]
+        items = [line[2:] for line in lines if line.startswith("- ")]
+        other = [line for line in lines if line and not line.startswith(("|", "- "))]
+        body += [f"<p>{_inline(line)}</p>" for line in other]
+        if items:
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+        if rows:
+            cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
+            data = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append(f"<table><tr>{head}</tr>{data}</table>")
+        if name == "Training" and loss_png:
+            encoded = base64.b64encode(loss_png).decode()
+            body.append(f'<img alt="loss per step" src="data:image/png;base64,{encoded}">')
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{border:1px solid #ccc;padding:.2em .5em}"
+    return f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"

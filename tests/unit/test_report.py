@@ -1,0 +1,81 @@
+"""core.report: the run report's sections from a status, in Markdown and in self-contained HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from generator.core import report
+from generator.core.facts import derive
+from generator.core.spec import load_spec
+
+pytestmark = pytest.mark.unit
+
+SPEC = Path(__file__).resolve().parents[2] / "values" / "llama31-qa" / "experiment.yaml"
+
+
+def a_status(simulated: bool = False) -> dict[str, object]:
+    pod = {
+        "name": "p", "phase": "Succeeded", "node": "n", "simulated": simulated, "gpus": 1, "waiting": "", "problem": "",
+        "images": {"train": {"image": "registry/llamafactory-plus:0.9.5", "id": "registry/llamafactory-plus@sha256:abc"}},
+    }  # fmt: skip
+    job = {"kind": "Job", "name": "llama31-qa-train-1", "state": "Complete",
+           "started": "2026-11-28T10:00:00Z", "finished": "2026-11-28T11:30:00Z"}  # fmt: skip
+    serving = {"kind": "Deployment", "name": "llama31-qa-vllm", "state": "Available",
+               "started": "2026-11-28T11:40:00Z", "finished": ""}  # fmt: skip
+    return {
+        "releases": [
+            {"component": "train", "pods": [pod], "objects": [job]},
+            {"component": "vllm", "pods": [], "objects": [serving]},
+        ],
+        "training": {"current_steps": 300, "total_steps": 300, "epoch": 3.0, "loss": 0.91, "elapsed": "1:29:10",
+                     "throughput": None, "problems": [], "loss_curve": [[1, 2.0], [300, 0.91]]},
+        "checkpoints": [{"step": 300, "saved_at": "2026-11-28T11:29:00Z", "size_bytes": 168 * 1024**2}],
+    }  # fmt: skip
+
+
+def test_every_section_from_the_status_and_the_cost_of_real_gpu_time() -> None:
+    spec = load_spec(SPEC)
+    facts = derive(spec)
+    text = SPEC.read_text()
+    parts = dict(report.sections(text, spec.data, facts, a_status(), price_per_gpu_hour=2.5))
+    assert list(parts) == ["Lineage", "Training", "Stages", "Cost", "Serving"]
+    lineage = "\n".join(parts["Lineage"])
+    assert f"run id `{facts.run_id}`" in lineage and report.spec_hash(text) in lineage
+    assert (
+        "| train/train | `registry/llamafactory-plus:0.9.5` | `registry/llamafactory-plus@sha256:abc` |"
+        in lineage
+    )
+    training = "\n".join(parts["Training"])
+    assert "steps 300/300" in training and "tokens/s: not recorded" in training
+    assert "step 300 (168.0 MiB, 2026-11-28T11:29:00Z)" in training
+    stages = "\n".join(parts["Stages"])
+    assert "| train | Job `llama31-qa-train-1` | Complete | 90 min 00 s | 1 |" in stages
+    assert "| vllm | Deployment `llama31-qa-vllm` | Available | not recorded | 0 |" in stages
+    assert parts["Cost"][:2] == [
+        "- GPU-hours of the finished workloads: 1.50 (serving counted until it became available)",
+        "- at 2.50 per GPU-hour: 3.75",
+    ]
+    assert f"- `{facts.served_name}` at the vllm release `{facts.releases['vllm']}`" in parts["Serving"]
+
+
+def test_simulated_stages_cost_nothing_and_say_so() -> None:
+    spec = load_spec(SPEC)
+    parts = dict(report.sections("x", spec.data, derive(spec), a_status(simulated=True), None))
+    assert "(SIMULATED: kwok, no container ran)" in "\n".join(parts["Stages"])
+    assert parts["Cost"] == [
+        "- GPU-hours of the finished workloads: 0.00 (serving counted until it became available)",
+        "- cost: no price given (--price-per-gpu-hour)",
+        "- simulated stages are left out: no GPU was used",
+    ]
+
+
+def test_markdown_links_the_curve_and_html_carries_it_inline_escaped() -> None:
+    parts = [("Training", ["- loss `<b>`"]), ("Stages", ["| a | b |", "| --- | --- |", "| 1 | `x` |"])]
+    md = report.markdown("exp: run r", parts, "report.loss.png")
+    assert md.startswith("# exp: run r\n") and "![loss per step](report.loss.png)" in md
+    page = report.html_page("exp: run r", parts, b"\x89PNGdata")
+    assert "<li>loss <code>&lt;b&gt;</code></li>" in page
+    assert "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td><code>x</code></td></tr></table>" in page
+    assert 'src="data:image/png;base64,iVBOR2RhdGE="' in page
