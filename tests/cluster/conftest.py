@@ -178,3 +178,27 @@ def create_prerequisites(api: pykube.HTTPClient, namespace: str) -> None:
         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
                  "resources": {"requests": {"storage": "10Ti"}}},
     }).create()  # fmt: skip
+
+
+def seed_example(
+    tmp_path_factory: pytest.TempPathFactory, namespace_factory: Any, api: pykube.HTTPClient, name: str
+) -> tuple[Any, Path, str]:
+    """The guide's example (values/llama31-qa) in a fresh baseline namespace with its prerequisites, rendered
+    into a temporary folder: (facts, its experiment.yaml, the namespace)."""
+    namespace = baseline_namespace(namespace_factory, name)
+    create_prerequisites(api, namespace)
+    text = with_namespace(
+        (CHART.parents[1] / "values" / "llama31-qa" / "experiment.yaml").read_text(), namespace
+    )
+    facts, folder = render_spec(text, tmp_path_factory.mktemp(name) / "llama31-qa")
+    return facts, folder / "experiment.yaml", namespace
+
+
+def lfk(kubeconfig: str, *args: str) -> Any:
+    """lfk in this process, against the test cluster, with the project's helm."""
+    from click.testing import CliRunner
+
+    from generator.cli import cli
+    from generator.project import helm_binary
+
+    return CliRunner().invoke(cli, list(args), env={"KUBECONFIG": kubeconfig, "LFK_HELM": helm_binary()})

@@ -14,20 +14,13 @@ from typing import Any
 import pykube
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from generator.cli import cli
 from generator.ops.kube import request as kube_request
 from generator.project import built_tool, helm_binary, kubectl_binary
 
-from .conftest import CHART, baseline_namespace, create_prerequisites, render_spec, with_namespace
+from .conftest import lfk, seed_example
 
-SEED = CHART.parents[1] / "values" / "llama31-qa" / "experiment.yaml"
 REPO = "https://git.example.internal/platform/llm-values.git"
-
-
-def lfk(kubeconfig: str, *args: str) -> Any:
-    return CliRunner().invoke(cli, list(args), env={"KUBECONFIG": kubeconfig, "LFK_HELM": helm_binary()})
 
 
 def kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,11 +50,7 @@ def contains(stored: Any, sent: Any, path: str = "$") -> list[str]:
 def seed(
     tmp_path_factory: pytest.TempPathFactory, namespace_factory: Any, api: pykube.HTTPClient
 ) -> tuple[Any, Path, str]:
-    namespace = baseline_namespace(namespace_factory, "gitops-seed")
-    create_prerequisites(api, namespace)
-    text = with_namespace(SEED.read_text(), namespace)
-    facts, folder = render_spec(text, tmp_path_factory.mktemp("gitops") / "llama31-qa")
-    return facts, folder / "experiment.yaml", namespace
+    return seed_example(tmp_path_factory, namespace_factory, api, "gitops-seed")
 
 
 def ensure_namespace(api: pykube.HTTPClient, name: str) -> None:

@@ -10,13 +10,16 @@ from typing import Any
 
 import pykube
 import pytest
-from click.testing import CliRunner
 
-from generator.cli import cli
 from generator.project import helm_binary
 from tests.support import kube as support_kube
 
-from .conftest import CHART, baseline_namespace, create_prerequisites, render_spec, with_namespace
+from .conftest import (
+    CHART,
+    lfk,
+    render_spec,
+    seed_example,
+)
 
 ROOT = CHART.parents[1]
 
@@ -25,16 +28,7 @@ ROOT = CHART.parents[1]
 def seed(
     tmp_path_factory: pytest.TempPathFactory, namespace_factory: Any, api: pykube.HTTPClient
 ) -> tuple[Any, Path, str]:
-    namespace = baseline_namespace(namespace_factory, "ops-seed")
-    create_prerequisites(api, namespace)
-    text = with_namespace((ROOT / "values/llama31-qa/experiment.yaml").read_text(), namespace)
-    facts, folder = render_spec(text, tmp_path_factory.mktemp("ops") / "llama31-qa")
-    return facts, folder / "experiment.yaml", namespace
-
-
-def lfk(kubeconfig: str, *args: str) -> Any:
-    env = {"KUBECONFIG": kubeconfig, "LFK_HELM": helm_binary()}
-    return CliRunner().invoke(cli, list(args), env=env)
+    return seed_example(tmp_path_factory, namespace_factory, api, "ops-seed")
 
 
 def test_run_takes_the_seed_example_from_nothing_to_a_served_model(
@@ -229,7 +223,6 @@ def test_status_reader_pod_is_gpu_less_read_only_admitted_and_deleted(
     from generator.core.spec import load_spec
     from generator.ops.reader import reader_pod
     from generator.ops.target import Target
-    from generator.project import helm_binary
 
     facts, spec, namespace = seed
     target = Target.of(load_spec(spec), helm_binary(), cluster_kubeconfig)
