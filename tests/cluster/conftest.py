@@ -21,7 +21,7 @@ from generator.core.facts import derive
 from generator.core.render import render
 from generator.core.spec import spec_from_text
 from generator.core.write import write
-from generator.errors import LfkError
+from generator.errors import KubeError, LfkError
 from generator.ops.kube import request as kube_request
 from generator.project import REPO_ROOT, built_tool
 
@@ -103,8 +103,8 @@ def install_crds(kubeconfig: str, pattern: str, missing: str) -> list[str]:
         names.append(crd["metadata"]["name"])
         try:
             kube_request(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
-        except Exception as exc:
-            if "409" not in str(exc):
+        except KubeError as exc:
+            if exc.status != 409:  # already there
                 raise
     for name in names:  # established before anything is created with it
         for _ in range(100):

@@ -15,6 +15,7 @@ import pykube
 import pytest
 import yaml
 
+from generator.errors import KubeError
 from generator.ops.kube import request as kube_request
 from generator.project import built_tool, helm_binary, kubectl_binary
 
@@ -56,8 +57,8 @@ def seed(
 def ensure_namespace(api: pykube.HTTPClient, name: str) -> None:
     try:
         kube_request(api, "POST", "/api/v1/namespaces", json={"metadata": {"name": name}})
-    except Exception as exc:
-        if "409" not in str(exc):
+    except KubeError as exc:
+        if exc.status != 409:  # already there
             raise
 
 
