@@ -40,5 +40,10 @@ HOOK_TIMEOUT = "20m"
 DOWNLOAD_TIMEOUT = "6h"
 
 
+def duration_seconds(duration: str) -> int:
+    """A helm-style duration of one unit ("20m", "6h", "90s") in seconds, for tools that want a number."""
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
+
+
 def install_timeout(component: str, downloads_model: bool) -> str:
     return DOWNLOAD_TIMEOUT if component == "train" and downloads_model else HOOK_TIMEOUT

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .components import INSTALL_ORDER
+from .components import HOOK_TIMEOUT, INSTALL_ORDER, duration_seconds
 from .facts import Facts
 from .render import Rendered
 
@@ -25,9 +25,8 @@ CHART_NAME = "llama-factory"
 CHART_PATH = "charts/llama-factory"
 ARGOCD_NAMESPACE = "argocd"
 FLUX_NAMESPACE = "flux-system"
-# how long the train release's preflight hook may take: the same as `lfk run` gives helm (a fresh node pulls
-# a multi-GB image first)
-INSTALL_TIMEOUT_S = 1200
+# how long a release's hooks may take: what `lfk run` gives helm (a fresh node pulls a multi-GB image first)
+INSTALL_TIMEOUT_S = duration_seconds(HOOK_TIMEOUT)
 
 
 @dataclass(frozen=True)

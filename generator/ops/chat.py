@@ -16,7 +16,6 @@ from typing import Any
 import requests
 
 from ..errors import KubeError, LfkError
-from ..project import kubectl_binary
 from . import kube, ui
 from .target import Target
 
@@ -97,14 +96,9 @@ def served_for_real(target: Target) -> None:
 @contextlib.contextmanager
 def port_forward(target: Target, timeout: float = 30) -> Iterator[str]:
     """`kubectl port-forward` to the vLLM Service on a free local port, for as long as the block runs."""
-    command = [
-        kubectl_binary(), "port-forward", "--namespace", target.namespace, *ui.LOOPBACK,
-        f"svc/{target.facts.releases['vllm']}", f":{ui.PORTS['vllm']}",
-    ]  # fmt: skip
-    if target.helm.kubeconfig:
-        command += ["--kubeconfig", target.helm.kubeconfig]
-    if target.helm.context:
-        command += ["--context", target.helm.context]
+    command = target.kubectl(
+        "port-forward", *ui.LOOPBACK, f"svc/{target.facts.releases['vllm']}", f":{ui.PORTS['vllm']}"
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout

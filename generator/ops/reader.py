@@ -4,6 +4,7 @@ image) mounts the claim, prints what was asked (the end of a file, a folder list
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from ..core import watch
@@ -64,7 +65,9 @@ def reader_pod(target: Target, command: list[str], name: str) -> dict[str, Any]:
     }
 
 
-def read_through_pod(target: Target, command: list[str], timeout: float = 120) -> str | None:
+def read_through_pod(
+    target: Target, command: list[str], timeout: float = 120, lines: int = LINES
+) -> str | None:
     """What `command` printed in a reader pod that is deleted afterwards; None if it failed."""
     name = f"{target.facts.releases['train']}-read-{int(time.time() * 1000) % 100000}"[:63]
     pods = f"/api/v1/namespaces/{target.namespace}/pods"
@@ -74,7 +77,7 @@ def read_through_pod(target: Target, command: list[str], timeout: float = 120) -
         while time.monotonic() < deadline:
             phase = kube.request(target.api, "GET", f"{pods}/{name}").get("status", {}).get("phase")
             if phase == "Succeeded":
-                return kube.pod_log_tail(target.api, target.namespace, name, lines=LINES)
+                return kube.pod_log_tail(target.api, target.namespace, name, lines=lines)
             if phase == "Failed":
                 return None
             time.sleep(1)
@@ -87,12 +90,12 @@ def read_through_pod(target: Target, command: list[str], timeout: float = 120) -
                 raise
 
 
-def read_file(target: Target, storage_path: str, from_cluster: bool) -> str | None:
-    """A file of the storage: through the local mount when there is one, else (from_cluster) a reader pod."""
+def read_file(target: Target, storage_path: str) -> str | None:
+    """A file of the storage through the local mount; None without a mount or without the file."""
     path = target.local_path(storage_path)
-    if path is not None:
-        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-    return read_through_pod(target, ["tail", "-n", str(LINES), storage_path]) if from_cluster else None
+    if path is None or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 # `checkpoint-STEP MTIME BYTES` per checkpoint folder (core.watch.parse_checkpoints reads it); du -sk is in
@@ -101,23 +104,38 @@ LIST_CHECKPOINTS = (
     'cd "$1" 2>/dev/null || exit 0; for d in checkpoint-*; do [ -d "$d" ] || continue; '
     'echo "$d $(stat -c %Y "$d") $(( $(du -sk "$d" | cut -f1) * 1024 ))"; done'
 )
+TRAINER_LOG = "trainer_log.jsonl"
+LISTING_MARK = "--- lfk: checkpoints ---"
+# the end of the trainer's log, then the checkpoint listing: both from one reader pod
+READ_TRAINING = (
+    f'[ -f "$1/{TRAINER_LOG}" ] && tail -n {LINES} "$1/{TRAINER_LOG}"; echo; echo "{LISTING_MARK}"; '
+    + LIST_CHECKPOINTS
+)
 
 
-def list_checkpoints(target: Target, storage_dir: str, from_cluster: bool) -> str | None:
-    """The checkpoint folders of an output folder, one line each: through the local mount, else a reader pod."""
-    folder = target.local_path(storage_dir)
-    if folder is not None:
-        if not folder.is_dir():
-            return ""
-        return "\n".join(
-            watch.listing_line(
-                d.name, d.stat().st_mtime, sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
-            )
-            for d in folder.glob("checkpoint-*")
-            if d.is_dir()
+def local_checkpoints(folder: Path) -> str:
+    """The checkpoint listing of a folder on this machine, as LIST_CHECKPOINTS prints it in a pod."""
+    return "\n".join(
+        watch.listing_line(
+            d.name, d.stat().st_mtime, sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         )
-    return (
-        read_through_pod(target, ["sh", "-c", LIST_CHECKPOINTS, "list", storage_dir])
-        if from_cluster
-        else None
+        for d in folder.glob("checkpoint-*")
+        if d.is_dir()
     )
+
+
+def read_training(target: Target, output_dir: str, from_cluster: bool) -> tuple[str | None, str | None]:
+    """The end of an output folder's trainer_log.jsonl and its checkpoint listing: through the local mount,
+    else (from_cluster) one reader pod for both; (None, None) when the storage cannot be read from here."""
+    folder = target.local_path(output_dir)
+    if folder is not None:
+        listing = local_checkpoints(folder) if folder.is_dir() else ""
+        return read_file(target, f"{output_dir}/{TRAINER_LOG}"), listing
+    if not from_cluster:
+        return None, None
+    # the listing may follow up to LINES log lines
+    text = read_through_pod(target, ["sh", "-c", READ_TRAINING, "read", output_dir], lines=2 * LINES)
+    if text is None:
+        return None, None
+    log, _, listing = text.partition(LISTING_MARK)
+    return log.strip("\n") or None, listing

@@ -12,8 +12,8 @@ import requests
 
 from ..core import trainlog, watch
 from ..core.components import COMPONENTS
-from . import diagnose, kube
-from .reader import list_checkpoints, read_file
+from . import diagnose, kube, reader
+from .reader import TRAINER_LOG, read_file
 from .target import Target
 
 
@@ -27,17 +27,20 @@ class ReleaseStatus:
     pods: list[dict[str, Any]] = field(default_factory=list)
 
 
-def read_progress(target: Target, from_cluster: bool = False) -> trainlog.Progress | None:
-    """Training progress from trainer_log.jsonl: through the local mount of the storage, or (from_cluster) a
-    short-lived reader pod mounting the train release's claim."""
-    text = read_file(target, f"{target.facts.output_dir}/trainer_log.jsonl", from_cluster)
+def read_progress(target: Target) -> trainlog.Progress | None:
+    """Training progress from trainer_log.jsonl, through the local mount of the storage."""
+    text = read_file(target, f"{target.facts.output_dir}/{TRAINER_LOG}")
     return trainlog.parse(text) if text else None
 
 
-def read_checkpoints(target: Target, from_cluster: bool = False) -> list[dict[str, Any]] | None:
-    """The checkpoints saved so far (step, time, size); None when the storage cannot be read from here."""
-    listing = list_checkpoints(target, target.facts.output_dir, from_cluster)
-    return None if listing is None else [c.as_dict() for c in watch.parse_checkpoints(listing)]
+def read_training(
+    target: Target, from_cluster: bool
+) -> tuple[trainlog.Progress | None, list[dict[str, Any]] | None]:
+    """Training progress and the checkpoints saved so far (step, time, size): through the local mount, or
+    (from_cluster) one short-lived reader pod mounting the train release's claim. None where unreadable."""
+    log, listing = reader.read_training(target, target.facts.output_dir, from_cluster)
+    progress = trainlog.parse(log) if log else None
+    return progress, None if listing is None else [c.as_dict() for c in watch.parse_checkpoints(listing)]
 
 
 def gpu_utilisation(
@@ -185,9 +188,8 @@ def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> 
         ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
-    progress = read_progress(target, from_cluster and installed)
+    progress, out["checkpoints"] = read_training(target, from_cluster and installed)
     out["training"] = progress.as_dict() if progress else None
-    out["checkpoints"] = read_checkpoints(target, from_cluster and installed)
     train_pods: list[dict[str, Any]] = next(
         (r["pods"] for r in out["releases"] if r["component"] == "train"), []
     )
