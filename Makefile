@@ -165,8 +165,8 @@ gpu-bench: venv llamafactory ## On a GPU machine: the guide's config vs ours on 
 
 # ----------------------------------------------------------------------------------------- operations
 .PHONY: install uninstall
-install: venv tools ## helm upgrade --install: make install EXP=<name> COMPONENT=<webui|train|merge|vllm|all>
-	@test -n "$(EXP)" || { echo "usage: make install EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
+install: venv tools ## helm upgrade --install: make install EXP=<name> COMPONENT=<webui|train|merge|eval|vllm|all>
+	@test -n "$(EXP)" || { echo "usage: make install EXP=<name> [COMPONENT=webui|train|merge|eval|vllm|all]"; exit 2; }
 	$(LFK) install values/$(EXP)/experiment.yaml --component $(COMPONENT)
 
 STORAGE_ROOT ?=
@@ -174,7 +174,7 @@ comma := ,
 RUN_COMPONENTS := $(if $(filter all,$(COMPONENT)),train$(comma)merge$(comma)vllm$(comma)webui,$(COMPONENT))
 .PHONY: run status check ui
 run: venv tools ## Install and wait train -> merge -> vllm (+ helm test) -> webui: make run EXP=<name> [COMPONENT=...]
-	@test -n "$(EXP)" || { echo "usage: make run EXP=<name> [COMPONENT=train|merge|vllm|webui|all]"; exit 2; }
+	@test -n "$(EXP)" || { echo "usage: make run EXP=<name> [COMPONENT=train|merge|eval|vllm|webui|all]"; exit 2; }
 	$(LFK) run values/$(EXP)/experiment.yaml --components $(RUN_COMPONENTS) $(if $(STORAGE_ROOT),--storage-root $(STORAGE_ROOT))
 
 status: venv tools ## Releases, Jobs, pods, GPUs and training progress: make status EXP=<name> [STORAGE_ROOT=/mnt/llm]
@@ -190,7 +190,7 @@ ui: venv tools ## Port-forward and print the URL: make ui EXP=<name> COMPONENT=w
 	$(LFK) ui values/$(EXP)/experiment.yaml $(COMPONENT)
 
 uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<name> COMPONENT=<...|all>
-	@test -n "$(EXP)" || { echo "usage: make uninstall EXP=<name> [COMPONENT=webui|train|merge|vllm|all]"; exit 2; }
+	@test -n "$(EXP)" || { echo "usage: make uninstall EXP=<name> [COMPONENT=webui|train|merge|eval|vllm|all]"; exit 2; }
 	$(LFK) uninstall values/$(EXP)/experiment.yaml --component $(COMPONENT)
 
 # ------------------------------------------------------------------------------------------ local cluster

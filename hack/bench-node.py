@@ -86,8 +86,12 @@ def main() -> int:
         for line in run.stdout:
             print(line, end="", flush=True)
             for step, pattern in (
-                ("train (preflight hook, training, eviction, resumed training)", r"^train: job \S+ complete"),
+                (
+                    "train (preflight and tokenize hooks, training, eviction, resumed training)",
+                    r"^train: job \S+ complete",
+                ),
                 ("merge (export, verification, publication)", r"^merge: job \S+ complete"),
+                ("evaluation gate (base and merged model answer, scored)", r"^eval: job \S+ complete"),
                 ("vLLM on CPU until its probes pass", r"^vllm: deployment \S+ available"),
                 ("helm test (a chat completion from a pod through the Service)", r"^vllm: helm test passed"),
                 ("LlamaBoard until ready", r"^webui: deployment \S+ available"),

@@ -5,8 +5,9 @@ which is which.
 1. validate, render and describe every example in values/;
 2. start the local cluster (control plane, simulated GPU nodes, one real node; its context selected in your
    kubeconfig, as kind does);
-3. the tiny-cpu example end to end on the real node: its model made on the spot, trained, merged, served by
-   real vLLM on CPU, LlamaBoard up; then one real question to vLLM, and its answer printed;
+3. the tiny-cpu example end to end on the real node: its model made on the spot, its data tokenized once,
+   trained, merged, scored against the base model by the evaluation gate, served by real vLLM on CPU,
+   LlamaBoard up; then one real question to vLLM, and its answer printed;
 4. the guide's GPU example (llama31-qa) on the simulated GPU nodes: scheduled and admitted by the real control
    plane, while no container runs, as the output says.
 
@@ -87,8 +88,8 @@ def main() -> int:
     say("done")
     print(
         f"""
-What ran for real: the tiny-cpu example's pods on the real node cpu-0 (preflight, training with checkpoints,
-merge with verification, vLLM answering above, LlamaBoard). What was simulated: the GPU example's pods on
+What ran for real: the tiny-cpu example's pods on the real node cpu-0 (preflight, tokenizing, training with
+checkpoints, merge with verification, the evaluation gate, vLLM answering above, LlamaBoard). What was simulated: the GPU example's pods on
 kwok-gpu-* (no container ran).
 
 The cluster is still up, and your kubeconfig's current context is lfk-local:

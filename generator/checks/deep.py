@@ -61,9 +61,11 @@ def locate(message: str, config: dict[str, Any], spec: Spec) -> str:
     return "$"
 
 
-def parse_configs(train: dict[str, Any], merge: dict[str, Any] | None) -> dict[str, Any]:
+def parse_configs(
+    train: dict[str, Any], merge: dict[str, Any] | None, evaluate: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run the child process; its JSON answer."""
-    payload = json.dumps({"train": train, "merge": merge})
+    payload = json.dumps({"train": train, "merge": merge, "eval": evaluate})
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "generator.checks.deep"],
@@ -92,8 +94,10 @@ def deep_problems(spec: Spec, storage_root: Path | None = None) -> list[Problem]
     rendered = {r.component: r.values for r in render(spec)}
     train = rendered["train"]["train"]["config"]
     merge = rendered["merge"]["merge"]["config"] if "merge" in rendered else None
+    # the gate's prediction config of the tuned model (the base's differs only in the model)
+    evaluate = rendered["eval"]["eval"]["tunedConfig"] if "eval" in rendered else None
     try:
-        answer = parse_configs(cpu_parse_config(train), merge)
+        answer = parse_configs(cpu_parse_config(train), merge, evaluate and cpu_parse_config(evaluate))
     except RuntimeError as exc:
         return [
             Problem("$", str(exc), "install it with `make llamafactory` (or pip install '.[llamafactory]')")
@@ -125,6 +129,10 @@ def deep_problems(spec: Spec, storage_root: Path | None = None) -> list[Problem]
                 f"LLaMA-Factory rejects the merge config: {answer['merge_error']}",
             )
         )
+    if evaluate is not None and answer["eval_error"]:
+        problems.append(
+            Problem("$.evaluate", f"LLaMA-Factory rejects the evaluation config: {answer['eval_error']}")
+        )
     if storage_root is not None:
         problems += storage_problems(spec, storage_root)
     return problems
@@ -132,14 +140,15 @@ def deep_problems(spec: Spec, storage_root: Path | None = None) -> list[Problem]
 
 # ------------------------------------------------------------------------------------------ child process
 def _child() -> None:
-    """Reads {"train": config, "merge": config|null} on stdin; prints one JSON line with the findings."""
+    """Reads {"train": config, "merge": config|null, "eval": config|null} on stdin; prints one JSON line with
+    the findings."""
     request = json.load(sys.stdin)
     import llamafactory
     from llamafactory.data.template import TEMPLATES
     from llamafactory.hparams import get_infer_args, get_train_args
 
     answer: dict[str, Any] = {"version": llamafactory.__version__, "templates": sorted(TEMPLATES)}
-    for name, parse in (("train", get_train_args), ("merge", get_infer_args)):
+    for name, parse in (("train", get_train_args), ("merge", get_infer_args), ("eval", get_train_args)):
         config = request.get(name)
         answer[f"{name}_error"] = None
         if config is None:

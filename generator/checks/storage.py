@@ -22,8 +22,10 @@ def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
         info = datasets.read_dataset_info(data_dir)
     except DataError as exc:
         return [Problem("$.data.dir", str(exc))]
-    for index, name in enumerate(spec.data["data"]["datasets"]):
-        path = json_path(["data", "datasets", index])
+    named = [(json_path(["data", "datasets", i]), n) for i, n in enumerate(spec.data["data"]["datasets"])]
+    if "evaluate" in spec.data:  # the evaluation gate's held-out set must be as usable
+        named.append(("$.evaluate.dataset", spec.data["evaluate"]["dataset"]))
+    for path, name in named:
         entry = info.get(name)
         if entry is None:
             pending = name in spec.data["data"]["register"]

@@ -44,7 +44,7 @@ def _run_all(commands: list[list[str]], dry_run: bool) -> None:
 @component_option
 @dry_run_option
 def install(spec: str, component: str, dry_run: bool) -> None:
-    """helm upgrade --install the experiment's releases (train, merge, vllm, webui) from its values files."""
+    """helm upgrade --install the experiment's releases (train, merge, eval, vllm, webui) from its values files."""
     binary = helm_binary()
     _run_all(_commands(spec, component, lambda f, c, d: helm.install_command(f, c, d, binary)), dry_run)
 

@@ -1,12 +1,15 @@
-"""lfk report: one self-contained page about the experiment's current run."""
+"""lfk report: one self-contained page about one run of the experiment (the current one, or --run ID)."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import click
 
 from ..core import report
+from ..core.facts import for_run
 from ..core.lossplot import loss_png
 from ..core.write import atomic_write
 from ..errors import LfkError
@@ -24,6 +27,13 @@ from .run_commands import cluster_options, storage_option, target_of
 )
 @click.option("--price-per-gpu-hour", type=float, help="To put a cost on the GPU-hours.")
 @click.option(
+    "--run",
+    "run_id",
+    metavar="ID",
+    help="An earlier run of the experiment (its run id, as `lfk status` and the output folders show it); "
+    "default: the spec's current run.",
+)
+@click.option(
     "--read-log-in-cluster",
     "from_cluster",
     is_flag=True,
@@ -32,19 +42,31 @@ from .run_commands import cluster_options, storage_option, target_of
 @cluster_options
 @storage_option
 def report_cmd(
-    spec: str, form: str, out: Path | None, price_per_gpu_hour: float | None, from_cluster: bool,
-    kubeconfig: str | None, context: str | None, storage_root: Path | None,
+    spec: str, form: str, out: Path | None, price_per_gpu_hour: float | None, run_id: str | None,
+    from_cluster: bool, kubeconfig: str | None, context: str | None, storage_root: Path | None,
 ) -> None:  # fmt: skip
-    """The run as one page: lineage (spec hash, run id, images by digest), training (steps, loss, checkpoints,
-    the loss curve), each stage's wall time, GPU-hours and cost, what is served."""
+    """The run as one page: lineage (spec hash, run id, versions, images by digest), training (steps, loss,
+    checkpoints, the loss curve, tokens/s), the evaluation gate's scores, each stage's wall time, GPU-hours and
+    cost, what is served."""
     from ..ops import status
 
     target = target_of(spec, kubeconfig, context, storage_root)
+    if run_id is not None:
+        if not re.fullmatch(r"[0-9a-f]{8}", run_id):
+            raise Failed(
+                f"report: --run {run_id!r}: a run id is 8 hexadecimal digits (lfk status shows them)"
+            )
+        target = dataclasses.replace(target, facts=for_run(target.spec, target.facts, run_id))
     try:
         data = status.status(target, from_cluster)
     except (LfkError, OSError) as exc:
         raise Failed(f"report: {exc}") from None
     facts = target.facts
+    if run_id is not None and data.get("training") is None and not report.stages(report.of_run(data, run_id)):
+        raise Failed(
+            f"report: nothing of run {run_id} was found: no workload of it in the cluster, and no trainer log "
+            f"read from {facts.output_dir} (pass --storage-root or --read-log-in-cluster)"
+        )
     spec_text = Path(spec).read_text(encoding="utf-8")
     parts = report.sections(spec_text, target.spec.data, facts, data, price_per_gpu_hour)
     training = data.get("training")

@@ -48,7 +48,7 @@ def target_of(
     "--components",
     default=",".join(INSTALL_ORDER),
     show_default=True,
-    help="Comma-separated steps to run, in the order train, merge, vllm (with helm test), webui.",
+    help="Comma-separated steps to run, in the order train, merge, eval (the gate), vllm (with helm test), webui.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the helm commands without running them.")
 @click.option("--timeout", default=6 * 3600, show_default=True, help="Seconds to wait for each step.")
@@ -103,6 +103,19 @@ def outcome_line(facts: Any, simulated: dict[str, bool]) -> str:
     return f"{run}: {', '.join(simulated) or 'nothing'} done"
 
 
+def gate_line(scores: dict[str, Any]) -> str:
+    """The evaluation gate in one line: the metric, both models' scores, the rule and the verdict."""
+    metric = scores["metric"]
+    rule = f"at most {scores['maxDrop']:g} below the base" + (
+        f", at least {scores['floor']:g}" if scores.get("floor") is not None else ""
+    )
+    verdict = "passed" if scores["passed"] else "FAILED: not served"
+    return (
+        f"evaluation {metric}: tuned {scores['tuned'][metric]:.2f} vs base {scores['base'][metric]:.2f} "
+        f"({rule}): {verdict}"
+    )
+
+
 def render_status(data: dict[str, Any]) -> str:
     """The status as a plain-text table (one block per release)."""
     lines = [f"experiment {data['experiment']} (namespace {data['namespace']}, run {data['run_id']})"]
@@ -150,6 +163,9 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(
             f"  checkpoints {len(checkpoints)}" + (f", the last: {saved}" if saved else " (none saved yet)")
         )
+    if (scores := data.get("evaluation")) is not None:
+        lines.append("  " + gate_line(scores))
+        lines += [f"  ! {why}" for why in scores["why"]]
     gpu = data.get("gpu_utilisation")
     if gpu is not None:
         mean = f"{gpu['mean']:.0f} % mean" if gpu["mean"] is not None else "no figure"

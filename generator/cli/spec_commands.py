@@ -107,7 +107,7 @@ def render_cmd(
     specs: tuple[str, ...], out: Path | None, check: bool, to_stdout: bool, gitops_kinds: tuple[str, ...],
     repo: str | None, revision: str, chart_ref: str,
 ) -> None:  # fmt: skip
-    """Render the Helm values of every enabled release (webui, train, merge, vllm) of each spec."""
+    """Render the Helm values of every enabled release (webui, train, merge, eval, vllm) of each spec."""
     if out and len(specs) > 1:
         raise click.UsageError("--out takes a single SPEC")
     if set(gitops_kinds) & {"argocd", "flux"} and not repo:

@@ -1,4 +1,4 @@
-"""The chart's four components, once: what each runs, how `lfk run` waits for it and decides to skip it,
+"""The chart's five components, once: what each runs, how `lfk run` waits for it and decides to skip it,
 and the port `lfk ui` forwards. `render`, `install`, `run`, `status` and `ui` all read this table."""
 
 from __future__ import annotations
@@ -14,19 +14,23 @@ class Component:
     name: str
     workload: Workload  # a Job runs to completion (skipped when the run id completed); a Deployment serves
     helm_test: bool = False  # `helm test` after it is available (the vLLM chat completion)
+    # a completed Job of the run id is done for good; the gate's own settings are not in the run id, so its
+    # Job is done only when its values are unchanged too
+    settled_by_run_id: bool = True
     port: int | None = None  # what `lfk ui` forwards to
 
 
 WEBUI = Component("webui", "deployment", port=7860)
 TRAIN = Component("train", "job")
 MERGE = Component("merge", "job")
+EVAL = Component("eval", "job", settled_by_run_id=False)  # fails when the tuned model scores worse
 VLLM = Component("vllm", "deployment", helm_test=True, port=8000)
 
 # the order of the values files and of a spec's releases
-COMPONENTS: dict[str, Component] = {c.name: c for c in (WEBUI, TRAIN, MERGE, VLLM)}
+COMPONENTS: dict[str, Component] = {c.name: c for c in (WEBUI, TRAIN, MERGE, EVAL, VLLM)}
 NAMES = tuple(COMPONENTS)
-# the guide's order: train, then merge, then serving; the web UI last
-INSTALL_ORDER = ("train", "merge", "vllm", "webui")
+# the guide's order: train, then merge, then serving (once the evaluation passed); the web UI last
+INSTALL_ORDER = ("train", "merge", "eval", "vllm", "webui")
 
 
 def is_job(name: str) -> bool:
@@ -38,6 +42,9 @@ def is_job(name: str) -> bool:
 # 140 GB) may take hours, its Job's own deadline is 6 h. Every printed helm command carries the same value.
 HOOK_TIMEOUT = "20m"
 DOWNLOAD_TIMEOUT = "6h"
+# tokenizing a large dataset once (the tokenize hook, its own deadline 2 h) may outlast the hook timeout; helm
+# giving up early would re-create the hook and start the tokenizing over
+TOKENIZE_TIMEOUT = "2h"
 
 
 def duration_seconds(duration: str) -> int:
@@ -45,5 +52,9 @@ def duration_seconds(duration: str) -> int:
     return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
 
 
-def install_timeout(component: str, downloads_model: bool) -> str:
-    return DOWNLOAD_TIMEOUT if component == "train" and downloads_model else HOOK_TIMEOUT
+def install_timeout(component: str, downloads_model: bool, tokenizes: bool) -> str:
+    if component != "train":
+        return HOOK_TIMEOUT
+    if downloads_model:
+        return DOWNLOAD_TIMEOUT
+    return TOKENIZE_TIMEOUT if tokenizes else HOOK_TIMEOUT

@@ -18,6 +18,7 @@ def gpus_of(spec: Spec) -> dict[str, int]:
     return {
         "train": d["resources"]["gpus"],
         "merge": d["merge"]["resources"].get("gpus", 0),
+        "eval": d.get("evaluate", {}).get("resources", {}).get("gpus", 1),
         "vllm": serve_gpus,
         "webui": d["webui"]["resources"].get("gpus", 1),
     }

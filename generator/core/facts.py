@@ -34,8 +34,10 @@ class Facts:
     template_inferred: bool
     base_model: str
     model_hub: str | None  # the hub repository the train release downloads the base model from, if any
+    tokenizes: bool  # the train release tokenizes the data once, in its GPU-less hook
     output_dir: str  # adapter (lora/qlora) or full model (full/freeze)
     merged_dir: str | None  # None when there is nothing to merge
+    eval_scores: str | None  # the evaluation gate's scores (JSON), when the spec evaluates
     serve_model: str  # what vllm serve loads
     served_name: str
     lora_module: str | None  # adapter path when serving base + adapter
@@ -55,7 +57,10 @@ def run_id(spec: Spec) -> str:
     """Short hash of everything that changes the training result (not logging, saving or resources)."""
     d = spec.data
     training = {k: v for k, v in d["training"].items() if k not in NOT_IN_RUN_ID}
-    data = {k: v for k, v in d["data"].items() if k not in ("preprocessingWorkers", "register")}
+    # how the data is tokenized (workers, once or in the trainer) gives the same tokens
+    data = {
+        k: v for k, v in d["data"].items() if k not in ("preprocessingWorkers", "register", "tokenizeOnce")
+    }
     data["entries"] = {
         n: d["data"]["register"][n] for n in d["data"]["datasets"] if n in d["data"]["register"]
     }
@@ -167,9 +172,32 @@ def enabled_components(spec: Spec) -> list[str]:
         "webui": d["webui"]["enabled"],
         "train": True,
         "merge": d["merge"]["enabled"] and is_adapter_method(d["method"]["type"]),
+        "eval": "evaluate" in d,
         "vllm": d["serve"]["enabled"],
     }
     return [c for c in NAMES if enabled[c]]
+
+
+def output_dir_of(spec: Spec, rid: str) -> str:
+    return f"{STORAGE_ROOT}/output/{spec.name}/{rid}"
+
+
+def for_run(spec: Spec, facts: Facts, rid: str) -> Facts:
+    """The experiment's facts as they were for another run id (an earlier run: `lfk report --run`): the folders
+    that carry the run id move with it."""
+    if rid == facts.run_id:
+        return facts
+    output_dir = output_dir_of(spec, rid)
+    merged_dir = facts.merged_dir
+    if merged_dir and not spec.data["merge"].get("exportDir"):
+        merged_dir = f"{STORAGE_ROOT}/models/merged/{spec.name}/{rid}"
+    return dataclasses.replace(
+        facts,
+        run_id=rid,
+        output_dir=output_dir,
+        merged_dir=merged_dir,
+        eval_scores=f"{output_dir}/eval/scores.json" if facts.eval_scores else None,
+    )
 
 
 def derive(spec: Spec) -> Facts:
@@ -177,7 +205,7 @@ def derive(spec: Spec) -> Facts:
     name = spec.name
     rid = run_id(spec)
     method = d["method"]["type"]
-    output_dir = f"{STORAGE_ROOT}/output/{name}/{rid}"
+    output_dir = output_dir_of(spec, rid)
     components = enabled_components(spec)
     merged_dir = None
     if "merge" in components:
@@ -203,8 +231,10 @@ def derive(spec: Spec) -> Facts:
         template_inferred=inferred,
         base_model=d["model"]["path"],
         model_hub=d["model"].get("hub", {}).get("id"),
+        tokenizes=bool(d["data"].get("tokenizeOnce", True)),
         output_dir=output_dir,
         merged_dir=merged_dir,
+        eval_scores=f"{output_dir}/eval/scores.json" if "eval" in components else None,
         serve_model=serve_model,
         served_name=serve.get("servedModelName") or name,
         lora_module=lora_module,

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .components import HOOK_TIMEOUT, INSTALL_ORDER, duration_seconds
+from .components import INSTALL_ORDER, duration_seconds, install_timeout
 from .facts import Facts
 from .render import Rendered
 
@@ -25,8 +25,6 @@ CHART_NAME = "llama-factory"
 CHART_PATH = "charts/llama-factory"
 ARGOCD_NAMESPACE = "argocd"
 FLUX_NAMESPACE = "flux-system"
-# how long a release's hooks may take: what `lfk run` gives helm (a fresh node pulls a multi-GB image first)
-INSTALL_TIMEOUT_S = duration_seconds(HOOK_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -43,6 +41,11 @@ class Source:
     def oci_repository(self) -> str:
         """oci://HOST/PATH (the registry folder) of an oci://HOST/PATH/llama-factory chart reference."""
         return self.oci.rsplit("/", 1)[0]
+
+
+def timeout_s(facts: Facts, component: str) -> int:
+    """The release's install timeout, as `lfk run` gives it (a model download or a tokenizing gets longer)."""
+    return duration_seconds(install_timeout(component, bool(facts.model_hub), facts.tokenizes))
 
 
 def in_order(rendered: list[Rendered]) -> list[Rendered]:
@@ -172,10 +175,10 @@ def flux(facts: Facts, rendered: list[Rendered], source: Source, source_spec: st
             **chart,
             "install": {
                 "createNamespace": True,
-                "timeout": f"{INSTALL_TIMEOUT_S}s",
+                "timeout": f"{timeout_s(facts, item.component)}s",
                 "remediation": {"retries": 0},
             },
-            "upgrade": {"timeout": f"{INSTALL_TIMEOUT_S}s", "remediation": {"retries": 0}},
+            "upgrade": {"timeout": f"{timeout_s(facts, item.component)}s", "remediation": {"retries": 0}},
             "values": item.values,
         }
         if (before := after(facts, item.component)) is not None:
@@ -216,7 +219,10 @@ def helmfile(
         else:
             release["chart"] = os.path.relpath(chart_dir, out_dir)
         release.update(
-            values=[f"{item.component}.yaml"], wait=True, waitForJobs=True, timeout=INSTALL_TIMEOUT_S
+            values=[f"{item.component}.yaml"],
+            wait=True,
+            waitForJobs=True,
+            timeout=timeout_s(facts, item.component),
         )
         if (before := after(facts, item.component)) is not None:
             release["needs"] = [f"{facts.namespace}/{before}"]

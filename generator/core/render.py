@@ -125,7 +125,7 @@ def header(source: str, facts: Facts, component: str) -> str:
         f"{HEADER_MARK} from {source}: do not edit by hand; change the spec and run `lfk render`.\n"
         f"# release {release} (run {facts.run_id}):\n"
         f"#   helm upgrade --install {release} charts/llama-factory -n {facts.namespace}"
-        f" --timeout {install_timeout(component, bool(facts.model_hub))} -f <this file>\n"
+        f" --timeout {install_timeout(component, bool(facts.model_hub), facts.tokenizes)} -f <this file>\n"
     )
 
 

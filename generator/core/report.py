@@ -3,8 +3,10 @@ spec's text, its facts and the status `lfk status` gathered in, the page's text 
 
 Sections: lineage (spec hash, run id, images as configured and by digest as they ran, LLaMA-Factory and vLLM
 versions), training (steps, loss, checkpoints, the loss curve, tokens/s when the trainer logged tokens),
-stages (wall time of each release's workload), cost (GPU-hours, and a price when one is given), serving.
-What the cluster did not record says so instead of a number.
+evaluation (the gate's scores of both models side by side, its rule and verdict), stages (wall time of each
+release's workload), cost (GPU-hours, and a price when one is given), serving. Only the workloads of the
+reported run count (a release keeps earlier runs' Jobs). What the cluster did not record says so instead of a
+number.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from .facts import Facts
+from .lfinfo import image_version
 from .watch import human_size
 
 NOT_RECORDED = "not recorded"
@@ -47,8 +50,21 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def of_run(status: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The status with only the workloads and pods of one run (a release keeps the Jobs of earlier runs)."""
+    releases = [
+        {
+            **release,
+            "objects": [o for o in release["objects"] if o.get("run_id") in (run_id, "", None)],
+            "pods": [p for p in release["pods"] if p.get("run_id") in (run_id, "", None)],
+        }
+        for release in status["releases"]
+    ]
+    return {**status, "releases": releases}
+
+
 def stages(status: dict[str, Any]) -> list[Stage]:
-    """Each release's current workload with its wall time (Jobs: start to completion; Deployments: creation to
+    """Each release's workload with its wall time (Jobs: start to completion; Deployments: creation to
     available) and the GPUs its pods held."""
     found = []
     for release in status["releases"]:
@@ -79,6 +95,11 @@ def spec_hash(spec_text: str) -> str:
     return hashlib.sha256(spec_text.encode("utf-8")).hexdigest()[:16]
 
 
+def _version(image: str) -> str:
+    """The release an image's tag names (`vllm/vllm-openai:v0.33.0` -> 0.33.0), as far as the tag tells."""
+    return image_version(image) or "(version not in the image tag)"
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return NOT_RECORDED
@@ -94,13 +115,16 @@ def sections(
     price_per_gpu_hour: float | None,
 ) -> list[tuple[str, list[str]]]:
     """The report as (title, Markdown lines) pairs; both formats are made from these."""
+    status = of_run(status, facts.run_id)
     training = status.get("training")
     all_stages = stages(status)
     lineage = [
         f"- experiment `{facts.name}`, namespace `{facts.namespace}`, run id `{facts.run_id}` (a hash of every "
         "setting that changes the result)",
         f"- spec sha256 `{spec_hash(spec_text)}`",
-        f"- LLaMA-Factory image `{spec_data['images']['llamafactory']}`; vLLM image `{spec_data['images']['vllm']}`",
+        f"- LLaMA-Factory {_version(spec_data['images']['llamafactory'])} (image "
+        f"`{spec_data['images']['llamafactory']}`); vLLM {_version(spec_data['images']['vllm'])} (image "
+        f"`{spec_data['images']['vllm']}`)",
         f"- base model `{facts.base_model}`; output `{facts.output_dir}`"
         + (f"; merged `{facts.merged_dir}`" if facts.merged_dir else ""),
     ]
@@ -146,15 +170,38 @@ def sections(
     served = [
         f"- `{facts.served_name}` at the vllm release `{facts.releases['vllm']}`"
         if "vllm" in facts.releases else "- not served (serving is off in the spec)",
-        "- evaluation scores: none (no evaluation stage ran)",
     ]  # fmt: skip
     return [
         ("Lineage", lineage),
         ("Training", train),
+        ("Evaluation", evaluation(facts, status.get("evaluation"))),
         ("Stages", stage_lines),
         ("Cost", cost),
         ("Serving", served),
     ]
+
+
+def evaluation(facts: Facts, scores: dict[str, Any] | None) -> list[str]:
+    """The gate's scores of both models side by side, its rule and its verdict."""
+    if "eval" not in facts.releases:
+        return ["- no evaluation gate in the spec (evaluate:)"]
+    if scores is None:
+        return [f"- scores: {NOT_RECORDED} (not written yet, or the storage was not read)"]
+    metric = scores["metric"]
+    floor = f", and at least {scores['floor']:g}" if scores.get("floor") is not None else ""
+    lines = [
+        f"- rule: the tuned model's {metric} at most {scores['maxDrop']:g} below the base model's{floor}",
+        f"- verdict: {'passed, served' if scores['passed'] else 'FAILED, not served'}"
+        + (f" ({'; '.join(scores['why'])})" if scores["why"] else ""),
+        "",
+        "| metric | base | tuned | change |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in ("bleu-4", "rouge-1", "rouge-2", "rouge-l"):
+        if name in scores["base"] and name in scores["tuned"]:
+            base, tuned = scores["base"][name], scores["tuned"][name]
+            lines.append(f"| {name} | {base:.2f} | {tuned:.2f} | {tuned - base:+.2f} |")
+    return lines
 
 
 def markdown(title: str, parts: list[tuple[str, list[str]]], loss_png_name: str | None) -> str:

@@ -188,6 +188,27 @@ def template(spec: Spec, facts: Facts) -> Iterator[Problem]:
 
 
 @check
+def evaluation(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    evaluate = spec.data.get("evaluate")
+    if evaluate is None:
+        return
+    if evaluate["dataset"] in spec.data["data"]["datasets"]:
+        yield Problem(
+            "$.evaluate.dataset",
+            f"{evaluate['dataset']} is also a training dataset: its scores overstate what the tuned model learned",
+            "register a held-out set the training never sees",
+            "warning",
+        )
+    if not spec.data["serve"]["enabled"]:
+        yield Problem(
+            "$.evaluate",
+            "nothing is served: the gate only scores the models (lfk status and lfk report show the scores)",
+            "enable serve to serve the tuned model once it passes",
+            "warning",
+        )
+
+
+@check
 def learning_rate(spec: Spec, facts: Facts) -> Iterator[Problem]:
     lr = spec.data["training"]["learningRate"]
     method = spec.data["method"]["type"]

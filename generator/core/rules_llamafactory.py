@@ -61,6 +61,7 @@ MANAGED_ARGS = {
     "export_device": "merge.device",
     "infer_dtype": "merge.dtype",
     "adapter_name_or_path": "(derived from the run)",
+    "tokenized_path": "data.tokenizeOnce (the set is kept on the storage under a key of its inputs)",
 }
 
 
@@ -78,6 +79,16 @@ def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"LLaMA-Factory {lfinfo.info().version} has no argument {key!r}",
                 f"did you mean {', '.join(close)}?" if close else "see `llamafactory-cli train -h`",
             )
+
+
+@check
+def tokenize_once(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    if facts.tokenizes and spec.data["llamafactoryArgs"].get("streaming"):
+        yield Problem(
+            "$.data.tokenizeOnce",
+            "a streamed dataset cannot be tokenized ahead: LLaMA-Factory refuses to save it (tokenized_path)",
+            "set data.tokenizeOnce: false, or drop streaming",
+        )
 
 
 # images known to lack packages some specs need: the official image (and the project's CPU copy of it, which

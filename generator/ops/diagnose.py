@@ -30,6 +30,7 @@ FATAL_WAITING = {
 MEMORY_SETTING = {
     "train": "resources.memory",
     "merge": "merge.resources.memory",
+    "eval": "evaluate.resources.memory",
     "vllm": "serve.resources.memory",
     "webui": "webui.resources.memory",
 }
@@ -115,6 +116,10 @@ def exit_codes(pod: dict[str, Any]) -> list[int]:
     return codes
 
 
+GATE_FAILED_EXIT = 5  # files/eval_gate.py
+GATE_ROW = re.compile(r"^(metric|bleu-4|rouge-[12l]) +")
+
+
 def explain(pod: dict[str, Any], log: str, component: str, gpu_advice: str = "") -> str | None:
     """What failed, in words a person can act on: the container killed for memory, the GPU out of memory,
     NCCL timing out, or a configuration error the preflight found; None when none of these."""
@@ -127,7 +132,24 @@ def explain(pod: dict[str, Any], log: str, component: str, gpu_advice: str = "")
         return NCCL_ADVICE
     if CONFIG_ERROR_EXIT in codes:
         return "a configuration error (exit 3): the checklist in the log names the item and its fix"
+    if component == "eval" and GATE_FAILED_EXIT in codes:
+        return gate_advice(log)
     return None
+
+
+def gate_advice(log: str) -> str:
+    """The evaluation gate's verdict and the two models' scores side by side, from the eval pod's log."""
+    lines = log.splitlines()
+    table = [line for line in lines if GATE_ROW.match(line)]
+    verdict = next(
+        (line for line in reversed(lines) if line.startswith("eval: gate failed")), "eval: gate failed"
+    )
+    return (
+        verdict.removeprefix("eval: ")
+        + " (exit 5); vLLM was not installed\n"
+        + "".join(f"    {row}\n" for row in table)
+        + "    change the training (data, steps, learning rate), or the gate (evaluate.maxDrop, evaluate.floor)"
+    )
 
 
 def _timestamp(text: str | None) -> float | None:

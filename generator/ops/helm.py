@@ -31,7 +31,7 @@ def install_command(facts: Facts, component: str, values_dir: Path, helm: str = 
         helm, "upgrade", "--install", facts.releases[component], _relative(CHART_DIR),
         "--namespace", facts.namespace, "--create-namespace",
         "--values", _relative(values_dir / f"{component}.yaml"),
-        "--timeout", install_timeout(component, bool(facts.model_hub)),
+        "--timeout", install_timeout(component, bool(facts.model_hub), facts.tokenizes),
     ]  # fmt: skip
 
 

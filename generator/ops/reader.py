@@ -4,6 +4,7 @@ image) mounts the claim, prints what was asked (the end of a file, a folder list
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +106,23 @@ LIST_CHECKPOINTS = (
     'echo "$d $(stat -c %Y "$d") $(( $(du -sk "$d" | cut -f1) * 1024 ))"; done'
 )
 TRAINER_LOG = "trainer_log.jsonl"
+SCORES_MARK = "--- lfk: evaluation ---"
 LISTING_MARK = "--- lfk: checkpoints ---"
-# the end of the trainer's log, then the checkpoint listing: both from one reader pod
+# the end of the trainer's log, the evaluation gate's scores ($2, when there is one), then the checkpoint
+# listing (last: it leaves the shell when the output folder does not exist yet): all from one reader pod
 READ_TRAINING = (
-    f'[ -f "$1/{TRAINER_LOG}" ] && tail -n {LINES} "$1/{TRAINER_LOG}"; echo; echo "{LISTING_MARK}"; '
-    + LIST_CHECKPOINTS
+    f'[ -f "$1/{TRAINER_LOG}" ] && tail -n {LINES} "$1/{TRAINER_LOG}"; echo; echo "{SCORES_MARK}"; '
+    f'[ -n "$2" ] && [ -f "$2" ] && cat "$2"; echo; echo "{LISTING_MARK}"; ' + LIST_CHECKPOINTS
 )
+
+
+@dataclass(frozen=True)
+class TrainingFiles:
+    """What a run's output folder holds for `lfk status`; None where it could not be read from here."""
+
+    log: str | None
+    listing: str | None
+    scores: str | None
 
 
 def local_checkpoints(folder: Path) -> str:
@@ -124,18 +136,23 @@ def local_checkpoints(folder: Path) -> str:
     )
 
 
-def read_training(target: Target, output_dir: str, from_cluster: bool) -> tuple[str | None, str | None]:
-    """The end of an output folder's trainer_log.jsonl and its checkpoint listing: through the local mount,
-    else (from_cluster) one reader pod for both; (None, None) when the storage cannot be read from here."""
+def read_training(
+    target: Target, output_dir: str, from_cluster: bool, scores_file: str | None = None
+) -> TrainingFiles:
+    """The end of an output folder's trainer_log.jsonl, the evaluation scores and the checkpoint listing:
+    through the local mount, else (from_cluster) one reader pod for all three."""
     folder = target.local_path(output_dir)
     if folder is not None:
         listing = local_checkpoints(folder) if folder.is_dir() else ""
-        return read_file(target, f"{output_dir}/{TRAINER_LOG}"), listing
+        scores = read_file(target, scores_file) if scores_file else None
+        return TrainingFiles(read_file(target, f"{output_dir}/{TRAINER_LOG}"), listing, scores)
     if not from_cluster:
-        return None, None
-    # the listing may follow up to LINES log lines
-    text = read_through_pod(target, ["sh", "-c", READ_TRAINING, "read", output_dir], lines=2 * LINES)
+        return TrainingFiles(None, None, None)
+    # the scores and the listing may follow up to LINES log lines
+    command = ["sh", "-c", READ_TRAINING, "read", output_dir, scores_file or ""]
+    text = read_through_pod(target, command, lines=2 * LINES + 100)
     if text is None:
-        return None, None
-    log, _, listing = text.partition(LISTING_MARK)
-    return log.strip("\n") or None, listing
+        return TrainingFiles(None, None, None)
+    log, _, rest = text.partition(SCORES_MARK)
+    scores, _, listing = rest.partition(LISTING_MARK)
+    return TrainingFiles(log.strip("\n") or None, listing, scores.strip() or None)

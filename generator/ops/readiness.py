@@ -67,7 +67,8 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
             )
         ]
     items = []
-    for name in spec.data["data"]["datasets"]:
+    evaluated = [spec.data["evaluate"]["dataset"]] if "evaluate" in spec.data else []
+    for name in spec.data["data"]["datasets"] + evaluated:
         label = f"dataset {name}"
         entry = info.get(name)
         if entry is None:

@@ -1,4 +1,4 @@
-"""`lfk run`: the experiment's releases in the guide's order (train, merge, vllm with its helm test, webui),
+"""`lfk run`: the experiment's releases in the guide's order (train, merge, eval, vllm with its helm test, webui),
 each waited for, skipping what the current run id already completed, stopping at the first failure with the
 step, the pod, its events and its last log lines. It prints nothing: it reports through a callback."""
 
@@ -57,8 +57,10 @@ def available_unchanged(target: Target, component: str) -> bool:
 
 def skip_reason(target: Target, step: helm.Step) -> str | None:
     """Why a step has nothing to do: its Job completed for this run id, or its Deployment serves these values."""
-    if COMPONENTS[step.component].workload == "job":
-        if done := completed_run(target, step.component):
+    component = COMPONENTS[step.component]
+    if component.workload == "job":
+        done = completed_run(target, step.component)
+        if done and (component.settled_by_run_id or values_unchanged(target, step.component)):
             return f"run {target.facts.run_id} already completed (job {done}); skipped"
         return None
     if available_unchanged(target, step.component):
@@ -132,30 +134,42 @@ def install(target: Target, step: helm.Step, pending_timeout: float) -> None:
         time.sleep(1)
     out, err = process.communicate()
     if process.returncode != 0:
-        raise RunFailed(
-            f"{step.component}: helm failed:\n{(err or out).strip()}" + preflight_report(target, step)
-        )
+        raise RunFailed(f"{step.component}: helm failed:\n{(err or out).strip()}" + hook_report(target, step))
 
 
-def preflight_report(target: Target, step: helm.Step) -> str:
-    """What the train release's preflight hook found, when it is what stopped the install: its checklist."""
+# the train release's hooks (GPU-less Jobs before the training), in the order they run
+HOOKS = {
+    "train-download": "the model download",
+    "train-preflight": "the preflight",
+    "train-tokenize": "tokenizing",
+}
+
+
+def hook_report(target: Target, step: helm.Step) -> str:
+    """What the train release's hooks said when one of them failed and stopped the install: its log's tail
+    (the preflight's checklist, LLaMA-Factory's error while tokenizing)."""
     if step.component != "train":
         return ""
-    selector = {kube.INSTANCE: step.release, kube.COMPONENT: "train-preflight"}
-    pods = kube.pods(target.api, target.namespace, selector)
-    if not pods:
-        return ""
-    pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
-    codes = [
-        s["state"]["terminated"].get("exitCode")
-        for s in pod["status"].get("containerStatuses", [])
-        if "terminated" in s.get("state", {})
-    ]
-    log = kube.pod_log_tail(target.api, target.namespace, pod["metadata"]["name"], lines=40)
-    exit_code = f", exit code {codes[0]}" if codes else ""
-    return f"\n  the preflight (pod {pod['metadata']['name']}{exit_code}) found:\n" + "".join(
-        f"    {line}\n" for line in log.splitlines()
-    )
+    report = ""
+    for component, what in HOOKS.items():
+        pods = kube.pods(
+            target.api, target.namespace, {kube.INSTANCE: step.release, kube.COMPONENT: component}
+        )
+        if not pods:
+            continue
+        pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+        codes = [
+            s["state"]["terminated"].get("exitCode")
+            for s in pod["status"].get("containerStatuses", [])
+            if "terminated" in s.get("state", {})
+        ]
+        if not any(codes):
+            continue  # succeeded, or still running when helm gave up
+        log = kube.pod_log_tail(target.api, target.namespace, pod["metadata"]["name"], lines=40)
+        report += f"\n  {what} (pod {pod['metadata']['name']}, exit code {codes[0]}) reported:\n" + "".join(
+            f"    {line}\n" for line in log.splitlines()
+        )
+    return report
 
 
 class _Progress:

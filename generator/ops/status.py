@@ -35,12 +35,27 @@ def read_progress(target: Target) -> trainlog.Progress | None:
 
 def read_training(
     target: Target, from_cluster: bool
-) -> tuple[trainlog.Progress | None, list[dict[str, Any]] | None]:
-    """Training progress and the checkpoints saved so far (step, time, size): through the local mount, or
-    (from_cluster) one short-lived reader pod mounting the train release's claim. None where unreadable."""
-    log, listing = reader.read_training(target, target.facts.output_dir, from_cluster)
-    progress = trainlog.parse(log) if log else None
-    return progress, None if listing is None else [c.as_dict() for c in watch.parse_checkpoints(listing)]
+) -> tuple[trainlog.Progress | None, list[dict[str, Any]] | None, dict[str, Any] | None]:
+    """Training progress, the checkpoints saved so far (step, time, size) and the evaluation gate's scores:
+    through the local mount, or (from_cluster) one short-lived reader pod mounting the train release's claim.
+    None where unreadable."""
+    files = reader.read_training(target, target.facts.output_dir, from_cluster, target.facts.eval_scores)
+    progress = trainlog.parse(files.log) if files.log else None
+    checkpoints = (
+        None if files.listing is None else [c.as_dict() for c in watch.parse_checkpoints(files.listing)]
+    )
+    return progress, checkpoints, parse_scores(files.scores)
+
+
+def parse_scores(text: str | None) -> dict[str, Any] | None:
+    """The gate's scores.json (files/eval_gate.py writes it whole, atomically); None if absent or not JSON."""
+    if not text:
+        return None
+    try:
+        scores = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return scores if isinstance(scores, dict) and {"base", "tuned", "metric"} <= scores.keys() else None
 
 
 def gpu_utilisation(
@@ -133,6 +148,7 @@ def summarise_pod(
     node = pod["spec"].get("nodeName") or ""
     return {
         "name": pod["metadata"]["name"],
+        "run_id": pod["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
         "phase": pod["status"].get("phase", ""),
         "node": node,
         "simulated": node in simulated,  # kwok played this node's kubelet: no container ran
@@ -188,7 +204,7 @@ def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> 
         ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
-    progress, out["checkpoints"] = read_training(target, from_cluster and installed)
+    progress, out["checkpoints"], out["evaluation"] = read_training(target, from_cluster and installed)
     out["training"] = progress.as_dict() if progress else None
     train_pods: list[dict[str, Any]] = next(
         (r["pods"] for r in out["releases"] if r["component"] == "train"), []

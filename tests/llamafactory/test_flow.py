@@ -18,6 +18,7 @@ from tests.support import smoke
 
 @pytest.fixture(scope="module")
 def trained(workspace: smoke.Workspace, run_log: Path) -> dict[str, Any]:
+    tokenized = smoke.tokenize(workspace, run_log)
     first = smoke.train(workspace, run_log, preempt=True)
     steps_first = [e["current_steps"] for e in smoke.trainer_log(workspace)]
     # a second preemption in the middle of writing a checkpoint: the folder exists, trainer_state.json does not
@@ -27,12 +28,31 @@ def trained(workspace: smoke.Workspace, run_log: Path) -> dict[str, Any]:
     second = smoke.train(workspace, run_log)
     steps_all = [e["current_steps"] for e in smoke.trainer_log(workspace)]
     return {
+        "tokenized": tokenized,
         "first": first,
         "second": second,
         "before": steps_first,
         "after": steps_all[len(steps_first) :],
         "half": half_written,
     }
+
+
+def test_the_data_is_tokenized_once_and_both_training_starts_load_it(
+    trained: dict[str, Any], workspace: smoke.Workspace, run_log: Path
+) -> None:
+    assert trained["tokenized"] == 0, run_log.read_text()[-3000:]
+    [tokenized] = [p for p in workspace.tokenized_root.iterdir() if p.is_dir()]
+    assert (tokenized / "dataset_dict.json").is_file(), "LLaMA-Factory's own saved set"
+    log = run_log.read_text(errors="replace")
+    assert log.count(f"Tokenized dataset is saved at {workspace.tokenized_root}/.") == 1, "saved once, staged"
+    assert log.count(f"Loaded tokenized dataset from {tokenized}.") == 2, "the first and the resumed start"
+    saved = log.index("tokenize: saved at")
+    assert "Running tokenizer on dataset" in log[:saved]
+    assert "Running tokenizer on dataset" not in log[saved:], "no training start tokenized again"
+    assert (
+        log.count(f"starting: llamafactory-cli train {workspace.train_config} tokenized_path={tokenized}")
+        == 2
+    )
 
 
 def test_the_first_run_is_killed_right_after_its_first_checkpoint(
@@ -155,6 +175,46 @@ def test_the_merged_model_loads_generates_and_speaks_the_training_template(
     get_template_and_fix_tokenizer(tokenizer, DataArguments(template="llama3"))
     assert merged_tokenizer.chat_template == tokenizer.chat_template
     assert "<|start_header_id|>" in merged_tokenizer.chat_template
+
+
+@pytest.fixture(scope="module")
+def gate(merged: Path, workspace: smoke.Workspace, run_log: Path) -> dict[str, Any]:
+    code = smoke.evaluate(workspace, run_log)
+    scores = json.loads(workspace.local(workspace.eval_values["scoresFile"]).read_text())
+    return {"code": code, "scores": scores}
+
+
+def test_the_gate_scores_both_models_on_the_same_questions_and_lets_the_better_one_through(
+    gate: dict[str, Any], run_log: Path
+) -> None:
+    assert gate["code"] == 0, run_log.read_text()[-3000:]
+    scores = gate["scores"]
+    assert scores["passed"] and not scores["why"] and scores["metric"] == "rouge-l"
+    for model in ("base", "tuned"):
+        assert set(scores[model]) == {"bleu-4", "rouge-1", "rouge-2", "rouge-l", "seconds"}, scores
+    # the tiny model learned its training answers: LLaMA-Factory's own scores say so
+    assert scores["tuned"]["rouge-l"] > scores["base"]["rouge-l"], scores
+    assert "eval: gate passed (rouge-l" in run_log.read_text()
+
+
+def test_the_gate_stops_a_model_worse_than_its_base(
+    gate: dict[str, Any], workspace: smoke.Workspace, run_log: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    # made worse on purpose: the trained model as the base, the untrained one as the "tuned" model
+    swapped = {}
+    for role, source in (("base", workspace.eval_tuned_config), ("tuned", workspace.eval_base_config)):
+        config = yaml.safe_load(source.read_text())
+        config["output_dir"] = str(tmp_path / role)
+        swapped[role] = tmp_path / f"{role}.yaml"
+        swapped[role].write_text(yaml.safe_dump(config))
+    code = smoke.evaluate(workspace, run_log, swapped["base"], swapped["tuned"])
+    assert code == 5, run_log.read_text()[-3000:]
+    scores = json.loads(workspace.local(workspace.eval_values["scoresFile"]).read_text())
+    assert not scores["passed"] and scores["why"][0].startswith("rouge-l ")
+    assert "below the base model's" in scores["why"][0]
+    assert "eval: gate failed, the tuned model is not served: rouge-l" in run_log.read_text()
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ class NodeCluster:
         return kube.pods(self.api, NAMESPACE, selector)
 
     def log(self, pod: str, container: str | None = None) -> str:
-        return kube.pod_log_tail(self.api, NAMESPACE, pod, container, lines=400)
+        return kube.pod_log_tail(self.api, NAMESPACE, pod, container, lines=4000)
 
 
 @pytest.fixture(scope="session")

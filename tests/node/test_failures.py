@@ -1,10 +1,12 @@
 """Failures rehearsed for real on the real node: a configuration error stops at the preflight (the hook in
 `lfk run`, and the training pod's own exit 3 under the Job's failure policy), a pod killed for memory is
-named by `lfk status`, and a loss gone NaN is caught with the guide's advice."""
+named by `lfk status`, a loss gone NaN is caught with the guide's advice, and a training crippled on purpose is
+stopped by the evaluation gate before vLLM is installed."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ def test_a_dataset_missing_from_dataset_info_stops_at_the_preflight(
     installed = node_cluster.helm(
         "install", "tiny-nodata-train", str(CHART_DIR), "-n", NAMESPACE,
         "-f", str(spec.parent / "train.yaml"), "--set", "train.preflight.enabled=false",
+        "--set", "train.tokenize.enabled=false",
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
 
@@ -106,3 +109,31 @@ def test_a_loss_gone_nan_is_caught_by_status_with_the_guides_advice(
     problems = json.loads(status.stdout)["training"]["problems"]
     assert any("Loss = NaN: the learning rate is too high" in p for p in problems), problems
     node_cluster.helm("uninstall", "tiny-nan-train", "-n", NAMESPACE)
+
+
+def test_the_gate_stops_a_crippled_training_before_anything_is_served(
+    node_cluster: NodeCluster, tmp_path: Path
+) -> None:
+    # made worse on purpose: two steps at a learning rate far too small to learn the answers
+    spec = variant(
+        tmp_path, "tiny-worse", lambda d: d["training"].update(maxSteps=2, learningRate=1.0e-7, saveSteps=2)
+    )
+    result = node_cluster.lfk("run", str(spec), "--components", "train,merge,eval,vllm", timeout=900)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "eval: job tiny-worse-eval-" in result.stderr and "failed" in result.stderr, result.stderr
+    # the verdict and both models' scores side by side, in lfk run's own output
+    assert "gate failed, the tuned model is not served: rouge-l" in result.stderr, result.stderr
+    assert "is below the floor 5 (exit 5); vLLM was not installed" in result.stderr
+    assert re.search(r"^ +rouge-l +[\d.]+ +[\d.]+ +[-+][\d.]+ +<- the gate's$", result.stderr, re.M), (
+        result.stderr
+    )
+    assert node_cluster.helm("status", "tiny-worse-vllm", "-n", NAMESPACE).returncode != 0, "never installed"
+    [job] = kube.workloads(node_cluster.api, NAMESPACE, "tiny-worse-eval", "eval")
+    [pod] = node_cluster.pods({"job-name": job["metadata"]["name"]})
+    assert exit_codes(pod) == [5], "no retry: the same models score the same"
+    status = node_cluster.lfk("status", str(spec), "--read-log-in-cluster")
+    assert "evaluation rouge-l: tuned" in status.stdout and "FAILED: not served" in status.stdout, (
+        status.stdout
+    )
+    for component in ("train", "merge", "eval"):
+        node_cluster.helm("uninstall", f"tiny-worse-{component}", "-n", NAMESPACE)

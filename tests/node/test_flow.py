@@ -109,12 +109,40 @@ def test_lfk_run_goes_from_nothing_to_a_served_model(tiny_run: dict[str, Any]) -
     for line in (
         f"train: job {FACTS.releases['train']}-",
         "merge: job",
+        f"eval: job {FACTS.releases['eval']}-",
         "vllm: deployment tiny-cpu-vllm available",
         "vllm: helm test passed",
         "webui: deployment tiny-cpu-webui available",
     ):
         assert line in result.stdout, result.stdout
+    # the gate passed before vLLM was installed
+    assert re.search(r"^eval: job \S+ complete", result.stdout, re.M), result.stdout
+    assert result.stdout.index("eval: job") < result.stdout.index("vllm: $ ")
     print(f"tiny experiment end to end: {tiny_run['seconds']:.0f} s")
+
+
+def test_the_gate_scored_both_models_before_serving(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    assert FACTS.eval_scores
+    scores = json.loads(local(node_cluster.storage, FACTS.eval_scores).read_text())
+    gate = load_spec(TINY).data["evaluate"]
+    assert scores["passed"] and scores["metric"] == gate["metric"] == "rouge-l", scores
+    # real LLaMA-Factory scores of real generations: the merged model answers its questions better than the
+    # random base, and above the floor
+    assert scores["tuned"]["rouge-l"] >= gate["floor"] > scores["base"]["rouge-l"], scores
+    for role in ("base", "tuned"):
+        predictions = local(
+            node_cluster.storage, f"{FACTS.output_dir}/eval/{role}/generated_predictions.jsonl"
+        )
+        assert len(predictions.read_text().splitlines()) == gate["maxSamples"]
+    status = node_cluster.lfk("status", str(TINY), "--read-log-in-cluster")
+    assert status.returncode == 0, status.stderr
+    tuned, base = scores["tuned"]["rouge-l"], scores["base"]["rouge-l"]
+    assert (
+        f"evaluation rouge-l: tuned {tuned:.2f} vs base {base:.2f} (at most 0 below the base, at least 5): passed"
+        in status.stdout
+    )
 
 
 def test_the_evicted_training_resumes_from_its_checkpoint(
@@ -145,6 +173,12 @@ def test_the_evicted_training_resumes_from_its_checkpoint(
     )
     # the pods ran the chart's preflight for real before training
     assert "preflight: config, model, datasets and reporting are in order" in log
+    # the release's GPU-less hook tokenized the data once; the resumed start loaded that set, tokenizing nothing
+    [tokenized] = [p for p in local(node_cluster.storage, "/storage/tokenized").iterdir() if p.is_dir()]
+    assert (tokenized / "dataset_dict.json").is_file()
+    in_pod = f"/storage/tokenized/{tokenized.name}"
+    assert f"starting: llamafactory-cli train /config/train.yaml tokenized_path={in_pod}" in log
+    assert f"Loaded tokenized dataset from {in_pod}." in log and "Running tokenizer on dataset" not in log
 
 
 def test_status_reads_real_progress_from_the_claim(
@@ -199,12 +233,14 @@ def test_the_run_report_is_filled_from_the_real_run(
         r"<td>train/train</td><td><code>[^<]+</code></td><td><code>[^<]*sha256:[0-9a-f]{64}</code>", page
     ), page
     assert f"steps {MAX_STEPS}/{MAX_STEPS}" in page and "data:image/png;base64," in page
-    for component in ("train", "merge"):  # real wall times from the Jobs, not "not recorded"
+    assert re.search(r"<li>tokens/s: [\d.]+</li>", page), "the trainer logged its throughput"
+    for component in ("train", "merge", "eval"):  # real wall times from the Jobs, not "not recorded"
         assert re.search(
             rf"<td>{component}</td><td>Job <code>[^<]+</code></td><td>Complete</td><td>\d+ (min \d+ )?s</td>",
             page,
         ), page
     assert "GPU-hours of the finished workloads: 0.00" in page  # the real node has no GPU
+    assert "<li>verdict: passed, served</li>" in page and re.search(r"<td>rouge-l</td><td>[\d.]+</td>", page)
     markdown = node_cluster.lfk("report", str(TINY), "--storage-root", str(node_cluster.storage), "--format", "md",
                                 "--out", str(out.with_suffix(".md")))  # fmt: skip
     assert markdown.returncode == 0, markdown.stderr

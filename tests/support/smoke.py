@@ -4,8 +4,9 @@ standing in for /storage.
 
 Steps (each a function, so the llamafactory test tier can assert on each, and `make smoke` can time them):
 build the tiny model (tinymodel.py); copy the fixture datasets and register them; render the fixture
-experiment (fixtures/smoke/experiment.yaml); train until the first checkpoint and kill the run (the
-preempt/ hook); train again, which must resume; merge with verification; load the merged model and generate.
+experiment (fixtures/smoke/experiment.yaml); tokenize the data once (tokenize_once.py, as the train release's
+hook does); train until the first checkpoint and kill the run (the preempt/ hook); train again, which must
+resume; merge with verification; load the merged model and generate.
 
     python -m tests.support.smoke [DIR]            every step, timed (make smoke)
     python -m tests.support.smoke --gpus N [DIR]   the rendered config under torchrun on N GPUs (make gpu-smoke)
@@ -39,6 +40,7 @@ from generator.project import CHART_FILES
 from . import tinymodel
 
 SCRIPTS = CHART_FILES
+TOKENIZED_ROOT = f"{STORAGE_ROOT}/tokenized"  # the chart's train.tokenize.root
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "smoke"
 PREEMPT_HOOK = Path(__file__).resolve().parent / "preempt"
 SPEC = (FIXTURES / "experiment.yaml").read_text(encoding="utf-8")
@@ -59,6 +61,9 @@ class Workspace:
     facts: Facts
     train_config: Path
     merge_config: Path
+    eval_values: dict[str, Any]  # the eval release's values (gate settings; its configs localised below)
+    eval_base_config: Path
+    eval_tuned_config: Path
 
     def local(self, storage_path: str) -> Path:
         return local(self.root, storage_path)
@@ -66,6 +71,10 @@ class Workspace:
     @property
     def output_dir(self) -> Path:
         return self.local(self.facts.output_dir)
+
+    @property
+    def tokenized_root(self) -> Path:
+        return self.local(TOKENIZED_ROOT)
 
     @property
     def merged_dir(self) -> Path:
@@ -101,12 +110,16 @@ def prepare(root: Path, spec_text: str = SPEC) -> Workspace:
     for name, entry in spec.data["data"]["register"].items():
         datasets.register(root / "data", name, datasets.spec_entry(entry))
     rendered = {r.component: r.values for r in render(spec, values_dir)}
+    gate = rendered["eval"]["eval"]
     return Workspace(
         root=root,
         spec=spec,
         facts=derive(spec),
         train_config=_localised(rendered["train"]["train"]["config"], root, values_dir / "train-config.yaml"),
         merge_config=_localised(rendered["merge"]["merge"]["config"], root, values_dir / "merge-config.yaml"),
+        eval_values=gate,
+        eval_base_config=_localised(gate["baseConfig"], root, values_dir / "eval-base.yaml"),
+        eval_tuned_config=_localised(gate["tunedConfig"], root, values_dir / "eval-tuned.yaml"),
     )
 
 
@@ -128,10 +141,20 @@ def trainer_log(ws: Workspace) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def tokenize(ws: Workspace, log: Path, timeout: float = 600) -> int:
+    """The train release's tokenize hook: the data tokenized once, under its key in the tokenized root."""
+    with log.open("ab") as out:
+        return subprocess.run(
+            [sys.executable, str(SCRIPTS / "tokenize_once.py"), "run", str(ws.train_config), str(ws.tokenized_root)],
+            env=environment(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+        ).returncode  # fmt: skip
+
+
 def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600) -> int:
-    """Run the chart's train.sh (preflight, then llamafactory-cli train). With preempt, the trainer is
-    killed right after it wrote its first checkpoint. Returns the exit code (137: the trainer got SIGKILL)."""
-    env = {**environment(), "TRAIN_CONFIG": str(ws.train_config)}
+    """Run the chart's train.sh (preflight, then llamafactory-cli train on the tokenized set when there is
+    one). With preempt, the trainer is killed right after it wrote its first checkpoint. Returns the exit code
+    (137: the trainer got SIGKILL)."""
+    env = {**environment(), "TRAIN_CONFIG": str(ws.train_config), "TOKENIZED_ROOT": str(ws.tokenized_root)}
     if preempt:
         env.update(LFK_SMOKE_PREEMPT="1", PYTHONPATH=str(PREEMPT_HOOK))
     return run_script("train.sh", env, log, timeout)
@@ -163,6 +186,24 @@ def merge(ws: Workspace, log: Path, timeout: float = 600) -> int:
         "MAX_SIZE_RATIO": "1.1",
     }
     return run_script("merge.sh", env, log, timeout)
+
+
+def evaluate(
+    ws: Workspace, log: Path, base: Path | None = None, tuned: Path | None = None, timeout: float = 600
+) -> int:
+    """The eval release's gate (eval_gate.py) with the rendered settings: the base and the merged model answer
+    the same questions; exit 5 when the tuned one is worse. Another pair of configs may stand in."""
+    gate = ws.eval_values
+    command = [
+        sys.executable, str(SCRIPTS / "eval_gate.py"), str(base or ws.eval_base_config), str(tuned or ws.eval_tuned_config),
+        f"--metric={gate['metric']}", f"--max-drop={gate['maxDrop']}", f"--scores={ws.local(gate['scoresFile'])}",
+    ]  # fmt: skip
+    if gate["floor"] is not None:
+        command.append(f"--floor={gate['floor']}")
+    with log.open("ab") as out:
+        return subprocess.run(
+            command, env=environment(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        ).returncode
 
 
 def generate(model_dir: Path, prompt: str = "Co to jest LLaMA?") -> tuple[str, Any, Any]:
@@ -239,6 +280,9 @@ def main(argv: list[str]) -> int:
 
     root.mkdir(parents=True, exist_ok=True)
     ws = step("prepare (tiny model, datasets, render)", lambda: prepare(root))
+    if step("tokenize once (no GPU)", lambda: tokenize(ws, log)) != 0:
+        print(f"tokenizing failed; see {log}")
+        return 1
     code = step("train until the first checkpoint, killed there", lambda: train(ws, log, preempt=True))
     before = [e["current_steps"] for e in trainer_log(ws)]
     if code != 137 or before != list(range(1, SAVE_STEPS + 1)):
@@ -256,6 +300,9 @@ def main(argv: list[str]) -> int:
         return 1
     if step("merge (export, verify, publish)", lambda: merge(ws, log)) != 0:
         print(f"merge failed; see {log}")
+        return 1
+    if step("evaluate: base vs merged (the gate)", lambda: evaluate(ws, log)) != 0:
+        print(f"the evaluation gate failed; see {log}")
         return 1
     text, _, _ = step("load the merged model and generate", lambda: generate(ws.merged_dir))
     print(f"{'total':<44} {sum(t for _, t in timings):6.1f} s")

@@ -142,3 +142,126 @@ def test_train_sh_turns_cuda_out_of_memory_into_exit_4(
     assert output in result.stdout, "the trainer's output still reaches the pod's log"
     if expected == 4:
         assert "the GPU ran out of memory" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ tokenize once
+@pytest.fixture()
+def tokenize_once() -> ModuleType:
+    return load("tokenize_once")
+
+
+def data_and_model(tmp_path: Path) -> dict[str, object]:
+    """A dataset folder with dataset_info.json, a model folder with tokenizer files, and the config using them."""
+    data, model = tmp_path / "data", tmp_path / "model"
+    data.mkdir()
+    model.mkdir()
+    (data / "qa.json").write_text('[{"instruction": "Co to jest LLaMA?", "output": "Model."}]')
+    (data / "dataset_info.json").write_text('{"qa": {"file_name": "qa.json"}}')
+    (model / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    (model / "tokenizer_config.json").write_text('{"chat_template": "x"}')
+    (model / "model.safetensors").write_bytes(b"\0" * 16)
+    return {
+        "model_name_or_path": str(model), "dataset_dir": str(data), "dataset": "qa", "template": "llama3",
+        "cutoff_len": 128, "stage": "sft", "learning_rate": 1e-4, "output_dir": "/storage/outputs/a",
+        "preprocessing_num_workers": 4,
+    }  # fmt: skip
+
+
+def test_the_key_changes_with_everything_that_changes_the_tokens(
+    tokenize_once: ModuleType, tmp_path: Path
+) -> None:
+    config = data_and_model(tmp_path)
+    base = tokenize_once.key(config)
+    assert base == tokenize_once.key(dict(config)), "the same inputs give the same key"
+    changed = {
+        "template": {**config, "template": "qwen"},
+        "cutoff_len": {**config, "cutoff_len": 256},
+        "packing": {**config, "packing": True},
+        "another dataset": {**config, "dataset": "qa,other"},
+    }
+    for what, other in changed.items():
+        assert tokenize_once.key(other) != base, what
+    (tmp_path / "data" / "qa.json").write_text('[{"instruction": "Co to jest LLaMA?", "output": "Inny."}]')
+    after_data = tokenize_once.key(config)
+    assert after_data != base, "an edited dataset file"
+    (tmp_path / "data" / "dataset_info.json").write_text(
+        '{"qa": {"file_name": "qa.json", "formatting": "alpaca"}}'
+    )
+    after_entry = tokenize_once.key(config)
+    assert after_entry != after_data, "an edited dataset_info.json entry"
+    (tmp_path / "model" / "tokenizer_config.json").write_text('{"chat_template": "y"}')
+    assert tokenize_once.key(config) != after_entry, "an edited tokenizer file"
+
+
+def test_the_key_ignores_what_does_not_change_the_tokens(tokenize_once: ModuleType, tmp_path: Path) -> None:
+    config = data_and_model(tmp_path)
+    base = tokenize_once.key(config)
+    same = {
+        **config,
+        "learning_rate": 5e-4,
+        "output_dir": "/storage/outputs/b",
+        "preprocessing_num_workers": 16,
+    }
+    assert tokenize_once.key(same) == base
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"\1" * 16)
+    assert tokenize_once.key(config) == base, "the weights do not change the tokens"
+
+
+def test_an_existing_set_is_not_tokenized_again(
+    tokenize_once: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(yaml.safe_dump(data_and_model(tmp_path)))
+    root = tmp_path / "tokenized"
+    assert tokenize_once.main(["path", str(config_file), str(root)]) == 0
+    target = Path(capsys.readouterr().out.strip())
+    assert target.parent == root and len(target.name) == 20
+
+    calls: list[Path] = []
+
+    def fake_tokenize(config: dict[str, object], into: Path) -> None:
+        calls.append(into)
+        into.mkdir(parents=True)
+        (into / "dataset_dict.json").write_text('{"splits": ["train"]}')
+
+    monkeypatch.setattr(tokenize_once, "tokenize", fake_tokenize)
+    assert tokenize_once.main(["run", str(config_file), str(root)]) == 0
+    assert len(calls) == 1 and calls[0].parent == root and calls[0] != target, "written to a staging folder"
+    assert (target / "dataset_dict.json").is_file() and not calls[0].exists(), "then renamed into place"
+    assert "qa.json" in (root / f"{target.name}.json").read_text(), "what it was made from, beside it"
+    assert tokenize_once.main(["run", str(config_file), str(root)]) == 0
+    assert len(calls) == 1 and "already tokenized" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tokenized", [True, False])
+def test_train_sh_hands_the_tokenized_set_to_the_trainer_only_when_it_exists(
+    tmp_path: Path, tokenized: bool
+) -> None:
+    import subprocess
+
+    import yaml
+
+    env = fake_trainer(tmp_path, "trained", 0)
+    (tmp_path / "bin" / "llamafactory-cli").write_text('#!/bin/bash\necho "args: $*"\n')
+    (tmp_path / "scripts" / "tokenize_once.py").write_text((FILES / "tokenize_once.py").read_text())
+    config = data_and_model(tmp_path)
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    root = tmp_path / "tokenized"
+    target = root / load("tokenize_once").key(config)
+    if tokenized:
+        target.mkdir(parents=True)
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "train.sh")],
+        env={**env, "TOKENIZED_ROOT": str(root)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    if tokenized:
+        assert f"args: train {tmp_path / 'train.yaml'} tokenized_path={target}" in result.stdout
+    else:
+        assert f"args: train {tmp_path / 'train.yaml'}\n" in result.stdout
+        assert f"no tokenized set at {target}; the trainer tokenizes the data itself" in result.stderr

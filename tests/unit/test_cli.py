@@ -198,3 +198,20 @@ def test_new_writes_nothing_for_an_invalid_answer_and_never_overwrites(tmp_path:
     assert run("new", "exp", "--dir", str(values), "--yes").exit_code == 0
     again = run("new", "exp", "--dir", str(values), "--yes")
     assert again.exit_code == 1 and "exists already" in again.output
+
+
+def test_report_refuses_a_run_id_that_cannot_be_one() -> None:
+    result = run("report", str(SEED), "--run", "latest")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--run 'latest': a run id is 8 hexadecimal digits" in result.output
+
+
+@pytest.mark.parametrize(
+    "spec",
+    sorted([*ROOT.glob("values/*/experiment.yaml"), *ROOT.glob("tests/cases/valid/*/experiment.yaml")]),
+    ids=lambda p: p.parent.name,
+)
+def test_describe_every_valid_spec(spec: Path) -> None:
+    result = run("describe", str(spec))
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "release " in result.output

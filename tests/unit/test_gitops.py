@@ -110,6 +110,9 @@ def test_helmfile_needs_keep_the_order_and_point_at_the_chart(tmp_path: Path) ->
         releases["llama31-qa-train"]["values"] == ["train.yaml"]
         and releases["llama31-qa-train"]["waitForJobs"]
     )
+    # as long as `lfk run` waits: the train release's model download may take 6 h, the others' hooks 20 min
+    assert releases["llama31-qa-train"]["timeout"] == 21600
+    assert {releases[r]["timeout"] for r in releases if r != "llama31-qa-train"} == {1200}
 
 
 def test_check_finds_stale_gitops_files_and_argocd_needs_a_repo(tmp_path: Path) -> None:

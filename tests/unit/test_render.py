@@ -125,14 +125,21 @@ def test_serving_on_gpus_has_no_cpu_block(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("extra", "train_timeout"), [("", "20m"), ("  hub: {id: meta-llama/Llama-3.1-8B-Instruct}\n", "6h")]
+    ("extra", "train_timeout"),
+    [
+        ("", "2h"),  # the tokenize hook of a large dataset
+        ("data: {datasets: [qa_dataset], tokenizeOnce: false}\n", "20m"),
+        (
+            "model:\n  path: /storage/models/llama-3.1-8b-instruct\n  hub: {id: meta-llama/Llama-3.1-8B-Instruct}\n",
+            "6h",
+        ),
+    ],
 )
 def test_the_header_prints_the_helm_command_lfk_runs(extra: str, train_timeout: str, tmp_path: Path) -> None:
     from generator.core.facts import derive
     from generator.ops.helm import install_command
 
-    text = BASE.replace("model: {path: /storage/models/llama-3.1-8b-instruct}\n", "")
-    text += "model:\n  path: /storage/models/llama-3.1-8b-instruct\n" + extra
+    text = yaml.safe_dump({**yaml.safe_load(BASE), **yaml.safe_load(extra or "{}")})
     spec = spec_from_text(text, str(tmp_path / "experiment.yaml"))
     for rendered in render(spec, tmp_path):
         command = install_command(derive(spec), rendered.component, tmp_path)

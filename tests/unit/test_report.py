@@ -40,9 +40,14 @@ def test_every_section_from_the_status_and_the_cost_of_real_gpu_time() -> None:
     facts = derive(spec)
     text = SPEC.read_text()
     parts = dict(report.sections(text, spec.data, facts, a_status(), price_per_gpu_hour=2.5))
-    assert list(parts) == ["Lineage", "Training", "Stages", "Cost", "Serving"]
+    assert list(parts) == ["Lineage", "Training", "Evaluation", "Stages", "Cost", "Serving"]
+    assert parts["Evaluation"] == ["- no evaluation gate in the spec (evaluate:)"]
     lineage = "\n".join(parts["Lineage"])
     assert f"run id `{facts.run_id}`" in lineage and report.spec_hash(text) in lineage
+    assert (
+        "- LLaMA-Factory 0.9.5 (image `registry.example.internal/llamafactory-k8s/llamafactory-plus:0.9.5`); vLLM 0.33.0"
+        in lineage
+    )
     assert (
         "| train/train | `registry/llamafactory-plus:0.9.5` | `registry/llamafactory-plus@sha256:abc` |"
         in lineage
@@ -79,3 +84,46 @@ def test_markdown_links_the_curve_and_html_carries_it_inline_escaped() -> None:
     assert "<li>loss <code>&lt;b&gt;</code></li>" in page
     assert "<table><tr><th>a</th><th>b</th></tr><tr><td>1</td><td><code>x</code></td></tr></table>" in page
     assert 'src="data:image/png;base64,iVBOR2RhdGE="' in page
+
+
+def test_the_evaluation_section_sets_both_models_side_by_side_with_the_verdict() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[2] / "values" / "tiny-cpu" / "experiment.yaml")
+    facts = derive(spec)
+    status = a_status()
+    parts = dict(report.sections("x", spec.data, facts, status, None))
+    assert parts["Evaluation"] == ["- scores: not recorded (not written yet, or the storage was not read)"]
+    status["evaluation"] = {
+        "metric": "rouge-l", "maxDrop": 0.0, "floor": 5.0, "passed": False,
+        "why": ["rouge-l 3.10 is below the floor 5"],
+        "base": {"bleu-4": 1.0, "rouge-1": 0.0, "rouge-2": 0.0, "rouge-l": 0.5, "seconds": 9.0},
+        "tuned": {"bleu-4": 4.5, "rouge-1": 6.0, "rouge-2": 0.0, "rouge-l": 3.1, "seconds": 3.0},
+    }  # fmt: skip
+    evaluation = dict(report.sections("x", spec.data, facts, status, None))["Evaluation"]
+    assert evaluation[:2] == [
+        "- rule: the tuned model's rouge-l at most 0 below the base model's, and at least 5",
+        "- verdict: FAILED, not served (rouge-l 3.10 is below the floor 5)",
+    ]
+    assert (
+        "| rouge-l | 0.50 | 3.10 | +2.60 |" in evaluation and "| bleu-4 | 1.00 | 4.50 | +3.50 |" in evaluation
+    )
+
+
+def test_an_earlier_run_is_reported_from_its_own_folders_and_workloads_only() -> None:
+    from generator.core.facts import for_run
+
+    spec = load_spec(SPEC)
+    facts = derive(spec)
+    earlier = for_run(spec, facts, "0badc0de")
+    assert earlier.run_id == "0badc0de" and earlier.output_dir == f"/storage/output/{spec.name}/0badc0de"
+    assert earlier.merged_dir == f"/storage/models/merged/{spec.name}/0badc0de"
+    assert for_run(spec, facts, facts.run_id) is facts
+    status = a_status()
+    train = status["releases"][0]  # type: ignore[index]
+    train["objects"] = [
+        {**train["objects"][0], "run_id": facts.run_id},
+        {**train["objects"][0], "name": "llama31-qa-train-0", "run_id": "0badc0de"},
+    ]
+    current = "\n".join(dict(report.sections("x", spec.data, facts, status, None))["Stages"])
+    assert "llama31-qa-train-1" in current and "llama31-qa-train-0" not in current
+    old = "\n".join(dict(report.sections("x", spec.data, earlier, status, None))["Stages"])
+    assert "llama31-qa-train-0" in old and "llama31-qa-train-1" not in old

@@ -28,12 +28,23 @@ fi
 PREFLIGHT_FLAGS=()
 [ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
 python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
-echo "starting: llamafactory-cli train ${CONFIG}"
+# the data tokenized once by the release's GPU-less tokenize hook, when its set for this exact data is there;
+# otherwise (tokenizing turned off, or the data changed since) the trainer tokenizes as usual
+TRAIN_ARGS=()
+if [ -n "${TOKENIZED_ROOT:-}" ]; then
+  tokenized=$(python3 "${SCRIPTS}/tokenize_once.py" path "${CONFIG}" "${TOKENIZED_ROOT}") || exit $?
+  if [ -d "${tokenized}" ]; then
+    TRAIN_ARGS+=("tokenized_path=${tokenized}")
+  else
+    echo "train: no tokenized set at ${tokenized}; the trainer tokenizes the data itself" >&2
+  fi
+fi
+echo "starting: llamafactory-cli train ${CONFIG}${TRAIN_ARGS[*]:+ ${TRAIN_ARGS[*]}}"
 # the trainer runs as a child, its output also kept, so a CUDA out-of-memory error can fail the Job at once
 # (exit 4, in the podFailurePolicy) instead of being retried; SIGTERM (preemption) is passed on to it
 OUTPUT=/tmp/train-output.log
 : >"${OUTPUT}"
-llamafactory-cli train "${CONFIG}" >>"${OUTPUT}" 2>&1 &
+llamafactory-cli train "${CONFIG}" "${TRAIN_ARGS[@]}" >>"${OUTPUT}" 2>&1 &
 trainer=$!
 tail -n +1 -f --pid="${trainer}" "${OUTPUT}" &  # the pod's log: prints to the end, then exits with the trainer
 follower=$!

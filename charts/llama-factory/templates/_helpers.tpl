@@ -125,7 +125,7 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- define "llama-factory.validateValues" -}}
 {{- $errors := list }}
 {{- $v := .Values }}
-{{- $needsStorage := or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.vllm.enabled }}
+{{- $needsStorage := or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.eval.enabled $v.vllm.enabled }}
 {{- if and $needsStorage (not $v.storage.existingClaim) (not $v.storage.nfs.server) }}
 {{- $errors = append $errors "storage: set storage.nfs.server and storage.nfs.path, or storage.existingClaim" }}
 {{- end }}
@@ -154,6 +154,14 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- end }}
 {{- if not $v.merge.verify.baseModelDir }}
 {{- $errors = append $errors "merge.verify.baseModelDir: required (the size check compares with it)" }}
+{{- end }}
+{{- end }}
+{{- if $v.eval.enabled }}
+{{- if not $v.eval.scoresFile }}
+{{- $errors = append $errors "eval.scoresFile: required (where both models' scores are written)" }}
+{{- end }}
+{{- if or (not $v.eval.baseConfig.output_dir) (not $v.eval.tunedConfig.output_dir) }}
+{{- $errors = append $errors "eval.baseConfig.output_dir and eval.tunedConfig.output_dir: required (each prediction's results land there)" }}
 {{- end }}
 {{- end }}
 {{- if $v.vllm.enabled }}
@@ -371,7 +379,7 @@ podFailurePolicy:
       onExitCodes:
         containerName: {{ . }}
         operator: In
-        values: {{ include "llama-factory.failAtOnceExitCodes" $ }}
+        values: {{ $.failCodes | default (include "llama-factory.failAtOnceExitCodes" $) }}
     {{- end }}
     {{- if gt (int (.nodes | default 1)) 1 }}
     - action: FailJob

@@ -12,6 +12,10 @@ preflight.py: |
   {{- .Files.Get "files/preflight.py" | nindent 2 }}
 readiness.py: |
   {{- .Files.Get "files/readiness.py" | nindent 2 }}
+{{- if .Values.train.tokenize.enabled }}
+tokenize_once.py: |
+  {{- .Files.Get "files/tokenize_once.py" | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* Several pods (nodes) train together. */}}
@@ -132,6 +136,10 @@ spec:
         - name: PIP_PACKAGES
           value: {{ join " " . | quote }}
         {{- end }}
+        {{- if $w.tokenize.enabled }}
+        - name: TOKENIZED_ROOT
+          value: {{ $w.tokenize.root | quote }}
+        {{- end }}
         {{- with $w.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -146,6 +154,6 @@ spec:
         {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (list "train.sh" "preflight.py" "readiness.py")) | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (concat (list "train.sh" "preflight.py" "readiness.py") (ternary (list "tokenize_once.py") (list) $w.tokenize.enabled))) | nindent 4 }}
 {{- end }}
 

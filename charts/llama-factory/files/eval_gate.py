@@ -1,0 +1,113 @@
+"""The evaluation gate between the merge and serving: the base and the tuned model answer the same held-out
+data, LLaMA-Factory scores both (BLEU-4 and ROUGE with predict_with_generate), and the tuned model passes only
+if it is not worse than the base by more than the allowed drop on the chosen metric (and reaches the floor,
+when one is set).
+
+    eval_gate.py BASE_CONFIG TUNED_CONFIG --metric rouge-l --max-drop 1.0 [--floor 20] --scores FILE
+
+Each config is a complete `llamafactory-cli train` config with do_predict; its predict_results.json lands in
+its output_dir. The scores of both are written to FILE (atomically) and printed side by side. Exit 0: the
+gate passed; 5: it failed (the Job's podFailurePolicy fails it at once: a retry scores the same); anything
+else: a prediction failed. Standard library + PyYAML + the image's llamafactory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GATE_FAILED = 5
+METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+
+
+def predict(config_file: str) -> dict[str, float]:
+    """Run LLaMA-Factory's prediction of one config; its scores (0-100) by metric name, and its runtime."""
+    with open(config_file, encoding="utf-8") as f:
+        output_dir = Path(yaml.safe_load(f)["output_dir"])
+    results = output_dir / "predict_results.json"
+    results.unlink(missing_ok=True)  # a score from an earlier attempt must not stand in for this one
+    print(f"eval: llamafactory-cli train {config_file}", flush=True)
+    code = subprocess.run(["llamafactory-cli", "train", config_file], check=False).returncode
+    if code != 0 or not results.is_file():
+        raise SystemExit(f"eval: the prediction of {config_file} failed (exit code {code})")
+    raw = json.loads(results.read_text(encoding="utf-8"))
+    scores = {m: round(float(raw[f"predict_{m}"]), 2) for m in METRICS if f"predict_{m}" in raw}
+    scores["seconds"] = round(float(raw.get("predict_runtime", 0.0)), 1)
+    return scores
+
+
+def judge(
+    base: dict[str, float], tuned: dict[str, float], metric: str, max_drop: float, floor: float | None
+) -> list[str]:
+    """Why the tuned model fails the gate; empty when it passes."""
+    why = []
+    if tuned[metric] < base[metric] - max_drop:
+        why.append(
+            f"{metric} {tuned[metric]:.2f} is {base[metric] - tuned[metric]:.2f} below the base model's "
+            f"{base[metric]:.2f} (at most {max_drop:g} allowed)"
+        )
+    if floor is not None and tuned[metric] < floor:
+        why.append(f"{metric} {tuned[metric]:.2f} is below the floor {floor:g}")
+    return why
+
+
+def table(base: dict[str, float], tuned: dict[str, float], metric: str) -> str:
+    lines = [f"{'metric':<10} {'base':>8} {'tuned':>8} {'change':>8}"]
+    for m in METRICS:
+        if m in base and m in tuned:
+            mark = "  <- the gate's" if m == metric else ""
+            lines.append(f"{m:<10} {base[m]:>8.2f} {tuned[m]:>8.2f} {tuned[m] - base[m]:>+8.2f}{mark}")
+    return "\n".join(lines)
+
+
+def write_atomically(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    staging.replace(path)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base_config")
+    parser.add_argument("tuned_config")
+    parser.add_argument("--metric", choices=METRICS, required=True)
+    parser.add_argument("--max-drop", type=float, required=True)
+    parser.add_argument("--floor", type=float)
+    parser.add_argument("--scores", required=True)
+    args = parser.parse_args(argv)
+    base = predict(args.base_config)
+    tuned = predict(args.tuned_config)
+    why = judge(base, tuned, args.metric, args.max_drop, args.floor)
+    document = {
+        "metric": args.metric,
+        "maxDrop": args.max_drop,
+        "floor": args.floor,
+        "base": base,
+        "tuned": tuned,
+        "passed": not why,
+        "why": why,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_atomically(Path(args.scores), document)
+    print(table(base, tuned, args.metric), flush=True)
+    if why:
+        print("eval: gate failed, the tuned model is not served: " + "; ".join(why), flush=True)
+        return GATE_FAILED
+    print(
+        f"eval: gate passed ({args.metric} {tuned[args.metric]:.2f} vs base {base[args.metric]:.2f})",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+{{/* The ConfigMap's data; the Job's pods carry its checksum, so a changed config means a new Job. */}}
+{{- define "llama-factory.eval.configData" -}}
+base.yaml: |
+  {{- toYaml .Values.eval.baseConfig | nindent 2 }}
+tuned.yaml: |
+  {{- toYaml .Values.eval.tunedConfig | nindent 2 }}
+eval_gate.py: |
+  {{- .Files.Get "files/eval_gate.py" | nindent 2 }}
+{{- end }}
+
+{{- define "llama-factory.eval.podTemplate" -}}
+{{- $w := .w }}
+{{- $root := .root -}}
+metadata:
+  labels:
+    {{- include "llama-factory.podLabels" . | nindent 4 }}
+    {{- include "llama-factory.queueLabel" (dict "queue" $w.queue "indent" 4) }}
+  annotations:
+    checksum/config: {{ include "llama-factory.eval.configData" $root | sha256sum | quote }}
+    {{- with $w.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- include "llama-factory.podCommon" . | nindent 2 }}
+  restartPolicy: Never
+  containers:
+    - name: eval
+      {{- include "llama-factory.containerCommon" . | nindent 6 }}
+      command:
+        - python3
+        - /scripts/eval_gate.py
+        - /config/base.yaml
+        - /config/tuned.yaml
+        - --metric={{ $w.metric }}
+        - --max-drop={{ $w.maxDrop }}
+        {{- if not (kindIs "invalid" $w.floor) }}
+        - --floor={{ $w.floor }}
+        {{- end }}
+        - --scores={{ $w.scoresFile }}
+      env:
+        {{- include "llama-factory.commonEnv" $root | nindent 8 }}
+        {{- with $w.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      volumeMounts:
+        {{- include "llama-factory.volumeMounts" . | nindent 8 }}
+        {{- include "llama-factory.configMounts" . | nindent 8 }}
+  volumes:
+    {{- include "llama-factory.volumes" . | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "eval" "config" (list "base.yaml" "tuned.yaml") "scripts" (list "eval_gate.py")) | nindent 4 }}
+{{- end }}
