@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The real node's figures: `lfk cluster up` with the real node to a Ready node, and the tiny-cpu example
-end to end (train, preempted after its first checkpoint by an eviction, resumed, merged, served by vLLM on
-CPU, answering), each step timed from `lfk run`'s own progress lines. A benchmark, not a test: it prints.
+end to end (its data tokenized once, train, preempted after its first checkpoint by an eviction, resumed,
+merged, scored by the evaluation gate, served by vLLM on CPU, answering), each step timed from `lfk run`'s own progress lines. A benchmark, not a test: it prints.
 
     .venv/bin/python hack/bench-node.py          (make bench-node; needs root, make node-tools images)
 """
@@ -52,6 +52,17 @@ def evict_after_first_checkpoint(
         time.sleep(0.05)
 
 
+def watch_hooks(api: object, release: str, namespace: str, seen: dict[str, list[float]]) -> None:
+    """When each of the train release's hook pods (preflight, tokenize) was first and last seen: hook pods are
+    deleted once they succeed, so their own timestamps do not outlive them."""
+    while True:
+        now = time.monotonic()
+        for hook in ("train-preflight", "train-tokenize"):
+            if kube.pods(api, namespace, {kube.INSTANCE: release, kube.COMPONENT: hook}):
+                seen.setdefault(hook, [now, now])[1] = now
+        time.sleep(0.2)
+
+
 def main() -> int:
     facts = derive(load_spec(TINY))
     directory = Path(tempfile.mkdtemp(prefix="lfk-bench-node-"))
@@ -78,6 +89,12 @@ def main() -> int:
             daemon=True,
         )
         watcher.start()
+        hooks: dict[str, list[float]] = {}
+        threading.Thread(
+            target=watch_hooks,
+            args=(state.api(), facts.releases["train"], facts.namespace, hooks),
+            daemon=True,
+        ).start()
         env = {**os.environ, "KUBECONFIG": str(state.kubeconfig), "LFK_HELM": helm_binary()}
         start = time.monotonic()
         run = subprocess.Popen([LFK, "run", str(TINY)], env=env, stdout=subprocess.PIPE, text=True)
@@ -105,6 +122,13 @@ def main() -> int:
         for step, at in marks.items():
             figures.append((step, at - previous))
             previous = at
+        for hook, what in (
+            ("train-preflight", "the preflight hook"),
+            ("train-tokenize", "the tokenize hook"),
+        ):
+            if hook in hooks:
+                first, last = hooks[hook]
+                figures.append((f"  of which: {what}, its pod seen for (0.2 s polls)", last - first))
         if "evicted" in found:
             figures.append(
                 ("  of which: start to the eviction after the first checkpoint", found["evicted"] - start)

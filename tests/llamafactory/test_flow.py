@@ -197,6 +197,29 @@ def test_the_gate_scores_both_models_on_the_same_questions_and_lets_the_better_o
     assert "eval: gate passed (rouge-l" in run_log.read_text()
 
 
+def test_the_gate_logs_both_scores_on_the_trainings_mlflow_run(
+    merged: Path, workspace: smoke.Workspace, run_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    # an MLflow store like the training's (a local file store: no server here): its run carries the tags the
+    # chart's MLFLOW_TAGS gives it
+    env = {"MLFLOW_TRACKING_URI": f"file://{tmp_path / 'mlruns'}", "MLFLOW_ALLOW_FILE_STORE": "true"}
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.create_experiment("smoke")
+    tags = {"experiment": "smoke", "run_id": workspace.facts.run_id, "release": "smoke-train"}
+    training = client.create_run(experiment, tags=tags).info.run_id
+    env.update(MLFLOW_EXPERIMENT_NAME="smoke", MLFLOW_TAGS=json.dumps({**tags, "release": "smoke-eval"}))
+    assert smoke.evaluate(workspace, run_log, env=env) == 0, run_log.read_text()[-3000:]
+    scores = json.loads(workspace.local(workspace.eval_values["scoresFile"]).read_text())
+    logged = client.get_run(training).data
+    assert logged.metrics["eval_tuned_rouge-l"] == scores["tuned"]["rouge-l"]
+    assert logged.metrics["eval_base_bleu-4"] == scores["base"]["bleu-4"]
+    assert logged.tags["eval_gate"] == "passed" and logged.tags["eval_metric"] == "rouge-l"
+    assert f"eval: scores logged to MLflow run {training} (experiment smoke)" in run_log.read_text()
+
+
 def test_the_gate_stops_a_model_worse_than_its_base(
     gate: dict[str, Any], workspace: smoke.Workspace, run_log: Path, tmp_path: Path
 ) -> None:

@@ -189,7 +189,12 @@ def merge(ws: Workspace, log: Path, timeout: float = 600) -> int:
 
 
 def evaluate(
-    ws: Workspace, log: Path, base: Path | None = None, tuned: Path | None = None, timeout: float = 600
+    ws: Workspace,
+    log: Path,
+    base: Path | None = None,
+    tuned: Path | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
 ) -> int:
     """The eval release's gate (eval_gate.py) with the rendered settings: the base and the merged model answer
     the same questions; exit 5 when the tuned one is worse. Another pair of configs may stand in."""
@@ -202,7 +207,12 @@ def evaluate(
         command.append(f"--floor={gate['floor']}")
     with log.open("ab") as out:
         return subprocess.run(
-            command, env=environment(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            command,
+            env={**environment(), **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
         ).returncode
 
 

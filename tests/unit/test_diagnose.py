@@ -72,3 +72,21 @@ def test_containers_that_cannot_start_stop_the_wait_at_once() -> None:
             [pod({"reason": reason, "message": "details"}, waiting=True)], pending_timeout=300
         )
         assert stuck is not None and stuck[1] == f"container train is {reason}: details"
+
+
+def test_a_failed_evaluation_gate_gives_its_verdict_and_both_scores() -> None:
+    log = "\n".join([
+        "***** predict metrics *****",
+        "metric         base    tuned   change",
+        "bleu-4         5.39     2.36    -3.03",
+        "rouge-l        2.68     1.01    -1.67  <- the gate's",
+        "eval: gate failed, the tuned model is not served: rouge-l 1.01 is below the floor 5",
+    ])  # fmt: skip
+    found = diagnose.explain(pod({"reason": "Error", "exitCode": 5}), log, "eval")
+    assert found is not None and found.startswith(
+        "gate failed, the tuned model is not served: rouge-l 1.01 is below the floor 5 (exit 5); vLLM was not installed\n"
+    )
+    assert "    rouge-l        2.68     1.01    -1.67  <- the gate's\n" in found
+    assert "evaluate.maxDrop, evaluate.floor" in found
+    # exit 5 means the gate only in the eval release
+    assert diagnose.explain(pod({"reason": "Error", "exitCode": 5}), log, "train") is None

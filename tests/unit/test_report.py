@@ -127,3 +127,14 @@ def test_an_earlier_run_is_reported_from_its_own_folders_and_workloads_only() ->
     assert "llama31-qa-train-1" in current and "llama31-qa-train-0" not in current
     old = "\n".join(dict(report.sections("x", spec.data, earlier, status, None))["Stages"])
     assert "llama31-qa-train-0" in old and "llama31-qa-train-1" not in old
+
+
+def test_status_reads_the_gate_scores_only_when_they_are_whole() -> None:
+    from generator.ops.status import parse_scores
+
+    whole = '{"metric": "rouge-l", "base": {"rouge-l": 1.0}, "tuned": {"rouge-l": 2.0}, "passed": true, "why": []}'
+    assert parse_scores(whole) == {
+        "metric": "rouge-l", "base": {"rouge-l": 1.0}, "tuned": {"rouge-l": 2.0}, "passed": True, "why": [],
+    }  # fmt: skip
+    assert parse_scores(None) is None and parse_scores("") is None
+    assert parse_scores('{"metric": "rouge-l"') is None and parse_scores("[1, 2]") is None

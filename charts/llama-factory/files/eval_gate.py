@@ -6,9 +6,11 @@ when one is set).
     eval_gate.py BASE_CONFIG TUNED_CONFIG --metric rouge-l --max-drop 1.0 [--floor 20] --scores FILE
 
 Each config is a complete `llamafactory-cli train` config with do_predict; its predict_results.json lands in
-its output_dir. The scores of both are written to FILE (atomically) and printed side by side. Exit 0: the
-gate passed; 5: it failed (the Job's podFailurePolicy fails it at once: a retry scores the same); anything
-else: a prediction failed. Standard library + PyYAML + the image's llamafactory.
+its output_dir. The scores of both are written to FILE (atomically) and printed side by side; with MLflow
+configured (MLFLOW_TRACKING_URI, as the chart sets it) they are also logged on the training's MLflow run,
+found by the experiment's run id tag. Exit 0: the gate passed; 5: it failed (the Job's podFailurePolicy
+fails it at once: a retry scores the same); anything else: a prediction failed. Standard library + PyYAML +
+the image's llamafactory (and mlflow, when reporting to MLflow).
 """
 
 from __future__ import annotations
@@ -75,6 +77,42 @@ def write_atomically(path: Path, document: dict[str, Any]) -> None:
     staging.replace(path)
 
 
+def log_to_mlflow(document: dict[str, Any]) -> None:
+    """Both models' scores and the verdict on the training's MLflow run (tagged with the experiment's run id by
+    the chart's MLFLOW_TAGS); a run of its own when the training did not report to MLflow. MLflow being down
+    does not change the verdict: it is said, and the gate goes on."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    try:
+        import mlflow
+    except ImportError:
+        print("eval: mlflow is not in the image; the scores are not logged to MLflow", flush=True)
+        return
+    tags = json.loads(os.environ.get("MLFLOW_TAGS") or "{}")
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or str(tags.get("experiment", "default"))
+    try:
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+        runs = client.search_runs([experiment_id], f"tags.run_id = '{tags.get('run_id', '')}'")
+        training = [r for r in runs if str(r.data.tags.get("release", "")).endswith("-train")]
+        if training:
+            run_id = max(training, key=lambda r: r.info.start_time).info.run_id
+        else:
+            run_id = client.create_run(
+                experiment_id, tags={**tags, "mlflow.runName": f"{experiment}-eval"}
+            ).info.run_id
+        for role in ("base", "tuned"):
+            for metric in METRICS:
+                if metric in document[role]:
+                    client.log_metric(run_id, f"eval_{role}_{metric}", document[role][metric])
+        client.set_tag(run_id, "eval_gate", "passed" if document["passed"] else "failed")
+        client.set_tag(run_id, "eval_metric", document["metric"])
+        print(f"eval: scores logged to MLflow run {run_id} (experiment {experiment})", flush=True)
+    except Exception as exc:  # noqa: BLE001 - whatever MLflow raises, the verdict stands
+        print(f"eval: the scores could not be logged to MLflow: {exc}", flush=True)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base_config")
@@ -98,6 +136,7 @@ def main(argv: list[str]) -> int:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_atomically(Path(args.scores), document)
+    log_to_mlflow(document)
     print(table(base, tuned, args.metric), flush=True)
     if why:
         print("eval: gate failed, the tuned model is not served: " + "; ".join(why), flush=True)
