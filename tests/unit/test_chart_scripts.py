@@ -238,6 +238,37 @@ def test_an_existing_set_is_not_tokenized_again(
     assert len(calls) == 1 and "already tokenized" in capsys.readouterr().out
 
 
+def test_a_run_trains_on_the_set_its_install_noted_without_reading_the_data_again(
+    tokenize_once: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    config = {**data_and_model(tmp_path), "output_dir": str(tmp_path / "output" / "run")}
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    root = tmp_path / "tokenized"
+    keyed = root / tokenize_once.key(config)
+    assert tokenize_once.resolve(str(config_file), str(root)) == keyed, "no note yet: the key from the inputs"
+
+    def fake_tokenize(config: dict[str, object], into: Path) -> None:
+        into.mkdir(parents=True)
+
+    monkeypatch.setattr(tokenize_once, "tokenize", fake_tokenize)
+    assert tokenize_once.main(["run", str(config_file), str(root)]) == 0
+    assert (tmp_path / "output" / "run" / ".lfk-tokenized").read_text().strip() == str(keyed)
+    # a restart after the data changed trains on what the run was tokenized from, reading no dataset
+    (tmp_path / "data" / "qa.json").unlink()
+    assert tokenize_once.main(["resolve", str(config_file), str(root)]) == 0
+    assert capsys.readouterr().out.strip().endswith(str(keyed))
+    # a note naming a set that is gone (or outside the root) is not trusted
+    keyed.rmdir()
+    (tmp_path / "data" / "qa.json").write_text("[]")
+    assert tokenize_once.resolve(str(config_file), str(root)) == root / tokenize_once.key(config)
+
+
 @pytest.mark.parametrize("tokenized", [True, False])
 def test_train_sh_hands_the_tokenized_set_to_the_trainer_only_when_it_exists(
     tmp_path: Path, tokenized: bool

@@ -1,14 +1,19 @@
 """Tokenize a training config's datasets once, onto the storage, under a key made of everything that changes
 the tokens; every training start of the same data then loads the tokenized set instead of tokenizing again.
 
-    tokenize_once.py path CONFIG ROOT    prints ROOT/<key> (train.sh passes it as tokenized_path when it exists)
-    tokenize_once.py run CONFIG ROOT     tokenizes into ROOT/<key> unless it is already there
+    tokenize_once.py run CONFIG ROOT      tokenizes into ROOT/<key> unless it is already there; notes it in the
+                                          run's output_dir
+    tokenize_once.py resolve CONFIG ROOT  prints the set to train on: the one noted for the run, else ROOT/<key>
+    tokenize_once.py path CONFIG ROOT     prints ROOT/<key>, computed from the inputs
 
 The train release runs `run` in a GPU-less hook Job before the training Job, so GPUs never wait on tokenizing
 and a multi-node run's rank 0 never tokenizes past the distributed timeout. The key covers the config keys
 that shape the tokens, the datasets' dataset_info.json entries and file contents, and the tokenizer's files:
 a changed input makes a new key, so a stale set is never loaded. The set is written to a staging folder and
-renamed into place, so a set that exists is complete. Standard library + PyYAML + the image's llamafactory.
+renamed into place, so a set that exists is complete. The hook notes the set in the run's output folder, so
+a training start (and a restart after preemption) finds it without reading the datasets again: the data a
+run was tokenized from at its install is the data it trains on. Standard library + PyYAML + the image's
+llamafactory.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ TOKENIZER_FILES = (
     "preprocessor_config.json", "processor_config.json",
 )  # fmt: skip
 CHUNK = 1 << 20
+NOTE = ".lfk-tokenized"  # in the run's output_dir: the set its install tokenized
 
 
 def file_digest(path: Path) -> str:
@@ -110,6 +116,28 @@ def target(config_file: str, root: str) -> Path:
     return Path(root) / key(load(config_file))
 
 
+def resolve(config_file: str, root: str) -> Path:
+    """The set noted for this run when it is there, else the key computed from the inputs."""
+    config = load(config_file)
+    note = Path(str(config.get("output_dir", ""))) / NOTE
+    if note.is_file():
+        noted = Path(note.read_text(encoding="utf-8").strip())
+        if noted.parent == Path(root) and noted.is_dir():
+            return noted
+    return Path(root) / key(config)
+
+
+def write_note(config: dict[str, Any], tokenized: Path) -> None:
+    output_dir = config.get("output_dir")
+    if not output_dir:
+        return
+    note = Path(str(output_dir)) / NOTE
+    note.parent.mkdir(parents=True, exist_ok=True)
+    staging = note.with_name(f"{NOTE}.{os.getpid()}")
+    staging.write_text(f"{tokenized}\n", encoding="utf-8")
+    staging.replace(note)
+
+
 def tokenize(config: dict[str, Any], into: Path) -> None:
     """LLaMA-Factory's own loading and preprocessing, as its trainer runs it, saved at `into`."""
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
@@ -130,6 +158,7 @@ def run(config_file: str, root: str) -> int:
     config = load(config_file)
     final = Path(root) / key(config)
     if final.is_dir():
+        write_note(config, final)
         print(f"tokenize: already tokenized at {final}; nothing to do", flush=True)
         return 0
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -147,17 +176,21 @@ def run(config_file: str, root: str) -> int:
         shutil.rmtree(staging, ignore_errors=True)
         if not final.is_dir():
             raise
+    write_note(config, final)
     print(f"tokenize: saved at {final}; trainings of this data load it instead of tokenizing", flush=True)
     return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("path", "run"):
+    if len(argv) != 3 or argv[0] not in ("path", "resolve", "run"):
         print(__doc__, file=sys.stderr)
         return 2
     command, config_file, root = argv
     if command == "path":
         print(target(config_file, root))
+        return 0
+    if command == "resolve":
+        print(resolve(config_file, root))
         return 0
     return run(config_file, root)
 

@@ -28,11 +28,11 @@ fi
 PREFLIGHT_FLAGS=()
 [ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
 python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
-# the data tokenized once by the release's GPU-less tokenize hook, when its set for this exact data is there;
-# otherwise (tokenizing turned off, or the data changed since) the trainer tokenizes as usual
+# the data tokenized once by the release's GPU-less tokenize hook (the set it noted for this run, else the one
+# keyed by the inputs), when it is there; otherwise the trainer tokenizes as usual
 TRAIN_ARGS=()
 if [ -n "${TOKENIZED_ROOT:-}" ]; then
-  tokenized=$(python3 "${SCRIPTS}/tokenize_once.py" path "${CONFIG}" "${TOKENIZED_ROOT}") || exit $?
+  tokenized=$(python3 "${SCRIPTS}/tokenize_once.py" resolve "${CONFIG}" "${TOKENIZED_ROOT}") || exit $?
   if [ -d "${tokenized}" ]; then
     TRAIN_ARGS+=("tokenized_path=${tokenized}")
   else
