@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from generator.core.spec import load_spec
 from generator.ops import kube
 from generator.project import CHART_DIR
 
@@ -123,7 +124,8 @@ def test_the_gate_stops_a_crippled_training_before_anything_is_served(
     assert "eval: job tiny-worse-eval-" in result.stderr and "failed" in result.stderr, result.stderr
     # the verdict and both models' scores side by side, in lfk run's own output
     assert "gate failed, the tuned model is not served: rouge-l" in result.stderr, result.stderr
-    assert "is below the floor 5 (exit 5); vLLM was not installed" in result.stderr
+    floor = load_spec(spec).data["evaluate"]["floor"]
+    assert f"is below the floor {floor:g} (exit 5); vLLM was not installed" in result.stderr
     assert re.search(r"^ +rouge-l +[\d.]+ +[\d.]+ +[-+][\d.]+ +<- the gate's$", result.stderr, re.M), (
         result.stderr
     )

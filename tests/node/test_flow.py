@@ -140,8 +140,8 @@ def test_the_gate_scored_both_models_before_serving(
     assert status.returncode == 0, status.stderr
     tuned, base = scores["tuned"]["rouge-l"], scores["base"]["rouge-l"]
     assert (
-        f"evaluation rouge-l: tuned {tuned:.2f} vs base {base:.2f} (at most 0 below the base, at least 5): passed"
-        in status.stdout
+        f"evaluation rouge-l: tuned {tuned:.2f} vs base {base:.2f} "
+        f"(at most {gate['maxDrop']:g} below the base, at least {gate['floor']:g}): passed" in status.stdout
     )
 
 
