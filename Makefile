@@ -170,12 +170,12 @@ install: venv tools ## helm upgrade --install: make install EXP=<name> COMPONENT
 	$(LFK) install values/$(EXP)/experiment.yaml --component $(COMPONENT)
 
 STORAGE_ROOT ?=
-comma := ,
-RUN_COMPONENTS := $(if $(filter all,$(COMPONENT)),train$(comma)merge$(comma)vllm$(comma)webui,$(COMPONENT))
+# all: every release the spec enables, in lfk run's own order (train, merge, eval, vllm, webui)
+RUN_COMPONENTS := $(if $(filter all,$(COMPONENT)),,--components $(COMPONENT))
 .PHONY: run status check ui
-run: venv tools ## Install and wait train -> merge -> vllm (+ helm test) -> webui: make run EXP=<name> [COMPONENT=...]
+run: venv tools ## Install and wait train -> merge -> eval (the gate) -> vllm (+ helm test) -> webui: make run EXP=<name> [COMPONENT=...]
 	@test -n "$(EXP)" || { echo "usage: make run EXP=<name> [COMPONENT=train|merge|eval|vllm|webui|all]"; exit 2; }
-	$(LFK) run values/$(EXP)/experiment.yaml --components $(RUN_COMPONENTS) $(if $(STORAGE_ROOT),--storage-root $(STORAGE_ROOT))
+	$(LFK) run values/$(EXP)/experiment.yaml $(RUN_COMPONENTS) $(if $(STORAGE_ROOT),--storage-root $(STORAGE_ROOT))
 
 status: venv tools ## Releases, Jobs, pods, GPUs and training progress: make status EXP=<name> [STORAGE_ROOT=/mnt/llm]
 	@test -n "$(EXP)" || { echo "usage: make status EXP=<name>"; exit 2; }

@@ -67,7 +67,8 @@ def run_cmd(
     context: str | None,
     storage_root: Path | None,
 ) -> None:
-    """Install train, wait, merge, wait, serve with vLLM, wait, helm test, then the web UI. A re-run skips
+    """Install train, wait, merge, wait, the evaluation gate, wait, serve with vLLM, wait, helm test, then the
+    web UI. A re-run skips
     the steps the current run id already completed; the first failure stops with its pod's events and logs."""
     from ..ops import helm, run
 

@@ -1,5 +1,5 @@
 """What a GitOps controller needs to apply an experiment's releases in the guide's order (train, then merge,
-then vLLM; the web UI on its own): Argo CD Applications with sync waves, Flux HelmReleases with dependsOn, or
+then the evaluation gate when the spec has one, then vLLM; the web UI on its own): Argo CD Applications with sync waves, Flux HelmReleases with dependsOn, or
 a helmfile.yaml with needs. Pure: facts and rendered values in, YAML text out; `lfk render --gitops` writes it
 next to the values files.
 
@@ -80,21 +80,25 @@ def _header(source_spec: str, kind: str, notes: str) -> str:
 
 
 ARGOCD_NOTES = """Argo CD: one Application per release. Apply them from an app-of-apps (an Application whose source is
-this file's folder): its sync waves then install train (wave 0), merge (1) and vllm (2) in order, the web UI
-with the first, each wave once the one before is healthy. That needs Argo CD's health check of Application
-resources, which is off by default (resource.customizations.health.argoproj.io_Application in argocd-cm).
+this file's folder): its sync waves then install train, merge, the evaluation gate (when there is one) and
+vllm in that order, the web UI with the first, each wave once the one before is healthy. That needs Argo
+CD's health check of Application resources, which is off by default
+(resource.customizations.health.argoproj.io_Application in argocd-cm).
 A training Job is healthy when it completes. Jobs are immutable: their names carry a hash of their pod
 template, so a changed value makes a new Job under a new name; prune deletes the previous run's Job (its
 outputs stay on the storage) and nothing is patched in place (no Replace=true needed). The chart's Helm
-hook (the GPU-less preflight) runs as a PreSync hook. The storage is never pruned or deleted by Argo CD."""
+hooks (the GPU-less preflight and tokenizing) run as PreSync hooks. A failed evaluation gate leaves its
+Application degraded, so vllm's wave never starts. The storage is never pruned or deleted by Argo CD."""
 
 FLUX_NOTES = """Flux: a source and one HelmRelease per release, in the flux-system namespace, installing into the
-experiment's namespace. dependsOn installs merge after train and vllm after merge: a HelmRelease is ready
+experiment's namespace. dependsOn installs each release after the one before it (train, merge, the
+evaluation gate, vllm): a HelmRelease is ready
 once Helm's wait (Jobs included) is over, so each waits for the previous run to complete. The web UI has no
 dependency. vllm's HelmRelease runs the chart's helm test after each install and upgrade."""
 
 HELMFILE_NOTES = """helmfile: `helmfile --file THIS sync` (or apply, with the helm-diff plugin) installs the releases in
-the guide's order: `needs:` makes merge wait for train (Jobs included) and vllm for merge."""
+the guide's order: `needs:` makes each release wait for the one before it (train, merge, the evaluation
+gate, vllm; Jobs included), so a failed gate stops before vLLM."""
 
 
 def argocd(facts: Facts, rendered: list[Rendered], source: Source, source_spec: str) -> str:

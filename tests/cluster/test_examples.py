@@ -12,7 +12,7 @@ import pykube
 import pytest
 
 from generator.cluster.realnode import REAL_NODE_LABEL
-from generator.core.components import INSTALL_ORDER
+from generator.core.components import INSTALL_ORDER, is_job
 from generator.core.facts import derive
 from generator.core.spec import load_spec
 from generator.ops import kube, wait
@@ -44,7 +44,7 @@ def admit(api: pykube.HTTPClient, namespace: str, job: dict[str, Any]) -> None:
 
 
 def wait_component(api: pykube.HTTPClient, namespace: str, component: str, release: str) -> None:
-    if component in ("train", "merge"):
+    if is_job(component):
         [job] = [
             j
             for j in support_kube.jobs(api, namespace, release)

@@ -65,7 +65,11 @@ def test_a_different_image_version_is_a_warning() -> None:
 
 def test_cli_deep_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "experiment.yaml"
-    bad.write_text(BASE + "llamafactoryArgs: {streaming: true}\n")
+    # streaming without max_steps (tokenizing once is off: a streamed set cannot be saved)
+    streamed = BASE.replace(
+        "data: {datasets: [qa_dataset]}", "data: {datasets: [qa_dataset], tokenizeOnce: false}"
+    )
+    bad.write_text(streamed + "llamafactoryArgs: {streaming: true}\n")
     result = CliRunner().invoke(cli, ["validate", "--deep", str(bad)])
     assert result.exit_code == 1
     assert f"{bad}::$.training.maxSteps: LLaMA-Factory rejects the training config" in result.output

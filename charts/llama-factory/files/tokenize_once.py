@@ -30,20 +30,27 @@ from typing import Any
 
 import yaml
 
-# config keys that change the tokenized set (LLaMA-Factory's data and tokenizer arguments, and the stage,
-# which picks the preprocessing); everything else (learning rate, batch size, output...) does not
+# config keys that change the tokenized set: LLaMA-Factory's data and processor arguments, the tokenizer's
+# options, the stage (it picks the preprocessing) and the seed (it shuffles the split); the llamafactory tier
+# checks that every field of DataArguments and ProcessorArguments is in one of the three lists
 TOKEN_KEYS = (
-    "stage", "template", "dataset", "eval_dataset", "cutoff_len", "max_samples", "val_size", "seed",
-    "packing", "neat_packing", "train_on_prompt", "mask_history", "tool_format", "default_system",
-    "enable_thinking", "mix_strategy", "interleave_probs", "streaming", "buffer_size", "eval_on_each_dataset",
-    "use_fast_tokenizer", "split_special_tokens", "add_tokens", "add_special_tokens", "new_special_tokens",
-    "resize_vocab", "model_revision", "image_max_pixels", "image_min_pixels", "video_max_pixels",
-    "video_min_pixels", "video_fps", "video_maxlen", "media_dir",
+    "stage", "seed", "template", "dataset", "eval_dataset", "cutoff_len", "train_on_prompt", "mask_history",
+    "streaming", "buffer_size", "mix_strategy", "interleave_probs", "preprocessing_batch_size", "max_samples",
+    "val_size", "eval_on_each_dataset", "packing", "neat_packing", "tool_format", "default_system",
+    "enable_thinking", "preserve_thinking",
+    "use_fast_tokenizer", "resize_vocab", "split_special_tokens", "add_tokens", "add_special_tokens",
+    "new_special_tokens_config", "model_revision",
+    "image_max_pixels", "image_min_pixels", "image_do_pan_and_scan", "crop_to_patches", "video_max_pixels",
+    "video_min_pixels", "video_fps", "video_maxlen", "use_audio_in_video", "audio_sampling_rate",
 )  # fmt: skip
 # carried into the tokenizing config without changing the key: where things are and how fast it goes
 CARRIED_KEYS = (
-    "model_name_or_path", "dataset_dir", "trust_remote_code", "cache_dir", "preprocessing_num_workers",
-    "preprocessing_batch_size", "finetuning_type",
+    "model_name_or_path", "dataset_dir", "media_dir", "trust_remote_code", "cache_dir",
+    "preprocessing_num_workers", "finetuning_type",
+)  # fmt: skip
+# data arguments that neither change the tokens nor are needed to make them
+NOT_TOKEN_KEYS = (
+    "overwrite_cache", "eval_num_beams", "ignore_pad_token_for_loss", "tokenized_path", "data_shared_file_system",
 )  # fmt: skip
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json",

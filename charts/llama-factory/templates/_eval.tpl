@@ -27,18 +27,21 @@ spec:
     - name: eval
       {{- include "llama-factory.containerCommon" . | nindent 6 }}
       command:
-        - python3
-        - /scripts/eval_gate.py
-        - /config/base.yaml
-        - /config/tuned.yaml
-        - --metric={{ $w.metric }}
-        - --max-drop={{ $w.maxDrop }}
-        {{- if not (kindIs "invalid" $w.floor) }}
-        - --floor={{ $w.floor }}
-        {{- end }}
-        - --scores={{ $w.scoresFile }}
+        - /bin/bash
+        - -c
+        # the image's extra packages first (mlflow, when the gate logs to MLflow), as the training pod does
+        - >-
+          { [ -z "${PIP_PACKAGES:-}" ] || pip install --user --no-cache-dir --quiet $PIP_PACKAGES; } &&
+          exec python3 /scripts/eval_gate.py /config/base.yaml /config/tuned.yaml
+          --metric={{ $w.metric }} --max-drop={{ $w.maxDrop }}
+          {{- if not (kindIs "invalid" $w.floor) }} --floor={{ $w.floor }}{{ end }}
+          --scores={{ $w.scoresFile | quote }}
       env:
         {{- include "llama-factory.commonEnv" $root | nindent 8 }}
+        {{- with $w.pipPackages }}
+        - name: PIP_PACKAGES
+          value: {{ join " " . | quote }}
+        {{- end }}
         {{- with $w.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

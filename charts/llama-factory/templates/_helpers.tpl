@@ -119,14 +119,19 @@ appVersion; another image without a tag is :latest.
 {{- (.image | default dict).pullPolicy | default .root.Values.image.pullPolicy }}
 {{- end }}
 
+{{/* "true" when a component of this release runs and so mounts the storage. */}}
+{{- define "llama-factory.needsStorage" -}}
+{{- $v := .Values }}
+{{- if or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.eval.enabled $v.vllm.enabled }}true{{ end }}
+{{- end }}
+
 {{/*
 Fail once with every problem of the values, each naming the value to fix.
 */}}
 {{- define "llama-factory.validateValues" -}}
 {{- $errors := list }}
 {{- $v := .Values }}
-{{- $needsStorage := or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.eval.enabled $v.vllm.enabled }}
-{{- if and $needsStorage (not $v.storage.existingClaim) (not $v.storage.nfs.server) }}
+{{- if and (include "llama-factory.needsStorage" .) (not $v.storage.existingClaim) (not $v.storage.nfs.server) }}
 {{- $errors = append $errors "storage: set storage.nfs.server and storage.nfs.path, or storage.existingClaim" }}
 {{- end }}
 {{- if and $v.storage.existingClaim $v.storage.nfs.server }}
