@@ -14,7 +14,7 @@ from typing import Any
 
 from . import catalog, lfinfo
 from .catalog import ModelInfo
-from .components import NAMES
+from .components import NAMES, install_timeout
 from .spec import Spec
 from .storage import STORAGE_ROOT
 from .vram import VramEstimate, estimate
@@ -47,6 +47,11 @@ class Facts:
     vram: VramEstimate | None
     llamafactory_version: str | None
     world_size: int
+
+    def install_timeout(self, component: str) -> str:
+        """helm's --timeout for the component's release: longer for a train release that downloads the model
+        or tokenizes first. Printed commands, `lfk run` and the GitOps files all use it."""
+        return install_timeout(component, bool(self.model_hub), self.tokenizes)
 
 
 def is_adapter_method(method: str) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .components import INSTALL_ORDER, duration_seconds, install_timeout
+from .components import INSTALL_ORDER, duration_seconds
 from .facts import Facts
 from .render import Rendered
 
@@ -45,7 +45,7 @@ class Source:
 
 def timeout_s(facts: Facts, component: str) -> int:
     """The release's install timeout, as `lfk run` gives it (a model download or a tokenizing gets longer)."""
-    return duration_seconds(install_timeout(component, bool(facts.model_hub), facts.tokenizes))
+    return duration_seconds(facts.install_timeout(component))
 
 
 def in_order(rendered: list[Rendered]) -> list[Rendered]:

@@ -16,7 +16,6 @@ import yaml
 from ..errors import SpecError
 from ..project import CHART_SCHEMA
 from . import cache
-from .components import install_timeout
 from .facts import Facts, derive, shm_size
 from .problems import Problem, json_path
 from .spec import Spec
@@ -125,7 +124,7 @@ def header(source: str, facts: Facts, component: str) -> str:
         f"{HEADER_MARK} from {source}: do not edit by hand; change the spec and run `lfk render`.\n"
         f"# release {release} (run {facts.run_id}):\n"
         f"#   helm upgrade --install {release} charts/llama-factory -n {facts.namespace}"
-        f" --timeout {install_timeout(component, bool(facts.model_hub), facts.tokenizes)} -f <this file>\n"
+        f" --timeout {facts.install_timeout(component)} -f <this file>\n"
     )
 
 

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.components import COMPONENTS, INSTALL_ORDER, install_timeout
+from ..core.components import COMPONENTS, INSTALL_ORDER
 from ..core.facts import Facts
 from ..errors import LfkError
 from ..project import CHART_DIR
@@ -31,7 +31,7 @@ def install_command(facts: Facts, component: str, values_dir: Path, helm: str = 
         helm, "upgrade", "--install", facts.releases[component], _relative(CHART_DIR),
         "--namespace", facts.namespace, "--create-namespace",
         "--values", _relative(values_dir / f"{component}.yaml"),
-        "--timeout", install_timeout(component, bool(facts.model_hub), facts.tokenizes),
+        "--timeout", facts.install_timeout(component),
     ]  # fmt: skip
 
 

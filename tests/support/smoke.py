@@ -143,11 +143,14 @@ def trainer_log(ws: Workspace) -> list[dict[str, Any]]:
 
 def tokenize(ws: Workspace, log: Path, timeout: float = 600) -> int:
     """The train release's tokenize hook: the data tokenized once, under its key in the tokenized root."""
-    with log.open("ab") as out:
-        return subprocess.run(
-            [sys.executable, str(SCRIPTS / "tokenize_once.py"), "run", str(ws.train_config), str(ws.tokenized_root)],
-            env=environment(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-        ).returncode  # fmt: skip
+    command = [
+        sys.executable,
+        str(SCRIPTS / "tokenize_once.py"),
+        "run",
+        str(ws.train_config),
+        str(ws.tokenized_root),
+    ]
+    return run_logged(command, environment(), log, timeout)
 
 
 def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600) -> int:
@@ -162,14 +165,14 @@ def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600)
 
 def run_script(script: str, env: dict[str, str], log: Path, timeout: float) -> int:
     """One of the chart's scripts (files/), its output appended to log; the exit code."""
+    return run_logged(["bash", str(SCRIPTS / script)], env, log, timeout)
+
+
+def run_logged(command: list[str], env: dict[str, str], log: Path, timeout: float) -> int:
+    """A command with its output appended to log; the exit code."""
     with log.open("ab") as out:
         return subprocess.run(
-            ["bash", str(SCRIPTS / script)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
         ).returncode
 
 
@@ -205,15 +208,7 @@ def evaluate(
     ]  # fmt: skip
     if gate["floor"] is not None:
         command.append(f"--floor={gate['floor']}")
-    with log.open("ab") as out:
-        return subprocess.run(
-            command,
-            env={**environment(), **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        ).returncode
+    return run_logged(command, {**environment(), **(env or {})}, log, timeout)
 
 
 def generate(model_dir: Path, prompt: str = "Co to jest LLaMA?") -> tuple[str, Any, Any]:

@@ -439,3 +439,28 @@ Whole folders rather than one mount per file: some CRDs (TrainJob) key volume mo
   mountPath: /scripts
   readOnly: true
 {{- end }}
+
+{{/*
+The volumes of a hook Job: the storage mounted straight from its source (hooks run before the release's own
+claim exists) and /tmp. Call with (dict "root" . "readOnly" <bool>).
+*/}}
+{{- define "llama-factory.hookVolumes" -}}
+{{- $s := .root.Values.storage -}}
+- name: storage
+  {{- if $s.existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ $s.existingClaim }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+  {{- else }}
+  nfs:
+    server: {{ $s.nfs.server }}
+    path: {{ $s.nfs.path }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+  {{- end }}
+- name: tmp
+  emptyDir: {}
+{{- end }}
