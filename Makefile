@@ -39,9 +39,12 @@ $(VENV)/.stamp-dev: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# no pip cache for this one: torch and its CUDA libraries would otherwise be stored twice (about 4 GB more, and
+# a full disk fails the install)
 $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
-	@echo "installing LLaMA-Factory and torch into $(VENV) (about 6 GB, a few minutes the first time)"
-	$(PY) -m pip install --quiet -e '.[dev,llamafactory]'
+	@echo "installing LLaMA-Factory and torch into $(VENV) (about 6.5 GB, a few minutes the first time)"
+	@df -Pk . | awk 'NR == 2 && $$4 < 8 * 1048576 { printf "warning: %.1f GB free here; .venv needs about 6.5 GB\n", $$4 / 1048576 }'
+	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev,llamafactory]'
 	touch $@
 
 .PHONY: venv llamafactory tools cluster-tools
