@@ -39,11 +39,14 @@ $(VENV)/.stamp-dev: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# no pip cache for this one: torch and its CUDA libraries would otherwise be stored twice (about 4 GB more, and
-# a full disk fails the install)
+# pip keeps every downloaded wheel until the whole install ends, and its cache keeps them again: torch's stack
+# (about 4.5 GB of wheels) goes in first and no cache is kept, so the install needs about 11 GB free at its
+# peak (measured), not the 20 it needed in one step with the cache
+TORCH_PINS = $(shell $(PYTHON) -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["llamafactory"]; print(" ".join(d for d in deps if d.split("==")[0] in ("torch", "torchaudio", "torchvision")))')
 $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 	@echo "installing LLaMA-Factory and torch into $(VENV) (about 6.5 GB, a few minutes the first time)"
-	@df -Pk . | awk 'NR == 2 && $$4 < 8 * 1048576 { printf "warning: %.1f GB free here; .venv needs about 6.5 GB\n", $$4 / 1048576 }'
+	@df -Pk . | awk 'NR == 2 && $$4 < 11 * 1048576 { printf "warning: %.1f GB free here; the install needs about 11 GB at its peak\n", $$4 / 1048576 }'
+	$(PY) -m pip install --quiet --no-cache-dir $(TORCH_PINS)
 	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev,llamafactory]'
 	touch $@
 
