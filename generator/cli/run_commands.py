@@ -48,7 +48,8 @@ def target_of(
     "--components",
     default=",".join(INSTALL_ORDER),
     show_default=True,
-    help="Comma-separated steps to run, in the order train, merge, eval (the gate), vllm (with helm test), webui.",
+    help="Comma-separated steps to run, in the order train, merge, eval (the gate), vllm (with helm test), adapter "
+    "(into a shared vLLM, with helm test), webui.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the helm commands without running them.")
 @click.option("--timeout", default=6 * 3600, show_default=True, help="Seconds to wait for each step.")

@@ -88,16 +88,17 @@ def chat_cmd(
     from ..ops import chat
 
     target = target_of(spec, kubeconfig, context, None)
-    if "vllm" not in target.facts.releases:
+    served_name = target.facts.served_name
+    if "adapter" in target.facts.releases and target.facts.host:  # served by the host experiment's vLLM
+        target = target_of(target.facts.host.source, kubeconfig, context, None)
+    elif "vllm" not in target.facts.releases:
         raise Failed(f"chat: serving is not enabled in experiment {target.facts.name}")
     try:
         api_key = os.environ.get(api_key_env) or (None if vllm_url else chat.api_key_of(target))
         if not vllm_url:
             chat.served_for_real(target)
         with contextlib.nullcontext(vllm_url) if vllm_url else chat.port_forward(target) as url:
-            conversation = chat.Conversation(
-                url.rstrip("/"), target.facts.served_name, api_key, max_tokens, temperature
-            )
+            conversation = chat.Conversation(url.rstrip("/"), served_name, api_key, max_tokens, temperature)
             if system:
                 conversation.messages.append({"role": "system", "content": system})
             if messages:

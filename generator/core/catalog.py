@@ -139,6 +139,29 @@ KNOWN_GPUS: dict[str, float] = {
     "Tesla-T4": 16,
 }
 
+# Peak dense tensor TFLOPS for training's precision (BF16; FP16 where the GPU has no BF16), without sparsity,
+# from the vendors' datasheets: the denominator of the training's MFU
+PEAK_TFLOPS: dict[str, float] = {
+    "NVIDIA-B200": 2250,
+    "NVIDIA-H200": 989,
+    "NVIDIA-H100-80GB-HBM3": 989,
+    "NVIDIA-H100-PCIe": 756,
+    "NVIDIA-H100-NVL": 835,
+    "NVIDIA-A100-SXM4-80GB": 312,
+    "NVIDIA-A100-80GB-PCIe": 312,
+    "NVIDIA-A100-SXM4-40GB": 312,
+    "NVIDIA-A100-PCIE-40GB": 312,
+    "NVIDIA-L40S": 362,
+    "NVIDIA-L40": 181,
+    "NVIDIA-RTX-A6000": 155,
+    "NVIDIA-L4": 121,
+    "NVIDIA-A10": 125,
+    "NVIDIA-GeForce-RTX-4090": 165,
+    "Tesla-V100-SXM2-32GB": 125,
+    "Tesla-V100-SXM2-16GB": 125,
+    "Tesla-T4": 65,
+}
+
 _MEMORY_IN_LABEL = re.compile(r"(\d+)GB", re.IGNORECASE)
 
 
@@ -150,3 +173,8 @@ def gpu_memory_gib(product: str) -> float | None:
         return lowered[product.lower()]
     m = _MEMORY_IN_LABEL.search(product)
     return float(m.group(1)) if m else None
+
+
+def peak_tflops(product: str) -> float | None:
+    """The GPU's peak dense BF16 (or FP16) TFLOPS, when the product is one the catalog knows."""
+    return next((v for k, v in PEAK_TFLOPS.items() if k.lower() == product.lower()), None)

@@ -1,4 +1,4 @@
-"""The chart's five components, once: what each runs, how `lfk run` waits for it and decides to skip it,
+"""The chart's six components, once: what each runs, how `lfk run` waits for it and decides to skip it,
 and the port `lfk ui` forwards. `render`, `install`, `run`, `status` and `ui` all read this table."""
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ TRAIN = Component("train", "job")
 MERGE = Component("merge", "job")
 EVAL = Component("eval", "job", settled_by_run_id=False)  # fails when the tuned model scores worse
 VLLM = Component("vllm", "deployment", helm_test=True, port=8000)
+# an adapter loaded into another experiment's vLLM (serve.source: shared): its Job registers it, the host's
+# sidecar loads it, the helm test asks under its name
+ADAPTER = Component("adapter", "job", helm_test=True)
 
 # the order of the values files and of a spec's releases
-COMPONENTS: dict[str, Component] = {c.name: c for c in (WEBUI, TRAIN, MERGE, EVAL, VLLM)}
+COMPONENTS: dict[str, Component] = {c.name: c for c in (WEBUI, TRAIN, MERGE, EVAL, VLLM, ADAPTER)}
 NAMES = tuple(COMPONENTS)
 # the guide's order: train, then merge, then serving (once the evaluation passed); the web UI last
-INSTALL_ORDER = ("train", "merge", "eval", "vllm", "webui")
+INSTALL_ORDER = ("train", "merge", "eval", "vllm", "adapter", "webui")
 
 
 def is_job(name: str) -> bool:

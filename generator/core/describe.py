@@ -20,6 +20,7 @@ def gpus_of(spec: Spec) -> dict[str, int]:
         "merge": d["merge"]["resources"].get("gpus", 0),
         "eval": d.get("evaluate", {}).get("resources", {}).get("gpus", 1),
         "vllm": serve_gpus,
+        "adapter": 0,  # its Jobs only write the registry; the host's vLLM holds the GPUs
         "webui": d["webui"]["resources"].get("gpus", 1),
     }
 
@@ -51,7 +52,8 @@ def description(spec: Spec, facts: Facts) -> dict[str, Any]:
             "served": facts.serve_model,
             "adapter_served": facts.lora_module,
         },
-        "served_name": facts.served_name if "vllm" in facts.releases else None,
+        "served_name": facts.served_name if {"vllm", "adapter"} & set(facts.releases) else None,
+        "served_by": facts.host.release if facts.host and "adapter" in facts.releases else None,
     }
     if facts.vram:
         out["vram_per_training_gpu"] = {**facts.vram.parts(), "basis": facts.vram.basis}
@@ -91,5 +93,6 @@ def text(data: dict[str, Any]) -> list[str]:
         lines.append(f"  merged model  {paths['merged_model']}")
     if data["served_name"]:
         adapter = f" + adapter {paths['adapter_served']}" if paths["adapter_served"] else ""
-        lines.append(f"  serving       {paths['served']}{adapter} as {data['served_name']!r}")
+        by = f" in {data['served_by']} (shared)" if data["served_by"] else ""
+        lines.append(f"  serving       {paths['served']}{adapter} as {data['served_name']!r}{by}")
     return lines

@@ -12,16 +12,32 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import SpecError
 from . import catalog, lfinfo
 from .catalog import ModelInfo
 from .components import NAMES, install_timeout
-from .spec import Spec
+from .spec import Spec, load_spec
 from .storage import STORAGE_ROOT
 from .vram import VramEstimate, estimate
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_PORT = 8000  # the chart's vllm.service.port
 # training keys that change how often things are written, not what is learned
 NOT_IN_RUN_ID = ("loggingSteps", "saveStrategy", "saveSteps", "saveTotalLimit")
+
+
+@dataclass(frozen=True)
+class SharedHost:
+    """The experiment whose vLLM loads this one's adapter at run time (serve.source: shared), read from its
+    own spec (../<host>/experiment.yaml), so both sides agree on the service, the registry and the limits."""
+
+    name: str
+    source: str  # its spec file
+    spec: Spec | None  # None: missing or invalid (`problem` says which)
+    problem: str | None
+    release: str  # its vllm release
+    url: str  # its vLLM service, as pods in the namespace reach it
+    registry: str  # the folder its adapter-sync sidecars read
 
 
 @dataclass(frozen=True)
@@ -40,8 +56,10 @@ class Facts:
     eval_scores: str | None  # the evaluation gate's scores (JSON), when the spec evaluates
     serve_model: str  # what vllm serve loads
     served_name: str
-    lora_module: str | None  # adapter path when serving base + adapter
+    lora_module: str | None  # adapter path when serving base + adapter (or loading it into a shared vLLM)
     max_lora_rank: int | None
+    host: SharedHost | None  # serve.source: shared: the experiment whose vLLM loads the adapter
+    adapter_registry: str | None  # serve.sharedAdapters: where guests register their adapters
     model_info: ModelInfo | None
     gpu_memory_gib: float | None
     vram: VramEstimate | None
@@ -173,14 +191,54 @@ def smallest_lora_rank(rank: int) -> int | None:
 
 def enabled_components(spec: Spec) -> list[str]:
     d = spec.data
+    shared = d["serve"]["source"] == "shared"
     enabled = {
         "webui": d["webui"]["enabled"],
         "train": True,
         "merge": d["merge"]["enabled"] and is_adapter_method(d["method"]["type"]),
         "eval": "evaluate" in d,
-        "vllm": d["serve"]["enabled"],
+        "vllm": d["serve"]["enabled"] and not shared,
+        "adapter": d["serve"]["enabled"] and shared,
     }
     return [c for c in NAMES if enabled[c]]
+
+
+def adapter_registry(vllm_release: str) -> str:
+    """The folder a shared vLLM's sidecars read: one JSON file per registered adapter."""
+    return f"{STORAGE_ROOT}/serving/{vllm_release}/adapters"
+
+
+def max_lora_rank(spec: Spec) -> int | None:
+    """--max-lora-rank of a vLLM serving base + adapter: the spec's, else the smallest vLLM allows for the rank."""
+    return spec.data["serve"].get("maxLoraRank") or smallest_lora_rank(spec.data["method"]["lora"]["rank"])
+
+
+def shared_host(spec: Spec) -> SharedHost | None:
+    """serve.source: shared: the host experiment, from its spec beside this one."""
+    serve = spec.data["serve"]
+    if serve["source"] != "shared" or "host" not in serve:
+        return None
+    name = serve["host"]
+    source = str(spec.folder.parent / name / "experiment.yaml")
+    release = f"{name}-vllm"
+    host, problem = None, None
+    beside = f"../{name}/experiment.yaml"
+    try:
+        host = load_spec(source)
+    except SpecError as exc:
+        first = exc.problems[0]
+        problem = f"no valid experiment {name} beside this one: {beside}::{first.path}: {first.message}"
+    if host is not None and host.name != name:
+        problem, host = f"{beside} names experiment {host.name}, not {name}", None
+    return SharedHost(
+        name=name,
+        source=source,
+        spec=host,
+        problem=problem,
+        release=release,
+        url=f"http://{release}:{VLLM_PORT}",
+        registry=adapter_registry(release),
+    )
 
 
 def output_dir_of(spec: Spec, rid: str) -> str:
@@ -218,9 +276,14 @@ def derive(spec: Spec) -> Facts:
     serve = d["serve"]
     lora_module = None
     max_rank = None
+    host = shared_host(spec)
     if serve["source"] == "adapter" and is_adapter_method(method):
         serve_model, lora_module = d["model"]["path"], output_dir
-        max_rank = serve.get("maxLoraRank") or smallest_lora_rank(d["method"]["lora"]["rank"])
+        max_rank = max_lora_rank(spec)
+    elif serve["source"] == "shared" and is_adapter_method(method):
+        serve_model, lora_module = d["model"]["path"], output_dir
+        if host and host.spec and is_adapter_method(host.spec.data["method"]["type"]):
+            max_rank = max_lora_rank(host.spec)
     elif merged_dir:
         serve_model = merged_dir
     else:  # full/freeze write a complete model; lora without a merge serves the base (checked elsewhere)
@@ -244,6 +307,8 @@ def derive(spec: Spec) -> Facts:
         served_name=serve.get("servedModelName") or name,
         lora_module=lora_module,
         max_lora_rank=max_rank,
+        host=host,
+        adapter_registry=adapter_registry(f"{name}-vllm") if "sharedAdapters" in serve else None,
         model_info=info,
         gpu_memory_gib=gpu_memory_gib(spec),
         vram=vram_estimate(spec, info),

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .components import INSTALL_ORDER, duration_seconds
+from .components import COMPONENTS, INSTALL_ORDER, duration_seconds
 from .facts import Facts
 from .render import Rendered
 
@@ -187,7 +187,7 @@ def flux(facts: Facts, rendered: list[Rendered], source: Source, source_spec: st
         }
         if (before := after(facts, item.component)) is not None:
             release["dependsOn"] = [{"name": before}]
-        if item.component == "vllm":
+        if COMPONENTS[item.component].helm_test:
             release["test"] = {"enable": True}
         documents.append({
             "apiVersion": "helm.toolkit.fluxcd.io/v2",

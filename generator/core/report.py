@@ -2,7 +2,8 @@
 spec's text, its facts and the status `lfk status` gathered in, the page's text out.
 
 Sections: lineage (spec hash, run id, images as configured and by digest as they ran, LLaMA-Factory and vLLM
-versions), training (steps, loss, checkpoints, the loss curve, tokens/s when the trainer logged tokens),
+versions, each dataset file's sha256 as tokenized), training (steps, loss, checkpoints, the loss curve,
+tokens/s when the trainer logged tokens, MFU where the GPU's peak is known),
 evaluation (the gate's scores of both models side by side, its rule and verdict), stages (wall time of each
 release's workload), cost (GPU-hours, and a price when one is given), serving. Only the workloads of the
 reported run count (a release keeps earlier runs' Jobs). What the cluster did not record says so instead of a
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from . import catalog
 from .facts import Facts
 from .lfinfo import image_version
 from .watch import human_size
@@ -128,6 +130,7 @@ def sections(
         f"- base model `{facts.base_model}`; output `{facts.output_dir}`"
         + (f"; merged `{facts.merged_dir}`" if facts.merged_dir else ""),
     ]
+    lineage += dataset_lines(status.get("datasets"), facts)
     if rows := image_lineage(spec_data, status):
         lineage += ["", "| container | image | ran from (digest) |", "| --- | --- | --- |"]
         lineage += [f"| {c} | `{i}` | `{d}` |" for c, i, d in rows]
@@ -140,6 +143,7 @@ def sections(
             f"last loss {training['loss']}, elapsed {training['elapsed']}",
             f"- tokens/s: {training['throughput']}" if training.get("throughput") else
             f"- tokens/s: {NOT_RECORDED} (the trainer logs it with include_num_input_tokens_seen)",
+            f"- {mfu_line(spec_data, facts, training.get('throughput'))}",
             *[f"- ! {p}" for p in training["problems"]],
         ]  # fmt: skip
     checkpoints = status.get("checkpoints")
@@ -167,10 +171,14 @@ def sections(
         cost.append("- cost: no price given (--price-per-gpu-hour)")
     if any(s.simulated for s in all_stages):
         cost.append("- simulated stages are left out: no GPU was used")
-    served = [
-        f"- `{facts.served_name}` at the vllm release `{facts.releases['vllm']}`"
-        if "vllm" in facts.releases else "- not served (serving is off in the spec)",
-    ]  # fmt: skip
+    if "vllm" in facts.releases:
+        served = [f"- `{facts.served_name}` at the vllm release `{facts.releases['vllm']}`"]
+    elif "adapter" in facts.releases and facts.host:
+        served = [
+            f"- `{facts.served_name}`, an adapter loaded into {facts.host.name}'s vLLM (`{facts.host.release}`)"
+        ]
+    else:
+        served = ["- not served (serving is off in the spec)"]
     return [
         ("Lineage", lineage),
         ("Training", train),
@@ -179,6 +187,36 @@ def sections(
         ("Cost", cost),
         ("Serving", served),
     ]
+
+
+def dataset_lines(datasets: dict[str, dict[str, str]] | None, facts: Facts) -> list[str]:
+    """Each dataset's files and their sha256, as the run's tokenized set was made from them."""
+    if not datasets:
+        why = "the data is hashed when it is tokenized once" + ("" if facts.tokenizes else ", which is off")
+        return [f"- dataset hashes: {NOT_RECORDED} ({why}; or the run's output folder was not read)"]
+    return [
+        f"- dataset `{name}`: "
+        + (", ".join(f"`{f}` sha256 `{h[:16]}`" for f, h in sorted(files.items())) or "no files")
+        for name, files in sorted(datasets.items())
+    ]
+
+
+def mfu_line(spec_data: dict[str, Any], facts: Facts, throughput: float | None) -> str:
+    """The training's model FLOPs utilisation: model FLOPs per token (6 N for full training; 4 N for LoRA and
+    freeze, whose frozen weights need no weight gradients) times the logged tokens/s, over the GPUs' peak."""
+    product = spec_data["resources"]["gpu"].get("product")
+    peak = catalog.peak_tflops(product) if product and spec_data["resources"]["gpus"] else None
+    size = facts.model_info.parameters_b if facts.model_info else None
+    if not (peak and size and throughput):
+        missing = "the GPU's peak FLOPS" if not peak else "the model's size" if not size else "tokens/s"
+        return f"MFU: {NOT_RECORDED} (needs {missing})"
+    per_token = 6 if spec_data["method"]["type"] == "full" else 4
+    achieved = per_token * size * 1e9 * throughput
+    mfu = achieved / (facts.world_size * peak * 1e12)
+    return (
+        f"MFU: {mfu:.1%} ({per_token} x {size:g}B parameters x {throughput:g} tokens/s over {facts.world_size} x "
+        f"{peak:g} TFLOPS, {product})"
+    )
 
 
 def evaluation(facts: Facts, scores: dict[str, Any] | None) -> list[str]:

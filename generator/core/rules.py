@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import lfinfo
-from .components import NAMES
 from .facts import (
     VLLM_LORA_RANKS,
     Facts,
     derive,
     infer_template,
     is_adapter_method,
+    resolve_template,
     smallest_lora_rank,
 )
 from .problems import Problem, json_path
@@ -46,12 +46,12 @@ def validate(spec: Spec) -> list[Problem]:
 
 @check
 def release_names(spec: Spec, facts: Facts) -> Iterator[Problem]:
-    longest = max(len(f"{spec.name}-{c}") for c in NAMES)
-    if longest > HELM_RELEASE_MAX:
-        limit = HELM_RELEASE_MAX - len("-webui")
+    longest = max(facts.releases.values(), key=len)
+    if len(longest) > HELM_RELEASE_MAX:
+        limit = HELM_RELEASE_MAX - (len(longest) - len(spec.name))
         yield Problem(
             "$.name",
-            f"release name {spec.name}-webui would be {longest} characters; Helm allows {HELM_RELEASE_MAX}",
+            f"release name {longest} would be {len(longest)} characters; Helm allows {HELM_RELEASE_MAX}",
             f"shorten the name to at most {limit} characters",
         )
 
@@ -90,7 +90,7 @@ def method_and_quantization(spec: Spec, facts: Facts) -> Iterator[Problem]:
 def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     d = spec.data
     serve, method = d["serve"], d["method"]["type"]
-    if not serve["enabled"]:
+    if not serve["enabled"] or serve["source"] == "shared":  # no vLLM of its own: shared_serving checks it
         return
     if serve["source"] == "adapter" and not is_adapter_method(method):
         yield Problem(
@@ -133,6 +133,107 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"{memory:g} GiB GPUs give vLLM {usable:.0f} GB",
                 f"use tensorParallelSize: {need}" if need else "serve on larger GPUs",
             )
+
+
+# LLaMA-Factory arguments whose adapters vLLM cannot load at run time: extra trained modules
+# (modules_to_save), a resized vocabulary, DoRA
+UNSHAREABLE_ARGS = {
+    "additional_target": "trains whole modules beside the LoRA weights (modules_to_save)",
+    "resize_vocab": "resizes the vocabulary",
+    "new_special_tokens": "adds tokens, which resizes the vocabulary",
+    "use_dora": "trains DoRA, which vLLM does not serve",
+}
+MERGE_INSTEAD = "serve it with source: merged (its own vLLM) instead"
+
+
+@check
+def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    """serve.source: shared loads the adapter into the host experiment's vLLM: it must be an adapter vLLM can
+    load beside others, and the host must serve the same base model, with room for its rank."""
+    d = spec.data
+    serve = d["serve"]
+    if "sharedAdapters" in serve and serve["enabled"] and serve["source"] != "adapter":
+        yield Problem(
+            "$.serve.sharedAdapters",
+            "other experiments' adapters are loaded onto the base model, which only source: adapter serves",
+            "use serve.source: adapter (the base model with this experiment's own adapter)",
+        )
+    if serve["source"] != "shared" or not serve["enabled"]:
+        return
+    if not is_adapter_method(d["method"]["type"]):
+        yield Problem(
+            "$.serve.source",
+            f"{d['method']['type']} fine-tuning has no adapter to share",
+            "use source: merged",
+        )
+        return
+    for arg, why in UNSHAREABLE_ARGS.items():
+        if d["llamafactoryArgs"].get(arg):
+            yield Problem(
+                f"$.llamafactoryArgs.{arg}",
+                f"a shared vLLM cannot load this adapter: it {why}",
+                MERGE_INSTEAD,
+            )
+    host = facts.host
+    if host is None:
+        yield Problem(
+            "$.serve.host",
+            "source: shared needs the experiment whose vLLM loads the adapter",
+            "set serve.host",
+        )
+        return
+    if host.spec is None:
+        yield Problem(
+            "$.serve.host",
+            host.problem or f"no experiment {host.name}",
+            "name an experiment folder beside this one",
+        )
+        return
+    h = host.spec.data
+    if "sharedAdapters" not in h["serve"] or h["serve"]["source"] != "adapter" or not h["serve"]["enabled"]:
+        yield Problem(
+            "$.serve.host",
+            f"{host.name}'s vLLM does not load other experiments' adapters",
+            f"give {host.source} serve.source: adapter and serve.sharedAdapters",
+        )
+        return
+    if host.name == spec.name:
+        yield Problem("$.serve.host", "an experiment cannot host itself", "use source: adapter")
+    for path, mine, theirs, why in (
+        ("$.namespace", d["namespace"], h["namespace"], "its vLLM's service is reached within the namespace"),
+        ("$.storage", d["storage"], h["storage"], "its vLLM reads the adapter from its own storage"),
+        (
+            "$.model.path",
+            d["model"]["path"],
+            h["model"]["path"],
+            "an adapter only fits the base model it was trained on",
+        ),
+    ):
+        if mine != theirs:
+            yield Problem(
+                path, f"must be the same as {host.name}'s ({why})", f"use {theirs!r}, or {MERGE_INSTEAD}"
+            )
+    template, host_template = facts.template, resolve_template(host.spec)[0]
+    if template != host_template:
+        yield Problem(
+            "$.model.template",
+            f"{host.name}'s vLLM formats every chat with template {host_template}, this adapter learnt {template}",
+            f"train with template: {host_template}, or {MERGE_INSTEAD}",
+        )
+    rank = d["method"]["lora"]["rank"]
+    if facts.max_lora_rank is not None and rank > facts.max_lora_rank:
+        yield Problem(
+            "$.method.lora.rank",
+            f"{host.name}'s vLLM loads ranks up to {facts.max_lora_rank} (--max-lora-rank), not {rank}",
+            f"train with rank <= {facts.max_lora_rank}, raise {host.name}'s serve.maxLoraRank, or {MERGE_INSTEAD}",
+        )
+    host_facts_name = h["serve"].get("servedModelName") or host.name
+    if facts.served_name in (host_facts_name, f"{host_facts_name}-base"):
+        yield Problem(
+            "$.serve.servedModelName",
+            f"{facts.served_name} is a name {host.name}'s vLLM already serves",
+            "give this adapter another servedModelName",
+        )
 
 
 @check

@@ -130,6 +130,16 @@ def explain(pod: dict[str, Any], log: str, component: str, gpu_advice: str = "")
         return "the GPU ran out of memory (CUDA out of memory)" + (f": {gpu_advice}" if gpu_advice else "")
     if NCCL_TIMEOUT.search(log):
         return NCCL_ADVICE
+    if component == "adapter" and CONFIG_ERROR_EXIT in codes:
+        found = [
+            line.removeprefix("cannot share ")
+            for line in log.splitlines()
+            if line.startswith("cannot share ")
+        ]
+        return (
+            "the shared vLLM cannot serve this adapter (exit 3); merge instead: serve.source: merged"
+            + "".join(f"\n    {line}" for line in found)
+        )
     if CONFIG_ERROR_EXIT in codes:
         return "a configuration error (exit 3): the checklist in the log names the item and its fix"
     if component == "eval" and GATE_FAILED_EXIT in codes:

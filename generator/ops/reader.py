@@ -106,13 +106,19 @@ LIST_CHECKPOINTS = (
     'echo "$d $(stat -c %Y "$d") $(( $(du -sk "$d" | cut -f1) * 1024 ))"; done'
 )
 TRAINER_LOG = "trainer_log.jsonl"
+# files/tokenize_once.py: the run's note of its tokenized set, and what the set was made from beside it
+TOKENIZED_NOTE = ".lfk-tokenized"
 SCORES_MARK = "--- lfk: evaluation ---"
+DATA_MARK = "--- lfk: data ---"
 LISTING_MARK = "--- lfk: checkpoints ---"
-# the end of the trainer's log, the evaluation gate's scores ($2, when there is one), then the checkpoint
-# listing (last: it leaves the shell when the output folder does not exist yet): all from one reader pod
+# the end of the trainer's log, the evaluation gate's scores ($2, when there is one), what the tokenized set
+# was made from (dataset files and their sha256), then the checkpoint listing (last: it leaves the shell when
+# the output folder does not exist yet): all from one reader pod
 READ_TRAINING = (
     f'[ -f "$1/{TRAINER_LOG}" ] && tail -n {LINES} "$1/{TRAINER_LOG}"; echo; echo "{SCORES_MARK}"; '
-    f'[ -n "$2" ] && [ -f "$2" ] && cat "$2"; echo; echo "{LISTING_MARK}"; ' + LIST_CHECKPOINTS
+    f'[ -n "$2" ] && [ -f "$2" ] && cat "$2"; echo; echo "{DATA_MARK}"; '
+    f'[ -f "$1/{TOKENIZED_NOTE}" ] && cat "$(cat "$1/{TOKENIZED_NOTE}").json"; echo; echo "{LISTING_MARK}"; '
+    + LIST_CHECKPOINTS
 )
 
 
@@ -123,6 +129,7 @@ class TrainingFiles:
     log: str | None
     listing: str | None
     scores: str | None
+    data: str | None = None  # the tokenized set's inputs (JSON), when the run tokenized once
 
 
 def local_checkpoints(folder: Path) -> str:
@@ -145,14 +152,17 @@ def read_training(
     if folder is not None:
         listing = local_checkpoints(folder) if folder.is_dir() else ""
         scores = read_file(target, scores_file) if scores_file else None
-        return TrainingFiles(read_file(target, f"{output_dir}/{TRAINER_LOG}"), listing, scores)
+        note = read_file(target, f"{output_dir}/{TOKENIZED_NOTE}")
+        data = read_file(target, f"{note.strip()}.json") if note else None
+        return TrainingFiles(read_file(target, f"{output_dir}/{TRAINER_LOG}"), listing, scores, data)
     if not from_cluster:
         return TrainingFiles(None, None, None)
-    # the scores and the listing may follow up to LINES log lines
+    # the scores, the data's inputs and the listing may follow up to LINES log lines
     command = ["sh", "-c", READ_TRAINING, "read", output_dir, scores_file or ""]
-    text = read_through_pod(target, command, lines=2 * LINES + 100)
+    text = read_through_pod(target, command, lines=3 * LINES + 100)
     if text is None:
         return TrainingFiles(None, None, None)
     log, _, rest = text.partition(SCORES_MARK)
-    scores, _, listing = rest.partition(LISTING_MARK)
-    return TrainingFiles(log.strip("\n") or None, listing, scores.strip() or None)
+    scores, _, rest = rest.partition(DATA_MARK)
+    data, _, listing = rest.partition(LISTING_MARK)
+    return TrainingFiles(log.strip("\n") or None, listing, scores.strip() or None, data.strip() or None)

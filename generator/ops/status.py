@@ -35,16 +35,29 @@ def read_progress(target: Target) -> trainlog.Progress | None:
 
 def read_training(
     target: Target, from_cluster: bool
-) -> tuple[trainlog.Progress | None, list[dict[str, Any]] | None, dict[str, Any] | None]:
-    """Training progress, the checkpoints saved so far (step, time, size) and the evaluation gate's scores:
-    through the local mount, or (from_cluster) one short-lived reader pod mounting the train release's claim.
-    None where unreadable."""
+) -> tuple[
+    trainlog.Progress | None, list[dict[str, Any]] | None, dict[str, Any] | None, dict[str, Any] | None
+]:
+    """Training progress, the checkpoints saved so far (step, time, size), the evaluation gate's scores and the
+    datasets' files as tokenized (sha256 each): through the local mount, or (from_cluster) one short-lived
+    reader pod mounting the train release's claim. None where unreadable."""
     files = reader.read_training(target, target.facts.output_dir, from_cluster, target.facts.eval_scores)
     progress = trainlog.parse(files.log) if files.log else None
     checkpoints = (
         None if files.listing is None else [c.as_dict() for c in watch.parse_checkpoints(files.listing)]
     )
-    return progress, checkpoints, parse_scores(files.scores)
+    return progress, checkpoints, parse_scores(files.scores), parse_data(files.data)
+
+
+def parse_data(text: str | None) -> dict[str, Any] | None:
+    """dataset -> {file: sha256} from the tokenized set's inputs (files/tokenize_once.py); None if absent."""
+    try:
+        inputs = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("datasets"), dict):
+        return None
+    return {name: dict(d.get("files") or {}) for name, d in inputs["datasets"].items()}
 
 
 def parse_scores(text: str | None) -> dict[str, Any] | None:
@@ -204,7 +217,9 @@ def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> 
         ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")
-    progress, out["checkpoints"], out["evaluation"] = read_training(target, from_cluster and installed)
+    progress, out["checkpoints"], out["evaluation"], out["datasets"] = read_training(
+        target, from_cluster and installed
+    )
     out["training"] = progress.as_dict() if progress else None
     train_pods: list[dict[str, Any]] = next(
         (r["pods"] for r in out["releases"] if r["component"] == "train"), []

@@ -5,6 +5,7 @@ is served on the base model too."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -234,6 +235,11 @@ def test_the_run_report_is_filled_from_the_real_run(
     ), page
     assert f"steps {MAX_STEPS}/{MAX_STEPS}" in page and "data:image/png;base64," in page
     assert re.search(r"<li>tokens/s: [\d.]+</li>", page), "the trainer logged its throughput"
+    # the dataset as the tokenize hook hashed it, the same bytes as on the storage now
+    data_file = local(node_cluster.storage, "/storage/data/tiny_qa.json")
+    digest = hashlib.sha256(data_file.read_bytes()).hexdigest()[:16]
+    assert f"<li>dataset <code>tiny_qa</code>: <code>tiny_qa.json</code> sha256 <code>{digest}</code></li>" in page
+    assert "<li>MFU: not recorded (needs the GPU&#x27;s peak FLOPS)</li>" in page, "no GPU on the real node"
     for component in ("train", "merge", "eval"):  # real wall times from the Jobs, not "not recorded"
         assert re.search(
             rf"<td>{component}</td><td>Job <code>[^<]+</code></td><td>Complete</td><td>\d+ (min \d+ )?s</td>",
@@ -382,24 +388,41 @@ def _copy_values(tmp_path: Path) -> Path:
     return folder / "experiment.yaml"
 
 
+API_KEY = "tiny-secret-key"
+
+
+def adapter_host(node_cluster: NodeCluster, tmp_path: Path) -> tuple[Path, str]:
+    """tiny-cpu's vLLM serving the base model with its adapter, behind an API key from a Secret, and loading
+    other experiments' adapters at run time (serve.sharedAdapters); installed, or left as it is when it already
+    runs with these values."""
+    node_cluster.kubectl("-n", NAMESPACE, "delete", "secret", "tiny-api-key", "--ignore-not-found")
+    created = node_cluster.kubectl("-n", NAMESPACE, "create", "secret", "generic", "tiny-api-key",
+                                   f"--from-literal=token={API_KEY}")  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+    def shared_adapter_with_key(d: dict[str, Any]) -> None:
+        d["serve"].update(
+            source="adapter",
+            apiKeySecret={"name": "tiny-api-key", "key": "token"},
+            sharedAdapters={"maxLoras": 2, "syncIntervalSeconds": 2},
+        )
+        # room on the 2-core node for a guest's GPU-less hooks (1 CPU) beside vLLM and its sidecar
+        d["serve"]["resources"]["cpu"] = "900m"
+
+    spec = variant(tmp_path, "tiny-cpu", shared_adapter_with_key)
+    result = node_cluster.lfk("run", str(spec), "--components", "vllm", "--timeout", "600", timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return spec, result.stdout
+
+
 def test_the_adapter_is_served_on_the_base_model_behind_an_api_key(
     node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
 ) -> None:
     """serve.source: adapter for the same run: vLLM restarts with --enable-lora and the trained adapter, and
     with an API key from a Secret; `lfk chat` finds the served name and the key by itself."""
-    key = "tiny-secret-key"
-    node_cluster.kubectl("-n", NAMESPACE, "delete", "secret", "tiny-api-key", "--ignore-not-found")
-    created = node_cluster.kubectl("-n", NAMESPACE, "create", "secret", "generic", "tiny-api-key",
-                                   f"--from-literal=token={key}")  # fmt: skip
-    assert created.returncode == 0, created.stderr
-
-    def adapter_with_key(d: dict[str, Any]) -> None:
-        d["serve"].update(source="adapter", apiKeySecret={"name": "tiny-api-key", "key": "token"})
-
-    spec = variant(tmp_path, "tiny-cpu", adapter_with_key)
-    result = node_cluster.lfk("run", str(spec), "--components", "vllm", "--timeout", "600", timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "helm test passed" in result.stdout
+    key = API_KEY
+    spec, output = adapter_host(node_cluster, tmp_path)
+    assert "helm test passed" in output
     args = node_cluster.kubectl("-n", NAMESPACE, "get", "deploy", FACTS.releases["vllm"], "-o",
                                 "jsonpath={.spec.template.spec.containers[0].args}").stdout  # fmt: skip
     assert "--enable-lora" in args and f"--lora-modules={FACTS.served_name}={FACTS.output_dir}" in args
@@ -425,6 +448,77 @@ def test_the_adapter_is_served_on_the_base_model_behind_an_api_key(
     assert "(conversation forgotten)" in piped.stdout
     wrong = node_cluster.lfk("chat", str(spec), "-m", "Hello", env={"VLLM_API_KEY": "wrong"})
     assert wrong.returncode == 1 and "401" in wrong.stderr and "API key" in wrong.stderr, wrong.stderr
+
+
+def served_models(cluster: NodeCluster, spec: Path) -> dict[str, dict[str, Any]]:
+    with PortForward(cluster, spec, "vllm") as forward:
+        return {m["id"]: m for m in http_json(f"{forward.url}/v1/models", api_key=API_KEY)["data"]}
+
+
+def test_two_experiments_adapters_answer_from_one_vllm_pod_and_uninstall_unloads_one(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """serve.source: shared: a second experiment trains its own adapter and, instead of a vLLM of its own, has
+    it loaded into tiny-cpu's running vLLM (its sidecar calls /v1/load_lora_adapter); both adapters answer from
+    that one pod, a restarted replica loads the guest again, and uninstalling the guest unloads it."""
+    host, _ = adapter_host(node_cluster, tmp_path)  # as the test before left it, or installed now
+    # the 2-core node holds vLLM and the guest's training only without LlamaBoard (the tests before used it)
+    node_cluster.helm("uninstall", FACTS.releases["webui"], "-n", NAMESPACE, "--wait", timeout=300)
+
+    def guest_of_tiny_cpu(d: dict[str, Any]) -> None:
+        del d["evaluate"]
+        d["training"].update(maxSteps=6, saveSteps=6)
+        d["data"]["tokenizeOnce"] = False
+        d["merge"] = {"enabled": False}
+        d["webui"] = {"enabled": False}
+        d["serve"] = {"source": "shared", "host": "tiny-cpu"}
+
+    guest = variant(tmp_path, "tiny-guest", guest_of_tiny_cpu)
+    guest_facts, host_facts = derive(load_spec(guest)), derive(load_spec(host))
+    assert set(guest_facts.releases) == {"train", "adapter"}, "no vLLM of its own"
+    result = node_cluster.lfk("run", str(guest), "--timeout", "900", timeout=1500)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "adapter: helm test passed: its pod sent a chat completion" in result.stdout, result.stdout
+    job_log = node_cluster.kubectl("-n", NAMESPACE, "logs", "-l",
+                                   f"{kube.INSTANCE}=tiny-guest-adapter,{kube.COMPONENT}=adapter").stdout  # fmt: skip
+    assert "is loaded on every running replica" in job_log, job_log
+    registry = local(node_cluster.storage, host_facts.adapter_registry or "")
+    assert json.loads((registry / "tiny-guest.json").read_text())["path"] == guest_facts.output_dir
+
+    def vllm_pods() -> list[dict[str, Any]]:
+        selector = {kube.INSTANCE: host_facts.releases["vllm"], kube.COMPONENT: "vllm"}
+        return [p for p in node_cluster.pods(selector) if p["status"].get("phase") == "Running"]
+
+    [pod] = vllm_pods()
+    models = served_models(node_cluster, host)
+    assert models["tiny-guest"]["root"] == guest_facts.output_dir, models
+    assert models["tiny-cpu"]["root"] == host_facts.output_dir, models
+    with PortForward(node_cluster, host, "vllm") as forward:
+        for name in ("tiny-cpu", "tiny-guest"):
+            answer = http_json(f"{forward.url}/v1/chat/completions", {
+                "model": name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4,
+            }, api_key=API_KEY)  # fmt: skip
+            assert answer["model"] == name and answer["choices"][0]["message"]["content"] is not None
+    sidecar = node_cluster.kubectl(
+        "-n", NAMESPACE, "logs", pod["metadata"]["name"], "-c", "adapter-sync"
+    ).stdout
+    assert f"loaded tiny-guest from {guest_facts.output_dir}" in sidecar, sidecar
+
+    # a replica that restarts loads the registered adapters again
+    node_cluster.kubectl("-n", NAMESPACE, "delete", "pod", pod["metadata"]["name"], "--wait=false")
+    wait_for("a new vLLM pod, ready", lambda: [
+        p for p in vllm_pods() if p["metadata"]["name"] != pod["metadata"]["name"]
+        and kube.is_true(p, "Ready")
+    ], 600, 2)  # fmt: skip
+    wait_for(
+        "tiny-guest loaded on the new pod", lambda: "tiny-guest" in served_models(node_cluster, host), 120, 2
+    )
+
+    uninstall = node_cluster.helm("uninstall", "tiny-guest-adapter", "-n", NAMESPACE, "--wait", timeout=300)
+    assert uninstall.returncode == 0, uninstall.stdout + uninstall.stderr
+    assert not (registry / "tiny-guest.json").exists()
+    models = served_models(node_cluster, host)
+    assert "tiny-guest" not in models and "tiny-cpu" in models, models
 
 
 def test_lfk_exec_runs_a_command_in_a_pod_like_the_trainings(

@@ -296,3 +296,18 @@ def test_train_sh_hands_the_tokenized_set_to_the_trainer_only_when_it_exists(
     else:
         assert f"args: train {tmp_path / 'train.yaml'}\n" in result.stdout
         assert f"no tokenized set at {target}; the trainer tokenizes the data itself" in result.stderr
+
+
+def test_the_report_reads_each_dataset_file_hash_from_what_the_set_was_made_from(
+    tokenize_once: ModuleType, tmp_path: Path
+) -> None:
+    import hashlib
+    import json
+
+    from generator.ops.status import parse_data
+
+    config = data_and_model(tmp_path)
+    manifest = json.dumps(tokenize_once.inputs(config))  # what `run` writes beside the set, <key>.json
+    digest = hashlib.sha256((tmp_path / "data" / "qa.json").read_bytes()).hexdigest()
+    assert parse_data(manifest) == {"qa": {"qa.json": digest}}
+    assert parse_data(None) is None and parse_data("not json") is None

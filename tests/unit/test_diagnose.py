@@ -90,3 +90,13 @@ def test_a_failed_evaluation_gate_gives_its_verdict_and_both_scores() -> None:
     assert "evaluate.maxDrop, evaluate.floor" in found
     # exit 5 means the gate only in the eval release
     assert diagnose.explain(pod({"reason": "Error", "exitCode": 5}), log, "train") is None
+
+
+def test_an_adapter_the_shared_vllm_cannot_serve_says_merge_instead_and_why() -> None:
+    log = (
+        "cannot share /storage/output/g/1: rank 64 is above the host's --max-lora-rank 16\n"
+        "merge instead: serve it with serve.source: merged (a vLLM of its own)\n"
+    )
+    found = diagnose.explain(pod({"reason": "Error", "exitCode": 3}), log, "adapter") or ""
+    assert found.startswith("the shared vLLM cannot serve this adapter (exit 3); merge instead")
+    assert "rank 64 is above the host's --max-lora-rank 16" in found

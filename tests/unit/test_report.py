@@ -138,3 +138,28 @@ def test_status_reads_the_gate_scores_only_when_they_are_whole() -> None:
     }  # fmt: skip
     assert parse_scores(None) is None and parse_scores("") is None
     assert parse_scores('{"metric": "rouge-l"') is None and parse_scores("[1, 2]") is None
+
+
+def test_the_datasets_as_tokenized_and_the_mfu_of_a_known_gpu() -> None:
+    spec = load_spec(SPEC)  # llama31-qa: Llama 3.1 8B, LoRA, one A100 80GB
+    facts = derive(spec)
+    status = a_status()
+    status["datasets"] = {"qa_dataset": {"qa_dataset.json": "ab" * 32}}
+    status["training"]["throughput"] = 3000.0  # type: ignore[index]
+    parts = dict(report.sections("x", spec.data, facts, status, None))
+    assert f"- dataset `qa_dataset`: `qa_dataset.json` sha256 `{'ab' * 8}`" in parts["Lineage"]
+    # 4 x 8.03e9 FLOPs per token (LoRA: no weight gradients for the frozen weights) x 3000 tokens/s over 312 TFLOPS
+    [mfu] = [line for line in parts["Training"] if "MFU" in line]
+    size = facts.model_info.parameters_b  # type: ignore[union-attr]
+    expected = 4 * size * 1e9 * 3000 / 312e12
+    assert mfu.startswith(
+        f"- MFU: {expected:.1%} (4 x {size:g}B parameters x 3000 tokens/s over 1 x 312 TFLOPS"
+    )
+
+
+def test_what_the_run_did_not_record_says_why() -> None:
+    spec = load_spec(SPEC)
+    parts = dict(report.sections("x", spec.data, derive(spec), a_status(), None))
+    assert "- dataset hashes: not recorded (the data is hashed when it is tokenized once; or the run's output " \
+           "folder was not read)" in parts["Lineage"]  # fmt: skip
+    assert "- MFU: not recorded (needs tokens/s)" in parts["Training"]

@@ -122,7 +122,7 @@ appVersion; another image without a tag is :latest.
 {{/* "true" when a component of this release runs and so mounts the storage. */}}
 {{- define "llama-factory.needsStorage" -}}
 {{- $v := .Values }}
-{{- if or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.eval.enabled $v.vllm.enabled }}true{{ end }}
+{{- if or $v.webui.enabled $v.train.enabled $v.merge.enabled $v.eval.enabled $v.vllm.enabled $v.adapter.enabled }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -181,6 +181,22 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- end }}
 {{- if and (eq (int $v.vllm.gpu.count) 0) (gt (int $v.vllm.tensorParallelSize) 1) }}
 {{- $errors = append $errors "vllm.tensorParallelSize: vLLM on CPU (gpu.count 0) runs one process: set it to 1" }}
+{{- end }}
+{{- if and $v.vllm.lora.runtime.enabled (not $v.vllm.lora.enabled) }}
+{{- $errors = append $errors "vllm.lora.runtime.enabled: needs vllm.lora.enabled (the base model served with --enable-lora)" }}
+{{- end }}
+{{- if and $v.vllm.lora.runtime.enabled (not $v.vllm.lora.runtime.registry) }}
+{{- $errors = append $errors "vllm.lora.runtime.registry: required when vllm.lora.runtime.enabled" }}
+{{- end }}
+{{- end }}
+{{- if $v.adapter.enabled }}
+{{- range $key := list "name" "path" }}
+{{- if not (get $v.adapter $key) }}
+{{- $errors = append $errors (printf "adapter.%s: required" $key) }}
+{{- end }}
+{{- end }}
+{{- if or (not $v.adapter.host.url) (not $v.adapter.host.registry) }}
+{{- $errors = append $errors "adapter.host.url and adapter.host.registry: required (the shared vLLM that loads the adapter)" }}
 {{- end }}
 {{- end }}
 {{- if $errors }}

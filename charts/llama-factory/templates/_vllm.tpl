@@ -18,3 +18,54 @@
 {{- $name }}
 {{- end }}
 {{- end }}
+
+{{/*
+The `helm test` pod of a served model: one chat completion under `model` at `url`, its answer's shape checked
+(files/chat_test.py, from the component's ConfigMap). Call with (dict "root" . "component" "vllm" "w" <values
+with image, podSecurityContext, securityContext and test> "url" <server> "model" <name> "apiKey" <secretRef>
+"placement" <nodeSelector and tolerations>).
+*/}}
+{{- define "llama-factory.chatTestPod" -}}
+{{- $w := .w }}
+{{- $resources := dict "requests" (dict "cpu" "100m" "memory" "256Mi") "limits" (dict "cpu" "500m" "memory" "512Mi") }}
+{{- $ctx := dict "root" .root "w" (merge (dict "resources" $resources) (omit $w "resources")) "gpus" 0 }}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" (dict "root" .root "component" .component)) "suffix" "test") }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "llama-factory.componentLabels" (dict "root" .root "component" (printf "%s-test" .component)) | nindent 4 }}
+  annotations:
+    helm.sh/hook: test
+    # kept until the next test run, so a failure can be read with kubectl logs
+    helm.sh/hook-delete-policy: before-hook-creation
+spec:
+  {{- include "llama-factory.podCommon" (dict "root" .root "w" (dict "podSecurityContext" $w.podSecurityContext "priorityClassName" "" "nodeSelector" .placement.nodeSelector "tolerations" .placement.tolerations "affinity" dict)) | nindent 2 }}
+  restartPolicy: Never
+  containers:
+    - name: chat
+      {{- include "llama-factory.containerCommon" $ctx | nindent 6 }}
+      command: ["python3", "/scripts/chat_test.py"]
+      env:
+        - name: VLLM_URL
+          value: {{ .url | quote }}
+        - name: MODEL
+          value: {{ .model | quote }}
+        - name: PROMPT
+          value: {{ $w.test.prompt | quote }}
+        - name: MAX_TOKENS
+          value: {{ $w.test.maxTokens | quote }}
+        {{- with .apiKey.secretName }}
+        - name: VLLM_API_KEY
+          valueFrom:
+            secretKeyRef: {name: {{ . }}, key: {{ $.apiKey.secretKey }}}
+        {{- end }}
+      volumeMounts:
+        - name: scripts
+          mountPath: /scripts
+  volumes:
+    - name: scripts
+      configMap:
+        name: {{ include "llama-factory.configMapName" (dict "root" .root "component" .component) }}
+{{- end }}
