@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The real node's figures: `lfk cluster up` with the real node to a Ready node, and the tiny-cpu example
 end to end (its data tokenized once, train, preempted after its first checkpoint by an eviction, resumed,
-merged, scored by the evaluation gate, served by vLLM on CPU, answering), each step timed from `lfk run`'s own progress lines. A benchmark, not a test: it prints.
+merged, scored by the evaluation gate, served by vLLM on CPU, answering), each step timed from `lfk run`'s own
+progress lines; then a second experiment's adapter loaded into that vLLM (serve.source: shared) and unloaded.
+A benchmark, not a test: it prints.
 
     .venv/bin/python hack/bench-node.py          (make bench-node; needs root, make node-tools images)
 """
@@ -23,11 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from generator.cluster import lifecycle, nodes, storage  # noqa: E402
+from generator.cluster.state import State  # noqa: E402
 from generator.core.facts import derive  # noqa: E402
 from generator.core.spec import load_spec  # noqa: E402
 from generator.core.storage import local  # noqa: E402
 from generator.ops import kube  # noqa: E402
 from generator.project import helm_binary  # noqa: E402
+from tests.node.conftest import as_guest_of_tiny_cpu, as_shared_host, variant  # noqa: E402
 from tests.support import tiny  # noqa: E402
 
 TINY = ROOT / "values" / "tiny-cpu" / "experiment.yaml"
@@ -58,9 +62,72 @@ def watch_hooks(api: object, release: str, namespace: str, seen: dict[str, list[
     while True:
         now = time.monotonic()
         for hook in ("train-preflight", "train-tokenize"):
-            if kube.pods(api, namespace, {kube.INSTANCE: release, kube.COMPONENT: hook}):
+            try:
+                found = kube.pods(api, namespace, {kube.INSTANCE: release, kube.COMPONENT: hook})
+            except Exception:  # noqa: BLE001 - the cluster is going down at the end of the benchmark
+                return
+            if found:
                 seen.setdefault(hook, [now, now])[1] = now
         time.sleep(0.2)
+
+
+def timed_run(
+    argv: list[str], env: dict[str, str], steps: tuple[tuple[str, str], ...]
+) -> list[tuple[str, float]] | None:
+    """Run an lfk command, echoing it; the time from its start (or the step before) to the first line matching
+    each step's pattern. None when it fails."""
+    start = time.monotonic()
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    marks: dict[str, float] = {}
+    for line in run.stdout:
+        print(line, end="", flush=True)
+        for step, pattern in steps:
+            if step not in marks and re.search(pattern, line):
+                marks[step] = time.monotonic()
+    if run.wait() != 0:
+        print(f"{' '.join(argv[1:3])} failed")
+        return None
+    figures, previous = [], start
+    for step, at in marks.items():
+        figures.append((step, at - previous))
+        previous = at
+    return figures
+
+
+def shared_adapters(state: State, env: dict[str, str]) -> list[tuple[str, float]] | None:
+    """Many adapters on one vLLM: tiny-cpu's vLLM becomes a shared host, a second experiment trains and has
+    its adapter loaded into it (no vLLM of its own), then is uninstalled (unloaded)."""
+    folder = Path(tempfile.mkdtemp(prefix="lfk-bench-shared-"))
+    namespace = derive(load_spec(TINY)).namespace
+    kube.request(state.api(), "POST", f"/api/v1/namespaces/{namespace}/secrets", json={
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tiny-api-key"}, "stringData": {"token": "bench"},
+    })  # fmt: skip
+    host, guest = (
+        variant(folder, "tiny-cpu", as_shared_host),
+        variant(folder, "tiny-guest", as_guest_of_tiny_cpu),
+    )
+    figures = timed_run([LFK, "run", str(host), "--components", "vllm"], env, (
+        ("shared host: vLLM restarted with runtime LoRA loading and its sidecar", r"^vllm: deployment \S+ available"),
+        ("  its helm test", r"^vllm: helm test passed"),
+    ))  # fmt: skip
+    # the 2-core node holds vLLM and the guest's training only without LlamaBoard
+    helm = [helm_binary(), "--kubeconfig", str(state.kubeconfig), "-n", namespace]
+    subprocess.run([*helm, "uninstall", "tiny-cpu-webui", "--wait"], check=True, capture_output=True)
+    guest_steps = timed_run([LFK, "run", str(guest)], env, (
+        ("guest: training (6 steps, preflight hook)", r"^train: job \S+ complete"),
+        ("guest: adapter Job (checks, registers, every replica loaded it)", r"^adapter: job \S+ complete"),
+        ("guest: helm test under its own name through the host's Service", r"^adapter: helm test passed"),
+    ))  # fmt: skip
+    if figures is None or guest_steps is None:
+        return None
+    start = time.monotonic()
+    subprocess.run([*helm, "uninstall", "tiny-guest-adapter", "--wait"], check=True, capture_output=True)
+    return [
+        *figures,
+        *guest_steps,
+        ("guest: helm uninstall (unregistered, unloaded)", time.monotonic() - start),
+    ]
 
 
 def main() -> int:
@@ -97,31 +164,17 @@ def main() -> int:
         ).start()
         env = {**os.environ, "KUBECONFIG": str(state.kubeconfig), "LFK_HELM": helm_binary()}
         start = time.monotonic()
-        run = subprocess.Popen([LFK, "run", str(TINY)], env=env, stdout=subprocess.PIPE, text=True)
-        assert run.stdout is not None
-        marks: dict[str, float] = {}
-        for line in run.stdout:
-            print(line, end="", flush=True)
-            for step, pattern in (
-                (
-                    "train (preflight and tokenize hooks, training, eviction, resumed training)",
-                    r"^train: job \S+ complete",
-                ),
-                ("merge (export, verification, publication)", r"^merge: job \S+ complete"),
-                ("evaluation gate (base and merged model answer, scored)", r"^eval: job \S+ complete"),
-                ("vLLM on CPU until its probes pass", r"^vllm: deployment \S+ available"),
-                ("helm test (a chat completion from a pod through the Service)", r"^vllm: helm test passed"),
-                ("LlamaBoard until ready", r"^webui: deployment \S+ available"),
-            ):
-                if re.search(pattern, line):
-                    marks[step] = time.monotonic()
-        if run.wait() != 0:
-            print("lfk run failed")
+        steps = timed_run([LFK, "run", str(TINY)], env, (
+            ("train (preflight and tokenize hooks, training, eviction, resumed training)", r"^train: job \S+ complete"),
+            ("merge (export, verification, publication)", r"^merge: job \S+ complete"),
+            ("evaluation gate (base and merged model answer, scored)", r"^eval: job \S+ complete"),
+            ("vLLM on CPU until its probes pass", r"^vllm: deployment \S+ available"),
+            ("helm test (a chat completion from a pod through the Service)", r"^vllm: helm test passed"),
+            ("LlamaBoard until ready", r"^webui: deployment \S+ available"),
+        ))  # fmt: skip
+        if steps is None:
             return 1
-        previous = start
-        for step, at in marks.items():
-            figures.append((step, at - previous))
-            previous = at
+        figures += steps
         for hook, what in (
             ("train-preflight", "the preflight hook"),
             ("train-tokenize", "the tokenize hook"),
@@ -163,6 +216,10 @@ def main() -> int:
             forward.terminate()
             forward.wait(timeout=30)
         figures.append(("the tiny experiment end to end (lfk run + the answer)", time.monotonic() - start))
+        shared = shared_adapters(state, env)
+        if shared is None:
+            return 1
+        figures += shared
     finally:
         stop = time.monotonic()
         lifecycle.down(directory)

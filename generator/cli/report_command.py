@@ -25,7 +25,22 @@ from .run_commands import cluster_options, storage_option, target_of
     type=click.Path(dir_okay=False, path_type=Path),
     help="The page (default: report-<run id>.<format> next to the spec). Markdown gets its loss curve beside it.",
 )
-@click.option("--price-per-gpu-hour", type=float, help="To put a cost on the GPU-hours.")
+@click.option(
+    "--price-per-gpu-hour",
+    type=float,
+    help="To put a cost on the GPU-hours (default: the spec's resources.gpu.pricePerHour).",
+)
+@click.option(
+    "--mlflow-tags",
+    is_flag=True,
+    help="Also set the report's figures as tags (lfk.*) on the training's MLflow run (spec: tracking.mlflow).",
+)
+@click.option(
+    "--mlflow-uri",
+    metavar="URL",
+    help="Reach MLflow here instead of the spec's trackingUri (a port-forward, say); credentials from "
+    "MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN.",
+)
 @click.option(
     "--run",
     "run_id",
@@ -42,8 +57,9 @@ from .run_commands import cluster_options, storage_option, target_of
 @cluster_options
 @storage_option
 def report_cmd(
-    spec: str, form: str, out: Path | None, price_per_gpu_hour: float | None, run_id: str | None,
-    from_cluster: bool, kubeconfig: str | None, context: str | None, storage_root: Path | None,
+    spec: str, form: str, out: Path | None, price_per_gpu_hour: float | None, mlflow_tags: bool,
+    mlflow_uri: str | None, run_id: str | None, from_cluster: bool, kubeconfig: str | None, context: str | None,
+    storage_root: Path | None,
 ) -> None:  # fmt: skip
     """The run as one page: lineage (spec hash, run id, versions, images by digest), training (steps, loss,
     checkpoints, the loss curve, tokens/s), the evaluation gate's scores, each stage's wall time, GPU-hours and
@@ -91,3 +107,18 @@ def report_cmd(
     except OSError as exc:
         raise Failed(f"report: cannot write {out}: {exc}") from None
     click.echo(f"report of {facts.name} run {facts.run_id}: {out}")
+    if mlflow_tags:
+        mlflow = target.spec.data["tracking"].get("mlflow")
+        if not mlflow:
+            raise Failed("report: --mlflow-tags: the spec has no tracking.mlflow")
+        from ..ops.mlflow_tags import set_tags
+
+        tags = report.figures(spec_text, target.spec.data, facts, data, price_per_gpu_hour)
+        uri = mlflow_uri or mlflow["trackingUri"]
+        try:
+            run = set_tags(
+                uri, mlflow.get("experiment", facts.name), facts.run_id, facts.releases["train"], tags
+            )
+        except LfkError as exc:
+            raise Failed(f"report: {exc}") from None
+        click.echo(f"MLflow: {len(tags)} tags (lfk.*) set on run {run} at {uri}")

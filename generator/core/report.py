@@ -160,15 +160,15 @@ def sections(
         stage_lines.append(
             f"| {s.component} | {s.kind} `{s.name}` | {s.state}{note} | {_duration(s.seconds)} | {s.gpus} |"
         )
-    real = [s for s in all_stages if not s.simulated and s.gpu_hours is not None]
-    gpu_hours = sum(s.gpu_hours or 0 for s in real)
+    gpu_hours = real_gpu_hours(all_stages)
     cost = [
         f"- GPU-hours of the finished workloads: {gpu_hours:.2f} (serving counted until it became available)"
     ]
+    price_per_gpu_hour = price_of(spec_data, price_per_gpu_hour)
     if price_per_gpu_hour is not None:
         cost.append(f"- at {price_per_gpu_hour:.2f} per GPU-hour: {gpu_hours * price_per_gpu_hour:.2f}")
     else:
-        cost.append("- cost: no price given (--price-per-gpu-hour)")
+        cost.append("- cost: no price given (resources.gpu.pricePerHour or --price-per-gpu-hour)")
     if any(s.simulated for s in all_stages):
         cost.append("- simulated stages are left out: no GPU was used")
     if "vllm" in facts.releases:
@@ -201,22 +201,74 @@ def dataset_lines(datasets: dict[str, dict[str, str]] | None, facts: Facts) -> l
     ]
 
 
-def mfu_line(spec_data: dict[str, Any], facts: Facts, throughput: float | None) -> str:
-    """The training's model FLOPs utilisation: model FLOPs per token (6 N for full training; 4 N for LoRA and
-    freeze, whose frozen weights need no weight gradients) times the logged tokens/s, over the GPUs' peak."""
+def real_gpu_hours(all_stages: list[Stage]) -> float:
+    """GPU-hours of the stages that ran on real nodes (simulated ones held no GPU)."""
+    return sum(s.gpu_hours or 0 for s in all_stages if not s.simulated)
+
+
+def price_of(spec_data: dict[str, Any], flag: float | None) -> float | None:
+    """The price of a GPU-hour: the flag's, else the spec's resources.gpu.pricePerHour."""
+    return flag if flag is not None else spec_data["resources"]["gpu"].get("pricePerHour")
+
+
+def mfu(spec_data: dict[str, Any], facts: Facts, throughput: float | None) -> tuple[float | None, str]:
+    """The training's model FLOPs utilisation and how it was reckoned (or what it lacks): model FLOPs per token
+    (6 N for full training; 4 N for LoRA and freeze, whose frozen weights need no weight gradients) times the
+    logged tokens/s, over the GPUs' peak."""
     product = spec_data["resources"]["gpu"].get("product")
     peak = catalog.peak_tflops(product) if product and spec_data["resources"]["gpus"] else None
     size = facts.model_info.parameters_b if facts.model_info else None
     if not (peak and size and throughput):
         missing = "the GPU's peak FLOPS" if not peak else "the model's size" if not size else "tokens/s"
-        return f"MFU: {NOT_RECORDED} (needs {missing})"
+        return None, f"needs {missing}"
     per_token = 6 if spec_data["method"]["type"] == "full" else 4
-    achieved = per_token * size * 1e9 * throughput
-    mfu = achieved / (facts.world_size * peak * 1e12)
-    return (
-        f"MFU: {mfu:.1%} ({per_token} x {size:g}B parameters x {throughput:g} tokens/s over {facts.world_size} x "
-        f"{peak:g} TFLOPS, {product})"
-    )
+    value = per_token * size * 1e9 * throughput / (facts.world_size * peak * 1e12)
+    how = f"{per_token} x {size:g}B parameters x {throughput:g} tokens/s over {facts.world_size} x {peak:g} TFLOPS, {product}"
+    return value, how
+
+
+def mfu_line(spec_data: dict[str, Any], facts: Facts, throughput: float | None) -> str:
+    value, how = mfu(spec_data, facts, throughput)
+    return f"MFU: {NOT_RECORDED} ({how})" if value is None else f"MFU: {value:.1%} ({how})"
+
+
+def figures(
+    spec_text: str,
+    spec_data: dict[str, Any],
+    facts: Facts,
+    status: dict[str, Any],
+    price_per_gpu_hour: float | None,
+) -> dict[str, str]:
+    """The report's figures as MLflow tags (`lfk report --mlflow-tags`): what the run was made from and what it
+    cost, on the training's MLflow run beside its metrics. Only what was recorded."""
+    status = of_run(status, facts.run_id)
+    tags = {
+        "lfk.spec_sha256": spec_hash(spec_text),
+        "lfk.llamafactory_version": _version(spec_data["images"]["llamafactory"]),
+        "lfk.vllm_version": _version(spec_data["images"]["vllm"]),
+    }
+    for name, files in (status.get("datasets") or {}).items():
+        tags.update({f"lfk.dataset.{name}.{file}.sha256": digest for file, digest in files.items()})
+    throughput = (status.get("training") or {}).get("throughput")
+    if throughput:
+        tags["lfk.tokens_per_s"] = f"{throughput:g}"
+    if (value := mfu(spec_data, facts, throughput)[0]) is not None:
+        tags["lfk.mfu"] = f"{value:.4f}"
+    all_stages = stages(status)
+    for component in dict.fromkeys(s.component for s in all_stages):
+        seconds = [s.seconds for s in all_stages if s.component == component and s.seconds is not None]
+        if seconds:
+            tags[f"lfk.wall_seconds.{component}"] = f"{sum(seconds):.0f}"
+    hours = real_gpu_hours(all_stages)
+    tags["lfk.gpu_hours"] = f"{hours:.3f}"
+    if (price := price_of(spec_data, price_per_gpu_hour)) is not None:
+        tags["lfk.cost"] = f"{hours * price:.2f}"
+    if {"vllm", "adapter"} & set(facts.releases):
+        tags["lfk.served_name"] = facts.served_name
+        tags["lfk.served_by"] = (
+            facts.host.release if facts.host and "adapter" in facts.releases else facts.releases["vllm"]
+        )
+    return tags
 
 
 def evaluation(facts: Facts, scores: dict[str, Any] | None) -> list[str]:

@@ -111,6 +111,27 @@ def variant(folder: Path, name: str, change: Callable[[dict[str, Any]], None] | 
     return spec_path
 
 
+def as_shared_host(d: dict[str, Any]) -> None:
+    """tiny-cpu serving the base model with its adapter behind an API key, loading other experiments' adapters
+    at run time; its vLLM at 900m, so a guest's GPU-less hooks (1 CPU) fit beside it on the 2-core node."""
+    d["serve"].update(
+        source="adapter",
+        apiKeySecret={"name": "tiny-api-key", "key": "token"},
+        sharedAdapters={"maxLoras": 2, "syncIntervalSeconds": 2},
+    )
+    d["serve"]["resources"]["cpu"] = "900m"
+
+
+def as_guest_of_tiny_cpu(d: dict[str, Any]) -> None:
+    """A short second training of the tiny model whose adapter tiny-cpu's vLLM loads (serve.source: shared)."""
+    del d["evaluate"]
+    d["training"].update(maxSteps=6, saveSteps=6)
+    d["data"]["tokenizeOnce"] = False
+    d["merge"] = {"enabled": False}
+    d["webui"] = {"enabled": False}
+    d["serve"] = {"source": "shared", "host": "tiny-cpu"}
+
+
 def edit_values(spec_path: Path, component: str, change: Callable[[dict[str, Any]], None]) -> Path:
     """A component's rendered values, changed the way only a hand edit can (what the generator refuses)."""
     path = spec_path.parent / f"{component}.yaml"

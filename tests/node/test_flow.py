@@ -30,6 +30,8 @@ from .conftest import (
     TINY,
     NodeCluster,
     PortForward,
+    as_guest_of_tiny_cpu,
+    as_shared_host,
     copy_artifact,
     edit_values,
     http_json,
@@ -238,7 +240,10 @@ def test_the_run_report_is_filled_from_the_real_run(
     # the dataset as the tokenize hook hashed it, the same bytes as on the storage now
     data_file = local(node_cluster.storage, "/storage/data/tiny_qa.json")
     digest = hashlib.sha256(data_file.read_bytes()).hexdigest()[:16]
-    assert f"<li>dataset <code>tiny_qa</code>: <code>tiny_qa.json</code> sha256 <code>{digest}</code></li>" in page
+    assert (
+        f"<li>dataset <code>tiny_qa</code>: <code>tiny_qa.json</code> sha256 <code>{digest}</code></li>"
+        in page
+    )
     assert "<li>MFU: not recorded (needs the GPU&#x27;s peak FLOPS)</li>" in page, "no GPU on the real node"
     for component in ("train", "merge", "eval"):  # real wall times from the Jobs, not "not recorded"
         assert re.search(
@@ -251,6 +256,40 @@ def test_the_run_report_is_filled_from_the_real_run(
                                 "--out", str(out.with_suffix(".md")))  # fmt: skip
     assert markdown.returncode == 0, markdown.stderr
     assert out.with_suffix(".loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_reports_figures_become_tags_of_the_trainings_mlflow_run(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lfk report --mlflow-tags` on the real run: the training's MLflow run (here a file store standing in for
+    the server, its run tagged as the chart's MLFLOW_TAGS tags it) gets the report's figures as lfk.* tags."""
+    from mlflow import MlflowClient
+
+    store = f"file://{tmp_path / 'mlruns'}"
+    env = {"MLFLOW_ALLOW_FILE_STORE": "true"}
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(store)
+    experiment = client.create_experiment("tiny-cpu")
+    tags = {"experiment": "tiny-cpu", "run_id": FACTS.run_id, "release": FACTS.releases["train"]}
+    training = client.create_run(experiment, tags=tags).info.run_id
+
+    def with_mlflow(d: dict[str, Any]) -> None:  # the same run: tracking is not part of the run id
+        d["tracking"] = {"mlflow": {"trackingUri": "http://mlflow.mlops.svc.cluster.local:5000"}}
+
+    spec = variant(tmp_path, "tiny-cpu", with_mlflow)
+    result = node_cluster.lfk("report", str(spec), "--storage-root", str(node_cluster.storage), "--mlflow-tags",
+                              "--mlflow-uri", store, "--price-per-gpu-hour", "3", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"set on run {training} at {store}" in result.stdout
+    logged = client.get_run(training).data.tags
+    digest = hashlib.sha256(
+        local(node_cluster.storage, "/storage/data/tiny_qa.json").read_bytes()
+    ).hexdigest()
+    assert logged["lfk.dataset.tiny_qa.tiny_qa.json.sha256"] == digest
+    assert logged["lfk.llamafactory_version"] == "0.9.5" and logged["lfk.vllm_version"] == "0.32.0"
+    assert float(logged["lfk.tokens_per_s"]) > 0 and int(logged["lfk.wall_seconds.train"]) > 0
+    assert logged["lfk.gpu_hours"] == "0.000" and logged["lfk.cost"] == "0.00"  # no GPU on the real node
+    assert "lfk.mfu" not in logged, "no GPU: no MFU"
 
 
 def test_the_merged_model_is_published_whole(node_cluster: NodeCluster, tiny_run: dict[str, Any]) -> None:
@@ -400,16 +439,7 @@ def adapter_host(node_cluster: NodeCluster, tmp_path: Path) -> tuple[Path, str]:
                                    f"--from-literal=token={API_KEY}")  # fmt: skip
     assert created.returncode == 0, created.stderr
 
-    def shared_adapter_with_key(d: dict[str, Any]) -> None:
-        d["serve"].update(
-            source="adapter",
-            apiKeySecret={"name": "tiny-api-key", "key": "token"},
-            sharedAdapters={"maxLoras": 2, "syncIntervalSeconds": 2},
-        )
-        # room on the 2-core node for a guest's GPU-less hooks (1 CPU) beside vLLM and its sidecar
-        d["serve"]["resources"]["cpu"] = "900m"
-
-    spec = variant(tmp_path, "tiny-cpu", shared_adapter_with_key)
+    spec = variant(tmp_path, "tiny-cpu", as_shared_host)
     result = node_cluster.lfk("run", str(spec), "--components", "vllm", "--timeout", "600", timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     return spec, result.stdout
@@ -465,15 +495,7 @@ def test_two_experiments_adapters_answer_from_one_vllm_pod_and_uninstall_unloads
     # the 2-core node holds vLLM and the guest's training only without LlamaBoard (the tests before used it)
     node_cluster.helm("uninstall", FACTS.releases["webui"], "-n", NAMESPACE, "--wait", timeout=300)
 
-    def guest_of_tiny_cpu(d: dict[str, Any]) -> None:
-        del d["evaluate"]
-        d["training"].update(maxSteps=6, saveSteps=6)
-        d["data"]["tokenizeOnce"] = False
-        d["merge"] = {"enabled": False}
-        d["webui"] = {"enabled": False}
-        d["serve"] = {"source": "shared", "host": "tiny-cpu"}
-
-    guest = variant(tmp_path, "tiny-guest", guest_of_tiny_cpu)
+    guest = variant(tmp_path, "tiny-guest", as_guest_of_tiny_cpu)
     guest_facts, host_facts = derive(load_spec(guest)), derive(load_spec(host))
     assert set(guest_facts.releases) == {"train", "adapter"}, "no vLLM of its own"
     result = node_cluster.lfk("run", str(guest), "--timeout", "900", timeout=1500)

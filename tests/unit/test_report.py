@@ -71,7 +71,7 @@ def test_simulated_stages_cost_nothing_and_say_so() -> None:
     assert "(SIMULATED: kwok, no container ran)" in "\n".join(parts["Stages"])
     assert parts["Cost"] == [
         "- GPU-hours of the finished workloads: 0.00 (serving counted until it became available)",
-        "- cost: no price given (--price-per-gpu-hour)",
+        "- cost: no price given (resources.gpu.pricePerHour or --price-per-gpu-hour)",
         "- simulated stages are left out: no GPU was used",
     ]
 
@@ -163,3 +163,32 @@ def test_what_the_run_did_not_record_says_why() -> None:
     assert "- dataset hashes: not recorded (the data is hashed when it is tokenized once; or the run's output " \
            "folder was not read)" in parts["Lineage"]  # fmt: skip
     assert "- MFU: not recorded (needs tokens/s)" in parts["Training"]
+
+
+def test_the_spec_prices_the_gpu_hours_unless_the_flag_does() -> None:
+    spec = load_spec(SPEC)
+    spec.data["resources"]["gpu"]["pricePerHour"] = 4.0
+    facts = derive(spec)
+    assert (
+        "- at 4.00 per GPU-hour: 6.00"
+        in dict(report.sections("x", spec.data, facts, a_status(), None))["Cost"]
+    )
+    assert (
+        "- at 2.50 per GPU-hour: 3.75"
+        in dict(report.sections("x", spec.data, facts, a_status(), 2.5))["Cost"]
+    )
+
+
+def test_the_figures_as_mlflow_tags_are_only_what_was_recorded() -> None:
+    spec = load_spec(SPEC)
+    facts = derive(spec)
+    status = a_status()
+    status["datasets"] = {"qa_dataset": {"qa_dataset.json": "ab" * 32}}
+    tags = report.figures("spec text", spec.data, facts, status, 2.5)
+    assert tags["lfk.spec_sha256"] == report.spec_hash("spec text")
+    assert tags["lfk.dataset.qa_dataset.qa_dataset.json.sha256"] == "ab" * 32
+    assert tags["lfk.llamafactory_version"] == "0.9.5" and tags["lfk.vllm_version"] == "0.33.0"
+    assert tags["lfk.wall_seconds.train"] == "5400" and "lfk.wall_seconds.vllm" not in tags
+    assert tags["lfk.gpu_hours"] == "1.500" and tags["lfk.cost"] == "3.75"
+    assert tags["lfk.served_name"] == facts.served_name and tags["lfk.served_by"] == facts.releases["vllm"]
+    assert "lfk.tokens_per_s" not in tags and "lfk.mfu" not in tags, "the trainer logged no throughput"
