@@ -46,6 +46,7 @@ TORCH_PINS = $(shell $(PYTHON) -c 'import tomllib; deps = tomllib.load(open("pyp
 $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 	@echo "installing LLaMA-Factory and torch into $(VENV) (about 6.5 GB, a few minutes the first time)"
 	@df -Pk . | awk 'NR == 2 && $$4 < 11 * 1048576 { printf "warning: %.1f GB free here; the install needs about 11 GB at its peak\n", $$4 / 1048576 }'
+	@test -n "$(TORCH_PINS)" || { echo "pyproject.toml's llamafactory extra pins no torch==, torchaudio==, torchvision==" >&2; exit 1; }
 	$(PY) -m pip install --quiet --no-cache-dir $(TORCH_PINS)
 	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev,llamafactory]'
 	touch $@

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -232,6 +233,11 @@ def mfu_line(spec_data: dict[str, Any], facts: Facts, throughput: float | None) 
     return f"MFU: {NOT_RECORDED} ({how})" if value is None else f"MFU: {value:.1%} ({how})"
 
 
+def tag_key(key: str) -> str:
+    """An MLflow tag key: letters, digits, `_-. /` only, at most 250 characters."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)[:250]
+
+
 def figures(
     spec_text: str,
     spec_data: dict[str, Any],
@@ -248,7 +254,12 @@ def figures(
         "lfk.vllm_version": _version(spec_data["images"]["vllm"]),
     }
     for name, files in (status.get("datasets") or {}).items():
-        tags.update({f"lfk.dataset.{name}.{file}.sha256": digest for file, digest in files.items()})
+        if len(files) == 1:
+            [(file, digest)] = files.items()
+            tags[tag_key(f"lfk.dataset.{name}.{file}.sha256")] = digest
+        else:  # a folder of shards: one digest of every file's name and digest
+            listing = "".join(f"{f} {d}\n" for f, d in sorted(files.items()))
+            tags[tag_key(f"lfk.dataset.{name}.sha256")] = hashlib.sha256(listing.encode()).hexdigest()
     throughput = (status.get("training") or {}).get("throughput")
     if throughput:
         tags["lfk.tokens_per_s"] = f"{throughput:g}"

@@ -158,6 +158,13 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
             "other experiments' adapters are loaded onto the base model, which only source: adapter serves",
             "use serve.source: adapter (the base model with this experiment's own adapter)",
         )
+    if "host" in serve and serve["source"] != "shared":
+        yield Problem(
+            "$.serve.host",
+            f"a host is used only with source: shared; this experiment serves {serve['source']}",
+            "remove serve.host, or use source: shared",
+            "warning",
+        )
     if serve["source"] != "shared" or not serve["enabled"]:
         return
     if not is_adapter_method(d["method"]["type"]):
@@ -182,6 +189,9 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
             "set serve.host",
         )
         return
+    if host.name == spec.name:
+        yield Problem("$.serve.host", "an experiment cannot host its own adapter", "use source: adapter")
+        return
     if host.spec is None:
         yield Problem(
             "$.serve.host",
@@ -197,8 +207,6 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"give {host.source} serve.source: adapter and serve.sharedAdapters",
         )
         return
-    if host.name == spec.name:
-        yield Problem("$.serve.host", "an experiment cannot host itself", "use source: adapter")
     for path, mine, theirs, why in (
         ("$.namespace", d["namespace"], h["namespace"], "its vLLM's service is reached within the namespace"),
         ("$.storage", d["storage"], h["storage"], "its vLLM reads the adapter from its own storage"),

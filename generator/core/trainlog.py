@@ -113,9 +113,38 @@ def parse(text: str) -> Progress | None:
         remaining=str(last.get("remaining_time", "")),
         losses=losses,
         loss_steps=[int(e["current_steps"]) for e in logged_losses],
-        throughput=next((float(e["throughput"]) for e in reversed(entries) if "throughput" in e), None),
+        throughput=session_throughput(entries),
         problems=problems,
     )
+
+
+def _seconds(elapsed: Any) -> float | None:
+    """LLaMA-Factory's elapsed_time ("1:02:03", "1 day, 2:03:04") in seconds."""
+    text = str(elapsed)
+    days, _, clock = text.rpartition(", ") if ", " in text else ("", "", text)
+    try:
+        hours, minutes, seconds = (float(p) for p in clock.split(":"))
+    except ValueError:
+        return None
+    return (int(days.split()[0]) if days else 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def session_throughput(entries: list[dict[str, Any]]) -> float | None:
+    """Tokens/s of the latest training session. LLaMA-Factory logs `throughput` as every token seen since the
+    run began over the time since this session began, so after a resume it counts the earlier sessions'
+    tokens too: the rate between the session's first and last logged `total_tokens` is what it achieved."""
+    counted: list[tuple[dict[str, Any], float]] = [
+        (e, t) for e in entries if "total_tokens" in e and (t := _seconds(e.get("elapsed_time"))) is not None
+    ]
+    session: list[tuple[dict[str, Any], float]] = []
+    for entry, seconds in counted:
+        if session and seconds < session[-1][1]:  # the clock started again: a new session
+            session = []
+        session.append((entry, seconds))
+    if len(session) >= 2 and session[-1][1] > session[0][1]:
+        tokens = float(session[-1][0]["total_tokens"]) - float(session[0][0]["total_tokens"])
+        return round(tokens / (session[-1][1] - session[0][1]), 2)
+    return next((float(e["throughput"]) for e in reversed(entries) if "throughput" in e), None)
 
 
 def _plateau(losses: list[float]) -> str | None:

@@ -204,8 +204,14 @@ def merged_model(spec: Spec, facts: Facts, storage_root: Path | None) -> Item:
 
 def served_model(facts: Facts, url: str | None, api_key: str | None, timeout: float = 10.0) -> Item:
     name = "vLLM answers /v1/models with the served name"
-    if "vllm" not in facts.releases:
+    if not {"vllm", "adapter"} & set(facts.releases):
         return Item(name, True, "serving is off in this spec")
+    if not url and facts.host and "adapter" in facts.releases:
+        return Item(
+            name,
+            None,
+            f"pass --vllm-url of {facts.host.name}'s vLLM (e.g. after `lfk ui {facts.host.source} vllm`)",
+        )
     if not url:
         return Item(name, None, "pass --vllm-url (e.g. after `lfk ui SPEC vllm`)")
     request = urllib.request.Request(

@@ -273,8 +273,9 @@ def test_the_reports_figures_become_tags_of_the_trainings_mlflow_run(
     tags = {"experiment": "tiny-cpu", "run_id": FACTS.run_id, "release": FACTS.releases["train"]}
     training = client.create_run(experiment, tags=tags).info.run_id
 
-    def with_mlflow(d: dict[str, Any]) -> None:  # the same run: tracking is not part of the run id
+    def with_mlflow(d: dict[str, Any]) -> None:  # the same run: neither tracking nor images is in the run id
         d["tracking"] = {"mlflow": {"trackingUri": "http://mlflow.mlops.svc.cluster.local:5000"}}
+        d["images"]["pipPackages"] = ["mlflow-skinny==3.17.2"]
 
     spec = variant(tmp_path, "tiny-cpu", with_mlflow)
     result = node_cluster.lfk("report", str(spec), "--storage-root", str(node_cluster.storage), "--mlflow-tags",
@@ -501,6 +502,9 @@ def test_two_experiments_adapters_answer_from_one_vllm_pod_and_uninstall_unloads
     result = node_cluster.lfk("run", str(guest), "--timeout", "900", timeout=1500)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "adapter: helm test passed: its pod sent a chat completion" in result.stdout, result.stdout
+    assert (
+        "is served as 'tiny-guest' by tiny-cpu's vLLM (the adapter answered its helm test)" in result.stdout
+    )
     job_log = node_cluster.kubectl("-n", NAMESPACE, "logs", "-l",
                                    f"{kube.INSTANCE}=tiny-guest-adapter,{kube.COMPONENT}=adapter").stdout  # fmt: skip
     assert "is loaded on every running replica" in job_log, job_log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,13 @@ def test_the_figures_as_mlflow_tags_are_only_what_was_recorded() -> None:
     assert tags["lfk.gpu_hours"] == "1.500" and tags["lfk.cost"] == "3.75"
     assert tags["lfk.served_name"] == facts.served_name and tags["lfk.served_by"] == facts.releases["vllm"]
     assert "lfk.tokens_per_s" not in tags and "lfk.mfu" not in tags, "the trainer logged no throughput"
+
+
+def test_mlflow_tag_keys_keep_to_what_mlflow_accepts_and_shards_make_one_digest() -> None:
+    spec = load_spec(SPEC)
+    status = a_status()
+    status["datasets"] = {"qa:v2": {"part-0.json": "aa", "part-1.json": "bb"}, "one": {"ł ó.json": "cc"}}
+    tags = report.figures("x", spec.data, derive(spec), status, None)
+    assert tags["lfk.dataset.one._ _.json.sha256"] == "cc"
+    assert len(tags["lfk.dataset.qa_v2.sha256"]) == 64 and "lfk.dataset.qa_v2.part-0.json.sha256" not in tags
+    assert all(len(k) <= 250 and re.fullmatch(r"[A-Za-z0-9_\-. /]+", k) for k in tags)

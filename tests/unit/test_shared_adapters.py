@@ -4,6 +4,7 @@ between the guest Job (files/adapter_share.py) and the host's sidecar (files/ada
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import threading
@@ -182,24 +183,27 @@ def test_the_sidecar_loads_what_is_registered_and_unloads_what_is_not() -> None:
 
 
 class Sidecar(threading.Thread):
-    """Stands in for the host's replicas: reports in the registry's status folder, as adapter_sync.py does,
-    what it would have loaded (the protocol between the two scripts, without a vLLM)."""
+    """The host's replicas without a vLLM: each round, adapter_sync.py's own Sync reports (status() and
+    write_status(), as in round()) every registered adapter as loaded, or as refused by vLLM with `refuse`."""
 
     def __init__(self, registry: Path, pods: list[str], refuse: str | None = None):
         super().__init__(daemon=True)
         self.registry, self.pods, self.refuse, self.stop = registry, pods, refuse, threading.Event()
-        self.sync = load("adapter_sync")
+        self.module = load("adapter_sync")
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            entries = self.sync.registered(self.registry)
-            for pod in self.pods:
-                adapters = {
-                    n: {"path": e["path"], "loaded": not self.refuse, "error": self.refuse}
-                    for n, e in entries.items()
+        for pod in itertools.cycle(self.pods):
+            if self.stop.is_set():
+                return
+            sync = self.module.Sync(self.registry, "http://vllm.invalid", {"host-own"}, pod)
+            entries = self.module.registered(self.registry)
+            loaded = {} if self.refuse else {n: e["path"] for n, e in entries.items()}
+            if self.refuse:
+                sync.refused = {
+                    (n, e["path"], float(e["registered"])): self.refuse for n, e in entries.items()
                 }
-                self.sync.write_status(self.registry / ".status", pod, adapters)
-            time.sleep(0.1)
+            self.module.write_status(self.registry / ".status", pod, sync.status(entries, loaded))
+            time.sleep(0.05)
 
 
 def share_env(tmp_path: Path, adapter_dir: Path) -> dict[str, str]:
@@ -262,3 +266,69 @@ def test_without_a_running_host_register_times_out_and_unregister_does_not_wait(
     started = time.monotonic()
     assert share.unregister(env) == 0
     assert time.monotonic() - started < 1, "no replica reports: nothing to wait for"
+
+
+def test_a_status_of_an_earlier_registration_does_not_count(tmp_path: Path) -> None:
+    """A replica still reporting the adapter loaded from the previous run's path (its round read the registry
+    before the new entry was written) is not taken for the new registration's load."""
+    share = load("adapter_share")
+    env = {**share_env(tmp_path, adapter(tmp_path)), "WAIT_SECONDS": "1"}
+    registry = tmp_path / "registry"
+    earlier = {"name": "guest", "path": "/storage/output/guest/old", "registered": 1.0}
+    sync = load("adapter_sync")
+    status = sync.Sync(registry, "http://vllm.invalid", set(), "vllm-a").status(
+        {"guest": earlier}, {"guest": earlier["path"]}
+    )
+    assert status["guest"] == {"registered": 1.0, "path": earlier["path"], "loaded": True, "error": None}
+
+    def keep_reporting_the_earlier_one() -> None:
+        for _ in range(40):
+            sync.write_status(registry / ".status", "vllm-a", status)
+            time.sleep(0.05)
+
+    reporter = threading.Thread(target=keep_reporting_the_earlier_one, daemon=True)
+    reporter.start()
+    assert share.register(env) == 1, "never loaded: the only replica reports the earlier path"
+    reporter.join()
+
+
+def test_malformed_registry_entries_are_left_out_not_fatal(tmp_path: Path) -> None:
+    sync = load("adapter_sync")
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "good.json").write_text(json.dumps({"name": "good", "path": "/storage/a", "registered": 1.5}))
+    (registry / "no-path.json").write_text(json.dumps({"name": "no-path", "registered": 1}))
+    (registry / "odd-time.json").write_text(
+        json.dumps({"name": "odd", "path": "/storage/b", "registered": "x"})
+    )
+    (registry / "list.json").write_text("[1, 2]")
+    (registry / "half.json").write_text('{"name": "half", "pa')
+    assert list(sync.registered(registry)) == ["good"]
+
+
+def test_a_name_with_a_slash_is_registered_under_a_quoted_file_name_and_not_taken_from_another_experiment(
+    tmp_path: Path,
+) -> None:
+    share = load("adapter_share")
+    env = {**share_env(tmp_path, adapter(tmp_path)), "ADAPTER_NAME": "org/legal-bot", "WAIT_SECONDS": "0.2"}
+    assert share.register(env) == 1  # no host running: registered, never loaded
+    entry = json.loads((tmp_path / "registry" / "org%2Flegal-bot.json").read_text())
+    assert entry["name"] == "org/legal-bot" and load("adapter_sync").registered(tmp_path / "registry")
+    other = {**env, "EXPERIMENT": "another"}
+    assert share.register(other) == share.CANNOT_SHARE, "the name is another experiment's"
+    assert share.unregister(other) == 0 and (tmp_path / "registry" / "org%2Flegal-bot.json").exists()
+    assert share.unregister(env) == 0 and not (tmp_path / "registry" / "org%2Flegal-bot.json").exists()
+
+
+def test_an_adapter_not_written_yet_is_retried_not_refused(tmp_path: Path) -> None:
+    share = load("adapter_share")
+    assert share.register(share_env(tmp_path, tmp_path / "not-yet")) == 1
+
+
+def test_an_experiment_cannot_host_itself_and_a_lone_host_setting_is_warned_about(tmp_path: Path) -> None:
+    assert errors(tmp_path, None, name="host", serve={"source": "shared", "host": "host"}) == [
+        "$.serve.host: an experiment cannot host its own adapter (use source: adapter)"
+    ]
+    spec = load_spec(write(tmp_path, {**HOST, "serve": {**HOST["serve"], "host": "other"}}))
+    [warning] = [p for p in validate(spec) if p.path == "$.serve.host"]
+    assert warning.severity == "warning" and "used only with source: shared" in warning.message

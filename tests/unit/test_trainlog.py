@@ -78,3 +78,27 @@ def test_a_loss_logged_as_zero_is_a_nan_the_trainer_filtered() -> None:
     assert progress.problems == [
         f"loss is 0.0 from step 3, how the trainer logs a NaN or infinite loss: {NAN_ADVICE}"
     ]
+
+
+def test_tokens_per_second_of_the_latest_session_not_the_whole_runs_tokens_over_its_time() -> None:
+    """After a resume LLaMA-Factory's own `throughput` divides every token since the run began by the new
+    session's time; the rate between the session's logged token counts is what it achieved."""
+
+    def logged(step: int, elapsed: str, tokens: int, throughput: float) -> str:
+        return json.dumps({"current_steps": step, "total_steps": 20, "loss": 1.0, "elapsed_time": elapsed,
+                           "total_tokens": tokens, "throughput": throughput})  # fmt: skip
+
+    first = [logged(s, f"0:00:{10 * s:02d}", 1000 * s, 100.0) for s in (1, 2, 3)]
+    resumed = [
+        logged(4, "0:00:05", 4000, 800.0),
+        logged(5, "0:00:15", 5000, 333.3),
+        logged(6, "1 day, 0:00:25", 6000, 0.0),
+    ]
+    progress = parse("\n".join([*first, *resumed[:2]]))
+    assert progress is not None and progress.throughput == 100.0, "(5000 - 4000) tokens in 10 s"
+    whole = parse("\n".join(first))
+    assert whole is not None and whole.throughput == 100.0
+    with_days = parse("\n".join([*first, *resumed]))
+    assert with_days is not None and with_days.throughput == round(2000 / (86400 + 20), 2)
+    alone = parse(logged(1, "0:00:10", 1000, 99.5))
+    assert alone is not None and alone.throughput == 99.5, "one entry: the trainer's own figure"

@@ -1,9 +1,12 @@
 """An adapter shared through another experiment's vLLM (serve.source: shared).
 
-register:   check that vLLM can load the adapter beside others (else exit 3: merge instead, and why), write its
-            entry into the host's registry (atomically), and wait until every running replica of the host has
-            loaded it (their adapter-sync sidecars report in <registry>/.status/).
-unregister: remove the entry (helm uninstall's pre-delete hook) and wait until no replica serves it.
+register:   check that vLLM can load the adapter beside others (else exit 3: merge instead, and why; exit 1, which
+            the Job retries, while the training has not written it), refuse a name another experiment has
+            registered, write its entry into the host's registry (atomically), and wait until every running
+            replica of the host has loaded this registration (their adapter-sync sidecars report in
+            <registry>/.status/, naming the registration they saw).
+unregister: remove the entry, when it is this experiment's (helm uninstall's pre-delete hook), and wait until no
+            replica serves it (at most WAIT_SECONDS: an uninstall is never held).
 
 Only the standard library: it runs in the vLLM image. Environment: ADAPTER_NAME, ADAPTER_PATH, REGISTRY,
 MAX_LORA_RANK, EXPERIMENT, RUN_ID, WAIT_SECONDS, STATUS_FRESH_SECONDS.
@@ -16,10 +19,12 @@ import os
 import struct
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 CANNOT_SHARE = 3  # the Job's podFailurePolicy fails at once: a retry would find the same adapter
+MERGE_INSTEAD = "merge instead: serve it with serve.source: merged (a vLLM of its own)"
 # modules vLLM's LoRA layers do not replace: their trained copies would be dropped
 EMBEDDINGS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
 
@@ -78,39 +83,59 @@ def statuses(registry: Path, fresh_seconds: float) -> list[dict[str, Any]]:
 
 def write_entry(registry: Path, entry: dict[str, Any]) -> Path:
     registry.mkdir(parents=True, exist_ok=True)
-    target = registry / f"{entry['name']}.json"
-    tmp = registry / f".{entry['name']}.json.tmp"
+    target = entry_file(registry, entry["name"])
+    tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(json.dumps(entry, indent=1), encoding="utf-8")
     tmp.replace(target)
     return target
 
 
+def entry_file(registry: Path, name: str) -> Path:
+    """A served name may hold `/` or `:`: the file is named after it quoted (the sidecar reads the name inside)."""
+    return registry / f"{urllib.parse.quote(name, safe='')}.json"
+
+
+def entry_of(registry: Path, name: str) -> dict[str, Any] | None:
+    try:
+        entry: dict[str, Any] = json.loads(entry_file(registry, name).read_text(encoding="utf-8"))
+        return entry
+    except (OSError, ValueError):
+        return None
+
+
 def register(env: dict[str, str]) -> int:
     name, adapter, registry = env["ADAPTER_NAME"], Path(env["ADAPTER_PATH"]), Path(env["REGISTRY"])
+    experiment = env.get("EXPERIMENT", "")
+    if not (adapter / "adapter_config.json").is_file():  # not (yet) there: a retry may find it
+        print(f"no adapter_config.json in {adapter}: has the training finished?", flush=True)
+        return 1
     found = problems(adapter, int(env["MAX_LORA_RANK"]))
     if found:
         for problem in found:
             print(f"cannot share {adapter}: {problem}", flush=True)
-        print("merge instead: serve it with serve.source: merged (a vLLM of its own)", flush=True)
+        print(MERGE_INSTEAD, flush=True)
         return CANNOT_SHARE
-    entry = {
-        "name": name,
-        "path": str(adapter),
-        "experiment": env.get("EXPERIMENT", ""),
-        "runId": env.get("RUN_ID", ""),
-        "registered": time.time(),
-    }
+    other = entry_of(registry, name)
+    if other and other.get("experiment") not in (experiment, None):
+        print(f"cannot share {adapter}: the name {name} is registered by experiment {other['experiment']}; "
+              "give this one another serve.servedModelName", flush=True)  # fmt: skip
+        return CANNOT_SHARE
+    entry = {"name": name, "path": str(adapter), "experiment": experiment, "runId": env.get("RUN_ID", ""),
+             "registered": time.time()}  # fmt: skip
     target = write_entry(registry, entry)
     print(f"registered {name} -> {adapter} in {target}", flush=True)
     deadline = time.monotonic() + float(env.get("WAIT_SECONDS", "600"))
     fresh = float(env.get("STATUS_FRESH_SECONDS", "30"))
     while time.monotonic() < deadline:
-        replicas = [s for s in statuses(registry, fresh) if s.get("time", 0) > entry["registered"]]
-        mine = [s["adapters"].get(name) or {} for s in replicas]
+        replicas = statuses(registry, fresh)
+        # what each replica says about this registration (a status of an earlier one does not count)
+        mine = [(s["adapters"].get(name) or {}) for s in replicas]
+        mine = [m if m.get("registered") == entry["registered"] else {} for m in mine]
         if refused := next((m["error"] for m in mine if m.get("error")), None):
-            target.unlink(missing_ok=True)  # never left registered: every replica would try it again
+            if (entry_of(registry, name) or {}).get("registered") == entry["registered"]:
+                target.unlink(missing_ok=True)  # never left registered: every replica would try it again
             print(f"cannot share {adapter}: {refused}", flush=True)
-            print("merge instead: serve it with serve.source: merged (a vLLM of its own)", flush=True)
+            print(MERGE_INSTEAD, flush=True)
             return CANNOT_SHARE
         if mine and all(m.get("loaded") for m in mine):
             pods = ", ".join(s["pod"] for s in replicas)
@@ -127,7 +152,14 @@ def register(env: dict[str, str]) -> int:
 
 def unregister(env: dict[str, str]) -> int:
     name, registry = env["ADAPTER_NAME"], Path(env["REGISTRY"])
-    (registry / f"{name}.json").unlink(missing_ok=True)
+    entry = entry_of(registry, name)
+    if entry and entry.get("experiment") not in (env.get("EXPERIMENT", ""), None):
+        print(
+            f"{name} is registered by experiment {entry['experiment']}, not this one: left as it is",
+            flush=True,
+        )
+        return 0
+    entry_file(registry, name).unlink(missing_ok=True)
     removed = time.time()
     print(f"unregistered {name} from {registry}", flush=True)
     deadline = time.monotonic() + float(env.get("WAIT_SECONDS", "120"))

@@ -27,14 +27,23 @@ Registry = dict[str, dict[str, Any]]
 
 
 def registered(registry: Path) -> Registry:
-    """name -> entry, for every readable entry (a file being replaced is read next round)."""
+    """name -> entry, for every well-formed entry (a file being replaced is read next round; a malformed one,
+    written by hand, is left out rather than stopping the sidecar)."""
     entries: Registry = {}
     for path in sorted(registry.glob("*.json")):
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
-            entries[str(entry["name"])] = entry
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             continue
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("name"), str)
+            and entry["name"]
+            and isinstance(entry.get("path"), str)
+            and entry["path"].startswith("/")
+            and isinstance(entry.get("registered"), int | float)
+        ):
+            entries[entry["name"]] = entry
     return entries
 
 
@@ -101,28 +110,33 @@ class Sync:
                 f"unloaded {name}" if code == 200 else f"unload {name}: {code} {error_text(text)}", flush=True
             )
         for name, path in load:
-            key = (name, path, float(entries[name].get("registered", 0)))
+            key = (name, path, float(entries[name]["registered"]))
             if key in self.refused:
                 continue
             body = {"lora_name": name, "lora_path": path, "load_inplace": name in loaded}
             code, text = request(f"{self.vllm}/v1/load_lora_adapter", body)
             if code == 200:
+                loaded[name] = path
                 print(f"loaded {name} from {path}", flush=True)
             else:
                 self.refused[key] = f"vLLM refused the adapter ({code}): {error_text(text)}"
                 print(f"load {name} from {path}: {self.refused[key]}", flush=True)
+            # after every load: a round of slow loads does not look like a replica that is gone
+            write_status(self.registry / ".status", self.pod, self.status(entries, loaded))
         write_status(self.registry / ".status", self.pod, self.status(entries, loaded_adapters(self.vllm)))
 
     def status(self, entries: Registry, loaded: dict[str, str]) -> dict[str, dict[str, Any]]:
-        """Per adapter, registered or still loaded: the path it is loaded from, and vLLM's refusal if any."""
+        """Per adapter, registered or still loaded: the registration it answers (its `registered` time, which
+        the adapter Job matches), the path it is loaded from, and vLLM's refusal if any."""
         status: dict[str, dict[str, Any]] = {}
         for name in sorted((set(entries) | set(loaded)) - self.static):
             entry = entries.get(name)
             if entry is None:  # unregistered, and still loaded: the unload failed
-                status[name] = {"path": loaded[name], "loaded": False, "error": None}
+                status[name] = {"registered": None, "path": loaded[name], "loaded": False, "error": None}
                 continue
-            key = (name, str(entry["path"]), float(entry.get("registered", 0)))
+            key = (name, str(entry["path"]), float(entry["registered"]))
             status[name] = {
+                "registered": entry["registered"],
                 "path": loaded.get(name),
                 "loaded": loaded.get(name) == key[1],
                 "error": self.refused.get(key),
@@ -136,18 +150,23 @@ def main() -> int:
     static = {n for n in os.environ.get("STATIC_ADAPTERS", "").split(",") if n}
     interval = float(os.environ.get("SYNC_INTERVAL_SECONDS", "5"))
     pod = os.environ.get("HOSTNAME") or socket.gethostname()
-    registry.mkdir(parents=True, exist_ok=True)
     sync = Sync(registry, vllm, static, pod)
     print(f"adapter-sync: {registry} -> {vllm} every {interval:g} s", flush=True)
-    waiting = False
+    said = ""
     while True:
         try:
             sync.round()
-            waiting = False
-        except (OSError, ConnectionError) as exc:  # vLLM still loading its model, or restarting
-            if not waiting:
-                print(f"waiting for vLLM: {exc}", flush=True)
-            waiting = True
+            said = ""
+        except Exception as exc:  # noqa: BLE001 - the sidecar never stops: its crash would take the pod out of service
+            # vLLM still loading its model or restarting, the storage unwritable, an answer it cannot read
+            why = (
+                f"waiting for vLLM: {exc}"
+                if isinstance(exc, OSError | ConnectionError)
+                else f"round failed: {exc!r}"
+            )
+            if why != said:
+                print(why, flush=True)
+            said = why
         time.sleep(interval)
 
 
