@@ -102,8 +102,8 @@ def outcome_line(facts: Any, simulated: dict[str, bool]) -> str:
         )
     if simulated.get("vllm") is False:
         return f"{run} is served as {facts.served_name!r} (vLLM answered its helm test)"
-    if simulated.get("adapter") is False and facts.host:
-        return f"{run} is served as {facts.served_name!r} by {facts.host.name}'s vLLM (the adapter answered its helm test)"
+    if simulated.get("adapter") is False and (host := facts.serving_host):
+        return f"{run} is served as {facts.served_name!r} by {host.name}'s vLLM (the adapter answered its helm test)"
     return f"{run}: {', '.join(simulated) or 'nothing'} done"
 
 

@@ -89,8 +89,8 @@ def chat_cmd(
 
     target = target_of(spec, kubeconfig, context, None)
     served_name = target.facts.served_name
-    if "adapter" in target.facts.releases and target.facts.host:  # served by the host experiment's vLLM
-        target = target_of(target.facts.host.source, kubeconfig, context, None)
+    if host := target.facts.serving_host:  # served by the host experiment's vLLM
+        target = target_of(host.source, kubeconfig, context, None)
     elif "vllm" not in target.facts.releases:
         raise Failed(f"chat: serving is not enabled in experiment {target.facts.name}")
     try:

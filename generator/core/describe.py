@@ -52,8 +52,8 @@ def description(spec: Spec, facts: Facts) -> dict[str, Any]:
             "served": facts.serve_model,
             "adapter_served": facts.lora_module,
         },
-        "served_name": facts.served_name if {"vllm", "adapter"} & set(facts.releases) else None,
-        "served_by": facts.host.release if facts.host and "adapter" in facts.releases else None,
+        "served_name": facts.served_name if facts.serving_release else None,
+        "served_by": facts.serving_host.release if facts.serving_host else None,
     }
     if facts.vram:
         out["vram_per_training_gpu"] = {**facts.vram.parts(), "basis": facts.vram.basis}

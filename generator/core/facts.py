@@ -66,6 +66,16 @@ class Facts:
     llamafactory_version: str | None
     world_size: int
 
+    @property
+    def serving_host(self) -> SharedHost | None:
+        """The experiment whose vLLM serves this one's adapter, when it is served that way (an adapter release)."""
+        return self.host if "adapter" in self.releases else None
+
+    @property
+    def serving_release(self) -> str | None:
+        """The vLLM release that serves the model: its own, or the host's; None when nothing is served."""
+        return self.serving_host.release if self.serving_host else self.releases.get("vllm")
+
     def install_timeout(self, component: str) -> str:
         """helm's --timeout for the component's release: longer for a train release that downloads the model
         or tokenizes first. Printed commands, `lfk run` and the GitOps files all use it."""

@@ -174,10 +174,8 @@ def sections(
         cost.append("- simulated stages are left out: no GPU was used")
     if "vllm" in facts.releases:
         served = [f"- `{facts.served_name}` at the vllm release `{facts.releases['vllm']}`"]
-    elif "adapter" in facts.releases and facts.host:
-        served = [
-            f"- `{facts.served_name}`, an adapter loaded into {facts.host.name}'s vLLM (`{facts.host.release}`)"
-        ]
+    elif host := facts.serving_host:
+        served = [f"- `{facts.served_name}`, an adapter loaded into {host.name}'s vLLM (`{host.release}`)"]
     else:
         served = ["- not served (serving is off in the spec)"]
     return [
@@ -274,11 +272,9 @@ def figures(
     tags["lfk.gpu_hours"] = f"{hours:.3f}"
     if (price := price_of(spec_data, price_per_gpu_hour)) is not None:
         tags["lfk.cost"] = f"{hours * price:.2f}"
-    if {"vllm", "adapter"} & set(facts.releases):
+    if release := facts.serving_release:
         tags["lfk.served_name"] = facts.served_name
-        tags["lfk.served_by"] = (
-            facts.host.release if facts.host and "adapter" in facts.releases else facts.releases["vllm"]
-        )
+        tags["lfk.served_by"] = release
     return tags
 
 

@@ -235,8 +235,8 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"{host.name}'s vLLM loads ranks up to {facts.max_lora_rank} (--max-lora-rank), not {rank}",
             f"train with rank <= {facts.max_lora_rank}, raise {host.name}'s serve.maxLoraRank, or {MERGE_INSTEAD}",
         )
-    host_facts_name = h["serve"].get("servedModelName") or host.name
-    if facts.served_name in (host_facts_name, f"{host_facts_name}-base"):
+    host_served = h["serve"].get("servedModelName") or host.name
+    if facts.served_name in (host_served, f"{host_served}-base"):
         yield Problem(
             "$.serve.servedModelName",
             f"{facts.served_name} is a name {host.name}'s vLLM already serves",

@@ -206,11 +206,11 @@ def served_model(facts: Facts, url: str | None, api_key: str | None, timeout: fl
     name = "vLLM answers /v1/models with the served name"
     if not {"vllm", "adapter"} & set(facts.releases):
         return Item(name, True, "serving is off in this spec")
-    if not url and facts.host and "adapter" in facts.releases:
+    if not url and facts.serving_host:
         return Item(
             name,
             None,
-            f"pass --vllm-url of {facts.host.name}'s vLLM (e.g. after `lfk ui {facts.host.source} vllm`)",
+            f"pass --vllm-url of {facts.serving_host.name}'s vLLM (e.g. after `lfk ui {facts.serving_host.source} vllm`)",
         )
     if not url:
         return Item(name, None, "pass --vllm-url (e.g. after `lfk ui SPEC vllm`)")

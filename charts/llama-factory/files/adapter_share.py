@@ -129,8 +129,10 @@ def register(env: dict[str, str]) -> int:
     while time.monotonic() < deadline:
         replicas = statuses(registry, fresh)
         # what each replica says about this registration (a status of an earlier one does not count)
-        mine = [(s["adapters"].get(name) or {}) for s in replicas]
-        mine = [m if m.get("registered") == entry["registered"] else {} for m in mine]
+        mine = [
+            m if (m := s["adapters"].get(name) or {}).get("registered") == entry["registered"] else {}
+            for s in replicas
+        ]
         if refused := next((m["error"] for m in mine if m.get("error")), None):
             if (entry_of(registry, name) or {}).get("registered") == entry["registered"]:
                 target.unlink(missing_ok=True)  # never left registered: every replica would try it again

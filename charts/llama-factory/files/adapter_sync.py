@@ -106,6 +106,8 @@ class Sync:
         load, unload = plan(wanted, loaded, self.static)
         for name in unload:
             code, text = request(f"{self.vllm}/v1/unload_lora_adapter", {"lora_name": name})
+            if code == 200:
+                del loaded[name]
             print(
                 f"unloaded {name}" if code == 200 else f"unload {name}: {code} {error_text(text)}", flush=True
             )
@@ -123,7 +125,8 @@ class Sync:
                 print(f"load {name} from {path}: {self.refused[key]}", flush=True)
             # after every load: a round of slow loads does not look like a replica that is gone
             write_status(self.registry / ".status", self.pod, self.status(entries, loaded))
-        write_status(self.registry / ".status", self.pod, self.status(entries, loaded_adapters(self.vllm)))
+        # what vLLM answered this round (the next round's /v1/models corrects anything else)
+        write_status(self.registry / ".status", self.pod, self.status(entries, loaded))
 
     def status(self, entries: Registry, loaded: dict[str, str]) -> dict[str, dict[str, Any]]:
         """Per adapter, registered or still loaded: the registration it answers (its `registered` time, which
