@@ -31,6 +31,9 @@ class LfkGroup(click.Group):
             if str(exc):
                 click.secho(str(exc), fg="red", err=True)
             raise click.exceptions.Exit(1) from None
+        except UnicodeDecodeError as exc:  # a file read without the core's checks: still one line
+            click.secho(f"a file is not UTF-8: byte offset {exc.start}: {exc.reason}", fg="red", err=True)
+            raise click.exceptions.Exit(1) from None
 
 
 @click.group(cls=LfkGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

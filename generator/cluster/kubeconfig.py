@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
+from ..core.spec import load_yaml_file
 from ..core.write import atomic_write
+from ..errors import ClusterError, SpecError
 from .state import State
 
 NAME = "lfk-local"
@@ -19,19 +21,31 @@ SECTIONS = ("clusters", "users", "contexts")
 
 
 def user_kubeconfig() -> Path:
-    first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return Path(first) if first else Path.home() / ".kube" / "config"
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return Path(listed[0]).expanduser() if listed else Path.home() / ".kube" / "config"
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        data = {}
+    """The user's kubeconfig without our entries; ClusterError naming the file when it cannot be used (it is
+    the user's file: it is never overwritten with what could be read of it)."""
+    if not path.exists():
+        data: Any = {}
+    else:
+        try:
+            data = load_yaml_file(path, what="the kubeconfig") or {}
+        except SpecError as exc:
+            raise ClusterError(f"kubeconfig {path}: {exc.problems[0].message}") from None
+    if not isinstance(data, dict):
+        raise ClusterError(
+            f"kubeconfig {path}: not a kubeconfig (a YAML mapping with clusters, users, contexts)"
+        )
     data.setdefault("apiVersion", "v1")
     data.setdefault("kind", "Config")
     for section in SECTIONS:
-        data[section] = [e for e in data.get(section) or [] if e.get("name") != NAME]
+        entries = data.get(section) or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ClusterError(f"kubeconfig {path}: {section} must be a list of named entries")
+        data[section] = [e for e in entries if e.get("name") != NAME]
     return data
 
 

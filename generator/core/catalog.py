@@ -162,7 +162,8 @@ PEAK_TFLOPS: dict[str, float] = {
     "Tesla-T4": 65,
 }
 
-_MEMORY_IN_LABEL = re.compile(r"(\d+)GB", re.IGNORECASE)
+# starts only at the first digit of a run: a long run of digits without "GB" is one linear scan, not quadratic
+_MEMORY_IN_LABEL = re.compile(r"(?<!\d)(\d+)GB", re.IGNORECASE)
 
 
 def gpu_memory_gib(product: str) -> float | None:

@@ -50,6 +50,8 @@ class _StrictLoader(_SafeLoader):  # type: ignore[misc,valid-type]
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base`: merged below by the safe constructor, its keys may be overridden here
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -63,14 +65,106 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+# Bounds on what a spec file may make the loader do. A spec is a page of YAML written by a person; anything
+# far beyond that is a mistake or an attack (an alias "bomb" expands to billions of nodes from a few lines).
+MAX_SPEC_BYTES = 1 << 20
+MAX_DEPTH = 64  # nesting of mappings and sequences
+MAX_ALIAS_EXPANSION = 10_000  # nodes that aliases add over the ones written out
+
+
+def _node_problem(root: yaml.Node) -> str | None:
+    """Why the composed document is refused (a cycle, too deep, aliases expanding too far), or None.
+
+    Aliases make the node graph a DAG (or a cycle: an anchor can be used inside its own node); every later
+    step (schema, defaults, rules, render) walks the tree it expands to. So count the expanded tree without
+    building it: each distinct node once, post-order, without recursion.
+    """
+    size: dict[int, int] = {}  # id(node) -> nodes in its expanded subtree
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if depth[key] > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            continue
+        if key in size:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                return "an alias refers to a node that contains it (a recursive structure)"
+            if id(child) not in size:
+                stack.append((child, False))
+    distinct = len(size)
+    if size[id(root)] - distinct > MAX_ALIAS_EXPANSION:
+        return f"aliases expand the document by more than {MAX_ALIAS_EXPANSION} nodes"
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 def parse_yaml(text: str, source: str) -> Any:
+    """One YAML document, safely: duplicate keys, deep nesting, recursive or exploding aliases refused."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, [Problem("$", f"larger than {MAX_SPEC_BYTES // 1024} KiB")])
+    loader = _StrictLoader(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problem = _node_problem(node)
+        if problem:
+            raise SpecError(source, [Problem("$", f"refused YAML: {problem}")])
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(source, [Problem("$", f"not valid YAML{where}: {problem}")]) from None
+    finally:
+        loader.dispose()
+
+
+def read_bounded(path: str | Path, source: str, limit: int = MAX_SPEC_BYTES, what: str = "the spec") -> str:
+    """A user's text file as text: at most `limit` bytes, UTF-8; SpecError naming what is wrong otherwise."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SpecError(source, [Problem("$", f"cannot read {what}: {exc.strerror or exc}")]) from None
+    if len(data) > limit:
+        raise SpecError(source, [Problem("$", f"{what} is larger than {limit // 1024} KiB")])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            source,
+            [
+                Problem(
+                    "$", f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be decoded"
+                )
+            ],
+        ) from None
+
+
+def load_yaml_file(path: str | Path, what: str = "the file", limit: int = MAX_SPEC_BYTES) -> Any:
+    """A YAML file a user wrote (spec, values, kubeconfig), read and parsed within the bounds above."""
+    source = str(path)
+    return parse_yaml(read_bounded(path, source, limit, what), source)
 
 
 @functools.cache
@@ -174,11 +268,7 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
 def load_spec(path: str | Path) -> Spec:
     """Read and schema-check a spec; raise SpecError listing every schema problem at once."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(source, [Problem("$", f"cannot read the spec: {exc.strerror or exc}")]) from None
-    return spec_from_text(text, source)
+    return spec_from_text(read_bounded(path, source), source)
 
 
 def spec_from_text(text: str, source: str) -> Spec:

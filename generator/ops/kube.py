@@ -8,34 +8,167 @@ commands that talk to a cluster, never on the validate/render path.
 
 from __future__ import annotations
 
+import base64
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pykube
 import requests
 
-from ..errors import KubeError
+from ..errors import KubeError, SpecError
 
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
 RUN_ID = "llamafactory-k8s/run-id"
 
 
-def client(kubeconfig: str | None = None, context: str | None = None) -> pykube.HTTPClient:
-    import os
+# kubeconfig entries that name a file, resolved against the file that holds them (as kubectl does)
+_FILE_FIELDS = {
+    "clusters": ("certificate-authority",),
+    "users": ("client-certificate", "client-key", "tokenFile"),
+}
+_DATA_FIELDS = {
+    "clusters": ("certificate-authority-data",),
+    "users": ("client-certificate-data", "client-key-data"),
+}
+_SECTIONS = {"clusters": "cluster", "users": "user", "contexts": "context"}
 
-    path = (
-        kubeconfig
-        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        or os.path.expanduser("~/.kube/config")
-    )
+
+def kubeconfig_files(kubeconfig: str | None = None) -> list[Path]:
+    """The files kubectl would read: --kubeconfig alone; else every file of $KUBECONFIG that exists (in
+    order, each once); else ~/.kube/config."""
+    if kubeconfig:
+        return [Path(kubeconfig)]
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if not listed:
+        return [Path("~/.kube/config").expanduser()]
+    files: list[Path] = []
+    for entry in listed:
+        path = Path(entry).expanduser()
+        if path not in files and path.is_file():
+            files.append(path)
+    return files
+
+
+def _read_kubeconfig(path: Path) -> dict[str, Any]:
+    """One kubeconfig file, its sections checked and its file references made absolute."""
+    from ..core.spec import load_yaml_file
+
     try:
-        config = pykube.KubeConfig.from_file(path)
-    except (OSError, pykube.exceptions.PyKubeError) as exc:
-        raise KubeError(f"cannot read kubeconfig {path}: {exc}") from None
-    if context:
-        config.set_current_context(context)
-    return pykube.HTTPClient(config, timeout=30)
+        doc = load_yaml_file(path, what="the kubeconfig")
+    except SpecError as exc:
+        raise KubeError(f"kubeconfig {path}: {exc.problems[0].message}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise KubeError(
+            f"kubeconfig {path}: not a kubeconfig (a YAML mapping with clusters, users, contexts)"
+        )
+    for section, inner in _SECTIONS.items():
+        entries = doc.get(section) or []
+        if not isinstance(entries, list):
+            raise KubeError(f"kubeconfig {path}: {section} must be a list")
+        for i, entry in enumerate(entries):
+            if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)):
+                raise KubeError(f"kubeconfig {path}: {section}[{i}] has no name")
+            body = entry.get(inner)
+            if body is None:
+                body = entry[inner] = {}
+            if not isinstance(body, dict):
+                raise KubeError(
+                    f"kubeconfig {path}: {section}[{i}] ({entry['name']}): {inner} must be a mapping"
+                )
+            for key in _FILE_FIELDS.get(section, ()):
+                if isinstance(body.get(key), str) and body[key]:
+                    body[key] = str((path.parent / Path(body[key]).expanduser()).absolute())
+            entry["source"] = str(path)
+    current = doc.get("current-context")
+    if current is not None and not isinstance(current, str):
+        raise KubeError(f"kubeconfig {path}: current-context must be a name")
+    return doc
+
+
+def merged_kubeconfig(files: list[Path]) -> dict[str, Any]:
+    """The files merged as kubectl merges them: for each named cluster, user and context the first file that
+    has it wins, and so does the first file that sets current-context. Entries keep their `source` file."""
+    merged: dict[str, Any] = {section: [] for section in _SECTIONS}
+    for path in files:
+        doc = _read_kubeconfig(path)
+        for section in _SECTIONS:
+            known = {e["name"] for e in merged[section]}
+            merged[section] += [e for e in doc.get(section) or [] if e["name"] not in known]
+        if doc.get("current-context") and "current-context" not in merged:
+            merged["current-context"] = doc["current-context"]
+    return merged
+
+
+def load_kubeconfig(kubeconfig: str | None = None, context: str | None = None) -> pykube.KubeConfig:
+    """The kubeconfig kubectl would use, checked: the context exists, names a cluster with a server and
+    a user that exist, and every file it refers to is there. KubeError, one line, otherwise."""
+    files = kubeconfig_files(kubeconfig)
+    where = ", ".join(str(f) for f in files) or "(none)"
+    if kubeconfig and not files[0].is_file():
+        raise KubeError(f"kubeconfig {kubeconfig}: no such file")
+    if not files:
+        raise KubeError(f"no kubeconfig: none of the files in KUBECONFIG exists ({os.environ['KUBECONFIG']})")
+    if not kubeconfig and not files[0].is_file():
+        raise KubeError(f"no kubeconfig: {files[0]} does not exist (set KUBECONFIG or pass --kubeconfig)")
+    doc = merged_kubeconfig(files)
+    name = context or doc.get("current-context")
+    if not name:
+        raise KubeError(f"kubeconfig {where}: no current-context set and no --context given")
+    entries = {section: {e["name"]: e for e in doc[section]} for section in _SECTIONS}
+    ctx = entries["contexts"].get(name)
+    if ctx is None:
+        known = ", ".join(sorted(entries["contexts"])) or "none"
+        raise KubeError(f"kubeconfig {where}: no context {name!r} (contexts: {known})")
+    cluster_name, user_name = ctx["context"].get("cluster"), ctx["context"].get("user")
+    cluster = entries["clusters"].get(cluster_name) if isinstance(cluster_name, str) else None
+    if cluster is None:
+        raise KubeError(
+            f"kubeconfig {ctx['source']}: context {name!r} names cluster {cluster_name!r}, which is not there"
+        )
+    if not cluster["cluster"].get("server"):
+        raise KubeError(f"kubeconfig {cluster['source']}: cluster {cluster_name!r} has no server")
+    used = [("clusters", cluster)]
+    if user_name:
+        user = entries["users"].get(user_name) if isinstance(user_name, str) else None
+        if user is None:
+            raise KubeError(
+                f"kubeconfig {ctx['source']}: context {name!r} names user {user_name!r}, which is not there"
+            )
+        used.append(("users", user))
+    for section, entry in used:
+        body = entry["cluster" if section == "clusters" else "user"]
+        for key in _FILE_FIELDS[section]:
+            if key in body and not Path(str(body[key])).is_file():
+                raise KubeError(
+                    f"kubeconfig {entry['source']}: {_SECTIONS[section]} {entry['name']!r}: {key} {body[key]} does not exist"
+                )
+        for key in _DATA_FIELDS[section]:
+            if key in body:
+                try:
+                    base64.b64decode(str(body[key]), validate=True)
+                except ValueError:
+                    raise KubeError(
+                        f"kubeconfig {entry['source']}: {_SECTIONS[section]} {entry['name']!r}: {key} is not base64"
+                    ) from None
+    config = pykube.KubeConfig(doc, current_context=name)
+    config.filepath = files[0]
+    return config
+
+
+def client(kubeconfig: str | None = None, context: str | None = None) -> pykube.HTTPClient:
+    """An API client for the kubeconfig kubectl would use (see load_kubeconfig)."""
+    config = load_kubeconfig(kubeconfig, context)
+    try:
+        return pykube.HTTPClient(config, timeout=30)
+    except (pykube.exceptions.PyKubeError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise KubeError(
+            f"kubeconfig {config.filepath}: cannot use context {config.current_context!r}: {exc}"
+        ) from None
 
 
 def request(api: pykube.HTTPClient, method: str, path: str, retries: int = 5, **kwargs: Any) -> Any:

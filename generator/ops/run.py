@@ -11,9 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from ..core.components import COMPONENTS
+from ..core.spec import load_yaml_file
 from ..errors import KubeError, RunFailed
 from . import diagnose, helm, kube, wait
 from .status import read_progress
@@ -38,7 +37,8 @@ def values_unchanged(target: Target, component: str) -> bool:
     result = target.helm.run("get", "values", release, "--namespace", target.namespace, "--output", "json")
     if result.returncode != 0:
         return False
-    wanted = yaml.safe_load((target.spec.folder / f"{component}.yaml").read_text(encoding="utf-8"))
+    # a committed file: read within the same bounds as a spec (size, aliases, UTF-8)
+    wanted = load_yaml_file(target.spec.folder / f"{component}.yaml", what="the values file")
     return bool(json.loads(result.stdout or "null") == wanted)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import yaml
 
 from generator.core import cache
 from generator.core.render import chart_values_validator
-from generator.core.spec import _validator
+from generator.core.spec import _validator, load_yaml_file
+from generator.errors import SpecError
 from generator.project import CHART_SCHEMA, SPEC_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def parses(path: Path) -> bool:
     try:
-        yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
+        load_yaml_file(path)
+    except SpecError:  # not YAML, not UTF-8, or refused by the loader's bounds (an alias bomb)
         return False
     return True
 
@@ -65,3 +67,86 @@ def test_a_cold_cache_compiles_and_stores_the_validator(
         assert len(stored) == 1
     finally:
         cache.fast_validator.cache_clear()
+
+
+SMALL_SCHEMA = '{"type": "object", "required": ["name"]}'
+
+
+@pytest.fixture
+def cold_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty cache folder and a schema of its own (the project's schema is not what is tested here)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    schema = tmp_path / "small.schema.json"
+    schema.write_text(SMALL_SCHEMA)
+    cache.fast_validator.cache_clear()
+    yield schema
+    cache.fast_validator.cache_clear()
+
+
+def stored_code(schema: Path) -> tuple[Path, str]:
+    """The cached validator file of the schema and the key it is stored under."""
+    [code] = (schema.parent / "cache" / "llamafactory-k8s" / "validators").glob("small_schema_*.py")
+    return code, code.stem.rsplit("_", 1)[1]
+
+
+def test_a_cached_validator_is_reused_when_its_digest_matches(cold_cache: Path) -> None:
+    cache.fast_validator(cold_cache)
+    code, key = stored_code(cold_cache)
+    marker = cold_cache.parent / "reused"
+    # the same edit with its digest stored beside it is what reusing the cache looks like
+    edited = code.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n"
+    code.write_text(edited)
+    code.with_suffix(".sha256").write_text(cache._digest(key, edited) + "\n")
+    cache.fast_validator.cache_clear()
+    cache.fast_validator(cold_cache)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated", "digest missing", "writable by others"])
+def test_a_damaged_cached_validator_is_never_executed_and_is_rebuilt(cold_cache: Path, damage: str) -> None:
+    cache.fast_validator(cold_cache)
+    code, key = stored_code(cold_cache)
+    original = code.read_text()
+    marker = cold_cache.parent / "executed"
+    tampered = f"open({str(marker)!r}, 'w').close()\n" + original
+    if damage == "tampered":
+        code.write_text(tampered)
+    elif damage == "truncated":
+        code.write_text(tampered[: len(tampered) // 2])
+    elif damage == "digest missing":
+        code.write_text(tampered)
+        code.with_suffix(".sha256").unlink()
+    else:  # the right digest, but anyone could have replaced the file
+        code.write_text(tampered)
+        code.with_suffix(".sha256").write_text(cache._digest(key, tampered) + "\n")
+        code.chmod(0o666)
+    cache.fast_validator.cache_clear()
+    assert cache.is_valid(cold_cache, {"name": "x"}) is True  # still a working validator
+    assert cache.is_valid(cold_cache, {}) is False
+    assert not marker.exists()
+    assert code.read_text() == original  # rebuilt in place
+
+
+def test_a_tampered_template_bytecode_is_never_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jinja2
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def render() -> str:
+        env = jinja2.Environment(
+            loader=jinja2.DictLoader({"t": "{{ 1 + 1 }}"}), bytecode_cache=cache.jinja_bytecode_cache()
+        )
+        return env.get_template("t").render()
+
+    assert render() == "2"
+    [stored] = (tmp_path / "llamafactory-k8s" / "jinja").glob("*.cache")
+    # bytecode of another template, in the same file format: valid for jinja, but not what was stored
+    other = jinja2.Environment(loader=jinja2.DictLoader({"t": "{{ 40 + 2 }}"}))
+    bucket = jinja2.bccache.Bucket(
+        other, "t", jinja2.bccache.FileSystemBytecodeCache().get_source_checksum("{{ 1 + 1 }}")
+    )
+    bucket.code = compile(other.compile("{{ 40 + 2 }}", raw=True), "t", "exec")
+    stored.write_bytes(bucket.bytecode_to_string())
+    assert render() == "2"
