@@ -164,11 +164,25 @@ def preflight_in_cluster(
     values = target.spec.folder / "train.yaml"
     rendered = target.helm.run(
         "template", release, str(CHART_DIR), "--namespace", target.namespace, "--values", str(values),
-        "--show-only", "templates/train-preflight-job.yaml",
     )  # fmt: skip
     if rendered.returncode != 0:
         raise RunFailed(f"check: helm template failed:\n{rendered.stderr.strip()}")
-    job = next(d for d in yaml.safe_load_all(rendered.stdout) if d)
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith("-preflight"))
+    # the Job mounts the release's claim; before the first install it does not exist yet: made here as the
+    # install's hooks make it (kept like the chart keeps it; the install replaces it once this Job is gone)
+    for storage in (d for d in docs if d["kind"] in ("PersistentVolume", "PersistentVolumeClaim")):
+        namespaced = storage["kind"] == "PersistentVolumeClaim"
+        where = (
+            f"/api/v1/namespaces/{target.namespace}/persistentvolumeclaims"
+            if namespaced
+            else "/api/v1/persistentvolumes"
+        )
+        try:
+            kube.request(target.api, "POST", where, json=storage)
+        except KubeError as exc:
+            if exc.status != 409:  # already there
+                raise
     name = f"{release}-check-{int(time.time()) % 100000}"[:52]
     job["metadata"]["name"] = name
     job["metadata"]["namespace"] = target.namespace
@@ -183,4 +197,9 @@ def preflight_in_cluster(
         if pods
         else "(no pod)"
     )
+    # gone with its pod, so the claim is free for the install's hooks to replace
+    kube.request(
+        target.api, "DELETE", f"/apis/batch/v1/namespaces/{target.namespace}/jobs/{name}",
+        json={"propagationPolicy": "Foreground"},
+    )  # fmt: skip
     return outcome.ok, output if outcome.ok else f"{outcome.reason}\n{output}"

@@ -33,7 +33,9 @@ def test_the_pod_is_the_training_pod_with_the_gpus_asked_for(helm3: Helm, gpus: 
     assert container["command"][-2:] == ["llamafactory-cli", "env"]
     # the same Secrets and MLflow settings as the training
     names = {e["name"] for e in container["env"]}
-    assert {"HF_TOKEN", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"} <= names
+    assert {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"} <= names
+    # the training's model is on the storage: neither it nor this pod gets the Hugging Face token
+    assert names & {"HF_TOKEN"} == {e["name"] for e in trained["env"]} & {"HF_TOKEN"} == set()
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/storage", "/config", "/scripts", "/dev/shm"} <= mounts
     # its own copy of the config, which the pod owns, so the train release need not be installed

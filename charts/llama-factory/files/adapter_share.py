@@ -8,14 +8,22 @@ register:   check that vLLM can load the adapter beside others (else exit 3: mer
 unregister: remove the entry, when it is this experiment's (helm uninstall's pre-delete hook), and wait until no
             replica serves it (at most WAIT_SECONDS: an uninstall is never held).
 
+Its inputs are held to what the host's sidecar accepts (adapter_sync.py), so a registration it would refuse
+fails here at once, with why: a served name of the spec's form, the experiment's name, an adapter folder
+that resolves to a run's folder in this experiment's own folder under OUTPUT_ROOT. What it reads from the
+storage (another entry, the sidecars' reports) is read as untrusted: regular files of bounded size and shape.
+
 Only the standard library: it runs in the vLLM image. Environment: ADAPTER_NAME, ADAPTER_PATH, REGISTRY,
-MAX_LORA_RANK, EXPERIMENT, RUN_ID, WAIT_SECONDS, STATUS_FRESH_SECONDS.
+OUTPUT_ROOT, MAX_LORA_RANK, EXPERIMENT, RUN_ID, WAIT_SECONDS, STATUS_FRESH_SECONDS.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import stat
 import struct
 import sys
 import time
@@ -27,13 +35,74 @@ CANNOT_SHARE = 3  # the Job's podFailurePolicy fails at once: a retry would find
 MERGE_INSTEAD = "merge instead: serve it with serve.source: merged (a vLLM of its own)"
 # modules vLLM's LoRA layers do not replace: their trained copies would be dropped
 EMBEDDINGS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
+OUTPUT_ROOT = "/storage/output"
+# the same limits as the sidecar's (adapter_sync.py), which refuses an entry outside them
+MAX_ENTRY_BYTES = 4096
+MAX_STATUS_BYTES = 1 << 20  # one replica's report: a few hundred bytes per adapter
+MAX_CONFIG_BYTES = 1 << 20
+MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own limit
+NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.:/]{0,199}")
+EXPERIMENT = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+RUN_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")
+
+
+def read_json(path: Path, limit: int) -> Any:
+    """A JSON file someone else may have written: a regular file (not a link, a FIFO or a device) of at most
+    limit bytes; else ValueError (OSError when it is not there)."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        raise ValueError(f"{path.name}: not a regular file of at most {limit} bytes")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path.name}: more than {limit} bytes")
+    return json.loads(data)
+
+
+def confine(path: str, experiment: str, root: str) -> str:
+    """The folder an adapter path resolves to (`..` and symlinks followed), when that is a run's folder inside
+    the experiment's own folder under root (the sidecar's rule); else ValueError saying where it leads."""
+    if not path.startswith("/"):
+        raise ValueError(f"{path[:200]} is not an absolute path")
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    parts = os.path.relpath(real, real_root).split(os.sep)
+    if parts[0] in (".", ".."):
+        raise ValueError(f"{path[:200]} leads to {real[:200]}, not into the training output folder {root}")
+    if parts[0] != experiment:
+        raise ValueError(
+            f"{path[:200]} leads into experiment {parts[0]}'s output folder, not into {experiment}'s"
+        )
+    if len(parts) < 2:
+        raise ValueError(
+            f"{path[:200]} is experiment {experiment}'s folder itself, not a run's adapter in it"
+        )
+    return real
+
+
+def input_problems(env: dict[str, str]) -> list[str]:
+    """Why the host's sidecar would refuse this registration (empty: it would take it)."""
+    found = []
+    for key, pattern in (("ADAPTER_NAME", NAME), ("EXPERIMENT", EXPERIMENT), ("RUN_ID", RUN_ID)):
+        if not pattern.fullmatch(env.get(key, "")):
+            found.append(f"{key} {env.get(key, '')[:80]!r} is not of the form {pattern.pattern}")
+    if not found:
+        try:
+            confine(env["ADAPTER_PATH"], env["EXPERIMENT"], env.get("OUTPUT_ROOT") or OUTPUT_ROOT)
+        except ValueError as exc:
+            found.append(f"the adapter folder {exc}")
+    return found
 
 
 def safetensors_names(path: Path) -> list[str]:
     """Tensor names in a .safetensors file, from its JSON header (8-byte little-endian length, then JSON)."""
     with path.open("rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
-        header: dict[str, Any] = json.loads(f.read(length))
+        if length > MAX_SAFETENSORS_HEADER:
+            raise ValueError(f"{path.name}: a header of {length} bytes is not a safetensors header")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name}: its header is not a JSON object")
     return [k for k in header if k != "__metadata__"]
 
 
@@ -42,11 +111,18 @@ def problems(adapter: Path, max_rank: int) -> list[str]:
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         return [f"no adapter_config.json in {adapter}: the training has not written its adapter"]
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        config = read_json(config_file, MAX_CONFIG_BYTES)
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        return [f"an unreadable adapter_config.json in {adapter}: {exc}"]
     found = []
     if config.get("peft_type", "LORA") != "LORA":
         found.append(f"a {config['peft_type']} adapter: vLLM loads LoRA adapters only")
-    rank = int(config.get("r", 0))
+    rank = config.get("r", 0)
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        return [f"adapter_config.json gives the rank r as {json.dumps(rank)[:40]}, not a whole number"]
     if rank > max_rank:
         found.append(f"rank {rank} is above the host's --max-lora-rank {max_rank}")
     if config.get("modules_to_save"):
@@ -54,12 +130,16 @@ def problems(adapter: Path, max_rank: int) -> list[str]:
     if config.get("use_dora"):
         found.append("a DoRA adapter, which vLLM does not serve")
     targets = config.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else targets
+    targets = [targets] if isinstance(targets, str) else targets if isinstance(targets, list) else []
+    targets = [t for t in targets if isinstance(t, str)]
     if embedded := sorted(t for t in targets if t.split(".")[-1] in EMBEDDINGS):
         found.append(f"LoRA on the embeddings ({', '.join(embedded)}): vLLM loads LoRA on linear layers only")
     weights = adapter / "adapter_model.safetensors"
     if weights.is_file():
-        names = safetensors_names(weights)
+        try:
+            names = safetensors_names(weights)
+        except (OSError, ValueError, struct.error) as exc:
+            return [*found, f"unreadable adapter weights: {exc}"]
         if any(part in EMBEDDINGS for n in names for part in n.split(".") if "lora_" not in n):
             found.append("trained embedding or output weights (a resized vocabulary)")
     elif not (adapter / "adapter_model.bin").is_file():
@@ -73,19 +153,45 @@ def statuses(registry: Path, fresh_seconds: float) -> list[dict[str, Any]]:
     now = time.time()
     for path in sorted((registry / ".status").glob("*.json")):
         try:
-            status = json.loads(path.read_text(encoding="utf-8"))
+            status = read_json(path, MAX_STATUS_BYTES)
         except (OSError, ValueError):
             continue
-        if now - float(status.get("time", 0)) <= fresh_seconds:
+        if not (  # a report of another shape is not a sidecar's
+            isinstance(status, dict)
+            and isinstance(status.get("pod"), str)
+            and isinstance(status.get("time"), int | float)
+            and math.isfinite(status["time"])
+            and isinstance(status.get("adapters"), dict)
+            and all(isinstance(a, dict) for a in status["adapters"].values())
+            and isinstance(status.get("refused", []), list)
+            and all(isinstance(r, dict) for r in status.get("refused", []))
+        ):
+            continue
+        if now - float(status["time"]) <= fresh_seconds:
             found.append(status)
     return found
+
+
+def refusal(status: dict[str, Any], name: str, registered: float) -> str | None:
+    """Why a replica refused this registration: vLLM refused to load it, or the sidecar refused its entry."""
+    mine = status["adapters"].get(name) or {}
+    if mine.get("registered") == registered and mine.get("error"):
+        return str(mine["error"])
+    for refused in status.get("refused", []):
+        if refused.get("name") == name and refused.get("registered") == registered:
+            return f"the host refused the registration: {refused.get('error')}"
+    return None
 
 
 def write_entry(registry: Path, entry: dict[str, Any]) -> Path:
     registry.mkdir(parents=True, exist_ok=True)
     target = entry_file(registry, entry["name"])
     tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(entry, indent=1), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # a new file, never through a link someone left in its place
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(entry, f, indent=1)
     tmp.replace(target)
     return target
 
@@ -97,15 +203,19 @@ def entry_file(registry: Path, name: str) -> Path:
 
 def entry_of(registry: Path, name: str) -> dict[str, Any] | None:
     try:
-        entry: dict[str, Any] = json.loads(entry_file(registry, name).read_text(encoding="utf-8"))
-        return entry
+        entry = read_json(entry_file(registry, name), MAX_ENTRY_BYTES)
     except (OSError, ValueError):
         return None
+    return entry if isinstance(entry, dict) else None
 
 
 def register(env: dict[str, str]) -> int:
     name, adapter, registry = env["ADAPTER_NAME"], Path(env["ADAPTER_PATH"]), Path(env["REGISTRY"])
     experiment = env.get("EXPERIMENT", "")
+    if found := input_problems(env):  # the same values again would be refused again: no retry
+        for problem in found:
+            print(f"cannot register {name[:200]!r}: {problem}", flush=True)
+        return CANNOT_SHARE
     if not (adapter / "adapter_config.json").is_file():  # not (yet) there: a retry may find it
         print(f"no adapter_config.json in {adapter}: has the training finished?", flush=True)
         return 1
@@ -120,8 +230,8 @@ def register(env: dict[str, str]) -> int:
         print(f"cannot share {adapter}: the name {name} is registered by experiment {other['experiment']}; "
               "give this one another serve.servedModelName", flush=True)  # fmt: skip
         return CANNOT_SHARE
-    entry = {"name": name, "path": str(adapter), "experiment": experiment, "runId": env.get("RUN_ID", ""),
-             "registered": time.time()}  # fmt: skip
+    entry: dict[str, Any] = {"name": name, "path": str(adapter), "experiment": experiment,
+                             "runId": env.get("RUN_ID", ""), "registered": time.time()}  # fmt: skip
     target = write_entry(registry, entry)
     print(f"registered {name} -> {adapter} in {target}", flush=True)
     deadline = time.monotonic() + float(env.get("WAIT_SECONDS", "600"))
@@ -133,7 +243,7 @@ def register(env: dict[str, str]) -> int:
             m if (m := s["adapters"].get(name) or {}).get("registered") == entry["registered"] else {}
             for s in replicas
         ]
-        if refused := next((m["error"] for m in mine if m.get("error")), None):
+        if refused := next(filter(None, (refusal(s, name, entry["registered"]) for s in replicas)), None):
             if (entry_of(registry, name) or {}).get("registered") == entry["registered"]:
                 target.unlink(missing_ok=True)  # never left registered: every replica would try it again
             print(f"cannot share {adapter}: {refused}", flush=True)

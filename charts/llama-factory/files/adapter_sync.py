@@ -7,15 +7,24 @@ API (VLLM_ALLOW_RUNTIME_LORA_UPDATING), unloads what is loaded and no longer reg
 sees to <registry>/.status/<pod>.json, which the adapter Jobs read. Every replica runs its own sidecar, so a
 replica that restarts loads them all again. Only the standard library: it runs in the vLLM image.
 
-Environment: REGISTRY, VLLM_URL, STATIC_ADAPTERS (names given by --lora-modules, never unloaded),
-SYNC_INTERVAL_SECONDS, VLLM_API_KEY (optional), HOSTNAME.
+Whoever can write the storage can write a registry file, so nothing in one is trusted: an entry has exactly the
+keys adapter_share.py writes, each of its own shape; its adapter must resolve (symlinks followed) to a run's
+folder inside its own experiment's folder under OUTPUT_ROOT; two entries claiming one name keep the one
+registered first; a name the host serves itself is never taken. A refused entry is logged, never loaded, and
+listed with why under `refused` in the status, where its adapter Job reads it.
+
+Environment: REGISTRY, OUTPUT_ROOT (the storage's training output folder), VLLM_URL, STATIC_ADAPTERS (names
+given by --lora-modules, never unloaded), SYNC_INTERVAL_SECONDS, VLLM_API_KEY, HOSTNAME.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import socket
+import stat
 import sys
 import time
 import urllib.error
@@ -24,27 +33,121 @@ from pathlib import Path
 from typing import Any
 
 Registry = dict[str, dict[str, Any]]
+Refusal = dict[str, Any]
+
+OUTPUT_ROOT = "/storage/output"
+# an entry is a handful of short strings: anything larger is not one
+MAX_ENTRY_BYTES = 4096
+# the spec's servedModelName, short enough for the entry's file name (quoted) to fit in 255 bytes
+NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.:/]{0,199}")
+EXPERIMENT = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")  # the spec's name: a DNS label
+RUN_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")
+REQUIRED = {"name", "path", "experiment", "registered"}
+KEYS = REQUIRED | {"runId"}
 
 
-def registered(registry: Path) -> Registry:
-    """name -> entry, for every well-formed entry (a file being replaced is read next round; a malformed one,
-    written by hand, is left out rather than stopping the sidecar)."""
-    entries: Registry = {}
+def read_entry(path: Path) -> dict[str, Any]:
+    """One registry file's entry, or ValueError saying why it is not one. Only a regular file is opened (a
+    link, a FIFO or a device could point anywhere or block the sidecar), and no more than an entry's size."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file (a link, a folder or a device)")
+    if info.st_size > MAX_ENTRY_BYTES:
+        raise ValueError(f"{info.st_size} bytes: an entry has at most {MAX_ENTRY_BYTES}")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise ValueError(f"more than {MAX_ENTRY_BYTES} bytes: not an entry")
+    try:
+        entry = json.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise ValueError(f"not JSON: {exc}") from None
+    check_entry(entry)
+    return entry  # type: ignore[no-any-return]
+
+
+def check_entry(entry: Any) -> None:
+    """ValueError unless the entry has exactly the keys adapter_share.py writes, each of its shape."""
+    if not isinstance(entry, dict):
+        raise ValueError("not a JSON object")
+    if unexpected := sorted(set(entry) - KEYS):
+        raise ValueError(f"unexpected keys: {', '.join(map(str, unexpected))[:200]}")
+    if missing := sorted(REQUIRED - set(entry)):
+        raise ValueError(f"missing keys: {', '.join(missing)}")
+    for key, pattern in (("name", NAME), ("experiment", EXPERIMENT), ("runId", RUN_ID)):
+        value = entry.get(key, "")
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"{key} {json.dumps(value)[:80]} is not of the form {pattern.pattern}")
+    if not isinstance(entry["path"], str):
+        raise ValueError("path is not a string")
+    when = entry["registered"]
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when) or when <= 0:
+        raise ValueError(f"registered {json.dumps(when)[:40]} is not a time")
+
+
+def confine(path: str, experiment: str, root: str) -> str:
+    """The folder an adapter path resolves to (`..` and symlinks followed), when that is a run's folder inside
+    the experiment's own folder under root; else ValueError saying where it leads."""
+    if not path.startswith("/"):
+        raise ValueError(f"{path[:200]} is not an absolute path")
+    real_root, real = os.path.realpath(root), os.path.realpath(path)  # ValueError on a NUL byte
+    parts = os.path.relpath(real, real_root).split(os.sep)
+    if parts[0] in (".", ".."):
+        raise ValueError(f"{path[:200]} leads to {real[:200]}, not into the training output folder {root}")
+    if parts[0] != experiment:
+        raise ValueError(
+            f"{path[:200]} leads into experiment {parts[0]}'s output folder, not into {experiment}'s"
+        )
+    if len(parts) < 2:
+        raise ValueError(
+            f"{path[:200]} is experiment {experiment}'s folder itself, not a run's adapter in it"
+        )
+    return real
+
+
+def registered(
+    registry: Path, root: str = OUTPUT_ROOT, reserved: set[str] | frozenset[str] = frozenset()
+) -> tuple[Registry, list[Refusal]]:
+    """(name -> entry of every accepted entry, its path resolved; the refused files, each with why). Of two
+    entries claiming one name the one registered first is kept (then the first file name); a name in reserved
+    (what the host serves itself) is refused."""
+    candidates: list[tuple[float, str, dict[str, Any]]] = []
+    refused: list[Refusal] = []
+
+    def refuse(file: str, entry: Any, why: str) -> None:
+        ok = isinstance(entry, dict) and isinstance(entry.get("name"), str) and NAME.fullmatch(entry["name"])
+        refused.append({
+            "file": file,
+            "name": entry["name"] if ok else None,
+            "registered": entry.get("registered") if ok else None,
+            "error": why,
+        })  # fmt: skip
+
     for path in sorted(registry.glob("*.json")):
+        entry: Any = None
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            entry = read_entry(path)
+            real = confine(entry["path"], entry["experiment"], root)
+        except FileNotFoundError:  # removed since the listing: gone next round too
             continue
-        if (
-            isinstance(entry, dict)
-            and isinstance(entry.get("name"), str)
-            and entry["name"]
-            and isinstance(entry.get("path"), str)
-            and entry["path"].startswith("/")
-            and isinstance(entry.get("registered"), int | float)
-        ):
-            entries[entry["name"]] = entry
-    return entries
+        except (OSError, ValueError) as exc:
+            refuse(path.name, entry, str(exc))
+            continue
+        candidates.append((float(entry["registered"]), path.name, {**entry, "path": real}))
+    entries: Registry = {}
+    files: dict[str, str] = {}
+    for _, file, entry in sorted(candidates, key=lambda c: (c[0], c[1])):
+        name = entry["name"]
+        if name in reserved:
+            refuse(file, entry, f"{name} is a name the host's vLLM serves itself")
+        elif name in entries:
+            first = entries[name]
+            refuse(file, entry, f"the name {name} is already registered by {files[name]} "
+                                f"(experiment {first['experiment']}), which was registered first")  # fmt: skip
+        else:
+            entries[name], files[name] = entry, file
+    return entries, refused
 
 
 def plan(
@@ -71,12 +174,15 @@ def request(url: str, body: dict[str, Any] | None = None) -> tuple[int, str]:
         return err.code, err.read().decode(errors="replace")
 
 
-def loaded_adapters(vllm: str) -> dict[str, str]:
-    """name -> path of the adapters the server has loaded (the models with a parent)."""
+def served_models(vllm: str) -> tuple[dict[str, str], set[str]]:
+    """(name -> path of the adapters the server has loaded (the models with a parent), the names of the models
+    it serves without one: its base model)."""
     code, text = request(f"{vllm}/v1/models")
     if code != 200:
         raise ConnectionError(f"GET /v1/models answered {code}: {text[:200]}")
-    return {m["id"]: m.get("root", "") for m in json.loads(text)["data"] if m.get("parent")}
+    models = json.loads(text)["data"]
+    adapters = {m["id"]: m.get("root", "") for m in models if m.get("parent")}
+    return adapters, {m["id"] for m in models if not m.get("parent")}
 
 
 def error_text(text: str) -> str:
@@ -86,23 +192,34 @@ def error_text(text: str) -> str:
         return text.strip()[:500]
 
 
-def write_status(folder: Path, pod: str, adapters: dict[str, dict[str, Any]]) -> None:
+def write_status(
+    folder: Path, pod: str, adapters: dict[str, dict[str, Any]], refused: list[Refusal] | None = None
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{pod}.json.tmp"
-    tmp.write_text(json.dumps({"pod": pod, "time": time.time(), "adapters": adapters}), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # a new file, never through a link someone left in its place
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"pod": pod, "time": time.time(), "adapters": adapters, "refused": refused or []}, f)
     tmp.replace(folder / f"{pod}.json")
 
 
 class Sync:
-    def __init__(self, registry: Path, vllm: str, static: set[str], pod: str):
-        self.registry, self.vllm, self.static, self.pod = registry, vllm, static, pod
+    def __init__(self, registry: Path, vllm: str, static: set[str], pod: str, root: str = OUTPUT_ROOT):
+        self.registry, self.vllm, self.static, self.pod, self.root = registry, vllm, static, pod, root
         # (name, path, registered) that vLLM refused: tried again only once the entry is written again
         self.refused: dict[tuple[str, str, float], str] = {}
+        self.said: set[tuple[str, str]] = set()  # refused registry files already logged (file, why)
 
     def round(self) -> None:
-        entries = registered(self.registry)
+        loaded, own = served_models(self.vllm)
+        entries, refused = registered(self.registry, self.root, self.static | own)
+        said = {(r["file"], r["error"]) for r in refused}
+        for file, why in sorted(said - self.said):
+            print(f"refused {file}: {why}", flush=True)
+        self.said = said
         wanted = {n: str(e["path"]) for n, e in entries.items()}
-        loaded = loaded_adapters(self.vllm)
         load, unload = plan(wanted, loaded, self.static)
         for name in unload:
             code, text = request(f"{self.vllm}/v1/unload_lora_adapter", {"lora_name": name})
@@ -124,9 +241,9 @@ class Sync:
                 self.refused[key] = f"vLLM refused the adapter ({code}): {error_text(text)}"
                 print(f"load {name} from {path}: {self.refused[key]}", flush=True)
             # after every load: a round of slow loads does not look like a replica that is gone
-            write_status(self.registry / ".status", self.pod, self.status(entries, loaded))
+            write_status(self.registry / ".status", self.pod, self.status(entries, loaded), refused)
         # what vLLM answered this round (the next round's /v1/models corrects anything else)
-        write_status(self.registry / ".status", self.pod, self.status(entries, loaded))
+        write_status(self.registry / ".status", self.pod, self.status(entries, loaded), refused)
 
     def status(self, entries: Registry, loaded: dict[str, str]) -> dict[str, dict[str, Any]]:
         """Per adapter, registered or still loaded: the registration it answers (its `registered` time, which
@@ -149,12 +266,15 @@ class Sync:
 
 def main() -> int:
     registry = Path(os.environ["REGISTRY"])
+    root = os.environ.get("OUTPUT_ROOT") or OUTPUT_ROOT
     vllm = os.environ.get("VLLM_URL", "http://127.0.0.1:8000").rstrip("/")
     static = {n for n in os.environ.get("STATIC_ADAPTERS", "").split(",") if n}
     interval = float(os.environ.get("SYNC_INTERVAL_SECONDS", "5"))
     pod = os.environ.get("HOSTNAME") or socket.gethostname()
-    sync = Sync(registry, vllm, static, pod)
-    print(f"adapter-sync: {registry} -> {vllm} every {interval:g} s", flush=True)
+    sync = Sync(registry, vllm, static, pod, root)
+    print(f"adapter-sync: {registry} -> {vllm} every {interval:g} s, adapters from {root}", flush=True)
+    if not os.environ.get("VLLM_API_KEY"):
+        print("warning: no VLLM_API_KEY: anyone who reaches vLLM's port can load adapters", flush=True)
     said = ""
     while True:
         try:

@@ -18,10 +18,11 @@ if [ -n "${PET_NNODES:-}" ]; then
 fi
 
 if [ -n "${PIP_PACKAGES:-}" ]; then
-  # --user (under HOME, an emptyDir) beside the image's packages: what the image already has stays as pinned
+  # --user (under HOME, an emptyDir) beside the image's packages: what the image already has stays as pinned.
+  # PIP_PACKAGES is a JSON list; each package reaches pip as one argument after `--`: never an option, never code
   echo "pip install --user ${PIP_PACKAGES}"
-  # shellcheck disable=SC2086 # a list of requirement specifiers
-  pip install --user --no-cache-dir --quiet ${PIP_PACKAGES} || { echo "pip install failed" >&2; exit 1; }
+  python3 -c 'import json, os, subprocess, sys; sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "--user", "--no-cache-dir", "--quiet", "--", *json.loads(os.environ["PIP_PACKAGES"])]))' \
+    || { echo "pip install failed" >&2; exit 1; }
 fi
 
 # on Ray the entrypoint runs on the GPU-less head; the workers get the GPUs

@@ -27,6 +27,8 @@ spec:
           value: {{ $w.path | quote }}
         - name: REGISTRY
           value: {{ $w.host.registry | quote }}
+        - name: OUTPUT_ROOT
+          value: /storage/output
         - name: MAX_LORA_RANK
           value: {{ $w.maxLoraRank | quote }}
         - name: EXPERIMENT
@@ -49,7 +51,7 @@ spec:
     {{- include "llama-factory.volumes" . | nindent 4 }}
     - name: scripts
       configMap:
-        name: {{ include "llama-factory.configMapName" . }}
+        name: {{ include "llama-factory.configMapName" . | quote }}
         items:
           - {key: adapter_share.py, path: adapter_share.py}
 {{- end }}

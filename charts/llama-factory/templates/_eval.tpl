@@ -29,19 +29,22 @@ spec:
       command:
         - /bin/bash
         - -c
-        # the image's extra packages first (mlflow, when the gate logs to MLflow), as the training pod does
-        - >-
-          { [ -z "${PIP_PACKAGES:-}" ] || pip install --user --no-cache-dir --quiet $PIP_PACKAGES; } &&
-          exec python3 /scripts/eval_gate.py /config/base.yaml /config/tuned.yaml
-          --metric={{ $w.metric }} --max-drop={{ $w.maxDrop }}
-          {{- if not (kindIs "invalid" $w.floor) }} --floor={{ $w.floor }}{{ end }}
-          --scores={{ $w.scoresFile | quote }}
-      env:
-        {{- include "llama-factory.commonEnv" $root | nindent 8 }}
-        {{- with $w.pipPackages }}
-        - name: PIP_PACKAGES
-          value: {{ join " " . | quote }}
+        # the image's extra packages first (mlflow, when the gate logs to MLflow), as the training pod does;
+        # no value is pasted into the script: the gate's arguments follow as arguments of their own ("$@")
+        - {{ printf "%s && exec python3 /scripts/eval_gate.py \"$@\"" (include "llama-factory.pipInstall" .) | quote }}
+        - eval-gate
+        - /config/base.yaml
+        - /config/tuned.yaml
+        - {{ printf "--metric=%s" $w.metric | quote }}
+        - {{ printf "--max-drop=%v" $w.maxDrop | quote }}
+        {{- if not (kindIs "invalid" $w.floor) }}
+        - {{ printf "--floor=%v" $w.floor | quote }}
         {{- end }}
+        - {{ printf "--scores=%s" $w.scoresFile | quote }}
+      env:
+        {{- /* the gate logs its scores to MLflow: tracking and the MLflow credentials, no Hugging Face token */ -}}
+        {{- include "llama-factory.commonEnv" (dict "root" $root "secrets" (list "mlflow")) | nindent 8 }}
+        {{- include "llama-factory.pipEnv" $w.pipPackages | nindent 8 }}
         {{- with $w.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

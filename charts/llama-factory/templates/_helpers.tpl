@@ -41,18 +41,18 @@ run several components without clashes. Call with (dict "root" . "component" "we
 
 {{/* Selector labels: stable for the life of a release (selectors are immutable). */}}
 {{- define "llama-factory.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "llama-factory.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "llama-factory.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{- define "llama-factory.labels" -}}
-helm.sh/chart: {{ include "llama-factory.chart" . }}
+helm.sh/chart: {{ include "llama-factory.chart" . | quote }}
 {{ include "llama-factory.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 app.kubernetes.io/part-of: llamafactory-k8s
 {{- with .Values.experiment.name }}
-llamafactory-k8s/experiment: {{ . }}
+llamafactory-k8s/experiment: {{ . | quote }}
 {{- end }}
 {{- with .Values.experiment.runId }}
 llamafactory-k8s/run-id: {{ . | quote }}
@@ -188,6 +188,9 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- if and $v.vllm.lora.runtime.enabled (not $v.vllm.lora.runtime.registry) }}
 {{- $errors = append $errors "vllm.lora.runtime.registry: required when vllm.lora.runtime.enabled" }}
 {{- end }}
+{{- if and $v.vllm.lora.runtime.enabled (not $v.vllm.apiKey.secretName) }}
+{{- $errors = append $errors "vllm.apiKey.secretName: required when vllm.lora.runtime.enabled (else anyone who reaches the port loads and unloads adapters)" }}
+{{- end }}
 {{- end }}
 {{- if $v.adapter.enabled }}
 {{- range $key := list "name" "path" }}
@@ -199,18 +202,35 @@ Fail once with every problem of the values, each naming the value to fix.
 {{- $errors = append $errors "adapter.host.url and adapter.host.registry: required (the shared vLLM that loads the adapter)" }}
 {{- end }}
 {{- end }}
+{{- range splitList "\n" (include "llama-factory.webui.problems" .) }}
+{{- if . }}{{ $errors = append $errors . }}{{ end }}
+{{- end }}
 {{- if $errors }}
 {{- fail (printf "\n\nvalues problems:\n  - %s" (join "\n  - " $errors)) }}
 {{- end }}
 {{- end }}
 
 {{/*
-Environment every workload shares: caches on writable paths, MLflow, and the credentials (secrets by
-reference). The web UI may go without the credentials: (dict "root" . "credentials" false).
+Environment every workload shares (HOME and caches on writable paths), and what the pod uses of MLflow and
+of the secrets: each secret only where it is used. Call with (dict "root" . "secrets" <list> "tracking" <bool>):
+  secrets   "hfToken": HF_TOKEN (the download, and whatever loads a model from the hub); "mlflow": the MLflow
+            credentials (what logs to MLflow: the training, the evaluation gate). Both by Secret reference.
+  tracking  MLflow's tracking URI, experiment and tags, without credentials (the preflight checks the server);
+            on by itself with "mlflow" in secrets.
+(dict "root" . "credentials" <bool>) is the web UI's form: tracking, and both secrets when true. The root
+context alone: neither secrets nor tracking.
 */}}
 {{- define "llama-factory.commonEnv" -}}
 {{- $root := .root | default . -}}
-{{- $credentials := ternary .credentials true (hasKey . "credentials") -}}
+{{- $secrets := list -}}
+{{- $tracking := false -}}
+{{- if hasKey . "credentials" -}}
+{{- $tracking = true -}}
+{{- if .credentials }}{{ $secrets = list "hfToken" "mlflow" }}{{ end -}}
+{{- end -}}
+{{- if hasKey . "secrets" }}{{ $secrets = .secrets }}{{ end -}}
+{{- if hasKey . "tracking" }}{{ $tracking = .tracking }}{{ end -}}
+{{- if has "mlflow" $secrets }}{{ $tracking = true }}{{ end -}}
 {{- $v := $root.Values -}}
 - name: HOME
   value: /tmp/home
@@ -220,37 +240,53 @@ reference). The web UI may go without the credentials: (dict "root" . "credentia
   value: llamafactory
 - name: HF_HOME
   value: /tmp/home/.cache/huggingface
-{{- if $credentials }}
+{{- if has "hfToken" $secrets }}
 {{- with $v.hfToken.secretName }}
 - name: HF_TOKEN
   valueFrom:
-    secretKeyRef: {name: {{ . }}, key: {{ $v.hfToken.secretKey }}}
+    secretKeyRef: {{ dict "name" . "key" $v.hfToken.secretKey | toJson }}
 {{- end }}
 {{- end }}
-{{- if $v.mlflow.trackingUri }}
+{{- if and $tracking $v.mlflow.trackingUri }}
 - name: MLFLOW_TRACKING_URI
   value: {{ $v.mlflow.trackingUri | quote }}
 - name: MLFLOW_EXPERIMENT_NAME
   value: {{ $v.mlflow.experimentName | default $v.experiment.name | default $root.Release.Name | quote }}
 - name: MLFLOW_TAGS
   value: {{ dict "experiment" ($v.experiment.name | default $root.Release.Name) "run_id" $v.experiment.runId "release" $root.Release.Name | toJson | quote }}
-{{- with (and $credentials $v.mlflow.credentials) }}
+{{- with (and (has "mlflow" $secrets) $v.mlflow.credentials) }}
 {{- if .secretName }}
 {{- if .tokenKey }}
 - name: MLFLOW_TRACKING_TOKEN
   valueFrom:
-    secretKeyRef: {name: {{ .secretName }}, key: {{ .tokenKey }}}
+    secretKeyRef: {{ dict "name" .secretName "key" .tokenKey | toJson }}
 {{- else }}
 - name: MLFLOW_TRACKING_USERNAME
   valueFrom:
-    secretKeyRef: {name: {{ .secretName }}, key: {{ .usernameKey }}}
+    secretKeyRef: {{ dict "name" .secretName "key" .usernameKey | toJson }}
 - name: MLFLOW_TRACKING_PASSWORD
   valueFrom:
-    secretKeyRef: {name: {{ .secretName }}, key: {{ .passwordKey }}}
+    secretKeyRef: {{ dict "name" .secretName "key" .passwordKey | toJson }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* "true" when a model reference is a hub id rather than a directory on the storage: the pod that loads it
+downloads it at run time, and so needs the Hugging Face token. */}}
+{{- define "llama-factory.fromHub" -}}
+{{- if and . (not (hasPrefix "/" .)) }}true{{ end }}
+{{- end }}
+
+{{/* The secrets of the training side (train, preflight, tokenize): (dict "root" . "mlflow" <bool>). */}}
+{{- define "llama-factory.train.secrets" -}}
+{{- $secrets := list }}
+{{- if .mlflow }}{{ $secrets = append $secrets "mlflow" }}{{ end }}
+{{- if include "llama-factory.fromHub" (.root.Values.train.config.model_name_or_path | default "" | toString) }}
+{{- $secrets = append $secrets "hfToken" }}
+{{- end }}
+{{- toJson $secrets }}
 {{- end }}
 
 {{/*
@@ -260,18 +296,18 @@ other than containers.
 */}}
 {{- define "llama-factory.podCommon" -}}
 {{- $w := .w -}}
-serviceAccountName: {{ .serviceAccountName | default (include "llama-factory.serviceAccountName" .root) }}
+serviceAccountName: {{ .serviceAccountName | default (include "llama-factory.serviceAccountName" .root) | quote }}
 automountServiceAccountToken: false
 {{- with .root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- range . }}
-  - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+  - name: {{ if kindIs "string" . }}{{ . | quote }}{{ else }}{{ .name | quote }}{{ end }}
   {{- end }}
 {{- end }}
 securityContext:
   {{- include "llama-factory.overlay" (list .root.Values.podSecurityContext $w.podSecurityContext) | nindent 2 }}
 {{- with $w.priorityClassName }}
-priorityClassName: {{ . }}
+priorityClassName: {{ . | quote }}
 {{- end }}
 {{- with $w.nodeSelector }}
 nodeSelector:
@@ -291,11 +327,11 @@ affinity:
 {{- define "llama-factory.volumes" -}}
 - name: storage
   persistentVolumeClaim:
-    claimName: {{ include "llama-factory.claimName" .root }}
+    claimName: {{ include "llama-factory.claimName" .root | quote }}
 - name: dshm
   emptyDir:
     medium: Memory
-    sizeLimit: {{ .w.shm.sizeLimit }}
+    sizeLimit: {{ .w.shm.sizeLimit | quote }}
 - name: tmp
   emptyDir: {}
 {{- with .w.extraVolumes }}
@@ -320,8 +356,8 @@ Container fields every workload has: image, security, resources with the GPU lim
 (dict "root" . "w" <component values>), plus "gpus" to override the GPU count (0 for helper containers).
 */}}
 {{- define "llama-factory.containerCommon" -}}
-image: {{ include "llama-factory.image" (dict "root" .root "image" .w.image) }}
-imagePullPolicy: {{ include "llama-factory.pullPolicy" (dict "root" .root "image" .w.image) }}
+image: {{ include "llama-factory.image" (dict "root" .root "image" .w.image) | quote }}
+imagePullPolicy: {{ include "llama-factory.pullPolicy" (dict "root" .root "image" .w.image) | quote }}
 securityContext:
   {{- include "llama-factory.overlay" (list .root.Values.securityContext .w.securityContext) | nindent 2 }}
 resources:
@@ -433,14 +469,14 @@ Whole folders rather than one mount per file: some CRDs (TrainJob) key volume mo
 {{- $name := include "llama-factory.configMapName" (dict "root" .root "component" .component) -}}
 - name: config
   configMap:
-    name: {{ $name }}
+    name: {{ $name | quote }}
     items:
       {{- range .config }}
       - {key: {{ . }}, path: {{ . }}}
       {{- end }}
 - name: scripts
   configMap:
-    name: {{ $name }}
+    name: {{ $name | quote }}
     items:
       {{- range .scripts }}
       - {key: {{ . }}, path: {{ . }}}
@@ -457,26 +493,33 @@ Whole folders rather than one mount per file: some CRDs (TrainJob) key volume mo
 {{- end }}
 
 {{/*
-The volumes of a hook Job: the storage mounted straight from its source (hooks run before the release's own
-claim exists) and /tmp. Call with (dict "root" . "readOnly" <bool>).
+The volumes of a hook Job: the release's claim (in a release whose hooks mount it, the claim and its volume are
+themselves hooks that run first: templates/storage.yaml) and /tmp. Call with (dict "root" . "readOnly" <bool>).
 */}}
 {{- define "llama-factory.hookVolumes" -}}
-{{- $s := .root.Values.storage -}}
 - name: storage
-  {{- if $s.existingClaim }}
   persistentVolumeClaim:
-    claimName: {{ $s.existingClaim }}
+    claimName: {{ include "llama-factory.claimName" .root | quote }}
     {{- if .readOnly }}
     readOnly: true
     {{- end }}
-  {{- else }}
-  nfs:
-    server: {{ $s.nfs.server }}
-    path: {{ $s.nfs.path }}
-    {{- if .readOnly }}
-    readOnly: true
-    {{- end }}
-  {{- end }}
 - name: tmp
   emptyDir: {}
+{{- end }}
+
+{{/*
+The step of a container's shell script that installs the values' Python packages (PIP_PACKAGES, a JSON list)
+with `pip install --user` beside the image's own. The list reaches pip as separate arguments after `--`, so a
+package can never be read as an option or as shell code.
+*/}}
+{{- define "llama-factory.pipInstall" -}}
+{ [ -z "${PIP_PACKAGES:-}" ] || python3 -c 'import json, os, subprocess, sys; sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "--user", "--no-cache-dir", "--quiet", "--", *json.loads(os.environ["PIP_PACKAGES"])]))'; }
+{{- end }}
+
+{{/* PIP_PACKAGES of a container, when there are packages: (list of packages) */}}
+{{- define "llama-factory.pipEnv" -}}
+{{- with . }}
+- name: PIP_PACKAGES
+  value: {{ toRawJson . | quote }}
+{{- end }}
 {{- end }}

@@ -111,7 +111,7 @@ spec:
   {{- include "llama-factory.podCommon" . | nindent 2 }}
   restartPolicy: {{ .restartPolicy | default "Never" }}
   {{- with .subdomain }}
-  subdomain: {{ . }}
+  subdomain: {{ . | quote }}
   {{- end }}
   {{- if include "llama-factory.train.multiNode" $root }}
   {{- if not $w.affinity }}
@@ -126,16 +126,13 @@ spec:
   {{- end }}
   {{- end }}
   containers:
-    - name: {{ .containerName | default "train" }}
+    - name: {{ .containerName | default "train" | quote }}
       {{- include "llama-factory.containerCommon" . | nindent 6 }}
       command: ["/bin/bash", "/scripts/train.sh"]
       env:
-        {{- include "llama-factory.commonEnv" $root | nindent 8 }}
+        {{- include "llama-factory.commonEnv" (dict "root" $root "secrets" (include "llama-factory.train.secrets" (dict "root" $root "mlflow" true) | fromJsonArray)) | nindent 8 }}
         {{- include "llama-factory.train.distributedEnv" (dict "root" $root "masterAddr" .masterAddr) | nindent 8 }}
-        {{- with $w.pipPackages }}
-        - name: PIP_PACKAGES
-          value: {{ join " " . | quote }}
-        {{- end }}
+        {{- include "llama-factory.pipEnv" $w.pipPackages | nindent 8 }}
         {{- if $w.tokenize.enabled }}
         - name: TOKENIZED_ROOT
           value: {{ $w.tokenize.root | quote }}

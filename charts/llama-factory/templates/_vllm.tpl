@@ -32,8 +32,8 @@ with image, podSecurityContext, securityContext and test> "url" <server> "model"
 apiVersion: v1
 kind: Pod
 metadata:
-  name: {{ include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" (dict "root" .root "component" .component)) "suffix" "test") }}
-  namespace: {{ .root.Release.Namespace }}
+  name: {{ include "llama-factory.suffixed" (dict "root" .root "base" (include "llama-factory.componentName" (dict "root" .root "component" .component)) "suffix" "test") | quote }}
+  namespace: {{ .root.Release.Namespace | quote }}
   labels:
     {{- include "llama-factory.componentLabels" (dict "root" .root "component" (printf "%s-test" .component)) | nindent 4 }}
   annotations:
@@ -59,7 +59,7 @@ spec:
         {{- with .apiKey.secretName }}
         - name: VLLM_API_KEY
           valueFrom:
-            secretKeyRef: {name: {{ . }}, key: {{ $.apiKey.secretKey }}}
+            secretKeyRef: {{ dict "name" . "key" $.apiKey.secretKey | toJson }}
         {{- end }}
       volumeMounts:
         - name: scripts
@@ -67,5 +67,5 @@ spec:
   volumes:
     - name: scripts
       configMap:
-        name: {{ include "llama-factory.configMapName" (dict "root" .root "component" .component) }}
+        name: {{ include "llama-factory.configMapName" (dict "root" .root "component" .component) | quote }}
 {{- end }}
