@@ -318,6 +318,24 @@ def read_dataset_info(dataset_dir: Path) -> dict[str, Any]:
     return info
 
 
+def data_file(dataset_dir: Path, file_name: str, bound: Path | None = None) -> Path:
+    """The file (or folder) an entry names, as LLaMA-Factory joins it to the dataset directory. Refused when it
+    is absolute, climbs with `..`, or leads (through symlinks) outside `bound` (the dataset directory unless
+    given: `lfk data sync` allows the whole storage root): what is registered must be read from the storage."""
+    if file_name.startswith("/") or ".." in file_name.split("/") or "\\" in file_name or not file_name:
+        raise DataError(
+            f"{file_name!r}: a data file is named relative to the dataset directory, without `..`"
+        )
+    limit = (bound or dataset_dir).resolve()
+    path = dataset_dir / file_name
+    resolved = path.resolve()
+    if resolved != limit and limit not in resolved.parents:
+        raise DataError(
+            f"{path} leads to {resolved}, outside {limit}: only files on the storage are registered"
+        )
+    return path
+
+
 def entry_for(
     file_name: str, formatting: str, columns: dict[str, str] | None, tags: dict[str, str] | None
 ) -> dict[str, Any]:

@@ -41,7 +41,10 @@ def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
         if "file_name" not in entry:
             continue  # hub datasets are fetched at training time
         try:
-            report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry))
+            # an entry written by anyone: what it names must be on the storage (no absolute path, `..` or
+            # symlink leading out)
+            file = datasets.data_file(data_dir, str(entry["file_name"]), bound=storage_root)
+            report = datasets.check(file, datasets.Attrs.of_entry(entry))
         except DataError as exc:
             problems.append(Problem(path, str(exc)))
             continue

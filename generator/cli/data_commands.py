@@ -114,8 +114,10 @@ def register_data(
     _register(dataset_dir, name, entry)
 
 
-def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
-    report = datasets.check(dataset_dir / str(entry["file_name"]), datasets.Attrs.of_entry(entry))
+def _register(dataset_dir: Path, name: str, entry: dict[str, object], bound: Path | None = None) -> None:
+    """Check and register one entry; its file must lie in `bound` (the dataset directory unless given)."""
+    path = datasets.data_file(dataset_dir, str(entry["file_name"]), bound)
+    report = datasets.check(path, datasets.Attrs.of_entry(entry))
     print_report(report)
     if not report.valid or report.fatal:
         raise Failed(
@@ -135,14 +137,18 @@ def _register(dataset_dir: Path, name: str, entry: dict[str, object]) -> None:
     help="Where /storage is mounted here.",
 )
 def sync_data(spec: str, storage_root: Path) -> None:
-    """Register every entry of the spec's data.register in its dataset directory."""
+    """Register every entry of the spec's data.register in its dataset directory. Every file read and the
+    dataset directory itself must lie on the storage root, symlinks followed."""
     from ..core.storage import local
     from .spec_commands import load_valid
 
     loaded = load_valid(spec)
     data_dir = local(storage_root, loaded.data["data"]["dir"])
+    root = storage_root.resolve()
+    if data_dir.resolve() != root and root not in data_dir.resolve().parents:
+        raise Failed(f"{data_dir} leads to {data_dir.resolve()}, outside the storage root {root}")
     entries = loaded.data["data"]["register"]
     if not entries:
         click.echo(f"{spec}: data.register is empty; nothing to do")
     for name, entry in entries.items():
-        _register(data_dir, name, datasets.spec_entry(entry))
+        _register(data_dir, name, datasets.spec_entry(entry), bound=root)

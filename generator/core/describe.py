@@ -21,7 +21,7 @@ def gpus_of(spec: Spec) -> dict[str, int]:
         "eval": d.get("evaluate", {}).get("resources", {}).get("gpus", 1),
         "vllm": serve_gpus,
         "adapter": 0,  # its Jobs only write the registry; the host's vLLM holds the GPUs
-        "webui": d["webui"]["resources"].get("gpus", 1),
+        "webui": d["webui"]["resources"].get("gpus", 0),
     }
 
 

@@ -17,7 +17,7 @@ from . import catalog, lfinfo
 from .catalog import ModelInfo
 from .components import NAMES, install_timeout
 from .spec import Spec, load_spec
-from .storage import STORAGE_ROOT
+from .storage import MERGED_DIR, STORAGE_ROOT, climbs, normalise
 from .vram import VramEstimate, estimate
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -251,6 +251,26 @@ def shared_host(spec: Spec) -> SharedHost | None:
     )
 
 
+def neighbour_paths(spec: Spec) -> list[tuple[str, str, str]]:
+    """(experiment, field, normalised path) of the folders the experiments beside this one read or publish
+    (their base model, data and merge target), so a merge here cannot publish over them. Specs that do not load
+    are skipped: they are refused on their own."""
+    found = []
+    for source in sorted(spec.folder.parent.glob("*/experiment.yaml")):
+        if source.parent.resolve() == spec.folder.resolve():
+            continue
+        try:
+            other = load_spec(source)
+        except SpecError:
+            continue
+        d = other.data
+        fields = [("model.path", d["model"]["path"]), ("data.dir", d["data"]["dir"])]
+        if d["merge"].get("exportDir"):
+            fields.append(("merge.exportDir", d["merge"]["exportDir"]))
+        found += [(other.name, name, normalise(path)) for name, path in fields if not climbs(path)]
+    return found
+
+
 def output_dir_of(spec: Spec, rid: str) -> str:
     return f"{STORAGE_ROOT}/output/{spec.name}/{rid}"
 
@@ -263,7 +283,7 @@ def for_run(spec: Spec, facts: Facts, rid: str) -> Facts:
     output_dir = output_dir_of(spec, rid)
     merged_dir = facts.merged_dir
     if merged_dir and not spec.data["merge"].get("exportDir"):
-        merged_dir = f"{STORAGE_ROOT}/models/merged/{spec.name}/{rid}"
+        merged_dir = f"{MERGED_DIR}/{spec.name}/{rid}"
     return dataclasses.replace(
         facts,
         run_id=rid,
@@ -280,24 +300,27 @@ def derive(spec: Spec) -> Facts:
     method = d["method"]["type"]
     output_dir = output_dir_of(spec, rid)
     components = enabled_components(spec)
+    # the spec's paths in one spelling (`..` is refused by the rules): /storage//models/x/ is /storage/models/x
+    base_model = normalise(d["model"]["path"])
     merged_dir = None
     if "merge" in components:
-        merged_dir = d["merge"].get("exportDir") or f"{STORAGE_ROOT}/models/merged/{name}/{rid}"
+        export_dir = d["merge"].get("exportDir")
+        merged_dir = normalise(export_dir) if export_dir else f"{MERGED_DIR}/{name}/{rid}"
     serve = d["serve"]
     lora_module = None
     max_rank = None
     host = shared_host(spec)
     if serve["source"] == "adapter" and is_adapter_method(method):
-        serve_model, lora_module = d["model"]["path"], output_dir
+        serve_model, lora_module = base_model, output_dir
         max_rank = max_lora_rank(spec)
     elif serve["source"] == "shared" and is_adapter_method(method):
-        serve_model, lora_module = d["model"]["path"], output_dir
+        serve_model, lora_module = base_model, output_dir
         if host and host.spec and is_adapter_method(host.spec.data["method"]["type"]):
             max_rank = max_lora_rank(host.spec)
     elif merged_dir:
         serve_model = merged_dir
     else:  # full/freeze write a complete model; lora without a merge serves the base (checked elsewhere)
-        serve_model = output_dir if not is_adapter_method(method) else d["model"]["path"]
+        serve_model = output_dir if not is_adapter_method(method) else base_model
     template, inferred = resolve_template(spec)
     info = model_info(spec)
     return Facts(
@@ -307,7 +330,7 @@ def derive(spec: Spec) -> Facts:
         releases={c: f"{name}-{c}" for c in components},
         template=template,
         template_inferred=inferred,
-        base_model=d["model"]["path"],
+        base_model=base_model,
         model_hub=d["model"].get("hub", {}).get("id"),
         tokenizes=bool(d["data"].get("tokenizeOnce", True)),
         output_dir=output_dir,

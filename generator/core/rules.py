@@ -8,6 +8,7 @@ They read no files and import nothing heavy; checks against the storage or LLaMA
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,12 +20,13 @@ from .facts import (
     derive,
     infer_template,
     is_adapter_method,
+    neighbour_paths,
     resolve_template,
     smallest_lora_rank,
 )
 from .problems import Problem, json_path
 from .spec import Spec
-from .storage import STORAGE_ROOT, on_storage
+from .storage import MERGED_DIR, MODELS_DIR, STORAGE_ROOT, climbs, normalise, on_storage, within
 from .trainlog import LEARNING_RATE_ADVICE
 from .vram import gib_to_gb
 
@@ -39,9 +41,57 @@ def check(fn: Check) -> Check:
 
 
 def validate(spec: Spec) -> list[Problem]:
-    """Every cross-field problem of a schema-valid spec (errors and warnings)."""
+    """Every cross-field problem of a schema-valid spec (errors and warnings). Values no schema keyword can
+    refuse (control characters, NaN, YAML's dates) are refused first: nothing is derived from them."""
+    malformed = list(malformed_values(spec.raw, []))
+    if malformed:
+        return malformed
     facts = derive(spec)
     return [problem for fn in CHECKS for problem in fn(spec, facts)]
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators (YAML 1.1 breaks lines at those)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# a pass-through value is written with the YAML dumper's escapes: it may hold lines and tabs (a system prompt)
+_CONTROL_IN_ARGUMENT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def malformed_values(value: Any, parts: list[str | int]) -> Iterator[Problem]:
+    """What the schema's patterns and bounds let through, anywhere in the spec: a control character (Python's
+    `$` matches before a final newline, so `name: "demo\\n"` passes `^[a-z]+$`), a key that is not a string, a
+    number that is not finite (`.nan` passes every bound: comparisons with NaN are false), and values JSON
+    has no type for (YAML reads 2024-01-01 as a date)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                yield Problem(json_path(parts), f"the key {key!r} is not a string", "quote it")
+                continue
+            if found := _CONTROL.search(key):  # located at the mapping: the key itself cannot be printed
+                yield Problem(
+                    json_path(parts),
+                    f"the key {key!r} holds the control character U+{ord(found.group()):04X}",
+                    "remove it",
+                )
+                continue
+            yield from malformed_values(item, [*parts, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from malformed_values(item, [*parts, index])
+    elif isinstance(value, str):
+        control = _CONTROL_IN_ARGUMENT if parts[:1] == ["llamafactoryArgs"] else _CONTROL
+        if found := control.search(value):
+            yield Problem(
+                json_path(parts), f"holds the control character U+{ord(found.group()):04X}", "remove it"
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield Problem(json_path(parts), f"{value} is not a finite number", "write a number")
+    elif not isinstance(value, bool | int) and value is not None:
+        yield Problem(
+            json_path(parts),
+            f"YAML reads {value!r} as a {type(value).__name__}, which a spec does not hold",
+            "quote it to make it a string",
+        )
 
 
 @check
@@ -158,6 +208,14 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
             "other experiments' adapters are loaded onto the base model, which only source: adapter serves",
             "use serve.source: adapter (the base model with this experiment's own adapter)",
         )
+    if "sharedAdapters" in serve and serve["enabled"] and "apiKeySecret" not in serve:
+        # runtime LoRA updating opens /v1/load_lora_adapter to whoever reaches the port, unless a key guards it
+        yield Problem(
+            "$.serve.apiKeySecret",
+            "a vLLM that loads adapters at run time (sharedAdapters) needs an API key: without one, anyone who "
+            "reaches its port can load and unload adapters",
+            "add serve.apiKeySecret: {name: <Secret in the namespace>, key: <its key>}",
+        )
     if "host" in serve and serve["source"] != "shared":
         yield Problem(
             "$.serve.host",
@@ -212,8 +270,8 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
         ("$.storage", d["storage"], h["storage"], "its vLLM reads the adapter from its own storage"),
         (
             "$.model.path",
-            d["model"]["path"],
-            h["model"]["path"],
+            normalise(d["model"]["path"]),
+            normalise(h["model"]["path"]),
             "an adapter only fits the base model it was trained on",
         ),
     ):
@@ -390,6 +448,16 @@ def vram_advice(spec: Spec) -> str:
     return "; ".join(tips)
 
 
+# LLaMA-Factory arguments that name a file or folder without saying so in a suffix
+PATH_ARGS = {
+    "resume_from_checkpoint",
+    "fsdp_config",
+    "new_special_tokens_config",
+    "export_quantization_dataset",
+}
+PATH_ARG_SUFFIX = re.compile(r"(_dir|_path|_file|_folder|_logdir)$")
+
+
 def _storage_paths(spec: Spec) -> Iterator[tuple[str, str]]:
     d = spec.data
     yield "$.model.path", d["model"]["path"]
@@ -397,26 +465,38 @@ def _storage_paths(spec: Spec) -> Iterator[tuple[str, str]]:
     if "exportDir" in d["merge"]:
         yield "$.merge.exportDir", d["merge"]["exportDir"]
     for key, value in d["llamafactoryArgs"].items():
-        if isinstance(value, str) and re.search(r"(_dir|_path|_file)$", key):
+        if isinstance(value, str) and (key in PATH_ARGS or PATH_ARG_SUFFIX.search(key)):
             yield json_path(["llamafactoryArgs", key]), value
+
+
+def _leaf(value: str) -> str:
+    """The last named segment of a path, for a hint."""
+    segments = [s for s in value.split("/") if s not in ("", ".", "..")]
+    return segments[-1] if segments else "name"
 
 
 @check
 def paths_on_storage(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    refused = set()
     for path, value in _storage_paths(spec):
-        if not on_storage(value):
+        if climbs(value):
+            refused.add(path)
+            yield Problem(path, f"{value!r} has a `..` segment", "write the path without `..`")
+        elif value.startswith("/") and normalise(value) == STORAGE_ROOT:
+            refused.add(path)
+            yield Problem(path, f"{value!r} is the storage mount itself", "name a folder inside it")
+        elif not on_storage(value):
+            refused.add(path)
             yield Problem(
                 path,
                 f"{value!r} is not under the storage mount {STORAGE_ROOT}",
-                f"put it on the shared storage, e.g. {STORAGE_ROOT}/{value.strip('/').split('/')[-1] or 'name'}",
+                f"put it on the shared storage, e.g. {STORAGE_ROOT}/{_leaf(value)}",
             )
-    merged = facts.merged_dir
-    if merged and merged.rstrip("/") in (facts.base_model.rstrip("/"), facts.output_dir):
-        yield Problem(
-            "$.merge.exportDir",
-            "the merged model would overwrite the base model or the adapter",
-            "choose another directory",
-        )
+    nfs_path = spec.data["storage"].get("nfs", {}).get("path", "")
+    if climbs(nfs_path):
+        yield Problem("$.storage.nfs.path", f"{nfs_path!r} has a `..` segment", "write the path without `..`")
+    if facts.merged_dir and "$.merge.exportDir" not in refused and "$.model.path" not in refused:
+        yield from _export_dir(spec, facts)
     if spec.data["storage"].get("nfs", {}).get("readOnly"):
         yield Problem(
             "$.storage.nfs.readOnly",
@@ -425,21 +505,101 @@ def paths_on_storage(spec: Spec, facts: Facts) -> Iterator[Problem]:
         )
 
 
-# hub tokens (hf_), OpenAI-style keys (sk-), GitHub tokens, and anything given as a bearer header
-_TOKEN_PATTERNS = re.compile(
-    r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|Bearer\s+\S+)$"
+def _export_dir(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    """The merge Job replaces its target folder whole (merge.sh moves it aside and removes it): the target must
+    be a folder of the merge's own, holding nothing else anyone reads."""
+    given = spec.data["merge"].get("exportDir")
+    if not given or facts.merged_dir is None:
+        return  # the default, under the managed folder: one per experiment and run
+    export = facts.merged_dir
+    own = f"choose a folder of its own, e.g. {MODELS_DIR}/{spec.name}-merged"
+    if export in (facts.base_model, facts.output_dir):
+        yield Problem(
+            "$.merge.exportDir", "the merged model would overwrite the base model or the adapter", own
+        )
+        return
+    if not within(export, MODELS_DIR) or export == MODELS_DIR:
+        yield Problem(
+            "$.merge.exportDir",
+            f"{given!r} is not a folder under {MODELS_DIR}/: publishing the merged model replaces the whole folder",
+            own,
+        )
+        return
+    if within(export, MERGED_DIR):
+        yield Problem(
+            "$.merge.exportDir",
+            f"{given!r} is in {MERGED_DIR}, where every experiment's runs are published by default",
+            f"leave exportDir out to publish there, or {own}",
+        )
+        return
+    others = [
+        ("the base model", facts.base_model),
+        ("the adapter", facts.output_dir),
+        ("the data", normalise(spec.data["data"]["dir"])),
+    ]
+    others += [(f"experiment {name}'s {field}", path) for name, field, path in neighbour_paths(spec)]
+    for what, path in others:
+        if within(export, path) or within(path, export):
+            where = "is" if export == path else "contains" if within(path, export) else "is inside"
+            yield Problem(
+                "$.merge.exportDir",
+                f"{given!r} {where} {what} ({path}): publishing the merged model replaces the whole folder",
+                own,
+            )
+            return
+    if spec.data["storage"].get("nfs", {}).get("readOnly"):
+        yield Problem(
+            "$.storage.nfs.readOnly",
+            "training writes to the storage; it cannot be read-only",
+            "remove readOnly",
+        )
+
+
+# ---------------------------------------------------------------------------------------- literal secrets
+# Secrets reach the pods only as Secret references; a value written into the spec would land in the values
+# files, the ConfigMaps and git. Every string of the spec is searched (a token pasted into a description
+# counts too). Each pattern begins with a fixed prefix right after a non-word character and has single,
+# non-overlapping quantifiers, so a search is linear in the length of the string.
+_TOKEN_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:"
+    r"(?P<hub>hf_[A-Za-z0-9]{20,})"
+    r"|sk-[A-Za-z0-9_-]{20,}"  # OpenAI-style API keys
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub
+    r"|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
+    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"  # a JWT
+    r"|Bearer[ \t]+[A-Za-z0-9._~+/=-]{20,}"
+    r")"
 )
-_CREDENTIAL_URI = re.compile(r"^[a-z]+://[^/@\s]+:[^/@\s]+@")
-_TOKEN_ARGS = {
+_PRIVATE_KEY = "PRIVATE KEY-----"
+# LLaMA-Factory arguments (and any key named like them) that hold a credential, with the spec's way instead
+_SECRET_ARGS = {
     "hf_hub_token": "model.hub.tokenSecret",
+    "hub_token": "model.hub.tokenSecret",
     "ms_hub_token": "model.hub.tokenSecret",
     "om_hub_token": "model.hub.tokenSecret",
 }
+_SECRET_KEY_ENDINGS = ("token", "api_key", "apikey", "password", "passwd", "secret", "credentials")
+# query parameters that carry a credential (?token=, &access_token=, password=, signed-URL signatures)
+_SECRET_QUERY_KEYS = {
+    "token", "access_token", "auth_token", "id_token", "refresh_token", "api_key", "apikey", "key",
+    "password", "passwd", "pwd", "secret", "client_secret", "sig", "signature", "x-amz-signature",
+    "x-amz-credential", "x-goog-signature",
+}  # fmt: skip
+# `vllm serve` flags that take a credential, with the spec's Secret reference for it
+_SECRET_FLAGS = {"api-key": "serve.apiKeySecret", "hf-token": "model.hub.tokenSecret"}
+_SECRET_REFS = (
+    "model.hub.tokenSecret (hub tokens), serve.apiKeySecret (the serving API key), "
+    "tracking.mlflow.credentialsSecret (MLflow)"
+)
 
 
 def _strings(value: Any, parts: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
+    """Every string of the tree (mapping keys too) with its path."""
     if isinstance(value, dict):
         for k, v in value.items():
+            yield [*parts, str(k)], str(k)
             yield from _strings(v, [*parts, str(k)])
     elif isinstance(value, list):
         for i, v in enumerate(value):
@@ -448,28 +608,152 @@ def _strings(value: Any, parts: list[str | int]) -> Iterator[tuple[list[str | in
         yield parts, value
 
 
+def _looks_random(token: str) -> bool:
+    # real tokens mix letters and digits; words such as sk-learn-compatible-estimators do not
+    return any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
+
+
+def secret_in_text(text: str) -> str | None:
+    """What kind of literal secret the text contains, or None: a token, a private key, or a URI carrying
+    credentials (user info, or a credential in its query)."""
+    for match in _TOKEN_IN_TEXT.finditer(text):
+        if _looks_random(match.group()):
+            return "hub token" if match.group("hub") else "a token"
+    if _PRIVATE_KEY in text and "-----BEGIN " in text:
+        return "a private key"
+    return _uri_credentials(text)
+
+
+def _uri_credentials(text: str) -> str | None:
+    """The first URI in the text that carries credentials, described; None when there is none. Words are
+    split on whitespace and each is parsed by urllib (no regex over the whole text)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if "://" not in text:
+        return None
+    for word in text.split():
+        at = word.find("://")
+        if at <= 0:
+            continue
+        start = at
+        while start > 0 and (word[start - 1].isalnum() or word[start - 1] in "+.-"):
+            start -= 1
+        try:
+            parts = urlsplit(word[start:].strip("'\"()<>[],;"))
+            query = parse_qsl(parts.query, keep_blank_values=False)
+            password, user = parts.password, parts.username
+        except ValueError:
+            continue
+        if password is not None:
+            return "a URI with a user name and password"
+        if user and user != "git":  # ssh://git@host is a fixed account name, not a credential
+            return "a URI with user info (a user name or token before @)"
+        if any(key.lower() in _SECRET_QUERY_KEYS for key, _ in query):
+            return "a URI with a credential in its query"
+    return None
+
+
+def _secret_key(key: str) -> bool:
+    name = key.lower().replace("-", "_")
+    return name in _SECRET_ARGS or name.endswith(_SECRET_KEY_ENDINGS)
+
+
+def _flag_name(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("-").replace("_", "-").lower() if arg.startswith("--") else ""
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 @check
 def no_literal_secrets(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    reported: set[str] = set()  # one problem per place
+    for key, value in _mapping(spec.raw.get("llamafactoryArgs")).items():
+        if _secret_key(str(key)) and value not in (None, "", False):
+            path = json_path(["llamafactoryArgs", str(key)])
+            reported.add(path)
+            field = _SECRET_ARGS.get(str(key).lower())
+            yield Problem(
+                path,
+                f"{key} would write a credential into the training config (a ConfigMap, and git)",
+                f"use {field} (a Secret reference)"
+                if field
+                else f"store it in a Secret; the spec references Secrets only through {_SECRET_REFS}",
+            )
+    args = _mapping(spec.raw.get("serve")).get("extraArgs")
+    for i, arg in enumerate(args if isinstance(args, list) else []):
+        flag = _flag_name(arg) if isinstance(arg, str) else ""
+        if flag and (flag in _SECRET_FLAGS or flag.replace("-", "_").endswith(_SECRET_KEY_ENDINGS)):
+            reported.add(json_path(["serve", "extraArgs", i]))
+            if "=" not in arg:
+                reported.add(json_path(["serve", "extraArgs", i + 1]))  # its value, the next argument
+            field = _SECRET_FLAGS.get(flag)
+            yield Problem(
+                json_path(["serve", "extraArgs", i]),
+                f"--{flag} would put a credential on the vLLM command line (in the pod spec, and git)",
+                f"use {field} (a Secret reference)" if field else f"store it in a Secret: {_SECRET_REFS}",
+            )
     for parts, value in _strings(spec.raw, []):
-        if _TOKEN_PATTERNS.match(value.strip()):
+        path = json_path(parts)
+        found = None if path in reported else secret_in_text(value)
+        if found is None:
+            continue
+        reported.add(path)
+        mlflow = parts[:2] == ["tracking", "mlflow"]
+        if found == "a URI with a user name and password" and mlflow:
             yield Problem(
-                json_path(parts),
-                "looks like a literal secret token",
-                "store it in a Secret and reference it by name and key",
+                path, "the URI carries a user name and password", "use tracking.mlflow.credentialsSecret"
             )
-        elif _CREDENTIAL_URI.match(value):
+        elif found == "hub token":
             yield Problem(
-                json_path(parts),
-                "the URI carries a user name and password",
-                "use tracking.mlflow.credentialsSecret",
+                path, "looks like a literal hub token", "use model.hub.tokenSecret (a Secret reference)"
             )
-    for key, field in _TOKEN_ARGS.items():
-        if key in spec.data["llamafactoryArgs"]:
+        else:
             yield Problem(
-                json_path(["llamafactoryArgs", key]),
-                "tokens are never written into the config",
-                f"use {field} (a Secret reference)",
+                path,
+                f"looks like a literal secret: {found}",
+                "use tracking.mlflow.credentialsSecret"
+                if mlflow
+                else f"store it in a Secret: {_SECRET_REFS}",
             )
+
+
+@check
+def serve_extra_args_not_managed(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    # remote code from the model repository would run inside the serving pod: only an explicit spec field
+    # (reviewed as such) may ask for it
+    for i, arg in enumerate(spec.data["serve"]["extraArgs"]):
+        if _flag_name(arg) == "trust-remote-code":
+            yield Problem(
+                json_path(["serve", "extraArgs", i]),
+                "--trust-remote-code runs Python code from the model repository inside the serving pod; "
+                "it is not accepted in extraArgs",
+                "set model.trustRemoteCode: true, which says so for training, merge and serving alike",
+            )
+
+
+@check
+def webui_ingress_authenticates(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    """LlamaBoard has no login: an Ingress in front of it must authenticate, one way."""
+    webui = spec.data["webui"]
+    ingress = webui.get("ingress")
+    if not webui["enabled"] or ingress is None:
+        return
+    auth = ingress.get("auth", {})
+    ways = [key for key in ("basicSecret", "url") if key in auth]
+    if not ways:
+        yield Problem(
+            "$.webui.ingress.auth",
+            "LlamaBoard has no login: an Ingress without authentication lets anyone who reaches it train, read "
+            "the storage and use what the UI holds",
+            "set auth.basicSecret (a Secret with an htpasswd file under `auth`) or auth.url (an authentication "
+            "service such as an OAuth2 proxy)",
+        )
+    elif len(ways) > 1:
+        yield Problem("$.webui.ingress.auth", "basicSecret and url are both set", "keep one of them")
+    if "signin" in auth and "url" not in auth:
+        yield Problem("$.webui.ingress.auth.signin", "signin goes with url", "set auth.url, or drop signin")
 
 
 # the rules about what LLaMA-Factory itself accepts register themselves after these

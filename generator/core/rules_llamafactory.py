@@ -62,6 +62,12 @@ MANAGED_ARGS = {
     "infer_dtype": "merge.dtype",
     "adapter_name_or_path": "(derived from the run)",
     "tokenized_path": "data.tokenizeOnce (the set is kept on the storage under a key of its inputs)",
+    # the config written for ZeRO is mounted at /config/deepspeed.json: another file would replace it
+    "deepspeed": "distributed.deepspeed (zero2 or zero3: the project writes and mounts the DeepSpeed config)",
+    "ddp_timeout": "distributed.ddpTimeout",
+    "ray_num_workers": "(derived: distributed.nodes x resources.gpus)",
+    "plot_loss": "(always true: lfk status and lfk report read the loss)",
+    "include_num_input_tokens_seen": "(always true: lfk status and lfk report read the throughput)",
 }
 
 
@@ -170,6 +176,14 @@ def dataset_entries(spec: Spec, facts: Facts) -> Iterator[Problem]:
     alpaca_only = {"prompt", "query", "response", "history"}
     sharegpt_only = {"messages", "tools"}
     for name, entry in spec.data["data"]["register"].items():
+        file = entry["file"]
+        if file.startswith("/") or ".." in file.split("/"):
+            # registered as it is, LLaMA-Factory would read it from outside the dataset directory
+            yield Problem(
+                json_path(["data", "register", name, "file"]),
+                f"{file!r} is not inside the dataset directory",
+                "give the file's path relative to data.dir, without `..`",
+            )
         columns = set(entry.get("columns", {}))
         wrong = columns & (sharegpt_only if entry["format"] == "alpaca" else alpaca_only)
         for column in sorted(wrong):

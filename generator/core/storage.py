@@ -2,31 +2,56 @@
 
 Pods mount the storage at /storage; a person (or a test) may mount the same export elsewhere and pass it as
 `--storage-root`. Every mapping between the two goes through `local`, so there is one rule for it.
+
+A path in a spec has one spelling here: `normalise` folds `//`, `/./` and a trailing `/`, and `..` is refused
+outright (`climbs`), so two spellings of one folder always compare equal in the rules that keep a merge from
+publishing over a model or a dataset.
 """
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 STORAGE_ROOT = "/storage"
+MODELS_DIR = f"{STORAGE_ROOT}/models"
+# where merged models are published when the spec does not say: one folder per experiment, one per run in it
+MERGED_DIR = f"{MODELS_DIR}/merged"
+
+
+def climbs(path: str) -> bool:
+    """Whether the path has a `..` segment (refused: it can leave any folder it starts in)."""
+    return ".." in path.split("/")
+
+
+def normalise(path: str) -> str:
+    """One spelling of an absolute path: /storage//models/./x/ -> /storage/models/x. (`..` is refused before
+    this is used, so folding it here cannot hide where a path leads.)"""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def within(path: str, folder: str) -> bool:
+    """The path is the folder or inside it (both normalised)."""
+    path, folder = normalise(path), normalise(folder)
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def on_storage(path: str) -> bool:
-    """A path strictly inside the storage mount, without `..` tricks."""
+    """An absolute path strictly inside the storage mount, without `..` tricks."""
     return (
-        path.startswith(STORAGE_ROOT + "/")
-        and ".." not in path.split("/")
-        and path.rstrip("/") != STORAGE_ROOT
+        path.startswith("/")
+        and not climbs(path)
+        and within(path, STORAGE_ROOT)
+        and normalise(path) != STORAGE_ROOT
     )
 
 
 def local(storage_root: Path, path: str) -> Path:
     """/storage/a/b as seen through the storage mounted at storage_root: storage_root/a/b."""
-    if path == STORAGE_ROOT:
-        return storage_root
-    if not path.startswith(STORAGE_ROOT + "/"):
+    if not path.startswith("/") or climbs(path) or not within(path, STORAGE_ROOT):
         raise ValueError(f"{path} is not under {STORAGE_ROOT}")
-    return storage_root / path[len(STORAGE_ROOT) + 1 :]
+    relative = normalise(path)[len(STORAGE_ROOT) + 1 :]
+    return storage_root / relative if relative else storage_root
 
 
 def in_cluster_host(host: str) -> bool:

@@ -187,3 +187,76 @@ def test_cli_sync_registers_the_specs_entries(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "data" / "dataset_info.json").read_text()) == {
         "qa_dataset": {"file_name": "qa_dataset.json", "formatting": "alpaca"}
     }
+
+
+def _spec_with_entry(folder: Path, file: str, data_dir: str = "/storage/data") -> Path:
+    spec = folder / "exp" / "experiment.yaml"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(
+        "name: exp\nstorage: {existingClaim: llm-storage}\nmodel: {path: /storage/models/llama-3.1-8b-instruct}\n"
+        f"data: {{dir: {data_dir}, datasets: [qa], register: {{qa: {{file: {file}}}}}}}\n"
+    )
+    return spec
+
+
+def test_cli_sync_refuses_a_symlink_leading_out_of_the_storage(tmp_path: Path) -> None:
+    """A file on the storage that links elsewhere would be read here and registered for the pods."""
+    (tmp_path / "outside").mkdir()
+    outside = write(tmp_path / "outside", "secret.json", [{"instruction": "q", "input": "", "output": "a"}])
+    storage = tmp_path / "storage"
+    (storage / "data").mkdir(parents=True)
+    (storage / "data" / "qa.json").symlink_to(outside)
+    spec = _spec_with_entry(tmp_path, "qa.json")
+    result = CliRunner().invoke(cli, ["data", "sync", str(spec), "--storage-root", str(storage)])
+    assert result.exit_code == 1, result.output
+    assert "outside" in result.output and "Traceback" not in result.output
+    assert not (storage / "data" / "dataset_info.json").exists()
+
+
+def test_cli_sync_refuses_a_dataset_directory_linked_out_of_the_storage(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    write(tmp_path / "elsewhere", "qa.json", [{"instruction": "q", "input": "", "output": "a"}])
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / "data").symlink_to(tmp_path / "elsewhere")
+    spec = _spec_with_entry(tmp_path, "qa.json")
+    result = CliRunner().invoke(cli, ["data", "sync", str(spec), "--storage-root", str(storage)])
+    assert result.exit_code == 1 and "outside the storage root" in result.output, result.output
+    assert not (tmp_path / "elsewhere" / "dataset_info.json").exists()
+
+
+def test_cli_sync_follows_links_that_stay_on_the_storage(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    (storage / "data").mkdir(parents=True)
+    (storage / "raw").mkdir()
+    write(storage / "raw", "qa.json", [{"instruction": "q", "input": "", "output": "a"}])
+    (storage / "data" / "qa.json").symlink_to(storage / "raw" / "qa.json")
+    spec = _spec_with_entry(tmp_path, "qa.json")
+    result = CliRunner().invoke(cli, ["data", "sync", str(spec), "--storage-root", str(storage)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((storage / "data" / "dataset_info.json").read_text())["qa"]["file_name"] == "qa.json"
+
+
+@pytest.mark.parametrize("file", ["/etc/hostname", "../outside.json", "sub/../../outside.json"])
+def test_cli_register_refuses_a_file_outside_the_dataset_directory(file: str, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    write(tmp_path, "outside.json", [{"instruction": "q", "input": "", "output": "a"}])
+    result = CliRunner().invoke(cli, ["data", "register", str(tmp_path / "data"), "qa", file])
+    assert result.exit_code == 1 and "relative to the dataset directory" in result.output, result.output
+    assert not (tmp_path / "data" / "dataset_info.json").exists()
+
+
+def test_a_registered_entry_naming_a_file_off_the_storage_is_a_problem_not_a_read(tmp_path: Path) -> None:
+    """dataset_info.json on the storage is written by anyone: the deep check reads only what lies on it."""
+    from generator.checks.storage import storage_problems
+    from generator.core.spec import load_spec
+
+    write(tmp_path, "secret.json", [{"instruction": "q", "input": "", "output": "a"}])
+    storage = tmp_path / "storage"
+    (storage / "data").mkdir(parents=True)
+    (storage / "data" / "dataset_info.json").write_text(
+        json.dumps({"qa": {"file_name": "../../secret.json"}})
+    )
+    spec = load_spec(_spec_with_entry(tmp_path, "qa.json"))
+    found = [(p.path, p.message) for p in storage_problems(spec, storage)]
+    assert [m for path, m in found if path == "$.data.datasets[0]" and "without `..`" in m], found
