@@ -18,6 +18,12 @@ DEFAULT_NAMESPACE = "llm-local"
 LAYOUT = ("models", "data", "output")
 
 
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
+
+
 def folder(state: State, namespace: str) -> Path:
     """Where a namespace's storage lives on this machine: what its pods see as /storage."""
     return state.directory / "storage" / namespace
@@ -41,7 +47,9 @@ def provision(
         (root / sub).chmod(0o777)
     api = state.api()
     volume = f"lfk-local-{namespace}-{claim}"[:63].rstrip("-")
-    _create(api, "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    # every pod the chart makes meets Pod Security `restricted`: the local namespace enforces it, so the demo
+    # and the node tier show it in real pods
+    _create(api, "/api/v1/namespaces", {"metadata": {"name": namespace, "labels": RESTRICTED}})
     _create(api, "/api/v1/persistentvolumes", {
         "metadata": {"name": volume, "labels": {"llamafactory-k8s/local-storage": namespace}},
         "spec": {

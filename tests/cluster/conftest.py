@@ -16,7 +16,7 @@ import pykube
 import pytest
 import yaml
 
-from generator.cluster import lifecycle
+from generator.cluster import lifecycle, storage
 from generator.core.facts import derive
 from generator.core.render import render
 from generator.core.spec import spec_from_text
@@ -26,12 +26,7 @@ from generator.ops.kube import request as kube_request
 from generator.project import REPO_ROOT, built_tool
 
 CHART = REPO_ROOT / "charts" / "llama-factory"
-BASELINE = {
-    "labels": {
-        "pod-security.kubernetes.io/enforce": "baseline",
-        "pod-security.kubernetes.io/warn": "baseline",
-    }
-}
+RESTRICTED = {"labels": storage.RESTRICTED}
 
 
 @pytest.fixture(scope="session")
@@ -132,9 +127,9 @@ def gitops_crds(cluster_kubeconfig: str) -> list[str]:
     return install_crds(cluster_kubeconfig, "gitops-crds-*", "GitOps CRDs missing: run `make cluster-tools`")
 
 
-def baseline_namespace(namespace_factory: Any, name: str) -> str:
-    """A fresh namespace where Pod Security admission enforces `baseline` on every pod."""
-    return str(namespace_factory(name, extra_metadata=BASELINE).name)
+def restricted_namespace(namespace_factory: Any, name: str) -> str:
+    """A fresh namespace where Pod Security admission enforces `restricted` on every pod."""
+    return str(namespace_factory(name, extra_metadata=RESTRICTED).name)
 
 
 def render_spec(text: str, folder: Path) -> tuple[Any, Path]:
@@ -183,9 +178,9 @@ def create_prerequisites(api: pykube.HTTPClient, namespace: str) -> None:
 def seed_example(
     tmp_path_factory: pytest.TempPathFactory, namespace_factory: Any, api: pykube.HTTPClient, name: str
 ) -> tuple[Any, Path, str]:
-    """The guide's example (values/llama31-qa) in a fresh baseline namespace with its prerequisites, rendered
+    """The guide's example (values/llama31-qa) in a fresh restricted namespace with its prerequisites, rendered
     into a temporary folder: (facts, its experiment.yaml, the namespace)."""
-    namespace = baseline_namespace(namespace_factory, name)
+    namespace = restricted_namespace(namespace_factory, name)
     create_prerequisites(api, namespace)
     text = with_namespace(
         (CHART.parents[1] / "values" / "llama31-qa" / "experiment.yaml").read_text(), namespace

@@ -1,5 +1,5 @@
 """Every example in values/, installed on a real API server in the seed's order (train -> merge -> vllm,
-then webui), in a namespace where Pod Security admission enforces `baseline`; then `helm test` and
+then webui), in a namespace where Pod Security admission enforces `restricted`; then `helm test` and
 `helm uninstall`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from generator.core.spec import load_spec
 from generator.ops import kube, wait
 from tests.support import kube as support_kube
 
-from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
+from .conftest import CHART, Helm, create_prerequisites, restricted_namespace
 
 ROOT = CHART.parents[1]
 # the examples for GPU nodes; one that selects the real node (tiny-cpu) runs in real pods in the node tier
@@ -85,7 +85,7 @@ def test_example_installs_runs_tests_and_uninstalls(
     example: str, helm: Helm, api: pykube.HTTPClient, namespace_factory: Any
 ) -> None:
     facts = derive(load_spec(ROOT / "values" / example / "experiment.yaml"))
-    namespace = baseline_namespace(namespace_factory, f"ex-{example}-{helm.binary.parent.name[:7]}"[:63])
+    namespace = restricted_namespace(namespace_factory, f"ex-{example}-{helm.binary.parent.name[:7]}"[:63])
     create_prerequisites(api, namespace)
 
     for component in (c for c in INSTALL_ORDER if c in facts.releases):
@@ -154,10 +154,10 @@ def test_every_manifest_passes_strict_server_side_validation(
     values_file: Path, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any, operator_crds: list[str]
 ) -> None:
     """Each rendered object is sent to the API server as a dry run with fieldValidation=Strict: an unknown or
-    misspelled field, a wrong type or an admission rule (Pod Security baseline) fails here."""
+    misspelled field, a wrong type or an admission rule (Pod Security restricted) fails here."""
     import yaml
 
-    namespace = baseline_namespace(
+    namespace = restricted_namespace(
         namespace_factory, f"strict-{values_file.parent.name}-{values_file.stem}"[:63]
     )
     out = helm3(

@@ -12,7 +12,7 @@ import pytest
 from generator.ops import kube, wait
 from tests.support import kube as support_kube
 
-from .conftest import CHART, Helm, baseline_namespace, create_prerequisites, render_spec, with_namespace
+from .conftest import CHART, Helm, create_prerequisites, render_spec, restricted_namespace, with_namespace
 
 ROOT = CHART.parents[1]
 
@@ -25,7 +25,7 @@ def the_job(api: pykube.HTTPClient, namespace: str, release: str) -> dict[str, A
 def test_upgrade_rollback_and_uninstall(
     helm: Helm, api: pykube.HTTPClient, namespace_factory: Any, tmp_path: Path
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, f"lifecycle-{helm.binary.parent.name[:7]}")
+    namespace = restricted_namespace(namespace_factory, f"lifecycle-{helm.binary.parent.name[:7]}")
     create_prerequisites(api, namespace)
     seed = (ROOT / "values/llama31-qa/experiment.yaml").read_text()
     facts, folder = render_spec(with_namespace(seed, namespace), tmp_path / "v1")
@@ -84,7 +84,7 @@ def test_upgrade_rollback_and_uninstall(
 def test_failures_a_retry_cannot_mend_fail_the_job_at_once(
     code: int, what: str, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, f"failure-policy-{code}")
+    namespace = restricted_namespace(namespace_factory, f"failure-policy-{code}")
     create_prerequisites(api, namespace)
     values = str(ROOT / "values/llama32-3b-full/train.yaml")
     # the exit code, rehearsed by the kwok stage through a pod annotation (the node tier does it for real)
@@ -101,7 +101,7 @@ def test_failures_a_retry_cannot_mend_fail_the_job_at_once(
 def test_other_failures_are_retried_up_to_the_backoff_limit(
     helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, "failure-retry")
+    namespace = restricted_namespace(namespace_factory, "failure-retry")
     create_prerequisites(api, namespace)
     values = str(ROOT / "values/llama32-3b-full/train.yaml")
     helm3(

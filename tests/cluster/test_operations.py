@@ -219,7 +219,7 @@ def test_status_reader_pod_is_gpu_less_read_only_admitted_and_deleted(
     seed: tuple[Any, Path, str], cluster_kubeconfig: str, api: pykube.HTTPClient
 ) -> None:
     """kwok runs no container, so whether the log is really read is the node tier's test; here: the pod's
-    shape, and that the real API server admits it under Pod Security baseline and it is deleted afterwards."""
+    shape, and that the real API server admits it under Pod Security restricted and it is deleted afterwards."""
     from generator.core.spec import load_spec
     from generator.ops.reader import reader_pod
     from generator.ops.target import Target
@@ -236,7 +236,7 @@ def test_status_reader_pod_is_gpu_less_read_only_admitted_and_deleted(
         "readOnly": True,
     }
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    # on the real API server under Pod Security baseline: admitted, run to the end, deleted afterwards
+    # on the real API server under Pod Security restricted: admitted, run to the end, deleted afterwards
     result = lfk(cluster_kubeconfig, "status", str(spec), "--read-log-in-cluster", "--output", "json")
     assert result.exit_code == 0, result.output
     assert "training" in json.loads(result.output)

@@ -16,7 +16,7 @@ from generator.core.spec import load_spec
 from generator.ops import wait
 from tests.support import kube as support_kube
 
-from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
+from .conftest import CHART, Helm, create_prerequisites, restricted_namespace
 
 EXAMPLE = CHART.parents[1] / "values" / "llama31-qa"
 VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))["version"]
@@ -31,7 +31,7 @@ def test_packaged_chart_installs_and_its_job_runs(
 
     facts = derive(load_spec(EXAMPLE / "experiment.yaml"))
     release = facts.releases["train"]
-    namespace = baseline_namespace(namespace_factory, f"pkg-{helm.binary.parent.name[:7]}")
+    namespace = restricted_namespace(namespace_factory, f"pkg-{helm.binary.parent.name[:7]}")
     create_prerequisites(api, namespace)
     helm(
         "upgrade", "--install", release, str(archive), "--namespace", namespace,

@@ -13,7 +13,7 @@ import pytest
 from generator.ops import kube, wait
 from tests.support import kube as support_kube
 
-from .conftest import CHART, Helm, baseline_namespace, create_prerequisites
+from .conftest import CHART, Helm, create_prerequisites, restricted_namespace
 from .test_examples import admit
 
 ROOT = CHART.parents[1]
@@ -28,7 +28,7 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
 def test_the_multi_node_example_runs_as_an_indexed_job_with_correct_ranks(
     helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, "scaleout-multinode")
+    namespace = restricted_namespace(namespace_factory, "scaleout-multinode")
     create_prerequisites(api, namespace)
     release = "llama70b-zero3-train"
     helm3("upgrade", "--install", release, str(CHART), "-n", namespace, "-f", str(MULTI / "train.yaml"))
@@ -124,7 +124,7 @@ def test_each_operator_engine_is_accepted_by_the_api_server(
 ) -> None:
     kind, prefix, plural = ENGINES[engine]
     assert any(name.startswith(plural + ".") for name in operator_crds)
-    namespace = baseline_namespace(namespace_factory, f"engine-{engine}")
+    namespace = restricted_namespace(namespace_factory, f"engine-{engine}")
     create_prerequisites(api, namespace)
     values = ROOT / "tests" / "cases" / "valid" / f"engine-{engine}" / "train.yaml"
     release = f"eng-{engine}-train"
@@ -188,7 +188,7 @@ def test_run_and_status_follow_any_engine_and_kueue(
 
     from .conftest import render_spec, with_namespace
 
-    namespace = baseline_namespace(namespace_factory, "scaleout-run")
+    namespace = restricted_namespace(namespace_factory, "scaleout-run")
     create_prerequisites(api, namespace)
     env = {"KUBECONFIG": cluster_kubeconfig}
     text = with_namespace((ROOT / "tests/cases/valid/engine-jobset/experiment.yaml").read_text(), namespace)

@@ -15,7 +15,7 @@ from generator.ops import kube, wait
 from tests.support import kube as support_kube
 from tests.support.kube import remove_nodes
 
-from .conftest import CHART, Helm, baseline_namespace, create_prerequisites, render_spec
+from .conftest import CHART, Helm, create_prerequisites, render_spec, restricted_namespace
 
 SPEC = """
 name: sched
@@ -49,7 +49,7 @@ def install_train(helm: Helm, namespace: str, folder: Path, release: str) -> Non
 def test_more_gpus_than_any_node_stay_pending_with_the_schedulers_reason(
     helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any, tmp_path: Path
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, "sched-too-many-gpus")
+    namespace = restricted_namespace(namespace_factory, "sched-too-many-gpus")
     create_prerequisites(api, namespace)
     facts, folder = render_spec(SPEC + "resources: {gpus: 16, gpu: {memoryGiB: 80}}\n", tmp_path / "sched")
     install_train(helm3, namespace, folder, facts.releases["train"])
@@ -74,7 +74,7 @@ def tainted_node(cluster_kubeconfig: str, api: pykube.HTTPClient) -> Any:
 def test_node_selector_and_tolerations_are_honoured(
     tainted_node: Any, helm3: Helm, api: pykube.HTTPClient, namespace_factory: Any, tmp_path: Path
 ) -> None:
-    namespace = baseline_namespace(namespace_factory, "sched-tolerations")
+    namespace = restricted_namespace(namespace_factory, "sched-tolerations")
     create_prerequisites(api, namespace)
     h200 = "resources: {gpu: {product: NVIDIA-H200}, tolerations: [{key: dedicated, operator: Equal, value: llm, effect: NoSchedule}]}\n"
     facts, folder = render_spec(SPEC + h200, tmp_path / "tolerating")
