@@ -87,8 +87,10 @@ CD's health check of Application resources, which is off by default
 A training Job is healthy when it completes. Jobs are immutable: their names carry a hash of their pod
 template, so a changed value makes a new Job under a new name; prune deletes the previous run's Job (its
 outputs stay on the storage) and nothing is patched in place (no Replace=true needed). The chart's Helm
-hooks (the GPU-less preflight and tokenizing) run as PreSync hooks. A failed evaluation gate leaves its
-Application degraded, so vllm's wave never starts. The storage is never pruned or deleted by Argo CD."""
+hooks (the GPU-less preflight and tokenizing) run as PreSync hooks; they mount the NFS export inline
+(storage.claimAsHook false: the claim is an ordinary object here, made after PreSync), so they meet Pod
+Security baseline rather than restricted. A failed evaluation gate leaves its Application degraded, so vllm's
+wave never starts. The storage is never pruned or deleted by Argo CD."""
 
 FLUX_NOTES = """Flux: a source and one HelmRelease per release, in the flux-system namespace, installing into the
 experiment's namespace. dependsOn installs each release after the one before it (train, merge, the
@@ -113,6 +115,9 @@ def argocd(facts: Facts, rendered: list[Rendered], source: Source, source_spec: 
         chart["helm"] = {
             "releaseName": item.release,
             "valueFiles": [f"$values/{source.values_path}/{item.component}.yaml"],
+            # Argo CD renders without a cluster (no lookup) and replaces hook objects at every sync: the
+            # storage stays an ordinary object, the hook Jobs mount the NFS export inline
+            "parameters": [{"name": "storage.claimAsHook", "value": "false"}],
         }
         documents.append({
             "apiVersion": "argoproj.io/v1alpha1",

@@ -168,9 +168,12 @@ def preflight_in_cluster(
     if rendered.returncode != 0:
         raise RunFailed(f"check: helm template failed:\n{rendered.stderr.strip()}")
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
-    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith("-preflight"))
+    jobs = [d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith("-preflight")]
+    if not jobs:
+        raise RunFailed(f"check: {values} renders no preflight Job (train.preflight.enabled is false)")
+    job = jobs[0]
     # the Job mounts the release's claim; before the first install it does not exist yet: made here as the
-    # install's hooks make it (kept like the chart keeps it; the install replaces it once this Job is gone)
+    # install's hooks make it (kept like the chart keeps it; the install finds it and leaves it as it is)
     for storage in (d for d in docs if d["kind"] in ("PersistentVolume", "PersistentVolumeClaim")):
         namespaced = storage["kind"] == "PersistentVolumeClaim"
         where = (
@@ -190,16 +193,18 @@ def preflight_in_cluster(
     job["spec"]["ttlSecondsAfterFinished"] = 600
     kube.request(target.api, "POST", f"/apis/batch/v1/namespaces/{target.namespace}/jobs", json=job)
     report(f"check: preflight Job {name} (no GPU) started in namespace {target.namespace}")
-    outcome = wait.job(target.api, target.namespace, name, timeout)
-    pods = kube.pods(target.api, target.namespace, {"job-name": name})
-    output = (
-        kube.pod_log_tail(target.api, target.namespace, pods[-1]["metadata"]["name"], lines=60)
-        if pods
-        else "(no pod)"
-    )
-    # gone with its pod, so the claim is free for the install's hooks to replace
-    kube.request(
-        target.api, "DELETE", f"/apis/batch/v1/namespaces/{target.namespace}/jobs/{name}",
-        json={"propagationPolicy": "Foreground"},
-    )  # fmt: skip
+    try:
+        outcome = wait.job(target.api, target.namespace, name, timeout)
+        pods = kube.pods(target.api, target.namespace, {"job-name": name})
+        output = (
+            kube.pod_log_tail(target.api, target.namespace, pods[-1]["metadata"]["name"], lines=60)
+            if pods
+            else "(no pod)"
+        )
+    finally:
+        # gone with its pod, however the wait ended: a check leaves nothing running behind
+        kube.request(
+            target.api, "DELETE", f"/apis/batch/v1/namespaces/{target.namespace}/jobs/{name}",
+            json={"propagationPolicy": "Foreground"},
+        )  # fmt: skip
     return outcome.ok, output if outcome.ok else f"{outcome.reason}\n{output}"

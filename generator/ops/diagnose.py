@@ -166,6 +166,11 @@ def _timestamp(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
 
 
+# the scheduler's word for a pod whose claim has no volume bound yet, and how long binding may take
+UNBOUND_CLAIM = "unbound immediate PersistentVolumeClaims"
+CLAIM_BINDING_S = 120
+
+
 def stuck(pods: list[dict[str, Any]], pending_timeout: float) -> tuple[dict[str, Any], str] | None:
     """A pod that will not get going by itself: a fatal container state, or unschedulable for too long."""
     now = time.time()
@@ -178,7 +183,12 @@ def stuck(pods: list[dict[str, Any]], pending_timeout: float) -> tuple[dict[str,
         scheduled = kube.conditions(pod).get("PodScheduled", {})
         if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
             since = _timestamp(scheduled.get("lastTransitionTime"))
-            if since and now - since > pending_timeout:
+            # a claim made moments ago (the train release's storage hook) is still being bound to its volume:
+            # the scheduler tries again once it is, so that alone is no reason to give up yet
+            binding = UNBOUND_CLAIM in scheduled.get("message", "")
+            if since and now - since > (
+                max(pending_timeout, CLAIM_BINDING_S) if binding else pending_timeout
+            ):
                 return pod, f"unschedulable for {now - since:.0f} s: {scheduled.get('message', '')}"
     return None
 

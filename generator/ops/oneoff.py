@@ -22,9 +22,12 @@ from . import diagnose, kube
 from .target import Target
 
 COMPONENT = "exec"  # not "train": `lfk status` and `lfk run` never take a one-off pod for the training
-# pip packages the spec lists are installed when the training starts; the one-off command gets them too
+# pip packages the spec lists are installed when the training starts; the one-off command gets them too. As
+# in the chart's pods, PIP_PACKAGES is a JSON list handed to pip after `--`: never an option, never shell code
 WITH_PIP_PACKAGES = (
-    '{ [ -z "${PIP_PACKAGES:-}" ] || pip install --user --no-cache-dir --quiet $PIP_PACKAGES; } && exec "$@"'
+    '{ [ -z "${PIP_PACKAGES:-}" ] || python3 -c \'import json, os, subprocess, sys; sys.exit(subprocess.call('
+    '[sys.executable, "-m", "pip", "install", "--user", "--no-cache-dir", "--quiet", "--", '
+    '*json.loads(os.environ["PIP_PACKAGES"])]))\'; } && exec "$@"'
 )
 # A one-off command should not wait for a node to have the training's CPUs and memory free (the web UI and
 # vLLM may hold them): it asks for little and may burst up to the training's limits. GPUs cannot be

@@ -311,3 +311,15 @@ def test_the_report_reads_each_dataset_file_hash_from_what_the_set_was_made_from
     digest = hashlib.sha256((tmp_path / "data" / "qa.json").read_bytes()).hexdigest()
     assert parse_data(manifest) == {"qa": {"qa.json": digest}}
     assert parse_data(None) is None and parse_data("not json") is None
+
+
+def test_lfk_exec_installs_pip_packages_as_the_charts_pods_do() -> None:
+    """One way to install the spec's pip packages: the one-off pod's step is the chart's pipInstall helper."""
+    import re
+
+    from generator.ops.oneoff import WITH_PIP_PACKAGES
+    from generator.project import CHART_DIR
+
+    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text(encoding="utf-8")
+    [step] = re.findall(r'define "llama-factory.pipInstall" -}}\n(.*)\n', helpers)
+    assert f'{step} && exec "$@"' == WITH_PIP_PACKAGES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from generator.core.facts import derive
@@ -72,6 +73,24 @@ def test_containers_that_cannot_start_stop_the_wait_at_once() -> None:
             [pod({"reason": reason, "message": "details"}, waiting=True)], pending_timeout=300
         )
         assert stuck is not None and stuck[1] == f"container train is {reason}: details"
+
+
+def test_a_claim_still_binding_is_waited_for_longer_than_other_unschedulable_reasons() -> None:
+    import time
+    from datetime import datetime
+
+    def unschedulable(message: str, seconds_ago: float) -> dict[str, Any]:
+        since = datetime.fromtimestamp(time.time() - seconds_ago, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": message, "lastTransitionTime": since}  # fmt: skip
+        return {"metadata": {"name": "p"}, "status": {"phase": "Pending", "conditions": [condition]}}
+
+    gpus = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    claim = f"0/3 nodes are available: pod has {diagnose.UNBOUND_CLAIM}. preemption: not eligible"
+    assert diagnose.stuck([unschedulable(gpus, 10)], pending_timeout=3) is not None
+    assert diagnose.stuck([unschedulable(claim, 10)], pending_timeout=3) is None
+    found = diagnose.stuck([unschedulable(claim, diagnose.CLAIM_BINDING_S + 5)], pending_timeout=3)
+    assert found is not None and diagnose.UNBOUND_CLAIM in found[1]
 
 
 def test_a_failed_evaluation_gate_gives_its_verdict_and_both_scores() -> None:

@@ -47,7 +47,11 @@ def test_argocd_applications_install_in_the_guides_order_from_git(tmp_path: Path
     chart, values = train["sources"]
     assert chart == {
         "repoURL": REPO, "targetRevision": "v1.2.0", "path": "charts/llama-factory",
-        "helm": {"releaseName": "llama31-qa-train", "valueFiles": ["$values/values/llama31-qa/train.yaml"]},
+        "helm": {
+            "releaseName": "llama31-qa-train", "valueFiles": ["$values/values/llama31-qa/train.yaml"],
+            # rendered without a cluster, so the storage is no hook there (the hook Jobs mount NFS inline)
+            "parameters": [{"name": "storage.claimAsHook", "value": "false"}],
+        },
     }  # fmt: skip
     assert values == {"repoURL": REPO, "targetRevision": "v1.2.0", "ref": "values"}
     assert train["destination"]["namespace"] == "llm-training"

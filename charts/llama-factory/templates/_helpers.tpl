@@ -494,15 +494,27 @@ Whole folders rather than one mount per file: some CRDs (TrainJob) key volume mo
 
 {{/*
 The volumes of a hook Job: the release's claim (in a release whose hooks mount it, the claim and its volume are
-themselves hooks that run first: templates/storage.yaml) and /tmp. Call with (dict "root" . "readOnly" <bool>).
+themselves hooks that run first: templates/storage.yaml; with storage.claimAsHook false, Argo CD's case, the
+NFS export inline) and /tmp. Call with (dict "root" . "readOnly" <bool>).
 */}}
 {{- define "llama-factory.hookVolumes" -}}
+{{- $s := .root.Values.storage }}
 - name: storage
+  {{- if or $s.existingClaim $s.claimAsHook }}
   persistentVolumeClaim:
     claimName: {{ include "llama-factory.claimName" .root | quote }}
     {{- if .readOnly }}
     readOnly: true
     {{- end }}
+  {{- else }}
+  # storage.claimAsHook false (Argo CD): the claim is not there yet when the hooks run
+  nfs:
+    server: {{ $s.nfs.server | quote }}
+    path: {{ $s.nfs.path | quote }}
+    {{- if .readOnly }}
+    readOnly: true
+    {{- end }}
+  {{- end }}
 - name: tmp
   emptyDir: {}
 {{- end }}
