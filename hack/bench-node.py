@@ -2,7 +2,8 @@
 """The real node's figures: `lfk cluster up` with the real node to a Ready node, and the tiny-cpu example
 end to end (its data tokenized once, train, preempted after its first checkpoint by an eviction, resumed,
 merged, scored by the evaluation gate, served by vLLM on CPU, answering), each step timed from `lfk run`'s own
-progress lines; then a second experiment's adapter loaded into that vLLM (serve.source: shared) and unloaded.
+progress lines; vLLM at two replicas under a bounded load with one replica deleted (requests, failures,
+latency percentiles); then a second experiment's adapter loaded into that vLLM (serve.source: shared) and unloaded.
 A benchmark, not a test: it prints.
 
     .venv/bin/python hack/bench-node.py          (make bench-node; needs root, make node-tools images)
@@ -20,6 +21,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,9 +32,9 @@ from generator.core.facts import derive  # noqa: E402
 from generator.core.spec import load_spec  # noqa: E402
 from generator.core.storage import local  # noqa: E402
 from generator.ops import kube  # noqa: E402
-from generator.project import helm_binary  # noqa: E402
+from generator.project import CHART_DIR, helm_binary  # noqa: E402
 from tests.node.conftest import as_guest_of_tiny_cpu, as_shared_host, variant  # noqa: E402
-from tests.support import tiny  # noqa: E402
+from tests.support import serving_load, tiny  # noqa: E402
 
 TINY = ROOT / "values" / "tiny-cpu" / "experiment.yaml"
 LFK = str(Path(sys.executable).parent / "lfk")
@@ -130,8 +132,34 @@ def shared_adapters(state: State, env: dict[str, str]) -> list[tuple[str, float]
     ]
 
 
+def served_under_a_killed_replica(state: State, facts: Any) -> tuple[str, float]:
+    """tiny-cpu's vLLM at two replicas, a bounded load through its Service from a pod, one replica deleted
+    in the middle (tests/support/serving_load.py); the figures, and back to one replica."""
+    helm = [helm_binary(), "--kubeconfig", str(state.kubeconfig), "-n", facts.namespace]
+    values = str(TINY.parent / "vllm.yaml")
+    release = facts.releases["vllm"]
+    spec = load_spec(TINY).data
+    placement = {
+        "nodeSelector": spec["resources"]["nodeSelector"],
+        "tolerations": spec["resources"]["tolerations"],
+    }
+    start = time.monotonic()
+    subprocess.run([*helm, "upgrade", release, str(CHART_DIR), "-f", values, "--set", "vllm.replicas=2",
+                    "--set", "vllm.resources.requests.cpu=300m", "--set", "vllm.resources.requests.memory=2Gi",
+                    "--wait", "--timeout", "600s"], check=True, capture_output=True)  # fmt: skip
+    try:
+        figures = serving_load.run_with_a_replica_killed(
+            state.api(), facts.namespace, release, facts.served_name, spec["images"]["vllm"], placement
+        )
+    finally:
+        subprocess.run([*helm, "upgrade", release, str(CHART_DIR), "-f", values, "--wait", "--timeout", "600s"],
+                       check=True, capture_output=True)  # fmt: skip
+    return figures.summary(), time.monotonic() - start
+
+
 def main() -> int:
     facts = derive(load_spec(TINY))
+    notes: list[str] = []
     directory = Path(tempfile.mkdtemp(prefix="lfk-bench-node-"))
     figures: list[tuple[str, float]] = []
     try:
@@ -216,6 +244,9 @@ def main() -> int:
             forward.terminate()
             forward.wait(timeout=30)
         figures.append(("the tiny experiment end to end (lfk run + the answer)", time.monotonic() - start))
+        summary, seconds = served_under_a_killed_replica(state, facts)
+        figures.append(("vLLM at 2 replicas, 120 requests through its Service, one replica deleted", seconds))
+        notes.append(f"under load with a replica deleted: {summary}")
         shared = shared_adapters(state, env)
         if shared is None:
             return 1
@@ -227,6 +258,8 @@ def main() -> int:
     print()
     for step, seconds in figures:
         print(f"{step:<80} {seconds:7.1f} s")
+    for note in notes:
+        print(note)
     return 0
 
 

@@ -23,6 +23,7 @@ from generator.core.storage import local
 from generator.errors import KubeError
 from generator.ops import kube
 from generator.project import CHART_DIR
+from tests.support import serving_load
 
 from .conftest import (
     LFK,
@@ -329,6 +330,53 @@ def test_vllm_answers_through_a_port_forward_and_the_after_checklist_passes(
     [test_pod] = node_cluster.pods({kube.INSTANCE: FACTS.releases["vllm"], kube.COMPONENT: "vllm-test"})
     assert test_pod["status"]["phase"] == "Succeeded"
     assert f"chat test: {FACTS.served_name} answered:" in node_cluster.log(test_pod["metadata"]["name"])
+
+
+def test_no_request_is_lost_when_a_served_replica_is_deleted_under_load(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    """tiny-cpu's vLLM with two replicas behind its Service, a bounded load from a pod (120 requests, 4 at a
+    time) and one replica deleted after 30 answers: every request sent once the deletion began is answered
+    (readiness, the preStop sleep and the grace period make that hold). The figures are printed, not asserted;
+    make bench-node prints them too."""
+    release = FACTS.releases["vllm"]
+    values = TINY.parent / "vllm.yaml"
+    # two replicas on the 2-core node: small requests (the limits stay), so the replacement of the deleted
+    # replica may wait for its CPU without disturbing the two that serve
+    scaled = node_cluster.helm(
+        "upgrade", release, str(CHART_DIR), "-n", NAMESPACE, "-f", str(values), "--set", "vllm.replicas=2",
+        "--set", "vllm.resources.requests.cpu=300m", "--set", "vllm.resources.requests.memory=2Gi",
+        "--wait", "--timeout", "600s",
+    )  # fmt: skip
+    assert scaled.returncode == 0, scaled.stderr
+    try:
+        spec = load_spec(TINY).data
+        placement = {
+            "nodeSelector": spec["resources"]["nodeSelector"], "tolerations": spec["resources"]["tolerations"]
+        }  # fmt: skip
+        figures = serving_load.run_with_a_replica_killed(
+            node_cluster.api, NAMESPACE, release, FACTS.served_name, spec["images"]["vllm"], placement
+        )
+        print(f"vLLM under load, one of two replicas deleted: {figures.summary()}")
+        assert len(figures.requests) == 120
+        assert any(r["start"] >= figures.deleted_at for r in figures.requests), (
+            "no request after the deletion"
+        )
+        assert not figures.failures_after_deletion, figures.failures_after_deletion
+    finally:
+        restored = node_cluster.helm(
+            "upgrade",
+            release,
+            str(CHART_DIR),
+            "-n",
+            NAMESPACE,
+            "-f",
+            str(values),
+            "--wait",
+            "--timeout",
+            "600s",
+        )
+        assert restored.returncode == 0, restored.stderr
 
 
 def test_logs_and_exec_reach_the_pods_through_the_real_kubelet(
