@@ -187,7 +187,9 @@ def test_check_in_cluster_runs_the_preflight_job_without_a_gpu(
     ]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    assert "--cpu" in container["command"][2]
+    # the preflight's flags are arguments after the script ("$@"), never pasted into it
+    assert container["command"][3] == "preflight" and "--cpu" in container["command"][4:]
+    assert "--cpu" not in container["command"][2]
     assert not job["metadata"].get("annotations", {}).get("helm.sh/hook")
 
 
