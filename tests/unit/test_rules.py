@@ -14,20 +14,12 @@ from generator.core.rules import validate
 from generator.core.rules_llamafactory import dataset_entries
 from generator.core.spec import Spec, spec_from_text
 from generator.errors import SpecError
-
-BASE = """
-name: demo
-storage: {existingClaim: llm-storage}
-model: {path: /storage/models/llama-3.2-1b-instruct}
-data: {datasets: [qa_dataset]}
-resources: {gpu: {product: NVIDIA-A100-SXM4-80GB}}
-"""
+from tests.support.specs import BASE, spec_with
 
 
 def spec_of(extra: str, folder: Path) -> Spec:
     """The spec as folder/exp/experiment.yaml: its neighbours (folder/*/experiment.yaml) are the test's own."""
-    document = {**yaml.safe_load(BASE), **yaml.safe_load(extra)}
-    return spec_from_text(yaml.safe_dump(document), str(folder / "exp" / "experiment.yaml"))
+    return spec_with(extra, folder / "exp" / "experiment.yaml")
 
 
 def problems(extra: str, tmp_path: Path) -> list[str]:

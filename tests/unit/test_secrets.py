@@ -17,23 +17,17 @@ import yaml
 
 from generator.core import catalog, rules
 from generator.core.rules import secret_in_text, validate
-from generator.core.spec import Spec, spec_from_text
+from generator.core.spec import Spec
 from generator.project import SPEC_SCHEMA
+from tests.support.specs import BASE, spec_with
 
-BASE = """
-name: demo
-storage: {existingClaim: llm-storage}
-model: {path: /storage/models/llama-3.2-1b-instruct}
-data: {datasets: [qa_dataset]}
-resources: {gpu: {product: NVIDIA-A100-SXM4-80GB}}
-"""
 # built from pieces, so that this file holds no string a scanner would take for a real token
 HF_TOKEN = "hf_" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 OPENAI_KEY = "sk-" + "proj-4fA9xQ2mB7nC1vD8eF3gH6jK0lM5"
 
 
 def spec_of(extra: dict[str, Any]) -> Spec:
-    return spec_from_text(yaml.safe_dump({**yaml.safe_load(BASE), **extra}), "experiment.yaml")
+    return spec_with(extra)
 
 
 def secret_problems(extra: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -10,20 +10,12 @@ import yaml
 
 from generator.core.render import render
 from generator.core.rules import validate
-from generator.core.spec import Spec, spec_from_text
-
-BASE = """
-name: board
-storage: {existingClaim: llm-storage}
-model: {path: /storage/models/llama-3.2-1b-instruct}
-data: {datasets: [qa_dataset]}
-resources: {gpu: {product: NVIDIA-A100-SXM4-80GB}}
-"""
+from generator.core.spec import Spec
+from tests.support.specs import spec_with
 
 
 def spec_of(extra: str, folder: Path) -> Spec:
-    document = {**yaml.safe_load(BASE), **yaml.safe_load(extra)}
-    return spec_from_text(yaml.safe_dump(document), str(folder / "experiment.yaml"))
+    return spec_with({"name": "board", **yaml.safe_load(extra)}, folder / "experiment.yaml")
 
 
 def errors_of(extra: str, folder: Path) -> list[str]:
