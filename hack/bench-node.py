@@ -148,6 +148,9 @@ def served_under_a_killed_replica(state: State, facts: Any) -> tuple[str, float]
                     "--set", "vllm.resources.requests.cpu=300m", "--set", "vllm.resources.requests.memory=2Gi",
                     "--wait", "--timeout", "600s"], check=True, capture_output=True)  # fmt: skip
     try:
+        # helm's --wait counts a Deployment ready at replicas - maxUnavailable: wait for both replicas
+        while kube.deployment(state.api(), facts.namespace, release)["status"].get("readyReplicas") != 2:
+            time.sleep(1)
         figures = serving_load.run_with_a_replica_killed(
             state.api(), facts.namespace, release, facts.served_name, spec["images"]["vllm"], placement
         )

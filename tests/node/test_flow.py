@@ -350,6 +350,12 @@ def test_no_request_is_lost_when_a_served_replica_is_deleted_under_load(
     )  # fmt: skip
     assert scaled.returncode == 0, scaled.stderr
     try:
+        # helm's --wait counts a Deployment ready at replicas - maxUnavailable: wait for both replicas
+        wait_for(
+            "two ready vLLM replicas",
+            lambda: kube.deployment(node_cluster.api, NAMESPACE, release)["status"].get("readyReplicas") == 2,
+            timeout=420,
+        )
         spec = load_spec(TINY).data
         placement = {
             "nodeSelector": spec["resources"]["nodeSelector"], "tolerations": spec["resources"]["tolerations"]
