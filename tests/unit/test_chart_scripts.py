@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,9 @@ FILES = Path(__file__).resolve().parents[2] / "charts" / "llama-factory" / "file
 
 
 def load(name: str) -> ModuleType:
+    """A pod script as a module; the scripts beside it importable, as they are in the pod's /scripts."""
+    if str(FILES) not in sys.path:
+        sys.path.insert(0, str(FILES))
     spec = importlib.util.spec_from_file_location(name, FILES / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

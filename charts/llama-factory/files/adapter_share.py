@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import stat
 import struct
 import sys
@@ -31,19 +30,16 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+# the sidecar's own rules (beside this script in /scripts): an entry it would refuse is never written
+from adapter_sync import EXPERIMENT, MAX_ENTRY_BYTES, NAME, OUTPUT_ROOT, RUN_ID, confine
+
 CANNOT_SHARE = 3  # the Job's podFailurePolicy fails at once: a retry would find the same adapter
 MERGE_INSTEAD = "merge instead: serve it with serve.source: merged (a vLLM of its own)"
 # modules vLLM's LoRA layers do not replace: their trained copies would be dropped
 EMBEDDINGS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
-OUTPUT_ROOT = "/storage/output"
-# the same limits as the sidecar's (adapter_sync.py), which refuses an entry outside them
-MAX_ENTRY_BYTES = 4096
 MAX_STATUS_BYTES = 1 << 20  # one replica's report: a few hundred bytes per adapter
 MAX_CONFIG_BYTES = 1 << 20
 MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own limit
-NAME = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.:/]{0,199}")
-EXPERIMENT = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-RUN_ID = re.compile(r"[A-Za-z0-9._-]{0,64}")
 
 
 def read_json(path: Path, limit: int) -> Any:
@@ -58,26 +54,6 @@ def read_json(path: Path, limit: int) -> Any:
     if len(data) > limit:
         raise ValueError(f"{path.name}: more than {limit} bytes")
     return json.loads(data)
-
-
-def confine(path: str, experiment: str, root: str) -> str:
-    """The folder an adapter path resolves to (`..` and symlinks followed), when that is a run's folder inside
-    the experiment's own folder under root (the sidecar's rule); else ValueError saying where it leads."""
-    if not path.startswith("/"):
-        raise ValueError(f"{path[:200]} is not an absolute path")
-    real_root, real = os.path.realpath(root), os.path.realpath(path)
-    parts = os.path.relpath(real, real_root).split(os.sep)
-    if parts[0] in (".", ".."):
-        raise ValueError(f"{path[:200]} leads to {real[:200]}, not into the training output folder {root}")
-    if parts[0] != experiment:
-        raise ValueError(
-            f"{path[:200]} leads into experiment {parts[0]}'s output folder, not into {experiment}'s"
-        )
-    if len(parts) < 2:
-        raise ValueError(
-            f"{path[:200]} is experiment {experiment}'s folder itself, not a run's adapter in it"
-        )
-    return real
 
 
 def input_problems(env: dict[str, str]) -> list[str]:

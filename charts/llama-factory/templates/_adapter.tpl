@@ -9,7 +9,7 @@ metadata:
   labels:
     {{- include "llama-factory.podLabels" . | nindent 4 }}
   annotations:
-    checksum/script: {{ .root.Files.Get "files/adapter_share.py" | sha256sum | quote }}
+    checksum/script: {{ print (.root.Files.Get "files/adapter_share.py") (.root.Files.Get "files/adapter_sync.py") | sha256sum | quote }}
     {{- with $w.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -54,4 +54,5 @@ spec:
         name: {{ include "llama-factory.configMapName" . | quote }}
         items:
           - {key: adapter_share.py, path: adapter_share.py}
+          - {key: adapter_sync.py, path: adapter_sync.py}
 {{- end }}
