@@ -33,3 +33,13 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's own tmp_path, one folder deeper. The generator reads the experiments beside a spec (a merge may
+    not publish over a neighbour's model), and pytest's folders for all the other tests are siblings of each
+    other: a spec written straight into one would see them, and its result would depend on the test order."""
+    own = tmp_path / "work"
+    own.mkdir()
+    return own

@@ -68,14 +68,16 @@ def test_invalid_case_reports_expected_problems(name: str, update_golden: bool) 
 
 @pytest.mark.parametrize("name", INVALID)
 def test_invalid_case_writes_nothing(name: str, tmp_path: Path) -> None:
-    spec = tmp_path / "experiment.yaml"
-    shutil.copy(CASES / "invalid" / name / "experiment.yaml", spec)
+    # The whole tree travels: some rules read the experiments beside this one (a merge over a neighbour's model).
+    shutil.copytree(CASES / "invalid", tmp_path / "invalid", ignore=shutil.ignore_patterns("expected.txt"))
+    folder = tmp_path / "invalid" / name
+    spec = folder / "experiment.yaml"
     old = {"train.yaml": "# committed values, untouched\n"}
-    (tmp_path / "train.yaml").write_text(old["train.yaml"])
+    (folder / "train.yaml").write_text(old["train.yaml"])
     result = CliRunner().invoke(cli, ["render", str(spec)])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.yaml", "train.yaml"]
-    assert (tmp_path / "train.yaml").read_text() == old["train.yaml"]
+    assert sorted(p.name for p in folder.iterdir()) == ["experiment.yaml", "train.yaml"]
+    assert (folder / "train.yaml").read_text() == old["train.yaml"]
     for line in (CASES / "invalid" / name / "expected.txt").read_text().splitlines():
         assert line.split("::", 1)[1] in result.output
