@@ -15,6 +15,7 @@ TOOLS := .tools
 HELM3 := $(TOOLS)/helm-$(HELM3_VERSION)/helm
 HELM4 := $(TOOLS)/helm-$(HELM4_VERSION)/helm
 HELM_UNITTEST := $(TOOLS)/helm-unittest-$(HELM_UNITTEST_VERSION)/helm-unittest
+HELM_DOCS := $(TOOLS)/helm-docs-$(HELM_DOCS_VERSION)/helm-docs
 CRDS := $(TOOLS)/crds-trainer-$(KUBEFLOW_TRAINER_VERSION)-pytorch-$(KUBEFLOW_TRAINING_OPERATOR_VERSION)-jobset-$(JOBSET_VERSION)-kuberay-$(KUBERAY_VERSION)
 GITOPS_CRDS := $(TOOLS)/gitops-crds-argocd-$(ARGOCD_VERSION)-source-controller-$(FLUX_SOURCE_CONTROLLER_VERSION)-helm-controller-api-$(FLUX_HELM_CONTROLLER_API_VERSION)-controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELMFILE := $(TOOLS)/helmfile-$(HELMFILE_VERSION)/helmfile
@@ -54,7 +55,7 @@ $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 .PHONY: venv llamafactory tools cluster-tools
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
-tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) ## Build helm 3, helm 4 and helm-unittest from the Go module proxy
+tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) ## Build helm 3, helm 4, helm-unittest and helm-docs from the Go module proxy
 cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile; fetch operator and GitOps CRDs
 NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(TOOLS)/pause-$(KUBE_VERSION)/.complete
 .PHONY: node-tools
@@ -75,6 +76,8 @@ $(HELM4):
 	hack/build-tools.sh helm4
 $(HELM_UNITTEST):
 	hack/build-tools.sh helm-unittest
+$(HELM_DOCS):
+	hack/build-tools.sh helm-docs
 $(TOOLS)/kube-$(KUBE_VERSION)/kubectl:
 	hack/build-tools.sh kube
 $(TOOLS)/etcd-$(ETCD_VERSION)/.complete:
@@ -108,9 +111,12 @@ check-values: venv ## Fail with a diff when committed values are stale
 	$(LFK) render --check $(SPECS)
 
 # ----------------------------------------------------------------------------------------------- chart
+# helm-docs fills README.md.gotmpl's parameter table from values.yaml's `# --` comments, in file order. It reports
+# a broken template or values file as a warning and exits 0, so any line it prints fails the target.
+HELM_DOCS_ARGS := --chart-search-root charts/llama-factory --sort-values-order file --log-level warning
 .PHONY: chart-docs
-chart-docs: venv ## Regenerate the chart README's parameter table from values.yaml
-	$(PY) hack/chart-docs.py
+chart-docs: $(HELM_DOCS) ## Regenerate the chart README (its parameter table from values.yaml) with helm-docs
+	@out=$$($(HELM_DOCS) $(HELM_DOCS_ARGS) 2>&1); if [ -n "$$out" ]; then echo "$$out" >&2; exit 1; fi
 
 .PHONY: chart-schema
 chart-schema: venv ## Regenerate the chart's values.schema.json from values.yaml and its annotations

@@ -2,7 +2,7 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
-#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helmfile etcd kwok kube crds gitops-crds
+#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds
 #                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
@@ -140,6 +140,18 @@ build_helm-unittest() {
     mkdir -p "$out.tmp"
     go build -trimpath -ldflags "-s -w" -o "$out.tmp/helm-unittest" github.com/helm-unittest/helm-unittest/cmd/helm-unittest
   )
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
+# helm-docs, which writes the chart README's parameter table (make chart-docs), with its version stamped as its
+# release build does (`helm-docs --version`). Its go.mod has no replace directive, so `go install` builds it.
+build_helm-docs() {
+  local out="$TOOLS_DIR/helm-docs-$HELM_DOCS_VERSION"
+  [ -f "$(done_marker "$out")" ] && [ -x "$out/helm-docs" ] && { log "helm-docs $HELM_DOCS_VERSION cached in $out"; return; }
+  log "building helm-docs $HELM_DOCS_VERSION"
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w -X main.version=${HELM_DOCS_VERSION#v}" \
+    "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
@@ -287,7 +299,7 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest etcd kwok kube crds gitops-crds helmfile containerd kube-node coredns pause)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

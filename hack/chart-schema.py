@@ -4,10 +4,12 @@
     hack/chart-schema.py           rewrite the schema
     hack/chart-schema.py --check   exit 1 when the committed schema is stale (the chart tier runs this)
 
-Each key's type comes from its default and its description from its comment (chart_values.py reads both
-for this script and chart-docs.py); `# @schema {...}` lines add what the default cannot tell. Maps reject
-unknown keys unless their annotation sets additionalProperties. An empty map or list, or a null default,
-without an annotation is an error rather than a guess. The values.yaml header documents the syntax.
+Each key's type comes from its default and its description from its comment (chart_values.py reads both);
+`# @schema {...}` lines add what the default cannot tell. Maps reject unknown keys unless their annotation sets
+additionalProperties. An empty map or list, or a null default, without an annotation is an error rather than a
+guess. A `(type)` opening a `# --` comment is the README's type column (helm-docs reads it, make chart-docs):
+it is not part of the description and must be a type the schema allows. The values.yaml header documents the
+syntax.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 import sys
 from typing import Any
 
@@ -31,6 +34,11 @@ GLOBAL: Schema = {
     "additionalProperties": True,
     "default": {},
 }
+# helm-docs' `(type)` at the start of a description, and the JSON type each of its type names stands for
+README_TYPE = re.compile(r"^\((?P<name>[^)]*)\)\s*")
+README_TYPES = {
+    "int": "integer", "float": "number", "string": "string", "bool": "boolean", "list": "array", "object": "object"
+}  # fmt: skip
 # keywords placed by the generator itself, around those an annotation brings
 FIRST, LAST = ("description", "type"), ("additionalProperties", "properties", "items", "default")
 
@@ -99,6 +107,9 @@ class Generator:
         given, key = self.annotation(path, inherited)
         fallback = given.pop("description", "")  # a shape's description serves when the comment says nothing
         description = ((key.description or key.note) if key else "") or fallback
+        readme_type = README_TYPE.match(description)
+        if readme_type:
+            description = description[readme_type.end() :]
         if not description:
             raise SchemaError(f"{where} has no description: give it a `# --` comment")
         out: Schema = {"description": description}
@@ -135,6 +146,13 @@ class Generator:
         else:
             inferred["type"] = json_type(value)
         out.update({**inferred, **given, "default": value})
+        if readme_type:
+            allowed = out.get("type", [])
+            allowed = [allowed] if isinstance(allowed, str) else allowed
+            if README_TYPES.get(readme_type["name"]) not in allowed:
+                raise SchemaError(
+                    f"{where}: the README type ({readme_type['name']}) is not one the schema allows ({allowed})"
+                )
         return tidy(out)
 
     def schema(self, values: dict[str, Any]) -> Schema:

@@ -1,5 +1,6 @@
-"""Reads the comments of charts/llama-factory/values.yaml: one parser for the README table (chart-docs.py) and
-the JSON schema (chart-schema.py), so both see the same keys and the same text.
+"""Reads the comments of charts/llama-factory/values.yaml for the JSON schema (chart-schema.py) and for
+tests/chart/test_docs.py, which checks helm-docs' README table against the schema: helm-docs reads the same
+`# --` comments, so the table and the schema see the same keys and the same text.
 
 Above a key, in its comment:
     # -- text            the key's description (continued by following `# text` lines); the README lists it
@@ -99,7 +100,3 @@ def read(text: str) -> Comments:
         described, note, schema = [], [], []
     return Comments(keys, definitions)
 
-
-def documented_keys(text: str) -> list[tuple[str, str]]:
-    """(dotted key path, description) of every key with a `# --` comment, in file order."""
-    return [(key.dotted, key.description) for key in read(text).keys if key.description]

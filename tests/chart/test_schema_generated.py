@@ -71,6 +71,10 @@ def test_every_property_has_a_description_and_its_default() -> None:
             '# -- Free.\n# @schema {"additionalProperties": true}\nfree:\n  # @schema {"minimum": 1}\n  a: 1\n',
             "annotations inside a free-form map are never read: free.a (line 5)",
         ),
+        (
+            '# @schema {"type": ["integer", "null"]}\n# -- (string) Deadline.\ndeadline: null\n',
+            "deadline: the README type (string) is not one the schema allows (['integer', 'null'])",
+        ),
     ],
 )
 def test_the_generator_refuses_to_guess(values: str, message: str) -> None:
@@ -103,3 +107,14 @@ def test_annotations_merge_over_the_inferred_type_and_shapes_expand_inline() -> 
     }  # fmt: skip
     assert service["properties"]["type"]["enum"] == ["ClusterIP", "NodePort"]
     assert service["properties"]["type"]["type"] == "string"
+
+
+def test_the_readme_type_is_not_part_of_the_description() -> None:
+    values = '# @schema {"type": ["integer", "null"], "minimum": 0}\n# -- (int) Give up after this long.\nwait: null\n'
+    wait = json.loads(_generator().generate(values))["properties"]["wait"]
+    assert wait == {
+        "description": "Give up after this long.",
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "default": None,
+    }
