@@ -99,4 +99,3 @@ def read(text: str) -> Comments:
         keys.append(Key(tuple(k for _, k in stack), lineno, " ".join(described), " ".join(note), schema))
         described, note, schema = [], [], []
     return Comments(keys, definitions)
-
