@@ -5,6 +5,7 @@ its pod, events and logs, the checklist's cluster items and its preflight Job, a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +213,13 @@ def test_ui_fails_cleanly_without_a_ready_pod(
         lfk(cluster_kubeconfig, "install", str(folder / "experiment.yaml"), "--component", "webui").exit_code
         == 0
     )
-    pending = lfk(cluster_kubeconfig, "ui", str(folder / "experiment.yaml"), "webui")
+    # the Deployment's pod appears a moment after the install (the controller-manager makes it)
+    deadline = time.monotonic() + 60
+    while True:
+        pending = lfk(cluster_kubeconfig, "ui", str(folder / "experiment.yaml"), "webui")
+        if "has no pod" not in pending.output or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert pending.exit_code == 1
     assert "no Ready pod of ops-pending-webui" in pending.output and "Pending" in pending.output
 
