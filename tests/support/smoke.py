@@ -6,12 +6,14 @@ Steps (each a function, so the llamafactory test tier can assert on each, and `m
 build the tiny model (tinymodel.py); copy the fixture datasets and register them; render the fixture
 experiment (fixtures/smoke/experiment.yaml); tokenize the data once (tokenize_once.py, as the train release's
 hook does); train until the first checkpoint and kill the run (the preempt/ hook); train again, which must
-resume; merge with verification; load the merged model and generate.
+resume; merge with verification; load the merged model and generate. The merge and the gate run as their
+Jobs run them: the command line and environment come from `helm template` of the rendered values (the chart's
+own), with the pod's paths (/storage, /scripts, /config) moved to this machine.
 
     python -m tests.support.smoke [DIR]            every step, timed (make smoke)
     python -m tests.support.smoke --gpus N [DIR]   the rendered config under torchrun on N GPUs (make gpu-smoke)
 
-Imports torch, transformers and tokenizers: only for the llamafactory tier and `make smoke`.
+Imports torch, transformers and tokenizers, and runs helm: only for the llamafactory tier and `make smoke`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from generator.core.storage import STORAGE_ROOT, local
 from generator.project import CHART_FILES
 
 from . import tinymodel
+from .podcommand import PodCommand, helm_template, localised, rendered_command
 
 SCRIPTS = CHART_FILES
 TOKENIZED_ROOT = f"{STORAGE_ROOT}/tokenized"  # the chart's train.tokenize.root
@@ -64,9 +67,19 @@ class Workspace:
     eval_values: dict[str, Any]  # the eval release's values (gate settings; its configs localised below)
     eval_base_config: Path
     eval_tuned_config: Path
+    # each release's Job containers as helm renders them, on first use (only the merge and the gate run helm)
+    pods: dict[str, PodCommand] = field(default_factory=dict)
 
     def local(self, storage_path: str) -> Path:
         return local(self.root, storage_path)
+
+    def pod(self, component: str) -> PodCommand:
+        """The component's Job container from `helm template` of its values file (written by prepare)."""
+        if component not in self.pods:
+            values_file = self.root / "values" / f"{component}.yaml"
+            manifests = helm_template(values_file, self.facts.releases[component], self.facts.namespace)
+            self.pods[component] = rendered_command(manifests, component)
+        return self.pods[component]
 
     @property
     def output_dir(self) -> Path:
@@ -109,7 +122,10 @@ def prepare(root: Path, spec_text: str = SPEC) -> Workspace:
     values_dir.mkdir(exist_ok=True)
     for name, entry in spec.data["data"]["register"].items():
         datasets.register(root / "data", name, datasets.spec_entry(entry))
-    rendered = {r.component: r.values for r in render(spec, values_dir)}
+    releases = render(spec, values_dir)
+    for release in releases:  # as `lfk render` writes them, for `helm template` (Workspace.pod)
+        (values_dir / f"{release.component}.yaml").write_text(release.text, encoding="utf-8")
+    rendered = {r.component: r.values for r in releases}
     gate = rendered["eval"]["eval"]
     return Workspace(
         root=root,
@@ -177,18 +193,11 @@ def run_logged(command: list[str], env: dict[str, str], log: Path, timeout: floa
 
 
 def merge(ws: Workspace, log: Path, timeout: float = 600) -> int:
-    """Run the chart's merge.sh: export into a staging directory, verify, publish."""
-    env = {
-        **environment(),
-        "MERGE_CONFIG": str(ws.merge_config),
-        "EXPORT_DIR": str(ws.merged_dir),
-        "ADAPTER_DIR": str(ws.output_dir),
-        "BASE_MODEL_DIR": str(ws.base_model),
-        "MERGE_DTYPE": ws.spec.data["merge"]["dtype"],
-        "MIN_SIZE_RATIO": "0.9",
-        "MAX_SIZE_RATIO": "1.1",
-    }
-    return run_script("merge.sh", env, log, timeout)
+    """The merge Job's container as the chart renders it (merge.sh: export into a staging directory, verify,
+    publish), its paths on this machine; the config the pod mounts at /config comes through MERGE_CONFIG."""
+    pod = localised(ws.pod("merge"), ws.root)
+    env = {**environment(), **pod.env, "MERGE_CONFIG": str(ws.merge_config)}
+    return run_logged(pod.argv, env, log, timeout)
 
 
 def evaluate(
@@ -199,16 +208,15 @@ def evaluate(
     timeout: float = 600,
     env: dict[str, str] | None = None,
 ) -> int:
-    """The eval release's gate (eval_gate.py) with the rendered settings: the base and the merged model answer
-    the same questions; exit 5 when the tuned one is worse. Another pair of configs may stand in."""
-    gate = ws.eval_values
-    command = [
-        sys.executable, str(SCRIPTS / "eval_gate.py"), str(base or ws.eval_base_config), str(tuned or ws.eval_tuned_config),
-        f"--metric={gate['metric']}", f"--max-drop={gate['maxDrop']}", f"--scores={ws.local(gate['scoresFile'])}",
-    ]  # fmt: skip
-    if gate["floor"] is not None:
-        command.append(f"--floor={gate['floor']}")
-    return run_logged(command, {**environment(), **(env or {})}, log, timeout)
+    """The eval Job's container as the chart renders it (eval_gate.py with the rendered settings): the base and
+    the merged model answer the same questions; exit 5 when the tuned one is worse. Another pair of configs
+    may stand in for the pod's /config files."""
+    files = {
+        "/config/base.yaml": base or ws.eval_base_config,
+        "/config/tuned.yaml": tuned or ws.eval_tuned_config,
+    }
+    pod = localised(ws.pod("eval"), ws.root, files)
+    return run_logged(pod.argv, {**environment(), **pod.env, **(env or {})}, log, timeout)
 
 
 def generate(model_dir: Path, prompt: str = "Co to jest LLaMA?") -> tuple[str, Any, Any]:

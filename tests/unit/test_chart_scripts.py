@@ -1,10 +1,11 @@
-"""The Python the chart's pods run (charts/llama-factory/files/), on real files: the model download's lock,
-so that one pod per node does not download the same model at once. (The llamafactory tier runs train.sh,
-preflight.py, merge.sh and verify_merge.py for real.)"""
+"""The chart's pod scripts (charts/llama-factory/files/) on real files: the model download's lock (one pod per
+node does not download the same model at once), train.sh's exit codes and its hand-over of the tokenized set,
+tokenize_once.py's key, and that the pods install extra packages in one place (boot.py). The gate, the
+preflight, the merge check, podlib and boot.py have tests of their own (test_pod_*.py); the llamafactory tier
+runs train.sh, merge.sh and the gate on a real model."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import threading
@@ -14,18 +15,7 @@ from types import ModuleType
 
 import pytest
 
-FILES = Path(__file__).resolve().parents[2] / "charts" / "llama-factory" / "files"
-
-
-def load(name: str) -> ModuleType:
-    """A pod script as a module; the scripts beside it importable, as they are in the pod's /scripts."""
-    if str(FILES) not in sys.path:
-        sys.path.insert(0, str(FILES))
-    spec = importlib.util.spec_from_file_location(name, FILES / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support.podfiles import load, scripts_folder
 
 
 @pytest.fixture()
@@ -108,20 +98,26 @@ def test_a_stale_lock_is_taken_over(
     assert len(calls) == 1
 
 
-def fake_trainer(tmp_path: Path, output: str, code: int) -> dict[str, str]:
-    """A stand-in `llamafactory-cli` on PATH (and a preflight that passes): train.sh's own logic runs for real."""
+def fake_trainer(tmp_path: Path, output: str, code: int, real_preflight: bool = False) -> dict[str, str]:
+    """A stand-in `llamafactory-cli` on PATH and the pods' /scripts: train.sh's own logic runs for real. The
+    preflight is the real one (it then needs a ready config) or, where only train.sh's handling of the trainer's
+    exit is tested, one that passes at once."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "llamafactory-cli").write_text(f"#!/bin/bash\nprintf '%s\\n' {output!r}\nexit {code}\n")
     (bin_dir / "llamafactory-cli").chmod(0o755)
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    (scripts / "train.sh").write_text((FILES / "train.sh").read_text())
-    (scripts / "preflight.py").write_text("import sys\nsys.exit(0)\n")
+    scripts = scripts_folder(
+        tmp_path / "scripts", "train.sh", "preflight.py", "readiness.py", "tokenize_once.py"
+    )
+    if not real_preflight:
+        (scripts / "preflight.py").write_text("import sys\nsys.exit(0)\n")
     return {
         **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        # python3 is this environment's, which has LLaMA-Factory (the image's version) for the real preflight
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         "TRAIN_CONFIG": str(tmp_path / "train.yaml"),
+        "CUDA_VISIBLE_DEVICES": "",
+        "DISABLE_VERSION_CHECK": "1",
     }
 
 
@@ -281,11 +277,15 @@ def test_train_sh_hands_the_tokenized_set_to_the_trainer_only_when_it_exists(
 
     import yaml
 
-    env = fake_trainer(tmp_path, "trained", 0)
+    # the real preflight once (LLaMA-Factory's parse takes seconds): the whole start, as the pod runs it
+    env = fake_trainer(tmp_path, "trained", 0, real_preflight=tokenized)
     (tmp_path / "bin" / "llamafactory-cli").write_text('#!/bin/bash\necho "args: $*"\n')
-    (tmp_path / "scripts" / "tokenize_once.py").write_text((FILES / "tokenize_once.py").read_text())
     config = data_and_model(tmp_path)
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "llama"}')
+    # the real preflight passes it: a training config LLaMA-Factory accepts
+    (tmp_path / "train.yaml").write_text(
+        yaml.safe_dump({**config, "do_train": True, "finetuning_type": "lora"})
+    )
     root = tmp_path / "tokenized"
     target = root / load("tokenize_once").key(config)
     if tokenized:
@@ -296,6 +296,7 @@ def test_train_sh_hands_the_tokenized_set_to_the_trainer_only_when_it_exists(
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     if tokenized:
+        assert "✓ LLaMA-Factory arguments: accepted" in result.stdout
         assert f"args: train {tmp_path / 'train.yaml'} tokenized_path={target}" in result.stdout
     else:
         assert f"args: train {tmp_path / 'train.yaml'}\n" in result.stdout
@@ -317,13 +318,39 @@ def test_the_report_reads_each_dataset_file_hash_from_what_the_set_was_made_from
     assert parse_data(None) is None and parse_data("not json") is None
 
 
-def test_lfk_exec_installs_pip_packages_as_the_charts_pods_do() -> None:
-    """One way to install the spec's pip packages: the one-off pod's step is the chart's pipInstall helper."""
-    import re
+def test_train_sh_stops_at_a_config_error_the_real_preflight_finds_before_the_trainer_starts(
+    tmp_path: Path,
+) -> None:
+    import subprocess
 
-    from generator.ops.oneoff import WITH_PIP_PACKAGES
+    import yaml
+
+    env = fake_trainer(tmp_path, "the trainer ran", 0, real_preflight=True)
+    config = {**data_and_model(tmp_path), "do_train": True, "finetuning_type": "lora"}
+    (tmp_path / "model" / "model.safetensors").unlink()
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "train.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, "configError: the Job's podFailurePolicy fails it at once"
+    assert "✗ base model:" in result.stdout and "weights (*.safetensors)" in result.stdout
+    assert "the trainer ran" not in result.stdout
+
+
+def test_extra_packages_are_installed_in_one_place_boot_py() -> None:
+    """The chart's pods and `lfk exec` install the values' pip packages through files/boot.py, not a copy."""
     from generator.project import CHART_DIR
 
-    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text(encoding="utf-8")
-    [step] = re.findall(r'define "llama-factory.pipInstall" -}}\n(.*)\n', helpers)
-    assert f'{step} && exec "$@"' == WITH_PIP_PACKAGES
+    root = CHART_DIR.parents[1]
+    sources = [
+        *(CHART_DIR / "templates").glob("*"),
+        *(CHART_DIR / "files").glob("*"),
+        *(root / "generator").rglob("*.py"),
+    ]
+    copies = [
+        str(path.relative_to(root))
+        for path in sources
+        if path.is_file() and path.name != "boot.py"
+        and any(step in path.read_text(encoding="utf-8") for step in ('"pip", "install"', "-m pip install"))
+    ]  # fmt: skip
+    assert copies == []

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import struct
 import sys
 import time
@@ -31,28 +30,25 @@ from pathlib import Path
 from typing import Any
 
 # the sidecar's own rules (beside this script in /scripts): an entry it would refuse is never written
-from adapter_sync import EXPERIMENT, MAX_ENTRY_BYTES, NAME, OUTPUT_ROOT, RUN_ID, confine
+from adapter_sync import EXPERIMENT, MAX_ENTRY_BYTES, NAME, RUN_ID, confine
+from podlib import EXIT, OUTPUT_ROOT, atomic_write, read_regular, safetensors_header
 
-CANNOT_SHARE = 3  # the Job's podFailurePolicy fails at once: a retry would find the same adapter
+# the Job's podFailurePolicy fails at once: a retry would find the same adapter
+CANNOT_SHARE = EXIT["configError"]
 MERGE_INSTEAD = "merge instead: serve it with serve.source: merged (a vLLM of its own)"
 # modules vLLM's LoRA layers do not replace: their trained copies would be dropped
 EMBEDDINGS = ("embed_tokens", "lm_head", "wte", "word_embeddings", "embed_out")
 MAX_STATUS_BYTES = 1 << 20  # one replica's report: a few hundred bytes per adapter
 MAX_CONFIG_BYTES = 1 << 20
-MAX_SAFETENSORS_HEADER = 100 << 20  # the format's own limit
 
 
 def read_json(path: Path, limit: int) -> Any:
     """A JSON file someone else may have written: a regular file (not a link, a FIFO or a device) of at most
     limit bytes; else ValueError (OSError when it is not there)."""
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-        raise ValueError(f"{path.name}: not a regular file of at most {limit} bytes")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path.name}: more than {limit} bytes")
+    try:
+        data = read_regular(path, limit)
+    except ValueError as exc:
+        raise ValueError(f"{path.name}: {exc}") from None
     return json.loads(data)
 
 
@@ -71,15 +67,8 @@ def input_problems(env: dict[str, str]) -> list[str]:
 
 
 def safetensors_names(path: Path) -> list[str]:
-    """Tensor names in a .safetensors file, from its JSON header (8-byte little-endian length, then JSON)."""
-    with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        if length > MAX_SAFETENSORS_HEADER:
-            raise ValueError(f"{path.name}: a header of {length} bytes is not a safetensors header")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError(f"{path.name}: its header is not a JSON object")
-    return [k for k in header if k != "__metadata__"]
+    """Tensor names in a .safetensors file, from its JSON header."""
+    return list(safetensors_header(path))
 
 
 def problems(adapter: Path, max_rank: int) -> list[str]:
@@ -160,15 +149,8 @@ def refusal(status: dict[str, Any], name: str, registered: float) -> str | None:
 
 
 def write_entry(registry: Path, entry: dict[str, Any]) -> Path:
-    registry.mkdir(parents=True, exist_ok=True)
     target = entry_file(registry, entry["name"])
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    # a new file, never through a link someone left in its place
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(entry, f, indent=1)
-    tmp.replace(target)
+    atomic_write(target, json.dumps(entry, indent=1))
     return target
 
 
@@ -194,7 +176,7 @@ def register(env: dict[str, str]) -> int:
         return CANNOT_SHARE
     if not (adapter / "adapter_config.json").is_file():  # not (yet) there: a retry may find it
         print(f"no adapter_config.json in {adapter}: has the training finished?", flush=True)
-        return 1
+        return EXIT["failed"]
     found = problems(adapter, int(env["MAX_LORA_RANK"]))
     if found:
         for problem in found:
@@ -228,14 +210,14 @@ def register(env: dict[str, str]) -> int:
         if mine and all(m.get("loaded") for m in mine):
             pods = ", ".join(s["pod"] for s in replicas)
             print(f"{name} is loaded on every running replica ({pods})", flush=True)
-            return 0
+            return EXIT["ok"]
         time.sleep(2)
     print(
         f"no running replica of the host loaded {name} within {env.get('WAIT_SECONDS', '600')} s "
         f"(is the host's vLLM running, with serve.sharedAdapters? its sidecars report in {registry}/.status)",
         flush=True,
     )
-    return 1
+    return EXIT["failed"]
 
 
 def unregister(env: dict[str, str]) -> int:
@@ -246,7 +228,7 @@ def unregister(env: dict[str, str]) -> int:
             f"{name} is registered by experiment {entry['experiment']}, not this one: left as it is",
             flush=True,
         )
-        return 0
+        return EXIT["ok"]
     entry_file(registry, name).unlink(missing_ok=True)
     removed = time.time()
     print(f"unregistered {name} from {registry}", flush=True)
@@ -256,16 +238,16 @@ def unregister(env: dict[str, str]) -> int:
         replicas = statuses(registry, fresh)
         if not replicas:
             print("no replica of the host is running: nothing to unload", flush=True)
-            return 0
+            return EXIT["ok"]
         current = [s for s in replicas if s.get("time", 0) > removed]
         if current and len(current) == len(replicas) and not any(name in s["adapters"] for s in current):
             print(f"{name} is unloaded from every running replica", flush=True)
-            return 0
+            return EXIT["ok"]
         time.sleep(2)
     print(
         f"warning: a replica of the host still lists {name}; its sidecar unloads it when it runs", flush=True
     )
-    return 0  # never hold an uninstall: the entry is gone, so every sidecar unloads it
+    return EXIT["ok"]  # never hold an uninstall: the entry is gone, so every sidecar unloads it
 
 
 def main(argv: list[str]) -> int:
@@ -274,7 +256,7 @@ def main(argv: list[str]) -> int:
     if argv[1:] == ["unregister"]:
         return unregister(dict(os.environ))
     print("usage: adapter_share.py register|unregister", file=sys.stderr)
-    return 2
+    return EXIT["usage"]
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import math
 import os
 import re
 import socket
-import stat
 import sys
 import time
 import urllib.error
@@ -32,10 +31,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from podlib import OUTPUT_ROOT, VLLM_PORT, atomic_write, read_regular
+
 Registry = dict[str, dict[str, Any]]
 Refusal = dict[str, Any]
 
-OUTPUT_ROOT = "/storage/output"
 # an entry is a handful of short strings: anything larger is not one
 MAX_ENTRY_BYTES = 4096
 # the spec's servedModelName, short enough for the entry's file name (quoted) to fit in 255 bytes
@@ -49,16 +49,7 @@ KEYS = REQUIRED | {"runId"}
 def read_entry(path: Path) -> dict[str, Any]:
     """One registry file's entry, or ValueError saying why it is not one. Only a regular file is opened (a
     link, a FIFO or a device could point anywhere or block the sidecar), and no more than an entry's size."""
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError("not a regular file (a link, a folder or a device)")
-    if info.st_size > MAX_ENTRY_BYTES:
-        raise ValueError(f"{info.st_size} bytes: an entry has at most {MAX_ENTRY_BYTES}")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_ENTRY_BYTES + 1)
-    if len(data) > MAX_ENTRY_BYTES:
-        raise ValueError(f"more than {MAX_ENTRY_BYTES} bytes: not an entry")
+    data = read_regular(path, MAX_ENTRY_BYTES, "an entry")
     try:
         entry = json.loads(data)
     except ValueError as exc:  # UnicodeDecodeError too
@@ -195,14 +186,8 @@ def error_text(text: str) -> str:
 def write_status(
     folder: Path, pod: str, adapters: dict[str, dict[str, Any]], refused: list[Refusal] | None = None
 ) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{pod}.json.tmp"
-    tmp.unlink(missing_ok=True)
-    # a new file, never through a link someone left in its place
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"pod": pod, "time": time.time(), "adapters": adapters, "refused": refused or []}, f)
-    tmp.replace(folder / f"{pod}.json")
+    document = {"pod": pod, "time": time.time(), "adapters": adapters, "refused": refused or []}
+    atomic_write(folder / f"{pod}.json", json.dumps(document))
 
 
 class Sync:
@@ -267,7 +252,7 @@ class Sync:
 def main() -> int:
     registry = Path(os.environ["REGISTRY"])
     root = os.environ.get("OUTPUT_ROOT") or OUTPUT_ROOT
-    vllm = os.environ.get("VLLM_URL", "http://127.0.0.1:8000").rstrip("/")
+    vllm = os.environ.get("VLLM_URL", f"http://127.0.0.1:{VLLM_PORT}").rstrip("/")
     static = {n for n in os.environ.get("STATIC_ADAPTERS", "").split(",") if n}
     interval = float(os.environ.get("SYNC_INTERVAL_SECONDS", "5"))
     pod = os.environ.get("HOSTNAME") or socket.gethostname()

@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from podlib import EXIT, atomic_write
+
 STALE_LOCK_SECONDS = 600
 POLL_SECONDS = 15
 
@@ -68,16 +70,16 @@ def already_there(repo_id: str, revision: str, target: str) -> int:
             record = json.load(f)
     except (OSError, ValueError):
         print(f"download: {target} already has config.json; nothing to do")
-        return 0
+        return EXIT["ok"]
     if (record.get("repo"), record.get("revision")) != (repo_id, revision):
         print(
             f"download: {target} holds {record.get('repo')}@{record.get('revision')}, not {repo_id}@{revision}: "
             "give this revision a folder of its own (model.path)",
             file=sys.stderr,
         )
-        return 3
+        return EXIT["configError"]
     print(f"download: {target} already holds {repo_id}@{revision}; nothing to do")
-    return 0
+    return EXIT["ok"]
 
 
 def download(repo_id: str, revision: str, target: str) -> int:
@@ -96,15 +98,14 @@ def download(repo_id: str, revision: str, target: str) -> int:
         )
     if not os.path.isfile(os.path.join(partial, "config.json")):
         print(f"download: {repo_id} has no config.json; is it a Hugging Face model?", file=sys.stderr)
-        return 3
+        return EXIT["configError"]
     shutil.rmtree(os.path.join(partial, ".cache"), ignore_errors=True)
-    with open(os.path.join(partial, RECORD), "w", encoding="utf-8") as f:
-        json.dump({"repo": repo_id, "revision": revision}, f)
+    atomic_write(os.path.join(partial, RECORD), json.dumps({"repo": repo_id, "revision": revision}))
     if os.path.isdir(target):  # an empty or stray directory: keep it aside rather than delete data
         os.replace(target, target.rstrip("/") + ".replaced")
     os.replace(partial, target)
     print(f"download: complete in {target}")
-    return 0
+    return EXIT["ok"]
 
 
 if __name__ == "__main__":

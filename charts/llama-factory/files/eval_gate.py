@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,11 +27,15 @@ from typing import Any
 
 import yaml
 
-GATE_FAILED = 5
+# podlib beside this script (the pods' /scripts), also when this file is imported by its path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from podlib import EXIT, atomic_write  # noqa: E402
+
+GATE_FAILED = EXIT["gateFailed"]
 METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 
 
-def predict(config_file: str) -> dict[str, float]:
+def predict(config_file: str, metric: str) -> dict[str, float]:
     """Run LLaMA-Factory's prediction of one config; its scores (0-100) by metric name, and its runtime."""
     with open(config_file, encoding="utf-8") as f:
         output_dir = Path(yaml.safe_load(f)["output_dir"])
@@ -40,9 +45,29 @@ def predict(config_file: str) -> dict[str, float]:
     code = subprocess.run(["llamafactory-cli", "train", config_file], check=False).returncode
     if code != 0 or not results.is_file():
         raise SystemExit(f"eval: the prediction of {config_file} failed (exit code {code})")
-    raw = json.loads(results.read_text(encoding="utf-8"))
-    scores = {m: round(float(raw[f"predict_{m}"]), 2) for m in METRICS if f"predict_{m}" in raw}
-    scores["seconds"] = round(float(raw.get("predict_runtime", 0.0)), 1)
+    try:
+        return read_scores(results.read_text(encoding="utf-8"), metric)
+    except ValueError as exc:
+        raise SystemExit(f"eval: the prediction of {config_file} gave no usable scores: {exc}") from None
+
+
+def read_scores(text: str, metric: str) -> dict[str, float]:
+    """The scores of a predict_results.json by metric name, and its runtime; ValueError when the gate's metric
+    is missing or a score is not a finite number (NaN compares false to everything: it would pass any gate)."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("predict_results.json is not a JSON object")
+    if f"predict_{metric}" not in raw:
+        raise ValueError(f"no predict_{metric} in predict_results.json (is predict_with_generate set?)")
+    scores = {}
+    for m in METRICS:
+        if f"predict_{m}" in raw:
+            value = raw[f"predict_{m}"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"predict_{m} is {json.dumps(value)[:40]}, not a finite number")
+            scores[m] = round(float(value), 2)
+    runtime = raw.get("predict_runtime", 0.0)
+    scores["seconds"] = round(float(runtime), 1) if isinstance(runtime, (int, float)) else 0.0
     return scores
 
 
@@ -68,13 +93,6 @@ def table(base: dict[str, float], tuned: dict[str, float], metric: str) -> str:
             mark = "  <- the gate's" if m == metric else ""
             lines.append(f"{m:<10} {base[m]:>8.2f} {tuned[m]:>8.2f} {tuned[m] - base[m]:>+8.2f}{mark}")
     return "\n".join(lines)
-
-
-def write_atomically(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
 
 
 def log_to_mlflow(document: dict[str, Any]) -> None:
@@ -122,8 +140,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--floor", type=float)
     parser.add_argument("--scores", required=True)
     args = parser.parse_args(argv)
-    base = predict(args.base_config)
-    tuned = predict(args.tuned_config)
+    # NaN compares false to everything: a gate with it would pass any model
+    if not math.isfinite(args.max_drop) or args.max_drop < 0:
+        parser.error(f"--max-drop {args.max_drop}: a finite number of points, 0 or more")
+    if args.floor is not None and not math.isfinite(args.floor):
+        parser.error(f"--floor {args.floor}: a finite score")
+    base = predict(args.base_config, args.metric)
+    tuned = predict(args.tuned_config, args.metric)
     why = judge(base, tuned, args.metric, args.max_drop, args.floor)
     document = {
         "metric": args.metric,
@@ -135,7 +158,7 @@ def main(argv: list[str]) -> int:
         "why": why,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_atomically(Path(args.scores), document)
+    atomic_write(Path(args.scores), json.dumps(document, indent=2) + "\n")
     log_to_mlflow(document)
     print(table(base, tuned, args.metric), flush=True)
     if why:
@@ -145,7 +168,7 @@ def main(argv: list[str]) -> int:
         f"eval: gate passed ({args.metric} {tuned[args.metric]:.2f} vs base {base[args.metric]:.2f})",
         flush=True,
     )
-    return 0
+    return EXIT["ok"]
 
 
 if __name__ == "__main__":

@@ -8,8 +8,12 @@ CONFIG=${MERGE_CONFIG:-/config/merge.yaml}
 SCRIPTS=$(dirname "$0")
 TARGET="${EXPORT_DIR%/}"
 STAGING="${TARGET}.partial"
+CONFIG_ERROR=$(python3 "${SCRIPTS}/podlib.py" exitCodes.configError)
+# the size ratios default to the contract's (verify_merge.py reads them); MIN/MAX_SIZE_RATIO override them
 VERIFY=(python3 "${SCRIPTS}/verify_merge.py" --base "${BASE_MODEL_DIR}" --dtype "${MERGE_DTYPE}"
-  --min-ratio "${MIN_SIZE_RATIO}" --max-ratio "${MAX_SIZE_RATIO}" --adapter "${ADAPTER_DIR}")
+  --adapter "${ADAPTER_DIR}")
+if [ -n "${MIN_SIZE_RATIO:-}" ]; then VERIFY+=(--min-ratio "${MIN_SIZE_RATIO}"); fi
+if [ -n "${MAX_SIZE_RATIO:-}" ]; then VERIFY+=(--max-ratio "${MAX_SIZE_RATIO}"); fi
 
 if [ -d "${TARGET}" ] && "${VERIFY[@]}" --quiet "${TARGET}"; then
   echo "merge: ${TARGET} is complete for adapter ${ADAPTER_DIR}; nothing to do"
@@ -17,7 +21,7 @@ if [ -d "${TARGET}" ] && "${VERIFY[@]}" --quiet "${TARGET}"; then
 fi
 if [ ! -f "${ADAPTER_DIR}/adapter_config.json" ]; then
   echo "merge: ${ADAPTER_DIR}/adapter_config.json not found: has the train Job of this run completed?" >&2
-  exit 3
+  exit "${CONFIG_ERROR}"
 fi
 
 rm -rf "${STAGING}"

@@ -17,14 +17,14 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-
-# readiness.py travels beside this script (the pod's /scripts, or /tmp in the hook Job)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from typing import Any
 
+# readiness.py and podlib.py travel beside this script (the pods' /scripts)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import readiness  # noqa: E402
+from podlib import EXIT  # noqa: E402
 
-CONFIG_ERROR = 3
+CONFIG_ERROR = EXIT["configError"]
 failures: list[str] = []
 
 
@@ -161,7 +161,7 @@ def main() -> int:
         print(f"preflight: {len(failures)} problem(s): {', '.join(failures)}", file=sys.stderr, flush=True)
         return CONFIG_ERROR
     print("preflight: config, model, datasets and reporting are in order", flush=True)
-    return 0
+    return EXIT["ok"]
 
 
 if __name__ == "__main__":

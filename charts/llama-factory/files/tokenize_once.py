@@ -30,6 +30,10 @@ from typing import Any
 
 import yaml
 
+# podlib beside this script (the pods' /scripts), also when this file is imported by its path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from podlib import EXIT, TOKENIZED_MARKER, atomic_write  # noqa: E402
+
 # config keys that change the tokenized set: LLaMA-Factory's data and processor arguments, the tokenizer's
 # options, the stage (it picks the preprocessing) and the seed (it shuffles the split); the llamafactory tier
 # checks that every field of DataArguments and ProcessorArguments is in one of the three lists
@@ -58,7 +62,7 @@ TOKENIZER_FILES = (
     "preprocessor_config.json", "processor_config.json",
 )  # fmt: skip
 CHUNK = 1 << 20
-NOTE = ".lfk-tokenized"  # in the run's output_dir: the set its install tokenized
+NOTE = TOKENIZED_MARKER  # in the run's output_dir: the set its install tokenized
 
 
 def file_digest(path: Path) -> str:
@@ -138,11 +142,7 @@ def write_note(config: dict[str, Any], tokenized: Path) -> None:
     output_dir = config.get("output_dir")
     if not output_dir:
         return
-    note = Path(str(output_dir)) / NOTE
-    note.parent.mkdir(parents=True, exist_ok=True)
-    staging = note.with_name(f"{NOTE}.{os.getpid()}")
-    staging.write_text(f"{tokenized}\n", encoding="utf-8")
-    staging.replace(note)
+    atomic_write(Path(str(output_dir)) / NOTE, f"{tokenized}\n")
 
 
 def tokenize(config: dict[str, Any], into: Path) -> None:
@@ -167,15 +167,15 @@ def run(config_file: str, root: str) -> int:
     if final.is_dir():
         write_note(config, final)
         print(f"tokenize: already tokenized at {final}; nothing to do", flush=True)
-        return 0
+        return EXIT["ok"]
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.with_name(f".{final.name}.{socket.gethostname()}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     print(f"tokenize: {', '.join(names(config.get('dataset')))} -> {final}", flush=True)
     tokenize(config, staging)
-    (staging.parent / f"{final.name}.json").write_text(
+    atomic_write(
+        staging.parent / f"{final.name}.json",
         json.dumps(inputs(config), indent=2, sort_keys=True, ensure_ascii=False, default=str),
-        encoding="utf-8",
     )
     try:
         staging.rename(final)
@@ -185,20 +185,20 @@ def run(config_file: str, root: str) -> int:
             raise
     write_note(config, final)
     print(f"tokenize: saved at {final}; trainings of this data load it instead of tokenizing", flush=True)
-    return 0
+    return EXIT["ok"]
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] not in ("path", "resolve", "run"):
         print(__doc__, file=sys.stderr)
-        return 2
+        return EXIT["usage"]
     command, config_file, root = argv
     if command == "path":
         print(target(config_file, root))
-        return 0
+        return EXIT["ok"]
     if command == "resolve":
         print(resolve(config_file, root))
-        return 0
+        return EXIT["ok"]
     return run(config_file, root)
 
 

@@ -3,6 +3,7 @@
 # configuration error exits 3 - which the Job's podFailurePolicy turns into an immediate failure - instead
 # of burning retries or holding GPUs; then `llamafactory-cli train`, which resumes from the run's last
 # checkpoint because output_dir is per run and overwrite_output_dir is false. Exit 4: the GPU ran out of memory.
+# Started as `python3 /scripts/boot.py train.sh` when the values name extra Python packages.
 set -uo pipefail
 # the pod mounts the config at /config and the scripts at /scripts; both can be pointed elsewhere
 CONFIG=${TRAIN_CONFIG:-/config/train.yaml}
@@ -17,13 +18,9 @@ if [ -n "${PET_NNODES:-}" ]; then
   echo "distributed: node ${NODE_RANK} of ${NNODES}, ${NPROC_PER_NODE} processes, rendezvous ${MASTER_ADDR}:${MASTER_PORT}"
 fi
 
-if [ -n "${PIP_PACKAGES:-}" ]; then
-  # --user (under HOME, an emptyDir) beside the image's packages: what the image already has stays as pinned.
-  # PIP_PACKAGES is a JSON list; each package reaches pip as one argument after `--`: never an option, never code
-  echo "pip install --user ${PIP_PACKAGES}"
-  python3 -c 'import json, os, subprocess, sys; sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "--user", "--no-cache-dir", "--quiet", "--", *json.loads(os.environ["PIP_PACKAGES"])]))' \
-    || { echo "pip install failed" >&2; exit 1; }
-fi
+# the values' extra packages (PIP_PACKAGES) are installed by boot.py, which starts this script
+# the exit code of a GPU out of memory, from the contract (contract.json, read by podlib.py beside this script)
+OOM_EXIT=$(python3 "${SCRIPTS}/podlib.py" exitCodes.gpuOutOfMemory) || exit 1
 
 # on Ray the entrypoint runs on the GPU-less head; the workers get the GPUs
 PREFLIGHT_FLAGS=()
@@ -59,6 +56,6 @@ done
 wait "${follower}"
 if [ "${code}" -ne 0 ] && grep -qE "CUDA out of memory|OutOfMemoryError" "${OUTPUT}"; then
   echo "train: the GPU ran out of memory (CUDA OOM); lfk status SPEC shows the estimate and what to change" >&2
-  exit 4
+  exit "${OOM_EXIT}"
 fi
 exit "${code}"

@@ -15,9 +15,11 @@ import argparse
 import hashlib
 import json
 import os
-import struct
 import sys
-from typing import Any
+
+# podlib beside this script (the pods' /scripts), also when `lfk check` imports this file by its path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from podlib import EXIT, MAX_SIZE_RATIO, MIN_SIZE_RATIO, atomic_write, safetensors_header  # noqa: E402
 
 DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 BYTES = {
@@ -38,14 +40,6 @@ FLOATING = {"BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2"}
 RECORD = ".lfk-merge.json"
 
 
-def read_header(path: str) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header: dict[str, Any] = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return header
-
-
 def weight_files(folder: str) -> tuple[list[str], list[str]]:
     """(safetensors files of the model, problems): the index and every shard it names, or a single file."""
     index = os.path.join(folder, "model.safetensors.index.json")
@@ -64,15 +58,24 @@ def weight_files(folder: str) -> tuple[list[str], list[str]]:
 
 
 def count_parameters(files: list[str]) -> tuple[int, dict[str, int]]:
-    """(parameters, bytes per dtype) from the safetensors headers, without reading the weights."""
+    """(parameters, bytes per dtype) from the safetensors headers, without reading the weights; ValueError
+    (OSError) naming a file that is not a readable safetensors file."""
     total, by_dtype = 0, dict[str, int]()
     for path in files:
-        for tensor in read_header(path).values():
+        for name, tensor in safetensors_header(path).items():
+            shape = tensor.get("shape") if isinstance(tensor, dict) else None
+            dtype = tensor.get("dtype") if isinstance(tensor, dict) else None
+            if (
+                not isinstance(dtype, str)
+                or not isinstance(shape, list)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+            ):
+                raise ValueError(f"{os.path.basename(path)}: tensor {name[:80]} has no dtype and shape")
             n = 1
-            for dim in tensor["shape"]:
+            for dim in shape:
                 n *= dim
             total += n
-            by_dtype[tensor["dtype"]] = by_dtype.get(tensor["dtype"], 0) + n * BYTES.get(tensor["dtype"], 0)
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + n * BYTES.get(dtype, 0)
     return total, by_dtype
 
 
@@ -102,14 +105,20 @@ def verify(
     problems += weight_problems
     if not files:
         return problems
-    parameters, by_dtype = count_parameters(files)
+    try:
+        parameters, by_dtype = count_parameters(files)
+    except (OSError, ValueError) as exc:
+        return [*problems, f"unreadable weights: {exc}"]
     wanted = DTYPES[dtype]
     wrong = sorted(d for d in by_dtype if d in FLOATING and d != wanted)
     if wrong:
         problems.append(f"tensors in {', '.join(wrong)}, expected {wanted} only (set infer_dtype: {dtype})")
     base_files, _ = weight_files(base)
     if base_files:
-        base_parameters, _ = count_parameters(base_files)
+        try:
+            base_parameters, _ = count_parameters(base_files)
+        except (OSError, ValueError) as exc:
+            return [*problems, f"the base model's weights are unreadable, size not compared: {exc}"]
         expected = base_parameters * BYTES[wanted]
         actual = sum(by_dtype.values())
         ratio = actual / expected if expected else 0
@@ -137,8 +146,8 @@ def main() -> int:
     parser.add_argument("folder")
     parser.add_argument("--base", required=True)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    parser.add_argument("--min-ratio", type=float, default=0.9)
-    parser.add_argument("--max-ratio", type=float, default=1.1)
+    parser.add_argument("--min-ratio", type=float, default=MIN_SIZE_RATIO)
+    parser.add_argument("--max-ratio", type=float, default=MAX_SIZE_RATIO)
     parser.add_argument("--adapter", help="the adapter directory that was (or is to be) merged")
     parser.add_argument(
         "--record", action="store_true", help="write the merge record after a successful check"
@@ -152,20 +161,17 @@ def main() -> int:
             print(f"verify: {args.folder} is not a complete merged model:", file=sys.stderr)
             for p in problems:
                 print(f"  - {p}", file=sys.stderr)
-        return 1
+        return EXIT["failed"]
     if args.record and args.adapter:
         record = {
             "adapter": args.adapter,
             "adapter_sha256": adapter_fingerprint(args.adapter),
             "dtype": args.dtype,
         }
-        tmp = os.path.join(args.folder, RECORD + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, os.path.join(args.folder, RECORD))
+        atomic_write(os.path.join(args.folder, RECORD), json.dumps(record, indent=1))
     if not args.quiet:
         print(f"verify: {args.folder} is complete")
-    return 0
+    return EXIT["ok"]
 
 
 if __name__ == "__main__":
