@@ -157,13 +157,18 @@ def test_the_secrets_sinks_land_as_references(helm3: Helm, tmp_path: Path) -> No
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "hf.token_1"}
 
 
-def test_pip_packages_reach_pip_as_arguments_after_the_end_of_options(helm3: Helm, tmp_path: Path) -> None:
-    """The packages travel as a JSON list and reach pip after `--`: one argument each, never an option."""
+def test_pip_packages_reach_boot_py_as_a_json_list_never_a_shell(helm3: Helm, tmp_path: Path) -> None:
+    """The packages travel as a JSON list in PIP_PACKAGES to files/boot.py, which hands them to pip after `--`
+    from a list argv: the containers that install them run no shell script at all."""
     _, _, docs = render(helm3, tmp_path, ALL_COMPONENTS, "train.pipPackages", ["mlflow>=2", "peft"])
-    preflight = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith("-preflight"))
-    container = preflight["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert json.loads(env["PIP_PACKAGES"]) == ["mlflow>=2", "peft"]
-    [script] = shell_scripts(container["command"])
-    assert '"--", *json.loads(os.environ["PIP_PACKAGES"])' in script
-    assert "$PIP_PACKAGES" not in script
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    preflight = next(d for d in jobs if d["metadata"]["name"].endswith("-preflight"))
+    train = next(d for d in jobs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "train")
+    for job in (preflight, train):
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert json.loads(env["PIP_PACKAGES"]) == ["mlflow>=2", "peft"]
+        assert container["command"][:2] == ["python3", "/scripts/boot.py"]
+        assert not shell_scripts(container["command"])
+    hooks = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-hooks"))
+    assert "boot.py" in hooks["data"]

@@ -145,6 +145,43 @@ def test_hook_jobs_mount_the_claim_which_is_made_before_them(helm3: Helm) -> Non
         assert volumes["storage"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
 
 
+def test_hook_jobs_mount_their_scripts_from_a_hook_config_map_made_before_them(helm3: Helm) -> None:
+    """The hook Jobs run before the release's ConfigMap exists: theirs is a hook of the same events, made
+    after the storage hooks and before every hook Job, and deleted once the whole hook phase succeeded."""
+    docs = helm3.template(
+        "--values", str(CHART / "ci" / "all-components-values.yaml"), "--set", "train.tokenize.enabled=true",
+        release="ci-all",
+    )  # fmt: skip
+    annotations = {d["metadata"]["name"]: d["metadata"].get("annotations", {}) for d in docs}
+    [config_map] = [
+        d for d in docs if d["kind"] == "ConfigMap" and "helm.sh/hook" in annotations[d["metadata"]["name"]]
+    ]
+    own = annotations[config_map["metadata"]["name"]]
+    assert own["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    weight = int(own["helm.sh/hook-weight"])
+    storage = [d for d in docs if d["kind"] in ("PersistentVolume", "PersistentVolumeClaim")]
+    assert storage and all(
+        int(annotations[d["metadata"]["name"]]["helm.sh/hook-weight"]) < weight for d in storage
+    )
+    jobs = [d for d in docs if d["kind"] == "Job" and "helm.sh/hook" in annotations[d["metadata"]["name"]]]
+    assert {j["metadata"]["name"].rsplit("-", 1)[1] for j in jobs} == {"download", "preflight", "tokenize"}
+    for job in jobs:
+        hook = annotations[job["metadata"]["name"]]
+        assert int(hook.get("helm.sh/hook-weight", "0")) > weight
+        assert set(hook["helm.sh/hook"].split(",")) <= set(own["helm.sh/hook"].split(","))
+        volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["scripts"]["configMap"]["name"] == config_map["metadata"]["name"]
+
+
+def test_a_hook_job_weight_below_its_config_map_is_refused(helm3: Helm) -> None:
+    result = helm3.run(
+        "template", "ci-all", str(CHART), "--values", str(CHART / "ci" / "all-components-values.yaml"),
+        "--set-string", "train.preflight.hookAnnotations.helm\\.sh/hook-weight=-15", check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "train.preflight.hookAnnotations: helm.sh/hook-weight must be above -15" in result.stderr
+
+
 def test_releases_without_hooks_keep_the_storage_as_release_objects(helm3: Helm) -> None:
     docs = helm3.template("--values", str(ROOT / "values/llama31-qa/vllm.yaml"), release="llama31-qa-vllm")
     for doc in (d for d in docs if d["kind"] in ("PersistentVolume", "PersistentVolumeClaim")):

@@ -9,7 +9,7 @@ metadata:
   labels:
     {{- include "llama-factory.podLabels" . | nindent 4 }}
   annotations:
-    checksum/script: {{ print (.root.Files.Get "files/adapter_share.py") (.root.Files.Get "files/adapter_sync.py") | sha256sum | quote }}
+    checksum/scripts: {{ include "llama-factory.scriptsData" .root | sha256sum | quote }}
     {{- with $w.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -28,7 +28,7 @@ spec:
         - name: REGISTRY
           value: {{ $w.host.registry | quote }}
         - name: OUTPUT_ROOT
-          value: /storage/output
+          value: {{ (include "llama-factory.contract" .root | fromJson).storage.output }}
         - name: MAX_LORA_RANK
           value: {{ $w.maxLoraRank | quote }}
         - name: EXPERIMENT
@@ -44,15 +44,8 @@ spec:
         {{- end }}
       volumeMounts:
         {{- include "llama-factory.volumeMounts" . | nindent 8 }}
-        - name: scripts
-          mountPath: /scripts
-          readOnly: true
+        {{- include "llama-factory.scriptsMount" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    - name: scripts
-      configMap:
-        name: {{ include "llama-factory.configMapName" . | quote }}
-        items:
-          - {key: adapter_share.py, path: adapter_share.py}
-          - {key: adapter_sync.py, path: adapter_sync.py}
+    {{- include "llama-factory.scriptsVolume" (dict "root" .root "name" (include "llama-factory.configMapName" .)) | nindent 4 }}
 {{- end }}

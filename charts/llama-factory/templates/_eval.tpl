@@ -1,11 +1,11 @@
-{{/* The ConfigMap's data; the Job's pods carry its checksum, so a changed config means a new Job. */}}
+{{/* The ConfigMap's data, the configs then every file of files/; the Job's pods carry its checksum, so a
+changed config or script means a new Job. */}}
 {{- define "llama-factory.eval.configData" -}}
 base.yaml: |
   {{- toYaml .Values.eval.baseConfig | nindent 2 }}
 tuned.yaml: |
   {{- toYaml .Values.eval.tunedConfig | nindent 2 }}
-eval_gate.py: |
-  {{- .Files.Get "files/eval_gate.py" | nindent 2 }}
+{{- include "llama-factory.scriptsData" . }}
 {{- end }}
 
 {{- define "llama-factory.eval.podTemplate" -}}
@@ -26,21 +26,14 @@ spec:
   containers:
     - name: eval
       {{- include "llama-factory.containerCommon" . | nindent 6 }}
-      command:
-        - /bin/bash
-        - -c
-        # the image's extra packages first (mlflow, when the gate logs to MLflow), as the training pod does;
-        # no value is pasted into the script: the gate's arguments follow as arguments of their own ("$@")
-        - {{ printf "%s && exec python3 /scripts/eval_gate.py \"$@\"" (include "llama-factory.pipInstall" .) | quote }}
-        - eval-gate
-        - /config/base.yaml
-        - /config/tuned.yaml
-        - {{ printf "--metric=%s" $w.metric | quote }}
-        - {{ printf "--max-drop=%v" $w.maxDrop | quote }}
-        {{- if not (kindIs "invalid" $w.floor) }}
-        - {{ printf "--floor=%v" $w.floor | quote }}
-        {{- end }}
-        - {{ printf "--scores=%s" $w.scoresFile | quote }}
+      {{- /* the image's extra packages first (mlflow, when the gate logs to MLflow), as the training pod does;
+      every value is an argument of its own */ -}}
+      {{- $args := list "/config/base.yaml" "/config/tuned.yaml" (printf "--metric=%s" $w.metric) (printf "--max-drop=%v" $w.maxDrop) }}
+      {{- if not (kindIs "invalid" $w.floor) }}
+      {{- $args = append $args (printf "--floor=%v" $w.floor) }}
+      {{- end }}
+      {{- $args = append $args (printf "--scores=%s" $w.scoresFile) }}
+      command: {{ include "llama-factory.bootCommand" (dict "script" "eval_gate.py" "args" $args) }}
       env:
         {{- /* the gate logs its scores to MLflow: tracking and the MLflow credentials, no Hugging Face token */ -}}
         {{- include "llama-factory.commonEnv" (dict "root" $root "secrets" (list "mlflow")) | nindent 8 }}
@@ -53,5 +46,5 @@ spec:
         {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "eval" "config" (list "base.yaml" "tuned.yaml") "scripts" (list "eval_gate.py")) | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "eval" "config" (list "base.yaml" "tuned.yaml")) | nindent 4 }}
 {{- end }}

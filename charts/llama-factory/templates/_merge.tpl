@@ -1,11 +1,9 @@
-{{/* The ConfigMap's data; the Job's pods carry its checksum, so a changed config means a new Job. */}}
+{{/* The ConfigMap's data, the config then every file of files/; the Job's pods carry its checksum, so a
+changed config or script means a new Job. */}}
 {{- define "llama-factory.merge.configData" -}}
 merge.yaml: |
   {{- toYaml .Values.merge.config | nindent 2 }}
-merge.sh: |
-  {{- .Files.Get "files/merge.sh" | nindent 2 }}
-verify_merge.py: |
-  {{- .Files.Get "files/verify_merge.py" | nindent 2 }}
+{{- include "llama-factory.scriptsData" . }}
 {{- end }}
 
 {{- define "llama-factory.merge.podTemplate" -}}
@@ -49,5 +47,5 @@ spec:
         {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "merge" "config" (list "merge.yaml") "scripts" (list "merge.sh" "verify_merge.py")) | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "merge" "config" (list "merge.yaml")) | nindent 4 }}
 {{- end }}

@@ -1,4 +1,7 @@
-{{/* The ConfigMap's data; the Job's pods carry its checksum, so a changed config means a new Job. */}}
+{{/*
+The ConfigMap's data (the release's, and the same in its hook Jobs' ConfigMap): the config, then every file of
+files/. The Job's pods carry its checksum, so a changed config or script means a new Job.
+*/}}
 {{- define "llama-factory.train.configData" -}}
 train.yaml: |
   {{- toYaml .Values.train.config | nindent 2 }}
@@ -6,15 +9,55 @@ train.yaml: |
 deepspeed.json: |
   {{- toPrettyJson . | nindent 2 }}
 {{- end }}
-train.sh: |
-  {{- .Files.Get "files/train.sh" | nindent 2 }}
-preflight.py: |
-  {{- .Files.Get "files/preflight.py" | nindent 2 }}
-readiness.py: |
-  {{- .Files.Get "files/readiness.py" | nindent 2 }}
-{{- if .Values.train.tokenize.enabled }}
-tokenize_once.py: |
-  {{- .Files.Get "files/tokenize_once.py" | nindent 2 }}
+{{- include "llama-factory.scriptsData" . }}
+{{- end }}
+
+{{/* The config files of the training's ConfigMap, mounted at /config: the root context. */}}
+{{- define "llama-factory.train.configFiles" -}}
+{{- toJson (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty .Values.train.deepspeed))) }}
+{{- end }}
+
+{{/*
+The name of the ConfigMap of the train release's hook Jobs (download, preflight, tokenize): hooks run before
+the release's own ConfigMap exists (templates/train-hooks-configmap.yaml).
+*/}}
+{{- define "llama-factory.train.hookConfigMapName" -}}
+{{- include "llama-factory.suffixed" (dict "root" . "base" (include "llama-factory.componentName" (dict "root" . "component" "train")) "suffix" "hooks") }}
+{{- end }}
+
+{{/* The hook weight of that ConfigMap: above the storage hooks' (-21, -20), below every hook Job's. */}}
+{{- define "llama-factory.train.hookConfigMapWeight" -}}-15{{- end }}
+
+{{/*
+The hook events of the train release's enabled hook Jobs, as a JSON list: their ConfigMap is a hook of the
+same events, so it is there in every phase one of them runs. A Job whose hook annotations were dropped (a
+tool that does not run Helm hooks) is an ordinary object and mounts the release's own ConfigMap instead.
+*/}}
+{{- define "llama-factory.train.hookEvents" -}}
+{{- $t := .Values.train }}
+{{- $events := list }}
+{{- if $t.enabled }}
+{{- range $job := list "download" "preflight" "tokenize" }}
+{{- $j := get $t $job }}
+{{- if $j.enabled }}
+{{- range splitList "," (get ($j.hookAnnotations | default dict) "helm.sh/hook" | default "") }}
+{{- if trim . }}{{ $events = append $events (trim .) }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson ($events | uniq) }}
+{{- end }}
+
+{{/*
+The ConfigMap a train hook Job mounts (train.yaml at /config, every file of files/ at /scripts): the hooks'
+own while the Job is a hook, else the release's. (dict "root" . "hookAnnotations" <the Job's annotations>)
+*/}}
+{{- define "llama-factory.train.hookJobConfigMap" -}}
+{{- if hasKey (.hookAnnotations | default dict) "helm.sh/hook" }}
+{{- include "llama-factory.train.hookConfigMapName" .root }}
+{{- else }}
+{{- include "llama-factory.configMapName" (dict "root" .root "component" "train") }}
 {{- end }}
 {{- end }}
 
@@ -128,7 +171,7 @@ spec:
   containers:
     - name: {{ .containerName | default "train" | quote }}
       {{- include "llama-factory.containerCommon" . | nindent 6 }}
-      command: ["/bin/bash", "/scripts/train.sh"]
+      command: {{ include "llama-factory.bootCommand" (dict "script" "train.sh") }}
       env:
         {{- include "llama-factory.commonEnv" (dict "root" $root "secrets" (include "llama-factory.train.secrets" (dict "root" $root "mlflow" true) | fromJsonArray)) | nindent 8 }}
         {{- include "llama-factory.train.distributedEnv" (dict "root" $root "masterAddr" .masterAddr) | nindent 8 }}
@@ -151,6 +194,6 @@ spec:
         {{- include "llama-factory.configMounts" . | nindent 8 }}
   volumes:
     {{- include "llama-factory.volumes" . | nindent 4 }}
-    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (ternary (list "train.yaml" "deepspeed.json") (list "train.yaml") (not (empty $w.deepspeed))) "scripts" (concat (list "train.sh" "preflight.py" "readiness.py") (ternary (list "tokenize_once.py") (list) $w.tokenize.enabled))) | nindent 4 }}
+    {{- include "llama-factory.configVolumes" (dict "root" $root "component" "train" "config" (include "llama-factory.train.configFiles" $root | fromJsonArray)) | nindent 4 }}
 {{- end }}
 

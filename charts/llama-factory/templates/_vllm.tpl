@@ -62,10 +62,7 @@ spec:
             secretKeyRef: {{ dict "name" . "key" $.apiKey.secretKey | toJson }}
         {{- end }}
       volumeMounts:
-        - name: scripts
-          mountPath: /scripts
+        {{- include "llama-factory.scriptsMount" . | nindent 8 }}
   volumes:
-    - name: scripts
-      configMap:
-        name: {{ include "llama-factory.configMapName" (dict "root" .root "component" .component) | quote }}
+    {{- include "llama-factory.scriptsVolume" (dict "root" .root "name" (include "llama-factory.configMapName" (dict "root" .root "component" .component))) | nindent 4 }}
 {{- end }}

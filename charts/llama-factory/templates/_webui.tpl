@@ -48,8 +48,9 @@ webui.ingress.auth: required with webui.ingress.enabled: LlamaBoard has no login
 {{- if and (ne $w.service.type "ClusterIP") (not $authenticated) }}
 webui.service.type: {{ $w.service.type }} exposes LlamaBoard (no login) outside the cluster; use ClusterIP (kubectl port-forward) or an Ingress with webui.ingress.auth
 {{ end }}
-{{- if and $w.storage.readOnly (eq (trimSuffix "/" $w.workingDir) "/storage") }}
-webui.workingDir: a folder below /storage, not the storage itself, when webui.storage.readOnly
+{{- $storage := include "llama-factory.storageRoot" . }}
+{{- if and $w.storage.readOnly (eq (trimSuffix "/" $w.workingDir) $storage) }}
+webui.workingDir: a folder below {{ $storage }}, not the storage itself, when webui.storage.readOnly
 {{ end }}
 {{- end }}
 {{- end }}
@@ -57,7 +58,8 @@ webui.workingDir: a folder below /storage, not the storage itself, when webui.st
 {{/* The web UI's working directory relative to the storage (its subPath), or "" when it is not on the storage. */}}
 {{- define "llama-factory.webui.storageSubPath" -}}
 {{- $dir := .Values.webui.workingDir }}
-{{- if hasPrefix "/storage/" $dir }}
-{{- trimPrefix "/storage/" $dir | trimSuffix "/" }}
+{{- $prefix := printf "%s/" (include "llama-factory.storageRoot" .) }}
+{{- if hasPrefix $prefix $dir }}
+{{- trimPrefix $prefix $dir | trimSuffix "/" }}
 {{- end }}
 {{- end }}
