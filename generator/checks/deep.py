@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core import lfinfo
-from ..core.facts import derive
+from ..core.facts import Facts, derive
 from ..core.problems import Problem, json_path
 from ..core.render import render
-from ..core.rules_llamafactory import MANAGED_ARGS
+from ..core.rules.llamafactory import MANAGED_ARGS
 from ..core.spec import Spec
 from .storage import storage_problems
 
@@ -89,9 +89,9 @@ def cpu_parse_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def deep_problems(spec: Spec, storage_root: Path | None = None) -> list[Problem]:
-    facts = derive(spec)
-    rendered = {r.component: r.values for r in render(spec)}
+def deep_problems(spec: Spec, storage_root: Path | None = None, facts: Facts | None = None) -> list[Problem]:
+    facts = facts or derive(spec)
+    rendered = {r.component: r.values for r in render(spec, facts=facts)}
     train = rendered["train"]["train"]["config"]
     merge = rendered["merge"]["merge"]["config"] if "merge" in rendered else None
     # the gate's prediction config of the tuned model (the base's differs only in the model)
@@ -134,7 +134,7 @@ def deep_problems(spec: Spec, storage_root: Path | None = None) -> list[Problem]
             Problem("$.evaluate", f"LLaMA-Factory rejects the evaluation config: {answer['eval_error']}")
         )
     if storage_root is not None:
-        problems += storage_problems(spec, storage_root)
+        problems += storage_problems(spec, storage_root, facts)
     return problems
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.facts import derive
+from ..core.facts import Facts, derive
 from ..core.models import template_from_model_dir
 from ..core.problems import Problem, json_path
 from ..core.spec import Spec
@@ -14,7 +14,7 @@ from ..errors import DataError
 from . import datasets
 
 
-def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
+def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None) -> list[Problem]:
     """What only the storage can tell: datasets registered and usable, the model's own template."""
     problems = []
     data_dir = local(storage_root, spec.data["data"]["dir"])
@@ -70,7 +70,7 @@ def storage_problems(spec: Spec, storage_root: Path) -> list[Problem]:
             )
     model_dir = local(storage_root, spec.data["model"]["path"])
     expected = template_from_model_dir(model_dir)
-    given = derive(spec).template
+    given = (facts or derive(spec)).template
     if expected and given and expected != given:
         problems.append(
             Problem(

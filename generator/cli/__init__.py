@@ -3,26 +3,49 @@ the exit code: 0 ok, 1 invalid input (every problem listed, no traceback), 2 usa
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
 from ..errors import LfkError
-from .check_commands import check_cmd, ui_cmd
-from .cluster_commands import cluster
-from .data_commands import data
-from .new_command import new_cmd
-from .ops_commands import install, uninstall
-from .report_command import report_cmd
-from .run_commands import run_cmd, status_cmd
-from .session_commands import chat_cmd, exec_cmd
-from .spec_commands import describe, render_cmd, validate_cmd
+
+# command name -> (module of this package, its click command): a command's module, and what it imports (the
+# Kubernetes client for the cluster-facing ones), is imported only when that command runs or help lists it,
+# so `lfk validate` and `lfk render` start without anything cluster-side
+COMMANDS = {
+    "new": ("new_command", "new_cmd"),
+    "validate": ("spec_commands", "validate_cmd"),
+    "render": ("spec_commands", "render_cmd"),
+    "describe": ("spec_commands", "describe"),
+    "install": ("ops_commands", "install"),
+    "uninstall": ("ops_commands", "uninstall"),
+    "cluster": ("cluster_commands", "cluster"),
+    "data": ("data_commands", "data"),
+    "run": ("run_commands", "run_cmd"),
+    "status": ("run_commands", "status_cmd"),
+    "check": ("check_commands", "check_cmd"),
+    "ui": ("check_commands", "ui_cmd"),
+    "exec": ("session_commands", "exec_cmd"),
+    "chat": ("session_commands", "chat_cmd"),
+    "report": ("report_command", "report_cmd"),
+}
 
 
 class LfkGroup(click.Group):
     """Every LfkError (and an OSError, such as an unreadable file) ends as its message and exit 1: the one
-    place where errors meet the user, never as a traceback."""
+    place where errors meet the user, never as a traceback. Commands load on first use (COMMANDS)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attr = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -40,23 +63,6 @@ class LfkGroup(click.Group):
 @click.version_option(package_name="llamafactory-k8s", prog_name="lfk")
 def cli() -> None:
     """Experiment specs -> validated Helm values for LLaMA-Factory on Kubernetes."""
-
-
-cli.add_command(new_cmd)
-cli.add_command(validate_cmd)
-cli.add_command(render_cmd)
-cli.add_command(describe)
-cli.add_command(install)
-cli.add_command(uninstall)
-cli.add_command(cluster)
-cli.add_command(data)
-cli.add_command(run_cmd)
-cli.add_command(status_cmd)
-cli.add_command(check_cmd)
-cli.add_command(ui_cmd)
-cli.add_command(exec_cmd)
-cli.add_command(chat_cmd)
-cli.add_command(report_cmd)
 
 
 def main() -> None:

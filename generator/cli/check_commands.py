@@ -48,9 +48,11 @@ def check_cmd(
         except KubeError as exc:
             click.echo(f"- cluster items skipped: {exc}")
     if after:
-        items = readiness.after_training(target.spec, storage_root, vllm_url, os.environ.get(api_key_env))
+        items = readiness.after_training(
+            target.spec, storage_root, vllm_url, os.environ.get(api_key_env), facts=target.facts
+        )
     else:
-        items = readiness.before_training(target.spec, storage_root, api)
+        items = readiness.before_training(target.spec, storage_root, api, facts=target.facts)
         if in_cluster:
             if api is None:
                 raise Failed("--in-cluster needs the cluster")

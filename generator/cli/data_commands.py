@@ -142,7 +142,7 @@ def sync_data(spec: str, storage_root: Path) -> None:
     from ..core.storage import local
     from .spec_commands import load_valid
 
-    loaded = load_valid(spec)
+    loaded = load_valid(spec).spec
     data_dir = local(storage_root, loaded.data["data"]["dir"])
     root = storage_root.resolve()
     if data_dir.resolve() != root and root not in data_dir.resolve().parents:

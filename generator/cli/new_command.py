@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..core.problems import errors
+from ..core.experiment import experiment_of
 from ..core.render import render
-from ..core.rules import validate
 from ..core.scaffold import FORMATS, METHODS, Answers, spec_text
 from ..core.spec import spec_from_text
 from ..core.write import atomic_write, write
@@ -77,13 +76,13 @@ def new_cmd(name: str, values_dir: Path, yes: bool, **given: object) -> None:
     except SpecError as exc:
         print_problems(source, exc.problems)
         raise Failed(f"{source}: not written") from None
-    problems = validate(spec)
-    print_problems(source, problems)
-    if errors(problems):
+    experiment = experiment_of(spec)
+    print_problems(source, experiment.problems)
+    if not experiment.valid:
         raise Failed(f"{source}: not written")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "experiment.yaml", text)
-    written = write(render(spec), folder)
+    written = write(render(spec, facts=experiment.facts), folder)
     click.echo(f"wrote {source} and {', '.join(p.name for p in written.written)}")
     click.echo(
         f"next: put {answers['data_file']} into the dataset directory (lfk data validate / sync), then lfk validate {source}"

@@ -8,7 +8,6 @@ import subprocess
 import click
 
 from ..core.components import NAMES
-from ..core.facts import derive
 from ..ops import helm
 from ..project import helm_binary
 from .output import Failed
@@ -25,9 +24,9 @@ dry_run_option = click.option("--dry-run", is_flag=True, help="Print the helm co
 
 
 def _commands(spec_path: str, component: str, build):  # type: ignore[no-untyped-def]
-    spec = load_valid(spec_path)
-    facts = derive(spec)
-    return [build(facts, c, spec.folder) for c in helm.selected(facts, component)]
+    experiment = load_valid(spec_path)
+    facts = experiment.facts
+    return [build(facts, c, experiment.spec.folder) for c in helm.selected(facts, component)]
 
 
 def _run_all(commands: list[list[str]], dry_run: bool) -> None:

@@ -39,7 +39,8 @@ def storage_option(fn: Any) -> Any:
 def target_of(
     spec_path: str, kubeconfig: str | None, context: str | None, storage_root: Path | None
 ) -> Target:
-    return Target.of(load_valid(spec_path), helm_binary(), kubeconfig, context, storage_root)
+    experiment = load_valid(spec_path)
+    return Target.of(experiment.spec, helm_binary(), kubeconfig, context, storage_root, experiment.facts)
 
 
 @click.command("run")

@@ -3,52 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
-from ..core.facts import derive
+from ..core.experiment import Experiment, load_experiment
 from ..core.problems import Problem, errors
-from ..core.render import Rendered, render
-from ..core.rules import validate
-from ..core.spec import Spec, load_spec
-from ..core.write import write
 from ..errors import SpecError
 from .output import Failed, print_problems
+
+if TYPE_CHECKING:
+    from ..core.render import Rendered
 
 specs_argument = click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
 
 
 def load_and_check(
     path: str, deep: bool = False, storage_root: Path | None = None
-) -> tuple[Spec | None, list[Problem]]:
-    """Schema + cross-field problems of one spec (+ LLaMA-Factory's own checks with deep, + the storage's
-    with a storage root); the spec is None when it could not be loaded."""
+) -> tuple[Experiment | None, list[Problem]]:
+    """The experiment, loaded once, and its schema + cross-field problems (+ LLaMA-Factory's own checks with
+    deep, + the storage's with a storage root); the experiment is None when its spec could not be loaded."""
     try:
-        spec = load_spec(path)
+        experiment = load_experiment(path)
     except SpecError as exc:
         return None, exc.problems
-    problems = validate(spec)
-    if errors(problems):
-        return spec, problems
+    problems = list(experiment.problems)
+    if not experiment.valid:
+        return experiment, problems
     if deep:
         from ..checks.deep import deep_problems
 
-        problems += deep_problems(spec, storage_root)
+        problems += deep_problems(experiment.spec, storage_root, experiment.facts)
     elif storage_root is not None:
         from ..checks.storage import storage_problems
 
-        problems += storage_problems(spec, storage_root)
-    return spec, problems
+        problems += storage_problems(experiment.spec, storage_root, experiment.facts)
+    return experiment, problems
 
 
-def load_valid(path: str) -> Spec:
-    """A spec without errors (warnings are not shown); its errors printed and Failed otherwise."""
-    spec, problems = load_and_check(path)
+def load_valid(path: str) -> Experiment:
+    """An experiment without errors (warnings are not shown); its errors printed and Failed otherwise."""
+    experiment, problems = load_and_check(path)
     print_problems(path, errors(problems))
-    if spec is None or errors(problems):
+    if experiment is None or not experiment.valid or errors(problems):
         raise Failed()
-    return spec
+    return experiment
 
 
 @click.command("validate")
@@ -66,12 +65,12 @@ def validate_cmd(specs: tuple[str, ...], deep: bool, storage_root: Path | None, 
     """Check experiment specs: the schema, then every cross-field rule. Warnings do not fail."""
     failed = False
     for path in specs:
-        spec, problems = load_and_check(path, deep, storage_root)
+        experiment, problems = load_and_check(path, deep, storage_root)
         print_problems(path, problems)
-        if errors(problems) or spec is None:
+        if errors(problems) or experiment is None or not experiment.valid:
             failed = True
         elif not quiet:
-            facts = derive(spec)
+            facts = experiment.facts
             click.echo(f"{path}: valid (run {facts.run_id}; releases {', '.join(facts.releases.values())})")
     if failed:
         raise Failed()
@@ -107,30 +106,34 @@ def render_cmd(
     specs: tuple[str, ...], out: Path | None, check: bool, to_stdout: bool, gitops_kinds: tuple[str, ...],
     repo: str | None, revision: str, chart_ref: str,
 ) -> None:  # fmt: skip
-    """Render the Helm values of every enabled release (webui, train, merge, eval, vllm) of each spec."""
+    """Render the Helm values of every enabled release (webui, train, merge, eval, vllm, adapter) of each spec."""
     if out and len(specs) > 1:
         raise click.UsageError("--out takes a single SPEC")
     if set(gitops_kinds) & {"argocd", "flux"} and not repo:
         raise click.UsageError("--gitops argocd and flux need --repo (the Git repository holding values/)")
     if chart_ref != "git" and not chart_ref.startswith("oci://"):
         raise click.BadParameter("`git` or oci://HOST/PATH/llama-factory", param_hint="--chart")
+    from ..core.render import render
+    from ..core.write import write
+
     failed = False
     for path in specs:
-        spec, problems = load_and_check(path)
+        experiment, problems = load_and_check(path)
         print_problems(path, problems)
-        if spec is None or errors(problems):
+        if experiment is None or not experiment.valid or errors(problems):
             failed = True
             continue
+        spec = experiment.spec
         out_dir = out or spec.folder
         try:
-            rendered = render(spec, out_dir)
+            rendered = render(spec, out_dir, experiment.facts)
         except SpecError as exc:
             print_problems(path, exc.problems)
             failed = True
             continue
         if gitops_kinds:
             rendered += gitops_files(
-                spec, rendered, out_dir, list(gitops_kinds), repo or "", revision, chart_ref
+                experiment, rendered, out_dir, list(gitops_kinds), repo or "", revision, chart_ref
             )
         if to_stdout:
             for item in rendered:
@@ -153,7 +156,7 @@ def render_cmd(
 
 
 def gitops_files(
-    spec: Spec,
+    experiment: Experiment,
     rendered: list[Rendered],
     out_dir: Path,
     kinds: list[str],
@@ -163,9 +166,12 @@ def gitops_files(
 ) -> list[Rendered]:
     import os
 
+    import yaml
+
     from ..core import gitops
     from ..project import CHART_DIR
 
+    spec = experiment.spec
     chart_version = ""
     if chart_ref.startswith("oci://"):
         chart_version = str(yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))["version"])
@@ -175,7 +181,7 @@ def gitops_files(
         repo, revision, values_path, "" if chart_ref == "git" else chart_ref, chart_version
     )
     source_spec = os.path.relpath(os.path.abspath(spec.source), os.path.abspath(out_dir))
-    return gitops.render_gitops(kinds, derive(spec), rendered, source, source_spec, out_dir, CHART_DIR)
+    return gitops.render_gitops(kinds, experiment.facts, rendered, source, source_spec, out_dir, CHART_DIR)
 
 
 @click.command()
@@ -191,12 +197,12 @@ def describe(specs: tuple[str, ...], output: str) -> None:
     failed = False
     found = []
     for path in specs:
-        spec, problems = load_and_check(path)
-        if spec is None or errors(problems):
+        experiment, problems = load_and_check(path)
+        if experiment is None or not experiment.valid or errors(problems):
             print_problems(path, problems)
             failed = True
             continue
-        data = description(spec, derive(spec))
+        data = description(experiment.spec, experiment.facts)
         found.append({"spec": path, **data})
         if output == "text":
             click.echo("\n".join(text(data)))

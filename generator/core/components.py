@@ -1,39 +1,116 @@
-"""The chart's six components, once: what each runs, how `lfk run` waits for it and decides to skip it,
-and the port `lfk ui` forwards. `render`, `install`, `run`, `status` and `ui` all read this table."""
+"""The chart's six components, once: what each runs, how `lfk run` waits for it and decides to skip it, the
+port `lfk ui` forwards, when a spec enables it, and where the spec sets its pods' resources (GPUs, memory).
+`render`, `install`, `run`, `status`, `ui`, `describe` and the diagnosis all read this table. The names and
+their order are the contract's (shared with the chart)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from .contract import COMPONENT_NAMES, PORTS
 
 Workload = Literal["job", "deployment"]
+SpecData = dict[str, Any]
+
+
+def is_adapter_method(method: str) -> bool:
+    return method in ("lora", "qlora")
 
 
 @dataclass(frozen=True)
 class Component:
     name: str
     workload: Workload  # a Job runs to completion (skipped when the run id completed); a Deployment serves
+    enabled: Callable[[SpecData], bool]  # whether a spec (its data) has this release
+    gpus: Callable[[SpecData], int]  # GPUs of one of its pods (training: per node)
+    # the spec's section holding its pods' `resources` (memory, GPUs); None: the component has no such setting
+    resources: str | None
     helm_test: bool = False  # `helm test` after it is available (the vLLM chat completion)
     # a completed Job of the run id is done for good; the gate's own settings are not in the run id, so its
     # Job is done only when its values are unchanged too
     settled_by_run_id: bool = True
     port: int | None = None  # what `lfk ui` forwards to
 
+    @property
+    def memory_setting(self) -> str:
+        """The spec setting that raises its pods' memory limit (named when a pod is killed for memory)."""
+        return f"{self.resources}.memory" if self.resources else "the component's resources.memory"
 
-WEBUI = Component("webui", "deployment", port=7860)
-TRAIN = Component("train", "job")
-MERGE = Component("merge", "job")
-EVAL = Component("eval", "job", settled_by_run_id=False)  # fails when the tuned model scores worse
-VLLM = Component("vllm", "deployment", helm_test=True, port=8000)
+
+def _serve_gpus(d: SpecData) -> int:
+    return 0 if d["serve"]["resources"].get("gpus") == 0 else int(d["serve"]["tensorParallelSize"])
+
+
+def _shared(d: SpecData) -> bool:
+    return bool(d["serve"]["source"] == "shared")
+
+
+WEBUI = Component(
+    "webui",
+    "deployment",
+    enabled=lambda d: bool(d["webui"]["enabled"]),
+    gpus=lambda d: d["webui"]["resources"].get("gpus", 0),
+    resources="webui.resources",
+    port=PORTS["webui"],
+)
+TRAIN = Component(
+    "train", "job", enabled=lambda d: True, gpus=lambda d: d["resources"]["gpus"], resources="resources"
+)
+MERGE = Component(
+    "merge",
+    "job",
+    enabled=lambda d: bool(d["merge"]["enabled"]) and is_adapter_method(d["method"]["type"]),
+    gpus=lambda d: d["merge"]["resources"].get("gpus", 0),
+    resources="merge.resources",
+)
+EVAL = Component(  # fails when the tuned model scores worse
+    "eval",
+    "job",
+    enabled=lambda d: "evaluate" in d,
+    gpus=lambda d: d.get("evaluate", {}).get("resources", {}).get("gpus", 1),
+    resources="evaluate.resources",
+    settled_by_run_id=False,
+)
+VLLM = Component(
+    "vllm",
+    "deployment",
+    enabled=lambda d: bool(d["serve"]["enabled"]) and not _shared(d),
+    gpus=_serve_gpus,
+    resources="serve.resources",
+    helm_test=True,
+    port=PORTS["vllm"],
+)
 # an adapter loaded into another experiment's vLLM (serve.source: shared): its Job registers it, the host's
-# sidecar loads it, the helm test asks under its name
-ADAPTER = Component("adapter", "job", helm_test=True)
+# sidecar loads it, the helm test asks under its name. Its Jobs only write the registry: no GPU, no setting.
+ADAPTER = Component(
+    "adapter",
+    "job",
+    enabled=lambda d: bool(d["serve"]["enabled"]) and _shared(d),
+    gpus=lambda d: 0,
+    resources=None,
+    helm_test=True,
+)
 
-# the order of the values files and of a spec's releases
-COMPONENTS: dict[str, Component] = {c.name: c for c in (WEBUI, TRAIN, MERGE, EVAL, VLLM, ADAPTER)}
+_BY_NAME = {c.name: c for c in (WEBUI, TRAIN, MERGE, EVAL, VLLM, ADAPTER)}
+if set(_BY_NAME) != set(COMPONENT_NAMES):
+    raise RuntimeError(f"components {sorted(_BY_NAME)} differ from the contract's {sorted(COMPONENT_NAMES)}")
+# the order of the values files and of a spec's releases: the contract's
+COMPONENTS: dict[str, Component] = {name: _BY_NAME[name] for name in COMPONENT_NAMES}
 NAMES = tuple(COMPONENTS)
 # the guide's order: train, then merge, then serving (once the evaluation passed); the web UI last
 INSTALL_ORDER = ("train", "merge", "eval", "vllm", "adapter", "webui")
+
+
+def release_name(experiment: str, component: str) -> str:
+    """Each release is named <experiment>-<component> (a shared host's vLLM is found by it too)."""
+    return f"{experiment}-{component}"
+
+
+def enabled_components(d: SpecData) -> list[str]:
+    """The components a spec (its data) has a release of, in the contract's order."""
+    return [c.name for c in COMPONENTS.values() if c.enabled(d)]
 
 
 def is_job(name: str) -> bool:

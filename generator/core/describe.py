@@ -6,23 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .components import COMPONENTS
 from .facts import Facts
 from .spec import Spec
 from .vram import gib_to_gb
 
 
 def gpus_of(spec: Spec) -> dict[str, int]:
-    """GPUs of one pod of each component (training: per node)."""
-    d = spec.data
-    serve_gpus = 0 if d["serve"]["resources"].get("gpus") == 0 else d["serve"]["tensorParallelSize"]
-    return {
-        "train": d["resources"]["gpus"],
-        "merge": d["merge"]["resources"].get("gpus", 0),
-        "eval": d.get("evaluate", {}).get("resources", {}).get("gpus", 1),
-        "vllm": serve_gpus,
-        "adapter": 0,  # its Jobs only write the registry; the host's vLLM holds the GPUs
-        "webui": d["webui"]["resources"].get("gpus", 0),
-    }
+    """GPUs of one pod of each component (training: per node): each component's own rule."""
+    return {name: component.gpus(spec.data) for name, component in COMPONENTS.items()}
 
 
 def description(spec: Spec, facts: Facts) -> dict[str, Any]:

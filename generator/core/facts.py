@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import catalog, lfinfo
+from . import catalog, components, lfinfo
 from .catalog import ModelInfo
-from .components import NAMES, install_timeout
+from .components import install_timeout, is_adapter_method, release_name
+from .contract import PORTS, VLLM_LORA_RANKS
 from .spec import Spec, load_spec
-from .storage import MERGED_DIR, STORAGE_ROOT, climbs, normalise
+from .storage import MERGED_DIR, OUTPUT_DIR, SERVING_DIR, climbs, normalise
 from .vram import VramEstimate, estimate
 
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-VLLM_PORT = 8000  # the chart's vllm.service.port
+VLLM_PORT = PORTS["vllm"]  # the chart's vllm.service.port
 # training keys that change how often things are written, not what is learned
 NOT_IN_RUN_ID = ("loggingSteps", "saveStrategy", "saveSteps", "saveTotalLimit")
 
@@ -80,10 +80,6 @@ class Facts:
         """helm's --timeout for the component's release: longer for a train release that downloads the model
         or tokenizes first. Printed commands, `lfk run` and the GitOps files all use it."""
         return install_timeout(component, bool(self.model_hub), self.tokenizes)
-
-
-def is_adapter_method(method: str) -> bool:
-    return method in ("lora", "qlora")
 
 
 def run_id(spec: Spec) -> str:
@@ -200,22 +196,12 @@ def smallest_lora_rank(rank: int) -> int | None:
 
 
 def enabled_components(spec: Spec) -> list[str]:
-    d = spec.data
-    shared = d["serve"]["source"] == "shared"
-    enabled = {
-        "webui": d["webui"]["enabled"],
-        "train": True,
-        "merge": d["merge"]["enabled"] and is_adapter_method(d["method"]["type"]),
-        "eval": "evaluate" in d,
-        "vllm": d["serve"]["enabled"] and not shared,
-        "adapter": d["serve"]["enabled"] and shared,
-    }
-    return [c for c in NAMES if enabled[c]]
+    return components.enabled_components(spec.data)
 
 
 def adapter_registry(vllm_release: str) -> str:
     """The folder a shared vLLM's sidecars read: one JSON file per registered adapter."""
-    return f"{STORAGE_ROOT}/serving/{vllm_release}/adapters"
+    return f"{SERVING_DIR}/{vllm_release}/adapters"
 
 
 def max_lora_rank(spec: Spec) -> int | None:
@@ -230,7 +216,7 @@ def shared_host(spec: Spec) -> SharedHost | None:
         return None
     name = serve["host"]
     source = str(spec.folder.parent / name / "experiment.yaml")
-    release = f"{name}-vllm"
+    release = release_name(name, "vllm")
     host, problem = None, None
     beside = f"../{name}/experiment.yaml"
     try:
@@ -272,7 +258,7 @@ def neighbour_paths(spec: Spec) -> list[tuple[str, str, str]]:
 
 
 def output_dir_of(spec: Spec, rid: str) -> str:
-    return f"{STORAGE_ROOT}/output/{spec.name}/{rid}"
+    return f"{OUTPUT_DIR}/{spec.name}/{rid}"
 
 
 def for_run(spec: Spec, facts: Facts, rid: str) -> Facts:
@@ -327,7 +313,7 @@ def derive(spec: Spec) -> Facts:
         name=name,
         namespace=d["namespace"],
         run_id=rid,
-        releases={c: f"{name}-{c}" for c in components},
+        releases={c: release_name(name, c) for c in components},
         template=template,
         template_inferred=inferred,
         base_model=base_model,
@@ -341,7 +327,7 @@ def derive(spec: Spec) -> Facts:
         lora_module=lora_module,
         max_lora_rank=max_rank,
         host=host,
-        adapter_registry=adapter_registry(f"{name}-vllm") if "sharedAdapters" in serve else None,
+        adapter_registry=adapter_registry(release_name(name, "vllm")) if "sharedAdapters" in serve else None,
         model_info=info,
         gpu_memory_gib=gpu_memory_gib(spec),
         vram=vram_estimate(spec, info),

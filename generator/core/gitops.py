@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .components import COMPONENTS, INSTALL_ORDER, duration_seconds
+from .contract import PART_OF
 from .facts import Facts
 from .render import Rendered
 
@@ -41,6 +42,12 @@ class Source:
     def oci_repository(self) -> str:
         """oci://HOST/PATH (the registry folder) of an oci://HOST/PATH/llama-factory chart reference."""
         return self.oci.rsplit("/", 1)[0]
+
+
+def labels(facts: Facts) -> dict[str, str]:
+    """The controller objects' labels, as the chart labels the releases' own objects: part of the project (the
+    contract's value), and the experiment under a label of its own."""
+    return {"app.kubernetes.io/part-of": PART_OF, "llamafactory-k8s/experiment": facts.name}
 
 
 def timeout_s(facts: Facts, component: str) -> int:
@@ -125,7 +132,7 @@ def argocd(facts: Facts, rendered: list[Rendered], source: Source, source_spec: 
             "metadata": {
                 "name": item.release,
                 "namespace": ARGOCD_NAMESPACE,
-                "labels": {"app.kubernetes.io/part-of": facts.name, "llamafactory-k8s/component": item.component},
+                "labels": {**labels(facts), "llamafactory-k8s/component": item.component},
                 "annotations": {"argocd.argoproj.io/sync-wave": str(wave(facts, item.component))},
             },
             "spec": {
@@ -198,7 +205,7 @@ def flux(facts: Facts, rendered: list[Rendered], source: Source, source_spec: st
             "apiVersion": "helm.toolkit.fluxcd.io/v2",
             "kind": "HelmRelease",
             "metadata": {"name": item.release, "namespace": FLUX_NAMESPACE,
-                         "labels": {"app.kubernetes.io/part-of": facts.name}},
+                         "labels": labels(facts)},
             "spec": release,
         })  # fmt: skip
     return _dump(_header(source_spec, "flux", FLUX_NOTES), documents)

@@ -12,8 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import LLAMAFACTORY_VERSION
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
-SNAPSHOT_VERSION = "0.9.5"
+# the snapshot of the version the chart deploys by default (the contract's)
+SNAPSHOT_VERSION = LLAMAFACTORY_VERSION
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import yaml
 from ..errors import SpecError
 from ..project import CHART_SCHEMA
 from . import cache
+from .contract import STORAGE
 from .facts import Facts, derive, shm_size
 from .problems import Problem, json_path
 from .spec import Spec
@@ -83,6 +84,7 @@ def _environment() -> jinja2.Environment:
     env.globals["image_ref"] = image_ref
     env.globals["shm_size"] = shm_size
     env.globals["deepspeed_config"] = deepspeed_config
+    env.globals["storage"] = STORAGE  # the contract's layout: /storage/llamaboard, ...
     return env
 
 
@@ -128,9 +130,10 @@ def header(source: str, facts: Facts, component: str) -> str:
     )
 
 
-def render(spec: Spec, out_dir: Path | None = None) -> list[Rendered]:
-    """Render every enabled release; raise SpecError if a result does not fit the chart's schema."""
-    facts = derive(spec)
+def render(spec: Spec, out_dir: Path | None = None, facts: Facts | None = None) -> list[Rendered]:
+    """Render every enabled release; raise SpecError if a result does not fit the chart's schema. The facts
+    are derived here unless the caller has them (an experiment loaded once)."""
+    facts = facts or derive(spec)
     out_dir = out_dir or spec.folder
     env = _environment()
     source = os.path.relpath(os.path.abspath(spec.source), os.path.abspath(out_dir))

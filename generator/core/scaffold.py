@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import yaml
 
 from . import catalog
-from .rules_llamafactory import PLUS_IMAGE
-from .storage import STORAGE_ROOT
+from .rules.llamafactory import PLUS_IMAGE
+from .storage import MODELS_DIR
 
 MODELINE = "# yaml-language-server: $schema={schema}\n"
 METHODS = ("lora", "qlora", "full", "freeze")
@@ -34,7 +34,7 @@ def model_block(model: str) -> dict[str, object]:
     """A hub id is downloaded into /storage/models/<its name> on first use; a storage path is used as it is."""
     if model.startswith("/"):
         return {"path": model}
-    return {"path": f"{STORAGE_ROOT}/models/{catalog.model_key(model)}", "hub": {"id": model}}
+    return {"path": f"{MODELS_DIR}/{catalog.model_key(model)}", "hub": {"id": model}}
 
 
 def storage_block(storage: str) -> dict[str, object]:

@@ -13,10 +13,15 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
-STORAGE_ROOT = "/storage"
-MODELS_DIR = f"{STORAGE_ROOT}/models"
-# where merged models are published when the spec does not say: one folder per experiment, one per run in it
-MERGED_DIR = f"{MODELS_DIR}/merged"
+# the layout itself is the contract's (shared with the chart and the pods); this module holds the path rules
+# over it and re-exports it for the rules and facts
+from .contract import LLAMABOARD_DIR as LLAMABOARD_DIR
+from .contract import MERGED_DIR as MERGED_DIR
+from .contract import MODELS_DIR as MODELS_DIR
+from .contract import OUTPUT_DIR as OUTPUT_DIR
+from .contract import SERVING_DIR as SERVING_DIR
+from .contract import STORAGE_ROOT as STORAGE_ROOT
+from .contract import TOKENIZED_DIR as TOKENIZED_DIR
 
 
 def climbs(path: str) -> bool:

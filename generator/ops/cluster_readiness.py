@@ -187,11 +187,32 @@ def preflight_in_cluster(
             if exc.status != 409:  # already there
                 raise
     name = f"{release}-check-{int(time.time()) % 100000}"[:52]
+    # the hook Jobs read their config and scripts from the release's hook ConfigMap, itself a hook: made here
+    # under the check's name, and the Job pointed at it
+    hook_maps = [
+        d for d in docs
+        if d["kind"] == "ConfigMap"
+        and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "train-hooks"
+    ]  # fmt: skip
+    if not hook_maps:
+        raise RunFailed(f"check: {values} renders no hook ConfigMap for the preflight Job")
+    config_map = {**hook_maps[0], "metadata": {**hook_maps[0]["metadata"], "name": name}}
+    config_map["metadata"]["namespace"] = target.namespace
+    config_map["metadata"].pop("annotations", None)
+    for volume in job["spec"]["template"]["spec"].get("volumes", []):
+        if "configMap" in volume:
+            volume["configMap"]["name"] = name
     job["metadata"]["name"] = name
     job["metadata"]["namespace"] = target.namespace
     job["metadata"].pop("annotations", None)  # a plain Job here, not a hook
     job["spec"]["ttlSecondsAfterFinished"] = 600
-    kube.request(target.api, "POST", f"/apis/batch/v1/namespaces/{target.namespace}/jobs", json=job)
+    configmaps = f"/api/v1/namespaces/{target.namespace}/configmaps"
+    kube.request(target.api, "POST", configmaps, json=config_map)
+    try:
+        kube.request(target.api, "POST", f"/apis/batch/v1/namespaces/{target.namespace}/jobs", json=job)
+    except KubeError:
+        kube.request(target.api, "DELETE", f"{configmaps}/{name}")
+        raise
     report(f"check: preflight Job {name} (no GPU) started in namespace {target.namespace}")
     try:
         outcome = wait.job(target.api, target.namespace, name, timeout)
@@ -207,4 +228,5 @@ def preflight_in_cluster(
             target.api, "DELETE", f"/apis/batch/v1/namespaces/{target.namespace}/jobs/{name}",
             json={"propagationPolicy": "Foreground"},
         )  # fmt: skip
+        kube.request(target.api, "DELETE", f"{configmaps}/{name}")
     return outcome.ok, output if outcome.ok else f"{outcome.reason}\n{output}"

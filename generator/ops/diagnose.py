@@ -11,6 +11,8 @@ from typing import Any
 
 import pykube
 
+from ..core.components import COMPONENTS
+from ..core.contract import EXIT
 from ..core.facts import Facts
 from ..core.rules import vram_advice
 from ..core.spec import Spec
@@ -25,14 +27,6 @@ FATAL_WAITING = {
     "RunContainerError",
     "InvalidImageName",
     "CrashLoopBackOff",
-}
-# where each component's memory is set in the spec
-MEMORY_SETTING = {
-    "train": "resources.memory",
-    "merge": "merge.resources.memory",
-    "eval": "evaluate.resources.memory",
-    "vllm": "serve.resources.memory",
-    "webui": "webui.resources.memory",
 }
 
 
@@ -72,7 +66,8 @@ def oom_advice(pod: dict[str, Any], component: str) -> str | None:
     container = oom_killed(pod)
     if container is None:
         return None
-    setting = MEMORY_SETTING.get(component, "the component's resources.memory")
+    known = COMPONENTS.get(component)
+    setting = known.memory_setting if known else "the component's resources.memory"
     limit = memory_limit(pod, container)
     return (
         f"container {container} was OOMKilled: it used more than its memory limit ({limit}); "
@@ -81,7 +76,11 @@ def oom_advice(pod: dict[str, Any], component: str) -> str | None:
 
 
 # what the scripts and the kernel say with an exit code (the chart's podFailurePolicy fails the Job at once on them)
-CONFIG_ERROR_EXIT, GPU_OOM_EXIT, KILLED_EXIT = 3, 4, 137
+CONFIG_ERROR_EXIT, GPU_OOM_EXIT, KILLED_EXIT = (
+    EXIT["configError"],
+    EXIT["gpuOutOfMemory"],
+    EXIT["memoryKilled"],
+)
 CUDA_OOM = re.compile(r"CUDA out of memory|OutOfMemoryError")
 NCCL_TIMEOUT = re.compile(
     r"Watchdog caught collective operation timeout|NCCL (?:error|timeout|WARN .*timeout)|ncclSystemError"
@@ -116,7 +115,7 @@ def exit_codes(pod: dict[str, Any]) -> list[int]:
     return codes
 
 
-GATE_FAILED_EXIT = 5  # files/eval_gate.py
+GATE_FAILED_EXIT = EXIT["gateFailed"]  # files/eval_gate.py
 GATE_ROW = re.compile(r"^(metric|bleu-4|rouge-[12l]) +")
 
 
@@ -137,11 +136,11 @@ def explain(pod: dict[str, Any], log: str, component: str, gpu_advice: str = "")
             if line.startswith("cannot share ")
         ]
         return (
-            "the shared vLLM cannot serve this adapter (exit 3); merge instead: serve.source: merged"
+            f"the shared vLLM cannot serve this adapter (exit {CONFIG_ERROR_EXIT}); merge instead: serve.source: merged"
             + "".join(f"\n    {line}" for line in found)
         )
     if CONFIG_ERROR_EXIT in codes:
-        return "a configuration error (exit 3): the checklist in the log names the item and its fix"
+        return f"a configuration error (exit {CONFIG_ERROR_EXIT}): the checklist in the log names the item and its fix"
     if component == "eval" and GATE_FAILED_EXIT in codes:
         return gate_advice(log)
     return None
@@ -156,7 +155,7 @@ def gate_advice(log: str) -> str:
     )
     return (
         verdict.removeprefix("eval: ")
-        + " (exit 5); vLLM was not installed\n"
+        + f" (exit {GATE_FAILED_EXIT}); vLLM was not installed\n"
         + "".join(f"    {row}\n" for row in table)
         + "    change the training (data, steps, learning rate), or the gate (evaluate.maxDrop, evaluate.floor)"
     )

@@ -22,13 +22,12 @@ from . import diagnose, kube
 from .target import Target
 
 COMPONENT = "exec"  # not "train": `lfk status` and `lfk run` never take a one-off pod for the training
-# pip packages the spec lists are installed when the training starts; the one-off command gets them too. As
-# in the chart's pods, PIP_PACKAGES is a JSON list handed to pip after `--`: never an option, never shell code
-WITH_PIP_PACKAGES = (
-    '{ [ -z "${PIP_PACKAGES:-}" ] || python3 -c \'import json, os, subprocess, sys; sys.exit(subprocess.call('
-    '[sys.executable, "-m", "pip", "install", "--user", "--no-cache-dir", "--quiet", "--", '
-    '*json.loads(os.environ["PIP_PACKAGES"])]))\'; } && exec "$@"'
-)
+# pip packages the spec lists are installed when the training starts; the one-off command gets them too, the
+# same way: the chart's files/boot.py installs them, then runs this script from the pod's own ConfigMap (beside
+# the chart's scripts in /scripts), which becomes the command, its arguments as given
+EXEC_SCRIPT = "lfk-exec.sh"
+EXEC_SCRIPT_TEXT = 'exec "$@"\n'
+SCRIPTS_MOUNT = "/scripts"
 # A one-off command should not wait for a node to have the training's CPUs and memory free (the web UI and
 # vLLM may hold them): it asks for little and may burst up to the training's limits. GPUs cannot be
 # overcommitted and are asked for as given (--gpus).
@@ -69,7 +68,11 @@ def one_off(
             volume["configMap"]["name"] = name
     [container] = [c for c in spec["containers"] if c["name"] == "train"]
     container["name"] = COMPONENT
-    container["command"] = ["/bin/bash", "-c", WITH_PIP_PACKAGES, "lfk-exec", *command]
+    scripts = {m["name"] for m in container.get("volumeMounts", []) if m["mountPath"] == SCRIPTS_MOUNT}
+    for volume in spec.get("volumes", []):
+        if volume["name"] in scripts and "items" in volume.get("configMap", {}):
+            volume["configMap"]["items"].append({"key": EXEC_SCRIPT, "path": EXEC_SCRIPT})
+    container["command"] = ["python3", f"{SCRIPTS_MOUNT}/boot.py", EXEC_SCRIPT, *command]
     container.pop("args", None)
     requests = container.get("resources", {}).get("requests", {})
     requests.update({key: value for key, value in SMALL_REQUESTS.items() if key in requests})
@@ -89,7 +92,7 @@ def one_off(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": job["metadata"]["namespace"], "labels": labels},
-        "data": config_map["data"],
+        "data": {**config_map["data"], EXEC_SCRIPT: EXEC_SCRIPT_TEXT},
     }
     return pod, config
 

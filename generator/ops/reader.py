@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import watch
+from ..core.contract import TOKENIZED_MARKER
 from ..core.storage import STORAGE_ROOT
 from ..errors import KubeError
 from . import kube
@@ -107,7 +108,7 @@ LIST_CHECKPOINTS = (
 )
 TRAINER_LOG = "trainer_log.jsonl"
 # files/tokenize_once.py: the run's note of its tokenized set, and what the set was made from beside it
-TOKENIZED_NOTE = ".lfk-tokenized"
+TOKENIZED_NOTE = TOKENIZED_MARKER
 SCORES_MARK = "--- lfk: evaluation ---"
 DATA_MARK = "--- lfk: data ---"
 LISTING_MARK = "--- lfk: checkpoints ---"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import datasets
+from ..core.contract import MERGE_MAX_SIZE_RATIO, MERGE_MIN_SIZE_RATIO
 from ..core.facts import Facts, derive
 from ..core.models import template_from_model_dir
 from ..core.problems import Item
@@ -126,7 +127,9 @@ def template(spec: Spec, facts: Facts, storage_root: Path | None) -> Item:
 
 def vram(spec: Spec, facts: Facts) -> Item:
     name = "VRAM estimate fits the GPU"
-    problems = [p for p in validate(spec) if p.path.startswith(("$.resources.gpu", "$.model.parametersB"))]
+    problems = [
+        p for p in validate(spec, facts) if p.path.startswith(("$.resources.gpu", "$.model.parametersB"))
+    ]
     if facts.vram is None or facts.gpu_memory_gib is None:
         return Item(name, None, problems[0].message if problems else "model size or GPU memory unknown")
     errors = [p for p in problems if p.severity == "error"]
@@ -159,9 +162,9 @@ def mlflow(spec: Spec, timeout: float = 5.0) -> Item:
 
 
 def before_training(
-    spec: Spec, storage_root: Path | None, api: Any, mlflow_timeout: float = 5.0
+    spec: Spec, storage_root: Path | None, api: Any, mlflow_timeout: float = 5.0, facts: Facts | None = None
 ) -> list[Item]:
-    facts = derive(spec)
+    facts = facts or derive(spec)
     crd = engine_crd(spec, api)
     return [
         base_model(spec, storage_root),
@@ -186,7 +189,7 @@ def merged_model(spec: Spec, facts: Facts, storage_root: Path | None) -> Item:
         return no_storage(name)
     problems = chart_module("verify_merge").verify(
         str(local(storage_root, facts.merged_dir)), str(local(storage_root, facts.base_model)),
-        spec.data["merge"]["dtype"], 0.9, 1.1, str(local(storage_root, facts.output_dir)),
+        spec.data["merge"]["dtype"], MERGE_MIN_SIZE_RATIO, MERGE_MAX_SIZE_RATIO, str(local(storage_root, facts.output_dir)),
     )  # fmt: skip
     if problems:
         return Item(
@@ -238,7 +241,11 @@ def served_model(facts: Facts, url: str | None, api_key: str | None, timeout: fl
 
 
 def after_training(
-    spec: Spec, storage_root: Path | None, vllm_url: str | None, api_key: str | None
+    spec: Spec,
+    storage_root: Path | None,
+    vllm_url: str | None,
+    api_key: str | None,
+    facts: Facts | None = None,
 ) -> list[Item]:
-    facts = derive(spec)
+    facts = facts or derive(spec)
     return [merged_model(spec, facts, storage_root), served_model(facts, vllm_url, api_key)]

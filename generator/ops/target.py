@@ -31,8 +31,10 @@ class Target:
         kubeconfig: str | None = None,
         context: str | None = None,
         storage_root: Path | None = None,
+        facts: Facts | None = None,
     ) -> Target:
-        return cls(spec, derive(spec), Helm(helm, kubeconfig, context), storage_root)
+        """The target of a loaded spec; its facts when the caller derived them already (no second derive)."""
+        return cls(spec, facts or derive(spec), Helm(helm, kubeconfig, context), storage_root)
 
     @property
     def api(self) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 import pykube
 import pytest
 
+from generator.ops import kube
 from generator.project import helm_binary
 from tests.support import kube as support_kube
 
@@ -188,10 +189,18 @@ def test_check_in_cluster_runs_the_preflight_job_without_a_gpu(
     ]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
-    # the preflight's flags are arguments after the script ("$@"), never pasted into it
-    assert container["command"][3] == "preflight" and "--cpu" in container["command"][4:]
-    assert "--cpu" not in container["command"][2]
+    # the preflight's flags are arguments of the script, started through boot.py, never a shell line
+    assert container["command"][:3] == ["python3", "/scripts/boot.py", "preflight.py"]
+    assert "--cpu" in container["command"][3:]
     assert not job["metadata"].get("annotations", {}).get("helm.sh/hook")
+    # its ConfigMap (the hook ConfigMap's data under the check's name) goes with it
+    name = job["metadata"]["name"]
+    assert [v["configMap"]["name"] for v in job["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+    assert all(
+        v["configMap"]["name"] == name for v in job["spec"]["template"]["spec"]["volumes"] if "configMap" in v
+    )
+    left = kube.request(api, "GET", f"/api/v1/namespaces/{namespace}/configmaps")
+    assert name not in [c["metadata"]["name"] for c in left["items"]]
 
 
 def test_ui_fails_cleanly_without_a_ready_pod(

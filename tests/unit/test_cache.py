@@ -1,7 +1,10 @@
-"""The compiled validators that answer "valid?" fast must agree with jsonschema on every spec we have."""
+"""The per-user cache: the compiled validators that answer "valid?" fast agree with jsonschema on every spec
+and values file we have; a cached validator is reused only when its digest matches, and a damaged one (or a
+tampered template bytecode) is never executed."""
 
 from __future__ import annotations
 
+import marshal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +128,65 @@ def test_a_damaged_cached_validator_is_never_executed_and_is_rebuilt(cold_cache:
     assert cache.is_valid(cold_cache, {}) is False
     assert not marker.exists()
     assert code.read_text() == original  # rebuilt in place
+
+
+def stored_compiled(schema: Path) -> tuple[Path, str]:
+    """The cached compiled form of the schema's validator and the key its digest is taken under."""
+    code, _ = stored_code(schema)
+    [compiled] = code.parent.glob(f"{code.stem}.*.marshal")
+    return compiled, f"{code.name}\0{compiled.name.split('.')[1]}"
+
+
+def test_the_compiled_validator_is_reused_when_its_digest_matches(cold_cache: Path) -> None:
+    cache.fast_validator(cold_cache)
+    compiled, key = stored_compiled(cold_cache)
+    marker = cold_cache.parent / "compiled-reused"
+    code, _ = stored_code(cold_cache)
+    edited = marshal.dumps(compile(code.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n", "x", "exec"))
+    compiled.write_bytes(edited)
+    compiled.with_suffix(".sha256").write_text(cache._digest(key, edited) + "\n")
+    cache.fast_validator.cache_clear()
+    cache.fast_validator(cold_cache)
+    assert marker.exists()  # read back, not compiled again from the source
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated", "writable by others"])
+def test_a_damaged_compiled_validator_is_never_loaded_and_is_rebuilt(cold_cache: Path, damage: str) -> None:
+    cache.fast_validator(cold_cache)
+    compiled, key = stored_compiled(cold_cache)
+    original = compiled.read_bytes()
+    marker = cold_cache.parent / "executed"
+    tampered = marshal.dumps(compile(f"open({str(marker)!r}, 'w').close()", "x", "exec"))
+    if damage == "tampered":
+        compiled.write_bytes(tampered)
+    elif damage == "truncated":
+        compiled.write_bytes(original[: len(original) // 2])
+    else:  # the right digest, but anyone could have replaced the file
+        compiled.write_bytes(tampered)
+        compiled.with_suffix(".sha256").write_text(cache._digest(key, tampered) + "\n")
+        compiled.chmod(0o666)
+    cache.fast_validator.cache_clear()
+    assert cache.is_valid(cold_cache, {"name": "x"}) is True
+    assert cache.is_valid(cold_cache, {}) is False
+    assert not marker.exists()
+    assert compiled.read_bytes() == original  # rebuilt in place
+
+
+def test_the_validators_patterns_are_compiled_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    schema = tmp_path / "pattern.schema.json"
+    schema.write_text('{"type": "object", "properties": {"name": {"type": "string", "pattern": "^[a-z]+$"}}}')
+    cache.fast_validator.cache_clear()
+    try:
+        patterns = cache.fast_validator(schema).__globals__["REGEX_PATTERNS"]
+        assert patterns and all(isinstance(p, cache.LazyPattern) for p in patterns.values())
+        assert cache.is_valid(schema, {"name": "abc"}) is True
+        assert cache.is_valid(schema, {"name": "ABC"}) is False
+        assert cache.is_valid(schema, {"name": "abc\n"}) is False  # fastjsonschema's `$` is the end of text
+    finally:
+        cache.fast_validator.cache_clear()
 
 
 def test_a_tampered_template_bytecode_is_never_loaded(

@@ -1,6 +1,7 @@
 """Golden cases: every folder under tests/cases/valid and tests/cases/invalid is a test.
 
-valid/<name>/experiment.yaml renders to the webui/train/merge/vllm.yaml files beside it.
+valid/<name>/experiment.yaml renders to the values files beside it (one per enabled component: webui, train,
+merge, eval, vllm, adapter).
 invalid/<name>/experiment.yaml fails with exactly the problems in expected.txt (JSON path and message), and
 `lfk render` on it writes nothing. `pytest --update-golden` rewrites the expected files.
 """

@@ -1,4 +1,5 @@
-"""Cross-release facts: the run id, paths, templates, sizes."""
+"""Cross-release facts: the run id, paths, templates, GPU memory, and vLLM's LoRA ranks (the contract's)
+as the schemas repeat them."""
 
 from __future__ import annotations
 

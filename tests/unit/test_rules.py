@@ -1,4 +1,6 @@
-"""Cross-field rules of the evaluation gate and of tokenizing once (core.rules, core.rules_llamafactory)."""
+"""Cross-field rules (generator/core/rules/) on specs written here: the evaluation gate, tokenizing once, a
+merge target that may replace nothing shared, every spec path on the storage, registered dataset files, values
+that slip past the schema, and pass-through arguments (text through the YAML dumper, keys the config holds)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from generator.core.facts import derive
 from generator.core.problems import Problem
 from generator.core.render import render
 from generator.core.rules import validate
-from generator.core.rules_llamafactory import dataset_entries
+from generator.core.rules.llamafactory import dataset_entries
 from generator.core.spec import Spec, spec_from_text
 from generator.errors import SpecError
 from tests.support.specs import BASE, spec_with

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.core import catalog, rules
+from generator.core import catalog
+from generator.core.rules import paths as path_rules
 from generator.core.rules import secret_in_text, validate
+from generator.core.rules import security as security_rules
 from generator.core.spec import Spec
 from generator.project import SPEC_SCHEMA
 from tests.support.specs import BASE, spec_with
@@ -215,7 +217,7 @@ def user_input_checks() -> dict[str, Callable[[str], object]]:
         "gpu_memory_gib": catalog.gpu_memory_gib,
         "size_from_name": catalog.size_from_name,
         "family_template": catalog.family_template,
-        "path argument suffix": rules.PATH_ARG_SUFFIX.search,
+        "path argument suffix": path_rules.PATH_ARG_SUFFIX.search,
     }
     for pattern in schema_patterns():  # jsonschema applies them with re.search
         checks[f"schema pattern {pattern}"] = re.compile(pattern).search
@@ -241,6 +243,6 @@ def test_the_whole_secret_rule_is_linear_on_a_one_megabyte_description() -> None
         spec = Spec(source="experiment.yaml", raw={"description": text}, data={})
         try:
             with time_budget(BUDGET_S):
-                list(rules.no_literal_secrets(spec, None))  # type: ignore[arg-type]
+                list(security_rules.no_literal_secrets(spec, None))  # type: ignore[arg-type]
         except TooSlow:
             pytest.fail(f"no_literal_secrets on {label!r}: still running after {BUDGET_S} s")

@@ -1,4 +1,5 @@
-"""Loading specs: YAML strictness, schema problems located by JSON path, defaults filled from the schema."""
+"""Loading specs: YAML strictness (duplicate keys, alias bombs, depth, size, encoding), schema problems located
+by JSON path, defaults filled from the schema, and the schema itself strict, documented and bounded."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Cross-field rules about what LLaMA-Factory itself accepts: pass-through arguments it knows and the spec
-does not already set, precision and saving, dataset entries, its refusals with DeepSpeed, and what each
-training engine needs. They register with the other rules (rules.py) and run after them."""
+"""Rules about what LLaMA-Factory itself accepts: pass-through arguments it knows and the spec does not
+already set, precision and saving, dataset entries, its refusals with DeepSpeed, and what each training
+engine needs. They register last, so they run after the spec's own rules."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import difflib
 import re
 from collections.abc import Iterator
 
-from . import lfinfo
-from .facts import ENGINE_CRDS, Facts
-from .problems import Problem, json_path
-from .rules import check
-from .spec import Spec
+from .. import lfinfo
+from ..contract import LLAMAFACTORY_VERSION, OUTPUT_DIR
+from ..facts import ENGINE_CRDS, Facts
+from ..problems import Problem, json_path
+from ..spec import Spec
+from .registry import check
 
 # passthrough keys the spec sets through its own fields
 MANAGED_ARGS = {
@@ -49,7 +50,7 @@ MANAGED_ARGS = {
     "save_steps": "training.saveSteps",
     "save_total_limit": "training.saveTotalLimit",
     "seed": "training.seed",
-    "output_dir": "(derived: /storage/output/<name>/<run id>)",
+    "output_dir": f"(derived: {OUTPUT_DIR}/<name>/<run id>)",
     "overwrite_output_dir": "(always false, so runs resume)",
     "logging_dir": "(derived: <output dir>/logs)",
     "report_to": "tracking.mlflow",
@@ -105,7 +106,7 @@ IMAGE_LACKS = {
     "lfk.local/llamafactory": {"mlflow", "bitsandbytes", "hqq", "eetq"},
     "llamafactory-plus": {"hqq", "eetq"},
 }
-PLUS_IMAGE = "registry.example.internal/llamafactory-k8s/llamafactory-plus:0.9.5"
+PLUS_IMAGE = f"registry.example.internal/llamafactory-k8s/llamafactory-plus:{LLAMAFACTORY_VERSION}"
 
 
 def image_lacks(image: str) -> set[str]:

@@ -1,0 +1,5 @@
+"""`python -m generator.cli`: the same as `lfk`."""
+
+from . import main
+
+main()
