@@ -67,9 +67,7 @@ def main() -> int:
     )
     lfk("run", TINY, "--storage-root", str(storage))
     lfk("status", TINY, "--storage-root", str(storage), "--plot", str(storage.parent / "tiny-cpu-loss.png"))
-    say(
-        "asking the served model the guide's question (lfk chat: a port-forward, the API key from its Secret)"
-    )
+    say("asking the served model the guide's question (lfk chat: a port-forward; this vLLM needs no API key)")
     print("real vLLM on CPU; the tiny model's weights are random, so its words are too", flush=True)
     lfk("chat", TINY, "-m", "Czym jest LoRA?", "--max-tokens", "16")
     say("one command in a pod like the training's (lfk exec: its image, storage and config; no GPU)")
