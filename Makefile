@@ -145,9 +145,14 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 
 # ----------------------------------------------------------------------------------------------- tests
 .PHONY: test test-unit test-chart test-cluster test-node test-llamafactory smoke gpu-smoke
+# The cheap tiers first, so a broken unit test fails in a minute; then the cluster tier (mostly waiting on its
+# API server) beside the node and LLaMA-Factory tiers (training on the CPU), one pytest worker each
+# (tests/conftest.py groups them). The slowest tests are listed at the end of each run.
 test: venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) -m unit $(PYTEST_ARGS)
+	$(PYTEST) -m chart -n 2 --dist loadgroup --durations=10 $(PYTEST_ARGS)
+	$(PYTEST) -m "cluster or node or llamafactory" -n 2 --dist loadgroup --durations=30 $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tier: generator core, schema, golden cases, CLI
 	$(PYTEST) -m unit $(PYTEST_ARGS)
@@ -224,7 +229,7 @@ cluster-status: venv ## Show the local control plane's processes, health and nod
 demo: venv llamafactory tools cluster-tools images ## The guide's flow for real: tiny-cpu trained, resumed, merged, served on the real node; the GPU example on simulated nodes
 	$(PY) hack/demo.py
 
-bench: venv ## Benchmark validate + render: one CLI call, and 1000 specs in one process
+bench: venv $(HELM3) ## Benchmark: lfk validate, lfk render (all examples) and one helm template side by side; 1000 specs in one process
 	$(PY) hack/bench-generator.py
 
 bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from generator.cluster import lifecycle, nodes, runtime, storage
+from generator.cluster import lifecycle, nodes, realnode, runtime, storage
 from generator.cluster.state import State
 from generator.core.render import render
 from generator.core.spec import load_spec
@@ -73,6 +74,25 @@ class NodeCluster:
 
     def log(self, pod: str, container: str | None = None) -> str:
         return kube.pod_log_tail(self.api, NAMESPACE, pod, container, lines=4000)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_node_free() -> None:
+    """The machine's one real node, free for this tier. `make demo` leaves its cluster running (with the real
+    node); `make test` right after it would fail every test here, so that cluster is stopped first, and the run
+    says so (`make demo` or `make cluster-up` starts it again)."""
+    holder = realnode.owner()
+    if holder is None:
+        return
+    message = (
+        f"the node tier stopped the cluster in {holder} (`make demo`'s or `make cluster-up`'s): it held this "
+        "machine's one real node; `make cluster-up` starts it again"
+    )
+    print(message, file=sys.stderr)
+    lifecycle.down(Path(holder))
+    if realnode.owner() is not None:
+        pytest.fail(f"the cluster in {holder} still holds the real node after `lfk cluster down`")
+    warnings.warn(message, stacklevel=1)
 
 
 @pytest.fixture(scope="session")
