@@ -145,14 +145,14 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 
 # ----------------------------------------------------------------------------------------------- tests
 .PHONY: test test-unit test-chart test-cluster test-node test-llamafactory smoke gpu-smoke
-# The cheap tiers first, so a broken unit test fails in a minute; then the cluster tier (mostly waiting on its
-# API server) beside the node and LLaMA-Factory tiers (training on the CPU), one pytest worker each
-# (tests/conftest.py groups them). The slowest tests are listed at the end of each run.
+# The cheap tiers first, so a broken unit test fails in a minute (the chart tier on two pytest-xdist workers);
+# then the cluster tier, mostly waiting on its API server, beside the LLaMA-Factory and node tiers, which
+# train on the CPU (hack/test-slow-tiers.sh). Each run lists its slowest tests.
 test: venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) -m unit $(PYTEST_ARGS)
-	$(PYTEST) -m chart -n 2 --dist loadgroup --durations=10 $(PYTEST_ARGS)
-	$(PYTEST) -m "cluster or node or llamafactory" -n 2 --dist loadgroup --durations=30 $(PYTEST_ARGS)
+	$(PYTEST) -m chart -n 2 --durations=10 $(PYTEST_ARGS)
+	hack/test-slow-tiers.sh $(PYTEST) --durations=20 $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tier: generator core, schema, golden cases, CLI
 	$(PYTEST) -m unit $(PYTEST_ARGS)

@@ -23,19 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.fspath)).relative_to(REPO_ROOT / "tests").parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
-            item.add_marker(pytest.mark.xdist_group(_worker_group(parts)))
-
-
-def _worker_group(parts: tuple[str, ...]) -> str:
-    """Which tests share a worker under `pytest -n N --dist loadgroup` (`make test`). The node and LLaMA-Factory
-    tiers train on the CPU, one after the other on one worker (the node tier owns the machine's one real node);
-    the cluster tier, which mostly waits on its API server and controllers, runs beside them on another, with
-    its one control plane. Elsewhere a module is the unit, so its fixtures are made once."""
-    if parts[0] in ("node", "llamafactory"):
-        return "real-workloads"
-    if parts[0] == "cluster":
-        return "cluster"
-    return "/".join(parts)
 
 
 @pytest.fixture(scope="session")
