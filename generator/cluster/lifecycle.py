@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ClusterError, KubeError
 from ..ops import kube
-from . import controlplane, kubeconfig, nodes, processes, realnode, storage
+from . import controlplane, kubeconfig, nodes, processes, realnode, runtime, storage
 from .state import DEFAULT_STATE_DIR, State
 
 Report = Callable[[str], None]
@@ -43,6 +43,9 @@ def up(
             raise ClusterError(
                 f"the cluster in {directory} runs without a real node: stop it first (lfk cluster down)"
             )
+        # a running real node: mend an image a fault since its start may have broken
+        if "real_node" in state.extra and (missing := runtime.import_images(state, report)):
+            report(f"real node: images not built yet: {', '.join(missing)} (make images builds them)")
         return state, False
     down(directory)  # leftovers of a cluster that died half-way
     directory.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 import time
 from collections.abc import Callable
@@ -178,9 +179,26 @@ def present(state: State) -> dict[str, str]:
     return found
 
 
+def whole(check_output: str) -> dict[str, bool]:
+    """Image name -> whether containerd can start containers from it, from `ctr images check`: its manifest and
+    config are there and its layers are unpacked into the snapshotter. (The layers' own blobs are discarded
+    once unpacked, so "incomplete" content alone is expected; an image that is not unpacked needs them.)
+    Columns: REF TYPE DIGEST STATUS SIZE UNPACKED, where STATUS and SIZE hold spaces."""
+    found = {}
+    for line in check_output.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 4:
+            found[parts[0]] = parts[-1] == "true"
+    return found
+
+
 def import_images(state: State, report: Report) -> list[str]:
-    """Import every built image containerd lacks (or has at another digest); the images still missing."""
+    """Make every built image whole in containerd: import the ones it lacks, has at another digest, or has
+    broken (a fault during an earlier import, a disk that filled up, can leave an image listed at the right
+    digest whose content is gone: every pod of it would fail to start). An import that does not leave the
+    image whole is removed again, so an image is there whole or not at all. The images still missing."""
     have = present(state)
+    healthy = whole(ctr(state, "images", "check"))
     missing = []
     for name in IMAGES:
         archive = archive_of(name)
@@ -188,13 +206,32 @@ def import_images(state: State, report: Report) -> list[str]:
             missing.append(name)
             continue
         ref, digest = archive_image(archive)
-        if ref and have.get(ref) == digest:
+        if ref and have.get(ref) == digest and healthy.get(ref):
             continue
+        if ref and have.get(ref) == digest:
+            report(
+                f"image {ref} in containerd is incomplete (its unpacked layers are gone): importing it again"
+            )
+        if ref and ref in have:
+            ctr(state, "images", "rm", "--sync", ref, check=False)
         size = archive.stat().st_size / 2**30
         report(f"importing image {ref or name} ({size:.1f} GiB) into containerd")
         started = time.monotonic()
         # once unpacked, the layers' blobs are only a second copy of the archive: let them be collected
-        ctr(state, "images", "import", "--local", "--discard-unpacked-layers", str(archive))
+        try:
+            ctr(state, "images", "import", "--local", "--discard-unpacked-layers", str(archive))
+            complete = not ref or whole(ctr(state, "images", "check")).get(ref, False)
+            failure = "" if complete else "it is not whole"
+        except OSError as exc:
+            failure = str(exc)
+        if failure:
+            if ref:
+                ctr(state, "images", "rm", "--sync", ref, check=False)
+            free = shutil.disk_usage(root_dir()).free / 2**30
+            raise ClusterError(
+                f"importing {ref or name} into containerd failed ({failure}); {free:.1f} GiB free under "
+                f"{root_dir()}: free disk if it is short, then run `lfk cluster up` again"
+            )
         report(f"imported {ref or name} in {time.monotonic() - started:.0f} s")
     return missing
 

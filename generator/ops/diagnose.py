@@ -29,6 +29,14 @@ FATAL_WAITING = {
     "CrashLoopBackOff",
 }
 
+# an image the node lists but whose content is gone (a fault during its import): containerd's words for it
+BROKEN_IMAGE = re.compile(r"content digest sha256:[0-9a-f]+:? not found")
+BROKEN_IMAGE_ADVICE = (
+    "the image is incomplete in the node's containerd (its content is gone, e.g. the disk filled up during its "
+    "import): on the local cluster `lfk cluster up` checks every image and imports a broken one again; on "
+    "another node, remove the image there (crictl rmi) so that it is pulled again"
+)
+
 
 def container_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
     status = pod.get("status", {})
@@ -178,6 +186,8 @@ def stuck(pods: list[dict[str, Any]], pending_timeout: float) -> tuple[dict[str,
             waiting = status.get("state", {}).get("waiting", {})
             if waiting.get("reason") in FATAL_WAITING:
                 detail = f": {waiting['message']}" if waiting.get("message") else ""
+                if BROKEN_IMAGE.search(waiting.get("message", "")):
+                    detail += f"\n  {BROKEN_IMAGE_ADVICE}"
                 return pod, f"container {status['name']} is {waiting['reason']}{detail}"
         scheduled = kube.conditions(pod).get("PodScheduled", {})
         if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":

@@ -75,6 +75,18 @@ def test_containers_that_cannot_start_stop_the_wait_at_once() -> None:
         assert stuck is not None and stuck[1] == f"container train is {reason}: details"
 
 
+def test_an_image_whose_content_is_gone_says_how_to_mend_it() -> None:
+    # containerd's words when an image is listed but a layer's content is gone (a disk that filled mid-import)
+    message = (
+        "failed to create containerd container: failed to resolve rootfs: content digest "
+        "sha256:f1a5c0ffee00000000000000000000000000000000000000000000000000abcd: not found"
+    )
+    stuck = diagnose.stuck([pod({"reason": "CreateContainerError", "message": message}, waiting=True)], 300)
+    assert stuck is not None
+    assert stuck[1].startswith(f"container train is CreateContainerError: {message}\n  ")
+    assert "`lfk cluster up` checks every image and imports a broken one again" in stuck[1]
+
+
 def test_a_claim_still_binding_is_waited_for_longer_than_other_unschedulable_reasons() -> None:
     import time
     from datetime import datetime

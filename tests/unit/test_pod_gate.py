@@ -25,7 +25,12 @@ def results(rouge_l: Any, **more: Any) -> dict[str, Any]:
 
 
 def run_gate(
-    tmp_path: Path, base: dict[str, Any] | str, tuned: dict[str, Any] | str, *flags: str, cli_exit: int = 0
+    tmp_path: Path,
+    base: dict[str, Any] | str,
+    tuned: dict[str, Any] | str,
+    *flags: str,
+    cli_exit: int = 0,
+    said: dict[str, list[str]] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """eval_gate.py BASE TUNED --metric rouge-l FLAGS --scores FILE; each model's `llamafactory-cli train`
     writes the prepared predict_results.json into the config's output_dir and exits with cli_exit."""
@@ -36,6 +41,8 @@ def run_gate(
         f"#!{sys.executable}\nimport shutil, sys, yaml\n"
         "config = yaml.safe_load(open(sys.argv[2]))\n"
         "shutil.copyfile(config['prepared'], config['output_dir'] + '/predict_results.json')\n"
+        "if config.get('predictions'):\n"
+        "    shutil.copyfile(config['predictions'], config['output_dir'] + '/generated_predictions.jsonl')\n"
         f"sys.exit({cli_exit})\n"
     )
     cli.chmod(0o755)
@@ -46,6 +53,10 @@ def run_gate(
         text = prepared if isinstance(prepared, str) else json.dumps(prepared)
         (tmp_path / f"{role}-results.json").write_text(text)
         config = {"output_dir": str(output_dir), "prepared": str(tmp_path / f"{role}-results.json")}
+        if said and role in said:  # the answers, as LLaMA-Factory writes them
+            lines = [json.dumps({"prompt": "q", "predict": answer, "label": "a"}) for answer in said[role]]
+            (tmp_path / f"{role}-predictions.jsonl").write_text("\n".join(lines) + "\n")
+            config["predictions"] = str(tmp_path / f"{role}-predictions.jsonl")
         (tmp_path / f"{role}.yaml").write_text(yaml.safe_dump(config))
         configs.append(str(tmp_path / f"{role}.yaml"))
     command = [sys.executable, str(FILES / "eval_gate.py"), *configs, "--metric=rouge-l", *flags]
@@ -166,3 +177,30 @@ def test_a_meaningless_bound_is_refused_before_any_prediction(
     assert result.returncode == EXIT["usage"], result.stdout + result.stderr
     assert error in result.stderr
     assert "llamafactory-cli" not in result.stdout, "nothing was predicted"
+
+
+def test_a_tuned_model_whose_answers_are_mostly_empty_fails_naming_how_many(tmp_path: Path) -> None:
+    said = {"base": ["yes", "no", "maybe", "so"], "tuned": ["", "  ", "\n", "fine"]}
+    result = run_gate(tmp_path, results(10.0), results(12.0), "--max-drop=1", said=said)
+    assert result.returncode == EXIT["gateFailed"], result.stdout + result.stderr
+    assert "3 of the tuned model's 4 answers are empty" in result.stdout
+    assert "empty answers: base 0 of 4, tuned 3 of 4" in result.stdout
+    document = scores(tmp_path)
+    assert document["passed"] is False
+    assert document["answers"] == {"base": {"total": 4, "empty": 0}, "tuned": {"total": 4, "empty": 3}}
+
+
+def test_a_tuned_model_with_half_its_answers_empty_is_judged_on_its_scores(tmp_path: Path) -> None:
+    said = {"base": ["a", "b", "c", "d"], "tuned": ["", "b", "", "d"]}
+    result = run_gate(tmp_path, results(10.0), results(12.0), "--max-drop=1", said=said)
+    assert result.returncode == EXIT["ok"], result.stdout + result.stderr
+    assert scores(tmp_path)["answers"]["tuned"] == {"total": 4, "empty": 2}
+
+
+def test_answers_of_an_earlier_attempt_never_stand_in(tmp_path: Path) -> None:
+    stale = tmp_path / "tuned"
+    stale.mkdir()
+    (stale / "generated_predictions.jsonl").write_text(json.dumps({"predict": ""}) + "\n")
+    result = run_gate(tmp_path, results(10.0), results(12.0), "--max-drop=1")
+    assert result.returncode == EXIT["ok"], result.stdout + result.stderr
+    assert scores(tmp_path)["answers"] == {"base": None, "tuned": None}

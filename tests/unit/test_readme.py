@@ -1,6 +1,6 @@
-"""The READMEs name only what exists: every `make` target, `lfk` command and flag, and repository path they
-mention is there, and every `lfk` command is in the README's command table. Documentation that drifts from the
-code is caught here rather than by a new user."""
+"""The README and docs/ name only what exists: every `make` target, `lfk` command and flag, and repository
+path they mention is there, and every `lfk` command is in the command table of docs/commands.md.
+Documentation that drifts from the code is caught here rather than by a new user."""
 
 from __future__ import annotations
 
@@ -110,15 +110,15 @@ def test_every_repository_path_named_exists(document: Path) -> None:
     assert not missing, f"{document.name} names paths that do not exist: {sorted(set(missing))}"
 
 
-def test_every_lfk_command_is_in_the_readmes_command_table() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_every_lfk_command_is_in_the_command_table() -> None:
+    text = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
     table = "\n".join(line for line in text.splitlines() if line.startswith("| `lfk "))
     absent = [name for name in lfk_commands() if not re.search(rf"`lfk [^`]*\b{name.split()[0]}\b", table)]
-    assert not absent, f"the README's command table lacks: {absent}"
+    assert not absent, f"docs/commands.md's command table lacks: {absent}"
 
 
 def test_the_layout_names_every_module_and_image() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
     layout = text[text.index("## Layout") :]
     layout = layout[: layout.index("```", layout.index("```") + 3)]
     words = set(re.findall(r"[\w-]+", layout))
@@ -130,4 +130,4 @@ def test_the_layout_names_every_module_and_image() -> None:
     }
     images = {p.name for p in (ROOT / "images").iterdir() if p.is_dir()}
     missing = sorted((modules | images) - words)
-    assert not missing, f"the README's Layout does not name: {missing}"
+    assert not missing, f"the Layout in docs/testing.md does not name: {missing}"

@@ -1,4 +1,6 @@
-"""`helm test` for the vLLM release: one OpenAI chat completion, and a check of the answer's shape.
+"""`helm test` for the vLLM release (and for an adapter in a shared vLLM): one OpenAI chat completion, and a
+check that it is a real answer: an assistant message with text that is not blank, at least one completion
+token, and a finish_reason of stop or length.
 
 Runs in the vLLM image (Python standard library only). Reads VLLM_URL, MODEL, PROMPT, MAX_TOKENS and,
 when the server has one, VLLM_API_KEY.
@@ -12,11 +14,46 @@ import sys
 import urllib.error
 import urllib.request
 
+# a served model must say something and stop for a reason the server names: a finish_reason of "abort" or
+# none at all, no tokens, or only whitespace is a model (or a chat template) that answers nothing
+FINISHED = ("stop", "length")
+
+
+def answer_problems(answer: object, model: str) -> list[str]:
+    """What is wrong with a chat completion from `model`; empty when it is a real answer."""
+    if not isinstance(answer, dict):
+        return [f"the answer is not a JSON object: {json.dumps(answer)[:200]}"]
+    problems = []
+    if answer.get("object") != "chat.completion":
+        problems.append(f"object is {answer.get('object')!r}, expected 'chat.completion'")
+    if answer.get("model") != model:
+        problems.append(f"model is {answer.get('model')!r}, expected {model!r}")
+    choices = answer.get("choices") or []
+    first = choices[0] if choices and isinstance(choices[0], dict) else {}
+    message = first.get("message") or {}
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(message, dict) or message.get("role") != "assistant" or not isinstance(content, str):
+        problems.append(f"choices[0].message is not an assistant message with text: {message!r}")
+    elif not content.strip():
+        problems.append(f"the answer is empty ({content!r}): the model answered nothing")
+    if first.get("finish_reason") not in FINISHED:
+        problems.append(
+            f"choices[0].finish_reason is {first.get('finish_reason')!r}, expected one of {FINISHED}"
+        )
+    usage = answer.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        problems.append("usage.completion_tokens is missing")
+    elif tokens < 1:
+        problems.append(f"usage.completion_tokens is {tokens}: the model generated nothing")
+    return problems
+
 
 def main() -> int:
     url = os.environ["VLLM_URL"].rstrip("/") + "/v1/chat/completions"
+    model = os.environ["MODEL"]
     body = {
-        "model": os.environ["MODEL"],
+        "model": model,
         "messages": [{"role": "user", "content": os.environ.get("PROMPT", "Say hello.")}],
         "max_tokens": int(os.environ.get("MAX_TOKENS", "16")),
         "temperature": 0,
@@ -36,21 +73,12 @@ def main() -> int:
     except (urllib.error.URLError, ValueError) as exc:
         print(f"chat test: {url} failed: {exc}", file=sys.stderr)
         return 1
-    problems = []
-    if answer.get("object") != "chat.completion":
-        problems.append(f"object is {answer.get('object')!r}, expected 'chat.completion'")
-    if answer.get("model") != body["model"]:
-        problems.append(f"model is {answer.get('model')!r}, expected {body['model']!r}")
-    choices = answer.get("choices") or []
-    message = choices[0].get("message", {}) if choices else {}
-    if message.get("role") != "assistant" or not isinstance(message.get("content"), str):
-        problems.append(f"choices[0].message is not an assistant message with text: {message!r}")
-    if not isinstance(answer.get("usage", {}).get("completion_tokens"), int):
-        problems.append("usage.completion_tokens is missing")
+    problems = answer_problems(answer, model)
     if problems:
         print("chat test: unexpected answer:\n  - " + "\n  - ".join(problems), file=sys.stderr)
         return 1
-    print(f"chat test: {body['model']} answered: {message['content']!r}")
+    content = answer["choices"][0]["message"]["content"]
+    print(f"chat test: {model} answered: {content!r}")
     return 0
 
 

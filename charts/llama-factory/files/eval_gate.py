@@ -33,14 +33,21 @@ from podlib import EXIT, atomic_write  # noqa: E402
 
 GATE_FAILED = EXIT["gateFailed"]
 METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+PREDICTIONS = "generated_predictions.jsonl"  # LLaMA-Factory's answers, one JSON object per line
+
+
+def output_dir_of(config_file: str) -> Path:
+    with open(config_file, encoding="utf-8") as f:
+        return Path(yaml.safe_load(f)["output_dir"])
 
 
 def predict(config_file: str, metric: str) -> dict[str, float]:
     """Run LLaMA-Factory's prediction of one config; its scores (0-100) by metric name, and its runtime."""
-    with open(config_file, encoding="utf-8") as f:
-        output_dir = Path(yaml.safe_load(f)["output_dir"])
+    output_dir = output_dir_of(config_file)
     results = output_dir / "predict_results.json"
-    results.unlink(missing_ok=True)  # a score from an earlier attempt must not stand in for this one
+    # a score or an answer from an earlier attempt must not stand in for this one's
+    results.unlink(missing_ok=True)
+    (output_dir / PREDICTIONS).unlink(missing_ok=True)
     print(f"eval: llamafactory-cli train {config_file}", flush=True)
     code = subprocess.run(["llamafactory-cli", "train", config_file], check=False).returncode
     if code != 0 or not results.is_file():
@@ -71,11 +78,39 @@ def read_scores(text: str, metric: str) -> dict[str, float]:
     return scores
 
 
+def answers(output_dir: Path) -> dict[str, int] | None:
+    """How many answers a prediction gave and how many of them are empty (blank after the special tokens are
+    dropped): LLaMA-Factory's generated_predictions.jsonl, one {"predict": ...} per question. None when it
+    wrote none."""
+    path = output_dir / PREDICTIONS
+    if not path.is_file():
+        return None
+    total = empty = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                total += 1
+                predict = json.loads(line).get("predict")
+                empty += not (isinstance(predict, str) and predict.strip())
+    return {"total": total, "empty": empty}
+
+
 def judge(
-    base: dict[str, float], tuned: dict[str, float], metric: str, max_drop: float, floor: float | None
+    base: dict[str, float],
+    tuned: dict[str, float],
+    metric: str,
+    max_drop: float,
+    floor: float | None,
+    tuned_answers: dict[str, int] | None = None,
 ) -> list[str]:
     """Why the tuned model fails the gate; empty when it passes."""
     why = []
+    # a model that says nothing can still score near a base that says little; mostly silent is never served
+    if tuned_answers and tuned_answers["empty"] * 2 > tuned_answers["total"]:
+        why.append(
+            f"{tuned_answers['empty']} of the tuned model's {tuned_answers['total']} answers are empty "
+            "(a missing or wrong end-of-sequence token, or a chat template it was not trained on)"
+        )
     if tuned[metric] < base[metric] - max_drop:
         why.append(
             f"{metric} {tuned[metric]:.2f} is {base[metric] - tuned[metric]:.2f} below the base model's "
@@ -147,13 +182,18 @@ def main(argv: list[str]) -> int:
         parser.error(f"--floor {args.floor}: a finite score")
     base = predict(args.base_config, args.metric)
     tuned = predict(args.tuned_config, args.metric)
-    why = judge(base, tuned, args.metric, args.max_drop, args.floor)
+    said = {
+        "base": answers(output_dir_of(args.base_config)),
+        "tuned": answers(output_dir_of(args.tuned_config)),
+    }
+    why = judge(base, tuned, args.metric, args.max_drop, args.floor, said["tuned"])
     document = {
         "metric": args.metric,
         "maxDrop": args.max_drop,
         "floor": args.floor,
         "base": base,
         "tuned": tuned,
+        "answers": said,
         "passed": not why,
         "why": why,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -161,6 +201,12 @@ def main(argv: list[str]) -> int:
     atomic_write(Path(args.scores), json.dumps(document, indent=2) + "\n")
     log_to_mlflow(document)
     print(table(base, tuned, args.metric), flush=True)
+    if said["base"] and said["tuned"]:
+        print(
+            f"empty answers: base {said['base']['empty']} of {said['base']['total']}, "
+            f"tuned {said['tuned']['empty']} of {said['tuned']['total']}",
+            flush=True,
+        )
     if why:
         print("eval: gate failed, the tuned model is not served: " + "; ".join(why), flush=True)
         return GATE_FAILED
