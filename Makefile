@@ -150,7 +150,7 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 # train on the CPU (hack/test-slow-tiers.sh). Each run lists its slowest tests.
 test: venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
-	$(PYTEST) -m unit $(PYTEST_ARGS)
+	$(PYTEST) -m unit -n 2 $(PYTEST_ARGS)
 	$(PYTEST) -m chart -n 2 --durations=10 $(PYTEST_ARGS)
 	hack/test-slow-tiers.sh $(PYTEST) --durations=20 $(PYTEST_ARGS)
 

@@ -32,6 +32,8 @@ EXIT: dict[str, int] = CONTRACT["exitCodes"]
 # exit codes a retry cannot mend: the Job stops at once instead of spending its backoff
 FAIL_AT_ONCE: tuple[int, ...] = tuple(EXIT[name] for name in CONTRACT["failAtOnce"])
 TOKENIZED_MARKER: str = CONTRACT["files"]["tokenizedMarker"]
+# written beside a trained or merged model: its prompts as LLaMA-Factory formats them (files/prompt_parity.py)
+PROMPT_PARITY_RECORD: str = CONTRACT["files"]["promptParityRecord"]
 VLLM_LORA_RANKS: tuple[int, ...] = tuple(CONTRACT["vllm"]["loraRanks"])
 MERGE_MIN_SIZE_RATIO: float = CONTRACT["merge"]["minSizeRatio"]
 MERGE_MAX_SIZE_RATIO: float = CONTRACT["merge"]["maxSizeRatio"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import datasets
-from ..core.contract import MERGE_MAX_SIZE_RATIO, MERGE_MIN_SIZE_RATIO
+from ..core.contract import MERGE_MAX_SIZE_RATIO, MERGE_MIN_SIZE_RATIO, PROMPT_PARITY_RECORD
 from ..core.facts import Facts, derive
 from ..core.models import template_from_model_dir
 from ..core.problems import Item
@@ -248,4 +248,45 @@ def after_training(
     facts: Facts | None = None,
 ) -> list[Item]:
     facts = facts or derive(spec)
-    return [merged_model(spec, facts, storage_root), served_model(facts, vllm_url, api_key)]
+    return [
+        merged_model(spec, facts, storage_root),
+        served_model(facts, vllm_url, api_key),
+        served_prompts(facts, storage_root, vllm_url, api_key),
+    ]
+
+
+def served_prompts(facts: Facts, storage_root: Path | None, url: str | None, api_key: str | None) -> Item:
+    """The prompts vLLM builds with its chat template against the ones LLaMA-Factory trained on, and its stop
+    tokens (files/prompt_parity.py, which `helm test` runs too)."""
+    name = "vLLM builds the prompts LLaMA-Factory trained on, and stops on its stop tokens"
+    if not {"vllm", "adapter"} & set(facts.releases):
+        return Item(name, True, "serving is off in this spec")
+    if not url:
+        return Item(name, None, "pass --vllm-url")
+    if storage_root is None:
+        return no_storage(name)
+    record_path = f"{(facts.lora_module or facts.serve_model).rstrip('/')}/{PROMPT_PARITY_RECORD}"
+    parity = chart_module("prompt_parity")
+    try:
+        record = parity.load_record(str(local(storage_root, record_path)))
+    except (OSError, ValueError) as exc:
+        return Item(
+            name,
+            False,
+            f"{record_path}: {exc}",
+            "rerun the merge (for an adapter, the training): it writes the record",
+        )
+    try:
+        problems = parity.problems(record, url, facts.served_name, api_key)
+    except parity.NotVllm as exc:
+        return Item(name, None, f"not checked: {exc}")
+    if problems:
+        return Item(
+            name, False, "; ".join(problems), "serve the chat template LLaMA-Factory saved beside the model"
+        )
+    stops = ", ".join(repr(t) for t in record.get("stopTokens") or [])
+    return Item(
+        name,
+        True,
+        f"{len(record['conversations'])} prompts alike token for token (template {record.get('template')}), stops on {stops}",
+    )

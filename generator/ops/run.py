@@ -312,4 +312,6 @@ def helm_test(target: Target, step: helm.Step, report: Report, simulated: bool =
             f"{step.component}: helm test passed: SIMULATED (kwok marked its pod Succeeded; no request was sent)"
         )
     else:
-        report(f"{step.component}: helm test passed: its pod sent a chat completion and checked the answer")
+        report(
+            f"{step.component}: helm test passed: its pod sent a chat completion, checked the answer and vLLM's prompts against the training's"
+        )

@@ -1,13 +1,15 @@
 """The guide's whole flow in real pods: values/tiny-cpu trains (preempted right after its first checkpoint by
 a real eviction, then resumed), merges, is served by real vLLM on CPU and answers; LlamaBoard opens in a real
-browser; the after-training checklist passes; a merge that lost its weights is never published; the adapter
-is served on the base model too."""
+browser; the after-training checklist passes; helm test compares vLLM's prompts with the training's and fails a
+served model of another template or with empty answers; a merge that lost its weights is never published; the
+adapter is served on the base model too."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import shutil
 import threading
 import time
 import urllib.error
@@ -23,7 +25,7 @@ from generator.core.storage import local
 from generator.errors import KubeError
 from generator.ops import kube
 from generator.project import CHART_DIR
-from tests.support import serving_load
+from tests.support import serving_load, tinymodel
 
 from .conftest import (
     LFK,
@@ -329,7 +331,61 @@ def test_vllm_answers_through_a_port_forward_and_the_after_checklist_passes(
     # the helm test pod found the Service by its DNS name and got an answer from it
     [test_pod] = node_cluster.pods({kube.INSTANCE: FACTS.releases["vllm"], kube.COMPONENT: "vllm-test"})
     assert test_pod["status"]["phase"] == "Succeeded"
-    assert f"chat test: {FACTS.served_name} answered:" in node_cluster.log(test_pod["metadata"]["name"])
+    log = node_cluster.log(test_pod["metadata"]["name"])
+    assert f"chat test: {FACTS.served_name} answered:" in log
+    # and vLLM built the prompts of the merge's record exactly as LLaMA-Factory trained on them
+    assert "token for token as LLaMA-Factory (template llama3) and stops on '<|eot_id|>'" in log, log
+    assert "✓ vLLM builds the prompts LLaMA-Factory trained on, and stops on its stop tokens" in check.stdout
+
+
+def test_helm_test_fails_a_template_of_another_family_and_a_model_that_answers_nothing(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """A copy of the merged model made mute (its final norm zeroed: every logit 0, so greedy decoding repeats
+    token 0, <|begin_of_text|>, which the answer's text leaves out) and served by a second vLLM with a ChatML
+    template: `helm test` fails, naming the first token that differs from the training's prompt, and the
+    empty answer."""
+    from safetensors.torch import load_file, save_file
+
+    assert FACTS.merged_dir
+    mute_dir = FACTS.merged_dir.replace("/tiny-cpu/", "/tiny-mute/")
+    mute = local(node_cluster.storage, mute_dir)
+    shutil.rmtree(mute, ignore_errors=True)
+    shutil.copytree(local(node_cluster.storage, FACTS.merged_dir), mute)
+    weights = load_file(mute / "model.safetensors")
+    weights["model.norm.weight"].zero_()
+    save_file(weights, mute / "model.safetensors", metadata={"format": "pt"})
+    (mute / "chatml.jinja").write_text(tinymodel.CHATML, encoding="utf-8")
+    for path in [mute.parent, mute, *mute.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+    def serve_mute(values: dict[str, Any]) -> None:
+        vllm = values["vllm"]
+        vllm["model"], vllm["chatTemplate"] = mute_dir, f"{mute_dir}/chatml.jinja"
+        # beside tiny-cpu's own vLLM on the 2-core node
+        vllm["resources"] = {
+            "requests": {"cpu": "100m", "memory": "2Gi"},
+            "limits": {"cpu": "1", "memory": "6Gi"},
+        }
+
+    release = "tiny-mute-vllm"
+    edited = edit_values(_copy_values(tmp_path), "vllm", serve_mute)
+    try:
+        installed = node_cluster.helm("install", release, str(CHART_DIR), "-n", NAMESPACE, "-f", str(edited),
+                                      "--wait", "--timeout", "10m")  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
+        tested = node_cluster.helm("test", release, "-n", NAMESPACE, "--timeout", "5m")
+        assert tested.returncode != 0, tested.stdout
+        [pod] = node_cluster.pods({kube.INSTANCE: release, kube.COMPONENT: "vllm-test"})
+        log = node_cluster.log(pod["metadata"]["name"])
+        assert (
+            "vLLM's prompt differs from the one LLaMA-Factory trained on (template llama3) at token 1" in log
+        ), log
+        assert "trained '<|begin_of_text|>' (id 0), served " in log, log
+        assert "the answer is empty ('')" in log, log
+    finally:
+        node_cluster.helm("uninstall", release, "-n", NAMESPACE, "--wait")
+        shutil.rmtree(mute, ignore_errors=True)
 
 
 def test_no_request_is_lost_when_a_served_replica_is_deleted_under_load(

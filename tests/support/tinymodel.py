@@ -21,6 +21,12 @@ SPECIAL_TOKENS = [
     "<|eot_id|>",
     "<|pad|>",
 ]
+# ChatML, another family's chat template than the tiny model's llama3: what a server with the wrong tokenizer or
+# --chat-template would format chats with
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 FILLER = "The quick brown fox jumps over the lazy dog. 0123456789 user assistant system"
 
 

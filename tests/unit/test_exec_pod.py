@@ -42,7 +42,8 @@ def test_the_command_starts_through_boot_py_with_the_pods_own_script() -> None:
 
 def test_boot_py_then_the_script_become_the_command_with_its_arguments_and_exit_code(tmp_path: Path) -> None:
     for script in CHART_FILES.iterdir():
-        shutil.copy(script, tmp_path)
+        if script.is_file():  # not the __pycache__ that importing the scripts leaves
+            shutil.copy(script, tmp_path)
     (tmp_path / oneoff.EXEC_SCRIPT).write_text(oneoff.EXEC_SCRIPT_TEXT)
     result = subprocess.run(
         [sys.executable, str(tmp_path / "boot.py"), oneoff.EXEC_SCRIPT,

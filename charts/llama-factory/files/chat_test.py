@@ -2,8 +2,12 @@
 check that it is a real answer: an assistant message with text that is not blank, at least one completion
 token, and a finish_reason of stop or length.
 
-Runs in the vLLM image (Python standard library only). Reads VLLM_URL, MODEL, PROMPT, MAX_TOKENS and,
-when the server has one, VLLM_API_KEY.
+Then, when PARITY_RECORD names the record the training or merge wrote beside the served model
+(prompt_parity.py), that vLLM builds the same prompts as LLaMA-Factory trained on and stops on its template's
+stop tokens. Every problem found is printed, not only the first.
+
+Runs in the vLLM image (Python standard library only). Reads VLLM_URL, MODEL, PROMPT, MAX_TOKENS,
+PARITY_RECORD and, when the server has one, VLLM_API_KEY.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import sys
 import urllib.error
 import urllib.request
+
+import prompt_parity  # beside this script
 
 # a served model must say something and stop for a reason the server names: a finish_reason of "abort" or
 # none at all, no tokens, or only whitespace is a model (or a chat template) that answers nothing
@@ -74,12 +80,39 @@ def main() -> int:
         print(f"chat test: {url} failed: {exc}", file=sys.stderr)
         return 1
     problems = answer_problems(answer, model)
+    if not problems:
+        print(f"chat test: {model} answered: {answer['choices'][0]['message']['content']!r}")
+    record_path = os.environ.get("PARITY_RECORD", "")
+    if record_path:
+        problems += parity_problems(
+            record_path, os.environ["VLLM_URL"], model, os.environ.get("VLLM_API_KEY")
+        )
     if problems:
-        print("chat test: unexpected answer:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        print("chat test: failed:\n  - " + "\n  - ".join(problems), file=sys.stderr)
         return 1
-    content = answer["choices"][0]["message"]["content"]
-    print(f"chat test: {model} answered: {content!r}")
     return 0
+
+
+def parity_problems(record_path: str, url: str, model: str, api_key: str | None) -> list[str]:
+    try:
+        record = prompt_parity.load_record(record_path)
+    except (OSError, ValueError) as exc:
+        return [
+            f"no prompt parity record at {record_path} ({exc}): the model was trained or merged before the "
+            "record existed, or writing it failed (the train or merge Job's log says why); rerun the merge, or "
+            "for an adapter the training, to write it"
+        ]
+    try:
+        found = prompt_parity.problems(record, url, model, api_key)
+    except prompt_parity.NotVllm as exc:
+        return [str(exc)]
+    if not found:
+        stops = ", ".join(repr(t) for t in record.get("stopTokens") or [])
+        print(
+            f"chat test: vLLM builds the {len(record['conversations'])} prompts of the training's record token for "
+            f"token as LLaMA-Factory (template {record.get('template')}) and stops on {stops}"
+        )
+    return found
 
 
 if __name__ == "__main__":

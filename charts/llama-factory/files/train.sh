@@ -58,4 +58,10 @@ if [ "${code}" -ne 0 ] && grep -qE "CUDA out of memory|OutOfMemoryError" "${OUTP
   echo "train: the GPU ran out of memory (CUDA OOM); lfk status SPEC shows the estimate and what to change" >&2
   exit "${OOM_EXIT}"
 fi
+if [ "${code}" -eq 0 ] && [ "${NODE_RANK:-0}" = "0" ]; then
+  # beside the result, the prompts as LLaMA-Factory formats them and its template's stop tokens: helm test of
+  # the served model compares them with what vLLM builds. A missing record is reported there, not here.
+  python3 "${SCRIPTS}/prompt_parity.py" write "${CONFIG}" \
+    || echo "train: the prompt parity record was not written; helm test of the served model will say so" >&2
+fi
 exit "${code}"

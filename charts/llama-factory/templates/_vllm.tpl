@@ -61,8 +61,34 @@ spec:
           valueFrom:
             secretKeyRef: {{ dict "name" . "key" $.apiKey.secretKey | toJson }}
         {{- end }}
+        {{- with .record }}
+        - name: PARITY_RECORD
+          value: {{ . | quote }}
+        {{- end }}
       volumeMounts:
         {{- include "llama-factory.scriptsMount" . | nindent 8 }}
+        {{- if .record }}
+        - name: storage
+          mountPath: {{ include "llama-factory.storageRoot" .root }}
+          readOnly: true
+        {{- end }}
   volumes:
     {{- include "llama-factory.scriptsVolume" (dict "root" .root "name" (include "llama-factory.configMapName" (dict "root" .root "component" .component))) | nindent 4 }}
+    {{- if .record }}
+    - name: storage
+      persistentVolumeClaim:
+        claimName: {{ include "llama-factory.claimName" .root | quote }}
+        readOnly: true
+    {{- end }}
+{{- end }}
+
+{{/*
+The prompt parity record beside a served folder on the storage (files/prompt_parity.py writes it), for the chat
+test; empty for a model vLLM downloads from a hub, which no training of ours produced.
+*/}}
+{{- define "llama-factory.parityRecord" -}}
+{{- $contract := include "llama-factory.contract" .root | fromJson }}
+{{- if hasPrefix (printf "%s/" $contract.storage.root) (.served | toString) }}
+{{- printf "%s/%s" (trimSuffix "/" .served) $contract.files.promptParityRecord }}
+{{- end }}
 {{- end }}
