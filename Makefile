@@ -62,6 +62,11 @@ NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-
 node-tools: $(NODE_TOOLS) ## Build containerd, kubelet, kube-proxy, CoreDNS, pause; install runc and the CNI plugins from Debian
 	hack/install-debs.sh node
 
+# before building: what is left, the disk it needs at its peak, and a stop with the figures when it is short
+.PHONY: disk-check-demo disk-check-test
+disk-check-demo disk-check-test: disk-check-%:
+	@$(PYTHON) hack/disk-check.py $* $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) $(CLUSTER_TOOLS) $(NODE_TOOLS)
+
 .PHONY: images browser
 images: node-tools ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
 	hack/install-debs.sh images
@@ -148,7 +153,7 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 # The cheap tiers first, so a broken unit test fails in a minute (the chart tier on two pytest-xdist workers);
 # then the cluster tier, mostly waiting on its API server, beside the LLaMA-Factory and node tiers, which
 # train on the CPU (hack/test-slow-tiers.sh). Each run lists its slowest tests.
-test: venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
+test: disk-check-test venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) -m unit -n 2 $(PYTEST_ARGS)
 	$(PYTEST) -m chart -n 2 --durations=10 $(PYTEST_ARGS)
@@ -226,7 +231,7 @@ cluster-status: venv ## Show the local control plane's processes, health and nod
 
 # ------------------------------------------------------------------------------------------ demo, bench
 .PHONY: demo bench bench-cluster bench-node
-demo: venv llamafactory tools cluster-tools images ## The guide's flow for real: tiny-cpu trained, resumed, merged, served on the real node; the GPU example on simulated nodes
+demo: disk-check-demo venv llamafactory tools cluster-tools images ## The guide's flow for real: tiny-cpu trained, resumed, merged, served on the real node; the GPU example on simulated nodes
 	$(PY) hack/demo.py
 
 bench: venv $(HELM3) ## Benchmark: lfk validate, lfk render (all examples) and one helm template side by side; 1000 specs in one process

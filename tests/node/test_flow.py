@@ -371,9 +371,16 @@ def test_helm_test_fails_a_template_of_another_family_and_a_model_that_answers_n
     release = "tiny-mute-vllm"
     edited = edit_values(_copy_values(tmp_path), "vllm", serve_mute)
     try:
-        installed = node_cluster.helm("install", release, str(CHART_DIR), "-n", NAMESPACE, "-f", str(edited),
-                                      "--wait", "--timeout", "10m")  # fmt: skip
+        installed = node_cluster.helm("install", release, str(CHART_DIR), "-n", NAMESPACE, "-f", str(edited))
         assert installed.returncode == 0, installed.stderr
+        # helm's --wait counts a Deployment allowed one unavailable replica (ours) as ready at once: wait here
+        path = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{release}"
+        ready = lambda: kube.request(node_cluster.api, "GET", path)["status"].get("readyReplicas")  # noqa: E731
+        try:
+            wait_for("the mute model's vLLM ready", ready, 600, interval=2)
+        except AssertionError:
+            pods = node_cluster.pods({kube.INSTANCE: release, kube.COMPONENT: "vllm"})
+            raise AssertionError([node_cluster.log(p["metadata"]["name"])[-3000:] for p in pods]) from None
         tested = node_cluster.helm("test", release, "-n", NAMESPACE, "--timeout", "5m")
         assert tested.returncode != 0, tested.stdout
         [pod] = node_cluster.pods({kube.INSTANCE: release, kube.COMPONENT: "vllm-test"})
