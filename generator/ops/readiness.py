@@ -284,7 +284,7 @@ def served_prompts(facts: Facts, storage_root: Path | None, url: str | None, api
         return Item(
             name, False, "; ".join(problems), "serve the chat template LLaMA-Factory saved beside the model"
         )
-    stops = ", ".join(repr(t) for t in record.get("stopTokens") or [])
+    stops = ", ".join(repr(text) for _, text in parity.generable_stops(record))
     return Item(
         name,
         True,

@@ -292,6 +292,8 @@ def test_helm_test_checks_the_record_beside_the_served_model(vllm: Vllm, tmp_pat
     assert (
         "vLLM builds the 2 prompts of the training's record token for token as LLaMA-Factory" in passed.stdout
     )
+    # <|eom_id|> is past the tiny vocabulary: never generated, never claimed
+    assert passed.stdout.endswith("(template llama3) and stops on '<|eot_id|>'\n"), passed.stdout
     handlers["/v1/completions"] = stops_on()
     never_stops = run_chat_test(url, record)
     assert never_stops.returncode == 1

@@ -230,6 +230,13 @@ def stop_tokens(record: dict[str, Any]) -> list[tuple[int, str]]:
     ]
 
 
+def generable_stops(record: dict[str, Any]) -> list[tuple[int, str]]:
+    """The stop tokens the model can produce: one past its output layer (a token the template adds to the
+    tokenizer of a model that never learnt it) is never generated, so there is nothing to stop on."""
+    vocab = record.get("vocabSize")
+    return [(i, text) for i, text in stop_tokens(record) if not isinstance(vocab, int) or i < vocab]
+
+
 def first_difference(trained: list[int], served: list[int]) -> int | None:
     """The index of the first token that differs (or where one prompt ends before the other); None if equal."""
     for index in range(min(len(trained), len(served))):
@@ -321,11 +328,8 @@ def problems(
         index = first_difference(conversation["promptIds"], served)
         if index is not None:
             found.append(describe_difference(conversation, served, index, detokenize, record.get("template")))
-    vocab = record.get("vocabSize")
     prompt = record["conversations"][0]["promptIds"]
-    for token_id, text in stop_tokens(record):
-        if isinstance(vocab, int) and token_id >= vocab:
-            continue  # past the model's output layer: it can never be generated
+    for token_id, text in generable_stops(record):
         body = {
             "model": model,
             "prompt": prompt,
