@@ -37,6 +37,8 @@ from tests.node.conftest import as_guest_of_tiny_cpu, as_shared_host, variant  #
 from tests.support import serving_load, tiny  # noqa: E402
 
 TINY = ROOT / "values" / "tiny-cpu" / "experiment.yaml"
+HELM_TEST = "helm test (a chat completion from a pod through the Service, the prompts compared)"
+FIRST_ANSWER_TARGET_S = 150
 LFK = str(Path(sys.executable).parent / "lfk")
 
 
@@ -200,12 +202,17 @@ def main() -> int:
             ("merge (export, verification, publication)", r"^merge: job \S+ complete"),
             ("evaluation gate (base and merged model answer, scored)", r"^eval: job \S+ complete"),
             ("vLLM on CPU until its probes pass", r"^vllm: deployment \S+ available"),
-            ("helm test (a chat completion from a pod through the Service)", r"^vllm: helm test passed"),
+            (HELM_TEST, r"^vllm: helm test passed"),
             ("LlamaBoard until ready", r"^webui: deployment \S+ available"),
         ))  # fmt: skip
         if steps is None:
             return 1
         figures += steps
+        # the steps up to and including helm test's answer, which is the first one served
+        to_answer = sum(seconds for _, seconds in steps[: 1 + [s for s, _ in steps].index(HELM_TEST)])
+        figures.append(
+            (f"lfk run to the first answer, helm test's (target <= {FIRST_ANSWER_TARGET_S} s)", to_answer)
+        )
         for hook, what in (
             ("train-preflight", "the preflight hook"),
             ("train-tokenize", "the tokenize hook"),
