@@ -16,6 +16,7 @@ from ..errors import LfkError
 # so `lfk validate` and `lfk render` start without anything cluster-side
 COMMANDS = {
     "new": ("new_command", "new_cmd"),
+    "import": ("import_command", "import_cmd"),
     "validate": ("spec_commands", "validate_cmd"),
     "render": ("spec_commands", "render_cmd"),
     "describe": ("spec_commands", "describe"),

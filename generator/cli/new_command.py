@@ -67,9 +67,21 @@ def new_cmd(name: str, values_dir: Path, yes: bool, **given: object) -> None:
                 else click.prompt(question, default=default, type=CHOICES.get(key, type(default)))
             )
         answers[key] = value
-    # the schema as the editor finds it from the new file (yaml-language-server's modeline)
-    schema = os.path.relpath(SPEC_SCHEMA.resolve(), folder.resolve())
-    text = spec_text(Answers(name=name, **answers), schema)  # type: ignore[arg-type]
+    text = spec_text(Answers(name=name, **answers), schema_for(folder))  # type: ignore[arg-type]
+    source = validate_and_write(folder, text)
+    click.echo(
+        f"next: put {answers['data_file']} into the dataset directory (lfk data validate / sync), then lfk validate {source}"
+    )
+
+
+def schema_for(folder: Path) -> str:
+    """The schema as the editor finds it from a new file in folder (yaml-language-server's modeline)."""
+    return os.path.relpath(SPEC_SCHEMA.resolve(), folder.resolve())
+
+
+def validate_and_write(folder: Path, text: str) -> str:
+    """folder/experiment.yaml with text and its values files, when the spec is valid; else its problems and
+    Failed, with nothing written. The spec's path."""
     source = str(folder / "experiment.yaml")
     try:
         spec = spec_from_text(text, source)
@@ -84,6 +96,4 @@ def new_cmd(name: str, values_dir: Path, yes: bool, **given: object) -> None:
     atomic_write(folder / "experiment.yaml", text)
     written = write(render(spec, facts=experiment.facts), folder)
     click.echo(f"wrote {source} and {', '.join(p.name for p in written.written)}")
-    click.echo(
-        f"next: put {answers['data_file']} into the dataset directory (lfk data validate / sync), then lfk validate {source}"
-    )
+    return source

@@ -25,6 +25,7 @@ class LlamaFactoryInfo:
     templates: frozenset[str]
     model_templates: dict[str, str]  # lower-cased hub id or model name -> template
     arguments: frozenset[str]  # legal keys of a train/export config
+    defaults: dict[str, object]  # the value of each key a config leaves out (those with a plain default)
 
 
 def snapshot_path(version: str = SNAPSHOT_VERSION) -> Path:
@@ -40,6 +41,7 @@ def info(version: str = SNAPSHOT_VERSION) -> LlamaFactoryInfo:
         templates=frozenset(raw["templates"]),
         model_templates=dict(raw["model_templates"]),
         arguments=frozenset(raw["arguments"]),
+        defaults=dict(raw["defaults"]),
     )
 
 
@@ -107,10 +109,18 @@ def live_snapshot() -> dict[str, object]:
     package = installed_package_dir()
     assert package is not None
     arguments: set[str] = set()
+    defaults: dict[str, object] = {}
     for cls in (ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments):
-        arguments.update(f.name for f in dataclasses.fields(cls) if f.init)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            arguments.add(f.name)
+            value = getattr(f.default, "value", f.default)  # an enum (lr_scheduler_type): its value
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                defaults[f.name] = value
     return {
         "version": llamafactory.__version__,
+        "defaults": dict(sorted(defaults.items())),
         "templates": sorted(TEMPLATES),
         "model_templates": dict(
             sorted(_model_templates_from_source(package / "extras" / "constants.py").items())

@@ -56,6 +56,17 @@ def test_the_examples_and_qlora_pass_the_real_parser(repo_root: Path) -> None:
     assert problems("method: {type: qlora, quantization: {bits: 8}}\n") == []
 
 
+def test_imported_configs_pass_the_real_parser(repo_root: Path, tmp_path: Path) -> None:
+    """lfk import of each config in tests/cases/import: the spec it writes renders a training config that
+    LLaMA-Factory's own argument parser accepts."""
+    for config in sorted((repo_root / "tests" / "cases" / "import").glob("*.yaml")):
+        folder = tmp_path / config.stem
+        result = CliRunner().invoke(cli, ["import", str(config), "--name", "imported", "--output", str(folder)])
+        assert result.exit_code == 0, result.output
+        spec = folder / "experiment.yaml"
+        assert deep_problems(spec_from_text(spec.read_text(), str(spec))) == [], config
+
+
 def test_a_different_image_version_is_a_warning() -> None:
     spec = spec_from_text(BASE + "images: {llamafactory: 'hiyouga/llamafactory:0.9.4'}\n", "experiment.yaml")
     [warning] = deep_problems(spec)

@@ -1,0 +1,207 @@
+"""An experiment spec from a LLaMA-Factory training config, as people keep them (`lfk import`): each argument
+the spec has a field for goes to that field (the passthrough rule's table, read backwards), every other
+argument LLaMA-Factory knows goes to `llamafactoryArgs`, and what the cluster decides instead (the output
+folder, overwriting, reporting without a tracking server) is changed with a note, one line each, never
+silently. An argument LLaMA-Factory does not know, or one the spec cannot express yet, is an error naming it.
+
+Pure: the config's mapping in, the spec document and the notes out; the caller validates before writing."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from . import lfinfo
+from .contract import DATA_DIR, MODELS_DIR
+from .problems import Problem
+from .rules.llamafactory import MANAGED_ARGS, PLUS_IMAGE
+from .scaffold import model_block
+
+# arguments with a spec field of the same meaning and value (a number may be written as a string: 1e-4)
+NUMBERS = {"learning_rate", "num_train_epochs", "warmup_ratio", "max_grad_norm", "val_size", "lora_dropout"}
+# arguments the cluster decides: what becomes of each
+DECIDED = {
+    "output_dir": "the output is /storage/output/<name>/<run id>, one folder per run, on the storage",
+    "overwrite_output_dir": "never overwritten: a restarted or preempted Job resumes from its checkpoints",
+    "logging_dir": "the TensorBoard logs go beside the run's checkpoints (<output>/logs)",
+    "plot_loss": "always on: lfk status and lfk report read the loss",
+    "include_num_input_tokens_seen": "always on: lfk status and lfk report read the throughput",
+    "do_train": "always true",
+    "run_name": "the MLflow run is named <name>-<run id> (tracking.mlflow.runName sets another)",
+    "ray_num_workers": "derived from distributed.nodes and resources.gpus",
+    "tokenized_path": "data.tokenizeOnce keeps the tokenized set on the storage, keyed by its inputs",
+}
+MAX_DDP_TIMEOUT = 7 * 24 * 3600  # the schema's maximum of distributed.ddpTimeout
+# arguments with a spec field whose default there differs from LLaMA-Factory's: a config that leaves one out
+# gets LLaMA-Factory's, so the imported training is the one `llamafactory-cli train` would run. Per method.
+KEEP_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "all": ("cutoff_len", "num_train_epochs", "learning_rate", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "lr_scheduler_type", "max_grad_norm", "bf16",
+            "disable_gradient_checkpointing", "flash_attn", "logging_steps", "save_strategy", "save_steps",
+            "seed", "trust_remote_code"),
+    "lora": ("lora_rank", "lora_dropout", "lora_target"),
+    "freeze": ("freeze_trainable_layers",),
+}  # fmt: skip
+# finetuning_type values the spec expresses (qlora is lora with quantization_bit)
+METHODS = ("lora", "full", "freeze")
+
+
+class ImportError_(Exception):  # noqa: N801 - not the builtin: a config the spec cannot take
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class Imported:
+    spec: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _set(document: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = document
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value  # the schema names what is wrong with it
+    return value
+
+
+def _deepspeed(value: Any) -> str | None:
+    """zero2 / zero3 from a DeepSpeed config's file name, as LLaMA-Factory's examples name them."""
+    name = PurePosixPath(str(value)).name.lower()
+    for stage, marks in (("zero3", ("z3", "zero3")), ("zero2", ("z2", "zero2"))):
+        if any(mark in name for mark in marks):
+            return stage
+    return None
+
+
+def import_config(config: dict[str, Any], name: str) -> Imported:
+    """The spec fields and notes for a LLaMA-Factory training config; ImportError_ naming each argument that
+    cannot be taken. name, namespace, storage and resources are the caller's."""
+    legal = lfinfo.info().arguments
+    problems: list[Problem] = []
+    result = Imported(spec={"name": name})
+    spec = result.spec
+
+    def refuse(key: str, message: str, hint: str = "") -> None:
+        problems.append(Problem(f"$.{key}", message, hint))
+
+    stage = config.get("stage", "sft")
+    if stage != "sft":
+        refuse("stage", f"stage {stage!r}: the spec trains sft only so far", "train it with llamafactory-cli")
+    if config.get("do_train") is False:
+        refuse("do_train", "a config that does not train (do_train: false) is not an experiment")
+    method = config.get("finetuning_type", "lora")
+    if method not in METHODS:
+        refuse(
+            "finetuning_type", f"finetuning_type {method!r}: the spec has {', '.join(METHODS)} (and qlora)"
+        )
+    quantized = method == "lora" and config.get("quantization_bit") is not None
+    _set(spec, "method.type", "qlora" if quantized else method)
+    if quantized:
+        spec["images"] = {"llamafactory": PLUS_IMAGE}
+        result.notes.append(
+            f"quantization_bit: the image is {PLUS_IMAGE} (images/llamafactory-plus): the official one lacks "
+            "the quantisation libraries"
+        )
+
+    for key, value in config.items():
+        if key in ("stage", "finetuning_type", "do_train"):
+            continue
+        if key not in legal:
+            close = difflib.get_close_matches(key, sorted(legal), n=3)
+            refuse(
+                key,
+                f"LLaMA-Factory {lfinfo.info().version} has no argument {key!r}",
+                f"did you mean {', '.join(close)}?" if close else "",
+            )
+        elif key in DECIDED:
+            result.notes.append(f"{key}: {value!r} dropped: {DECIDED[key]}")
+        elif key == "model_name_or_path":
+            model = str(value)
+            if model.startswith("/") and not model.startswith(MODELS_DIR + "/"):
+                moved = f"{MODELS_DIR}/{PurePosixPath(model).name}"
+                result.notes.append(
+                    f"{key}: {model} is a folder of your machine: copy it to {moved} on the storage"
+                )
+                model = moved
+            elif not model.startswith("/") and model.count("/") != 1:
+                moved = f"{MODELS_DIR}/{PurePosixPath(model).name}"
+                result.notes.append(f"{key}: {model} is a relative folder: copy it to {moved} on the storage")
+                model = moved
+            spec["model"] = {**model_block(model), **spec.get("model", {})}
+        elif key == "dataset":
+            names = value.split(",") if isinstance(value, str) else list(value or [])
+            _set(spec, "data.datasets", [n.strip() for n in names if str(n).strip()])
+        elif key == "dataset_dir":
+            if not str(value).startswith(DATA_DIR):
+                result.notes.append(
+                    f"dataset_dir: {value!r} becomes {DATA_DIR} on the storage: register the datasets there "
+                    "(lfk data sync); LLaMA-Factory's bundled demo sets are in its repository's data/ folder"
+                )
+            else:
+                _set(spec, "data.dir", str(value))
+        elif key == "ddp_timeout" and isinstance(value, int) and value > MAX_DDP_TIMEOUT:
+            # LLaMA-Factory's examples write 180000000 for "never"; a hung collective should end some day
+            _set(spec, "distributed.ddpTimeout", MAX_DDP_TIMEOUT)
+            result.notes.append(
+                f"ddp_timeout: {value} s capped at {MAX_DDP_TIMEOUT} s (7 days), the spec's limit"
+            )
+        elif key == "disable_gradient_checkpointing":
+            _set(spec, "training.gradientCheckpointing", not value)
+        elif key == "deepspeed":
+            zero = _deepspeed(value)
+            if zero is None:
+                refuse(
+                    key,
+                    f"deepspeed {value!r}: not a ZeRO-2 or ZeRO-3 config by its name",
+                    "set distributed.deepspeed",
+                )
+            else:
+                _set(spec, "distributed.deepspeed", zero)
+                result.notes.append(
+                    f"deepspeed: {value} becomes the project's own {zero} config (distributed.deepspeed)"
+                )
+        elif key == "report_to":
+            reported = value if isinstance(value, list) else [value]
+            if any(r not in ("none", None) for r in reported):
+                result.notes.append(
+                    f"report_to: {value!r} dropped: set tracking.mlflow.trackingUri to report to MLflow "
+                    "(the spec's only tracker)"
+                )
+        elif key in MANAGED_ARGS:
+            _set(spec, MANAGED_ARGS[key], _number(value) if key in NUMBERS else value)
+        else:
+            spec.setdefault("llamafactoryArgs", {})[key] = value
+    defaults = lfinfo.info().defaults
+    for key in (*KEEP_DEFAULTS["all"], *KEEP_DEFAULTS.get(method, ())):
+        if key not in config and defaults.get(key) is not None:
+            value = defaults[key]
+            if key == "disable_gradient_checkpointing":
+                _set(spec, "training.gradientCheckpointing", not value)
+            else:
+                _set(spec, MANAGED_ARGS[key], value)
+    if "save_total_limit" not in config:
+        result.notes.append(
+            "save_total_limit: LLaMA-Factory keeps every checkpoint; the spec keeps the last 3 on the storage "
+            "(training.saveTotalLimit)"
+        )
+    if "dataset" in config and "dataset_dir" not in config:
+        result.notes.append(
+            f"dataset_dir: LLaMA-Factory's default 'data' becomes {DATA_DIR} on the storage: register the datasets "
+            "there (lfk data sync); its bundled demo sets are in its repository's data/ folder"
+        )
+    if problems:
+        raise ImportError_(problems)
+    return result

@@ -1,0 +1,144 @@
+"""lfk import (core/importer.py, cli/import_command.py): a LLaMA-Factory training config becomes an experiment
+whose rendered training config keeps every argument of the original with its value, gives the arguments the
+original left out LLaMA-Factory's defaults, says what the cluster changed, and refuses what it cannot take,
+naming the argument, with nothing written. The configs in tests/cases/import/ take the shapes of
+LLaMA-Factory's own examples (LoRA, QLoRA, full with ZeRO-3, freeze)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from generator.cli import cli
+from generator.core import catalog, importer, lfinfo
+
+CASES = Path(__file__).resolve().parents[1] / "cases" / "import"
+DEFAULTS = lfinfo.info().defaults
+# arguments the rendered config sets otherwise, each checked on its own below
+OWN_CHECKS = {"model_name_or_path", "dataset", "dataset_dir", "deepspeed", "ddp_timeout", "report_to"}
+
+
+def lfk_import(config: Path, folder: Path, *extra: str) -> Result:
+    return CliRunner().invoke(
+        cli, ["import", str(config), "--name", "imported", "--output", str(folder), *extra]
+    )
+
+
+def rendered(folder: Path) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((folder / "train.yaml").read_text())["train"]["config"]
+    return config
+
+
+@pytest.mark.parametrize("case", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_argument_reaches_the_rendered_training_config_with_its_value(
+    case: Path, tmp_path: Path
+) -> None:
+    result = lfk_import(case, tmp_path / "imported")
+    assert result.exit_code == 0, result.output
+    original = yaml.safe_load(case.read_text())
+    train = rendered(tmp_path / "imported")
+    for key, value in original.items():
+        if key in importer.DECIDED or key in OWN_CHECKS:
+            continue
+        expected = float(value) if key in importer.NUMBERS and isinstance(value, str) else value
+        assert train.get(key, "(missing)") == expected, key
+    model = original["model_name_or_path"]
+    stored = model if model.startswith("/storage/") else f"/storage/models/{catalog.model_key(model)}"
+    assert train["model_name_or_path"] == stored
+    assert train["dataset"] == ",".join(n.strip() for n in original["dataset"].split(","))
+    assert train["dataset_dir"] == original.get("dataset_dir", "/storage/data")
+    if "deepspeed" in original:
+        assert train["deepspeed"] == "/config/deepspeed.json"
+        spec = yaml.safe_load((tmp_path / "imported" / "experiment.yaml").read_text())
+        assert spec["distributed"]["deepspeed"] == "zero3"
+    # what the original left out is LLaMA-Factory's default, not the spec's
+    method = original.get("finetuning_type", "lora")
+    for key in (*importer.KEEP_DEFAULTS["all"], *importer.KEEP_DEFAULTS.get(method, ())):
+        if key not in original and not (key == "save_steps" and train["save_strategy"] != "steps"):
+            assert train[key] == DEFAULTS[key], key
+
+
+def test_what_the_cluster_decides_is_changed_and_said(tmp_path: Path) -> None:
+    result = lfk_import(CASES / "lora_sft.yaml", tmp_path / "imported")
+    assert result.exit_code == 0, result.output
+    for line in (
+        "changed: output_dir: 'saves/qwen2.5-7b/lora/sft' dropped: the output is /storage/output/<name>/<run id>",
+        "changed: overwrite_output_dir: True dropped: never overwritten",
+        "changed: plot_loss: True dropped: always on",
+        "changed: ddp_timeout: 180000000 s capped at 604800 s (7 days)",
+        "changed: dataset_dir: LLaMA-Factory's default 'data' becomes /storage/data on the storage",
+        "changed: save_total_limit: LLaMA-Factory keeps every checkpoint; the spec keeps the last 3",
+    ):
+        assert line in result.output, result.output
+    text = (tmp_path / "imported" / "experiment.yaml").read_text()
+    assert "# Changed on the way, because the cluster decides it:\n#   output_dir:" in text
+    train = rendered(tmp_path / "imported")
+    assert (
+        train["output_dir"].startswith("/storage/output/imported/") and train["overwrite_output_dir"] is False
+    )
+    # what the spec has no field for is passed through, as it was
+    spec = yaml.safe_load(text)
+    assert spec["llamafactoryArgs"] == {
+        "overwrite_cache": True, "dataloader_num_workers": 2, "save_only_model": False,
+        "resume_from_checkpoint": None, "per_device_eval_batch_size": 1, "eval_strategy": "steps", "eval_steps": 200,
+    }  # fmt: skip
+
+
+def test_qlora_takes_the_image_with_bitsandbytes_and_mlflow_needs_a_tracking_uri(tmp_path: Path) -> None:
+    result = lfk_import(CASES / "qlora_sft.yaml", tmp_path / "imported")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "imported" / "experiment.yaml").read_text())
+    assert spec["method"]["type"] == "qlora" and "llamafactory-plus" in spec["images"]["llamafactory"]
+    assert "changed: report_to: 'mlflow' dropped: set tracking.mlflow.trackingUri" in result.output
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        ({"lora_rnak": 8}, "$.lora_rnak", "LLaMA-Factory 0.9.5 has no argument 'lora_rnak' (hint: did you mean lora_rank"),
+        ({"stage": "dpo"}, "$.stage", "stage 'dpo': the spec trains sft only so far"),
+        ({"finetuning_type": "oft"}, "$.finetuning_type", "finetuning_type 'oft': the spec has lora, full, freeze"),
+        ({"deepspeed": "my_settings.json"}, "$.deepspeed", "deepspeed 'my_settings.json': not a ZeRO-2 or ZeRO-3 config"),
+        ({"do_train": False}, "$.do_train", "a config that does not train"),
+    ],
+)  # fmt: skip
+def test_what_cannot_be_taken_is_named_and_nothing_is_written(
+    tmp_path: Path, change: dict[str, Any], path: str, message: str
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load((CASES / "lora_sft.yaml").read_text()), **change}))
+    result = lfk_import(config, tmp_path / "imported")
+    assert result.exit_code == 1
+    assert f"{config}::{path}: {message}" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "imported").exists()
+
+
+def test_a_file_that_is_not_a_config_and_an_existing_experiment_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "list.yaml"
+    config.write_text("- a\n- b\n")
+    result = lfk_import(config, tmp_path / "imported")
+    assert result.exit_code == 1 and f"{config}::$: a LLaMA-Factory config is a mapping" in result.output
+    assert lfk_import(CASES / "freeze.yaml", tmp_path / "imported").exit_code == 0
+    again = lfk_import(CASES / "freeze.yaml", tmp_path / "imported")
+    assert again.exit_code == 1 and "experiment.yaml exists already" in again.output
+
+
+def test_a_spec_the_schema_refuses_is_not_written(tmp_path: Path) -> None:
+    """A value the importer passes on as it is (a batch size of 0) meets the schema, which names it."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load((CASES / "freeze.yaml").read_text()), "per_device_train_batch_size": 0}
+        )
+    )
+    result = lfk_import(config, tmp_path / "imported")
+    assert result.exit_code == 1
+    assert "experiment.yaml::$.training.batchSize: 0 is less than the minimum of 1" in result.output, (
+        result.output
+    )
+    assert not (tmp_path / "imported" / "experiment.yaml").exists()
