@@ -61,7 +61,9 @@ def test_imported_configs_pass_the_real_parser(repo_root: Path, tmp_path: Path) 
     LLaMA-Factory's own argument parser accepts."""
     for config in sorted((repo_root / "tests" / "cases" / "import").glob("*.yaml")):
         folder = tmp_path / config.stem
-        result = CliRunner().invoke(cli, ["import", str(config), "--name", "imported", "--output", str(folder)])
+        result = CliRunner().invoke(
+            cli, ["import", str(config), "--name", "imported", "--output", str(folder)]
+        )
         assert result.exit_code == 0, result.output
         spec = folder / "experiment.yaml"
         assert deep_problems(spec_from_text(spec.read_text(), str(spec))) == [], config

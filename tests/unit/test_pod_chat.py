@@ -5,17 +5,15 @@ server on 127.0.0.1 that gives the answer under test (the node tier asks the rea
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 
+from tests.support import fakeserver
 from tests.support.podfiles import FILES, load
 
 chat_test = load("chat_test")
@@ -79,32 +77,10 @@ def test_an_answer_that_is_not_an_object_is_refused() -> None:
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[dict[str, Any]], list[Any]]]:
-    """A server on 127.0.0.1 answering each POST with the next prepared answer; (url, requests, answers)."""
-    requests: list[dict[str, Any]] = []
+    """A server answering each chat completion with the next prepared answer; (url, requests, answers)."""
     answers: list[Any] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            requests.append({"path": self.path, "body": json.loads(self.rfile.read(length))})
-            body = json.dumps(answers.pop(0)).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}", requests, answers
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with fakeserver.serve({"/v1/chat/completions": lambda body: answers.pop(0)}) as (url, requests):
+        yield url, requests, answers
 
 
 def run_chat_test(url: str) -> subprocess.CompletedProcess[str]:

@@ -10,14 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import fakeserver
 from tests.support.podfiles import FILES, load
 
 parity = load("prompt_parity")
@@ -164,33 +163,10 @@ Vllm = tuple[str, list[dict[str, Any]], dict[str, Callable[[dict[str, Any]], Any
 
 @pytest.fixture
 def vllm() -> Iterator[Vllm]:
-    """A server on 127.0.0.1 answering POSTs by path with prepared functions of the body; (url, requests,
-    handlers). A path with no handler answers 404, as a server without it does."""
-    requests: list[dict[str, Any]] = []
-    handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-            handler = handlers.get(self.path)
-            data = json.dumps(handler(body) if handler else {"detail": "Not Found"}).encode()
-            self.send_response(200 if handler else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}", requests, handlers
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """A stand-in for vLLM's endpoints: (url, requests, handlers by path), the handlers set by each test."""
+    handlers: fakeserver.Handlers = {}
+    with fakeserver.serve(handlers) as (url, requests):
+        yield url, requests, handlers
 
 
 def tokenize_as_trained(body: dict[str, Any]) -> dict[str, Any]:
