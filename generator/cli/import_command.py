@@ -16,6 +16,12 @@ from .output import Failed, print_problems
 MAX_CONFIG = 1 << 20
 
 
+def comment(text: str) -> str:
+    """text for one comment line: a line break or other control character in a value of the config (or its
+    file name) is written escaped, so it can never end the comment and start YAML of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @click.command("import")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="The experiment's name (its folder, its releases).")
@@ -69,14 +75,15 @@ def import_cmd(
     )
     ordered = {k: spec[k] for k in order if k in spec} | {k: v for k, v in spec.items() if k not in order}
     body = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None, width=110)
-    notes = "".join(f"#   {note}\n" for note in imported.notes)
+    notes = "".join(f"#   {comment(note)}\n" for note in imported.notes)
     text = (
         MODELINE.format(schema=schema_for(folder))
-        + f"# {name}: imported from {config.name} by `lfk import`; every key left out takes the schema's default.\n"
+        + f"# {comment(name)}: imported from {comment(config.name)} by `lfk import`; every key left out takes the "
+        "schema's default.\n"
         + (f"# Changed on the way, because the cluster decides it:\n{notes}" if notes else "")
         + body
     )
     for note in imported.notes:
-        click.echo(f"changed: {note}")
+        click.echo(f"changed: {comment(note)}")
     written = validate_and_write(folder, text)
     click.echo(f"next: lfk validate {written}, lfk check {written}, lfk run {written}")

@@ -142,3 +142,20 @@ def test_a_spec_the_schema_refuses_is_not_written(tmp_path: Path) -> None:
         result.output
     )
     assert not (tmp_path / "imported" / "experiment.yaml").exists()
+
+
+def test_a_value_cannot_break_out_of_its_comment(tmp_path: Path) -> None:
+    """The notes become comments in the spec: a line break in a value stays escaped inside its comment."""
+    config = tmp_path / "config.yaml"
+    hostile = "ds_z3.json\nimages: {llamafactory: evil}"
+    config.write_text(
+        yaml.safe_dump({**yaml.safe_load((CASES / "full_zero3.yaml").read_text()), "deepspeed": hostile})
+    )
+    result = lfk_import(config, tmp_path / "imported")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "imported" / "experiment.yaml").read_text())
+    assert "images" not in spec
+    assert (
+        "#   deepspeed: ds_z3.json\\nimages: {llamafactory: evil} becomes"
+        in (tmp_path / "imported" / "experiment.yaml").read_text()
+    )
