@@ -98,13 +98,14 @@ def _sharegpt(row: dict[str, Any], columns: dict[str, str], tags: dict[str, str]
 
 def _first_rows(path: Path, count: int) -> list[Any]:
     if path.suffix == ".jsonl":
-        rows = []
+        rows: list[Any] = []
         with open(path, encoding="utf-8") as f:
-            for line in f:
+            while len(rows) < count:
+                line = f.readline(MAX_DATASET_FILE)  # a file of one endless line is not read whole
+                if not line:
+                    break
                 if line.strip():
                     rows.append(json.loads(line))
-                if len(rows) == count:
-                    break
         return rows
     data = json.loads(read_regular(path, MAX_DATASET_FILE, "a dataset read for its first prompts"))
     return data[:count] if isinstance(data, list) else []
@@ -195,7 +196,11 @@ def write(config_path: str, output_dir: str | None, conversations_from: str | No
         earlier = load_record(conversations_from)
         conversations = [{"name": c["name"], "messages": c["messages"]} for c in earlier["conversations"]]
     else:
-        conversations = [*FIXED, *data_prompts(config)]
+        try:
+            conversations = [*FIXED, *data_prompts(config)]
+        except (OSError, ValueError) as exc:  # the training read it; a record without its prompts still checks
+            print(f"prompt parity: the data's first prompts left out: {exc}", file=sys.stderr)
+            conversations = list(FIXED)
     record = build_record(config, conversations)
     atomic_write(target / RECORD, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
     stops = ", ".join(f"{t!r} ({i})" for i, t in stop_tokens(record))
