@@ -14,6 +14,7 @@ import pytest
 from generator.core.facts import derive
 from generator.core.spec import spec_from_text
 from generator.ops import cluster_readiness, readiness
+from tests.support import fakeserver
 
 SPEC = """
 name: check
@@ -156,3 +157,36 @@ def test_served_model_is_asked_for_its_name(server: str) -> None:
         Handler.models = ["check"]
     assert wrong.ok is False and "not 'check'" in wrong.detail
     assert readiness.served_model(facts, None, None).ok is None
+
+
+def test_served_prompts_are_compared_with_the_record_beside_the_served_model(tmp_path: Path) -> None:
+    """lfk check --after: the record read from the storage, the prompts asked of a stand-in vLLM; a server that
+    builds another prompt fails the item with the token named, one without /tokenize is not checked."""
+    facts = derive(spec())
+    record_dir = tmp_path / facts.serve_model.removeprefix("/storage/")
+    record_dir.mkdir(parents=True)
+    conversation = {"name": "hi", "messages": [{"role": "user", "content": "Hi"}], "promptIds": [0, 5, 6],
+                    "promptPieces": ["<s>", "user", "Hi"]}  # fmt: skip
+    record = {
+        "template": "llama3",
+        "stopTokenIds": [7],
+        "stopTokens": ["</s>"],
+        "conversations": [conversation],
+    }
+    missing = readiness.served_prompts(facts, tmp_path, "http://127.0.0.1:9", None)
+    assert missing.ok is False and "lfk-prompt-parity.json" in missing.detail
+    (record_dir / "lfk-prompt-parity.json").write_text(json.dumps(record))
+    handlers: fakeserver.Handlers = {
+        "/tokenize": lambda body: {"tokens": [0, 5, 6]},
+        "/v1/completions": lambda body: {"choices": [{"finish_reason": "stop"}]},
+    }
+    with fakeserver.serve(handlers) as (url, _):
+        assert readiness.served_prompts(facts, tmp_path, url, None).ok is True
+        handlers["/tokenize"] = lambda body: {"tokens": [0, 9, 6]}
+        handlers["/detokenize"] = lambda body: {"prompt": "assistant"}
+        wrong = readiness.served_prompts(facts, tmp_path, url, None)
+        assert wrong.ok is False and "trained 'user' (id 5), served 'assistant' (id 9)" in wrong.detail
+        del handlers["/tokenize"]
+        other = readiness.served_prompts(facts, tmp_path, url, None)
+        assert other.ok is None and "has no /tokenize" in other.detail
+    assert readiness.served_prompts(facts, tmp_path, None, None).ok is None
