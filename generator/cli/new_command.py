@@ -25,7 +25,7 @@ QUESTIONS = {
     "data_format": ("Data format", "alpaca"),
     "dataset": ("Dataset name (as registered in dataset_info.json)", "my_dataset"),
     "data_file": ("Its file, in the dataset directory", "my_dataset.json"),
-    "method": ("Method: lora (16-bit base), qlora (4-bit base, least VRAM), full, freeze", "lora"),
+    "method": ("Method: lora (16-bit base), qlora (4-bit base, least VRAM), oft, full, freeze", "lora"),
     "gpu_product": ("GPU (nvidia.com/gpu.product)", "NVIDIA-A100-SXM4-80GB"),
     "gpus": ("GPUs for training", 1),
     "namespace": ("Namespace", "llm-training"),

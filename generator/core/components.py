@@ -16,6 +16,12 @@ SpecData = dict[str, Any]
 
 
 def is_adapter_method(method: str) -> bool:
+    """It trains an adapter (LoRA or OFT) that the merge folds into the base model."""
+    return method in ("lora", "qlora", "oft")
+
+
+def is_lora_method(method: str) -> bool:
+    """Its adapter is a LoRA one, which vLLM can serve on the base model (it serves OFT merged only)."""
     return method in ("lora", "qlora")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import SpecError
 from . import catalog, components, lfinfo
 from .catalog import ModelInfo
-from .components import install_timeout, is_adapter_method, release_name
+from .components import install_timeout, is_adapter_method, is_lora_method, release_name
 from .contract import PORTS, VLLM_LORA_RANKS
 from .spec import Spec, load_spec
 from .storage import MERGED_DIR, OUTPUT_DIR, SERVING_DIR, climbs, normalise
@@ -100,7 +100,8 @@ def run_id(spec: Spec) -> str:
     payload = {
         "model": model,
         "data": data,
-        "method": d["method"],
+        # OFT's settings only where OFT trains (they came after the other methods' run ids were taken)
+        "method": {k: v for k, v in d["method"].items() if k != "oft" or d["method"]["type"] == "oft"},
         "training": training,
         "world_size": world_size(spec),
         "llamafactoryArgs": d["llamafactoryArgs"],
@@ -186,6 +187,9 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
         lora_rank=method.get("lora", {}).get("rank", 16),
         lora_target=str(method.get("lora", {}).get("target", "all")),
         trainable_layers=method.get("freeze", {}).get("trainableLayers", 2),
+        oft_block_size=method.get("oft", {}).get("blockSize", 32),
+        oft_rank=method.get("oft", {}).get("rank", 0),
+        oft_target=str(method.get("oft", {}).get("target", "all")),
         zero_stage=zero_stage(spec),
         data_parallel=world_size(spec),
     )
@@ -296,12 +300,12 @@ def derive(spec: Spec) -> Facts:
     lora_module = None
     max_rank = None
     host = shared_host(spec)
-    if serve["source"] == "adapter" and is_adapter_method(method):
+    if serve["source"] == "adapter" and is_lora_method(method):
         serve_model, lora_module = base_model, output_dir
         max_rank = max_lora_rank(spec)
-    elif serve["source"] == "shared" and is_adapter_method(method):
+    elif serve["source"] == "shared" and is_lora_method(method):
         serve_model, lora_module = base_model, output_dir
-        if host and host.spec and is_adapter_method(host.spec.data["method"]["type"]):
+        if host and host.spec and is_lora_method(host.spec.data["method"]["type"]):
             max_rank = max_lora_rank(host.spec)
     elif merged_dir:
         serve_model = merged_dir

@@ -42,10 +42,11 @@ KEEP_DEFAULTS: dict[str, tuple[str, ...]] = {
             "disable_gradient_checkpointing", "flash_attn", "logging_steps", "save_strategy", "save_steps",
             "seed", "trust_remote_code"),
     "lora": ("lora_rank", "lora_dropout", "lora_target"),
+    "oft": ("oft_block_size", "oft_target"),
     "freeze": ("freeze_trainable_layers",),
 }  # fmt: skip
 # finetuning_type values the spec expresses (qlora is lora with quantization_bit)
-METHODS = ("lora", "full", "freeze")
+METHODS = ("lora", "oft", "full", "freeze")
 
 
 class ImportError_(Exception):  # noqa: N801 - not the builtin: a config the spec cannot take

@@ -12,7 +12,7 @@ from .rules.llamafactory import PLUS_IMAGE
 from .storage import MODELS_DIR
 
 MODELINE = "# yaml-language-server: $schema={schema}\n"
-METHODS = ("lora", "qlora", "full", "freeze")
+METHODS = ("lora", "qlora", "oft", "full", "freeze")
 FORMATS = ("alpaca", "sharegpt")
 
 

@@ -83,6 +83,20 @@ def lora_parameters(model: ModelInfo, rank: int, target: str) -> int:
     return per_layer * model.num_layers
 
 
+def oft_parameters(model: ModelInfo, block_size: int, rank: int, target: str) -> int:
+    """OFT's rotations of every targeted module in every layer: blocks over the module's inputs, each a
+    skew-symmetric block_size x block_size matrix stored as its block_size x (block_size - 1) / 2 entries (rank,
+    when set, is the number of blocks instead)."""
+    shapes = module_shapes(model)
+    names = LORA_TARGETS if target.strip() == "all" else [t.strip() for t in target.split(",") if t.strip()]
+    per_layer = 0
+    for name in (n for n in names if n in shapes):
+        inputs = shapes[name][0]
+        size = max(1, inputs // rank) if rank > 0 else block_size
+        per_layer += (inputs // size) * size * (size - 1) // 2
+    return per_layer * model.num_layers
+
+
 def layer_linear_parameters(model: ModelInfo) -> int:
     shapes = module_shapes(model)
     return sum(a * b for n, (a, b) in shapes.items() if n in LORA_TARGETS)
@@ -105,7 +119,13 @@ def weight_bytes(model: ModelInfo, method: str, bits: int | None, half_precision
 
 
 def trainable_bytes(
-    model: ModelInfo, method: str, lora_rank: int, lora_target: str, trainable_layers: int, pure_bf16: bool
+    model: ModelInfo,
+    method: str,
+    lora_rank: int,
+    lora_target: str,
+    trainable_layers: int,
+    pure_bf16: bool,
+    oft: tuple[int, int, str] = (32, 0, "all"),
 ) -> tuple[float, str]:
     total = model.parameters_b * 1e9
     if method == "full":
@@ -115,6 +135,11 @@ def trainable_bytes(
     if method == "freeze":
         share = min(1.0, trainable_layers / model.num_layers)
         return TRAINABLE_BYTES * total * share, f"the last {trainable_layers} layers trained"
+    if method == "oft":
+        block_size, rank, target = oft
+        count = oft_parameters(model, block_size, rank, target)
+        shape = f"{rank} blocks" if rank > 0 else f"blocks of {block_size}"
+        return TRAINABLE_BYTES * count, f"OFT, {shape} on {target}: {count / 1e6:.0f} M parameters"
     count = lora_parameters(model, lora_rank, lora_target)
     return TRAINABLE_BYTES * count, f"LoRA rank {lora_rank} on {lora_target}: {count / 1e6:.0f} M parameters"
 
@@ -131,12 +156,23 @@ def estimate(
     lora_rank: int = 16,
     lora_target: str = "all",
     trainable_layers: int = 2,
+    oft_block_size: int = 32,
+    oft_rank: int = 0,
+    oft_target: str = "all",
     pure_bf16: bool = False,
     zero_stage: int = 0,
     data_parallel: int = 1,
 ) -> VramEstimate:
     weights, how = weight_bytes(model, method, bits, half_precision)
-    trainable, trained = trainable_bytes(model, method, lora_rank, lora_target, trainable_layers, pure_bf16)
+    trainable, trained = trainable_bytes(
+        model,
+        method,
+        lora_rank,
+        lora_target,
+        trainable_layers,
+        pure_bf16,
+        (oft_block_size, oft_rank, oft_target),
+    )
     basis = f"{how}; {trained}"
     if zero_stage >= 3 and data_parallel > 1:
         weights, trainable = weights / data_parallel, trainable / data_parallel

@@ -101,7 +101,7 @@ def test_qlora_takes_the_image_with_bitsandbytes_and_mlflow_needs_a_tracking_uri
     [
         ({"lora_rnak": 8}, "$.lora_rnak", "LLaMA-Factory 0.9.5 has no argument 'lora_rnak' (hint: did you mean lora_rank"),
         ({"stage": "dpo"}, "$.stage", "stage 'dpo': the spec trains sft only so far"),
-        ({"finetuning_type": "oft"}, "$.finetuning_type", "finetuning_type 'oft': the spec has lora, full, freeze"),
+        ({"finetuning_type": "dora"}, "$.finetuning_type", "finetuning_type 'dora': the spec has lora, oft, full, freeze"),
         ({"deepspeed": "my_settings.json"}, "$.deepspeed", "deepspeed 'my_settings.json': not a ZeRO-2 or ZeRO-3 config"),
         ({"do_train": False}, "$.do_train", "a config that does not train"),
     ],

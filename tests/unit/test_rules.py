@@ -229,3 +229,19 @@ def test_pass_through_keys_the_rendered_config_already_holds_are_refused(
     spec = spec_of(f"llamafactoryArgs: {{{key}: /storage/ds.json}}\n", tmp_path)
     found = [(p.path, p.message, p.hint) for p in validate(spec)]
     assert [f for f in found if f[0] == f"$.llamafactoryArgs.{key}" and hint in (f[2] or "")], found
+
+
+def test_oft_is_merged_and_served_merged_never_as_a_lora_adapter(tmp_path: Path) -> None:
+    """OFT trains an adapter the merge folds in, like LoRA; vLLM loads LoRA adapters only."""
+    assert problems("method: {type: oft}\n", tmp_path) == []
+    spec = spec_of("method: {type: oft}\n", tmp_path)
+    assert set(derive(spec).releases) >= {"train", "merge", "vllm"}
+    assert problems("method: {type: oft}\nserve: {source: adapter}\n", tmp_path) == [
+        "$.serve.source error: vLLM serves LoRA adapters only, not oft ones"
+    ]
+    assert problems("method: {type: oft, lora: {rank: 8}}\n", tmp_path) == [
+        "$.method.lora warning: LoRA settings are ignored for oft fine-tuning"
+    ]
+    assert problems("method: {type: lora, oft: {blockSize: 16}}\n", tmp_path) == [
+        "$.method.oft warning: OFT settings are ignored for lora fine-tuning"
+    ]

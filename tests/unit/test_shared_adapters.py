@@ -105,7 +105,8 @@ def test_a_guest_of_a_sharing_host_is_valid_and_renders_no_vllm_of_its_own(tmp_p
         ({}, {"llamafactoryArgs": {"resize_vocab": True}}, "$.llamafactoryArgs.resize_vocab: a shared vLLM cannot"),
         ({}, {"serve": {"source": "shared", "host": "host", "servedModelName": "host"}},
          "$.serve.servedModelName: host is a name host's vLLM already serves"),
-        ({}, {"method": {"type": "full"}}, "$.serve.source: full fine-tuning has no adapter to share"),
+        ({}, {"method": {"type": "full"}}, "$.serve.source: full fine-tuning has no LoRA adapter to share"),
+        ({}, {"method": {"type": "oft"}}, "$.serve.source: oft fine-tuning has no LoRA adapter to share"),
     ],
 )  # fmt: skip
 def test_what_a_shared_vllm_cannot_serve_is_refused_with_the_fix(

@@ -32,6 +32,7 @@ def test_defaults_come_from_the_schema() -> None:
     assert spec.data["method"] == {
         "type": "lora",
         "lora": {"rank": 8, "dropout": 0.1, "target": "all"},
+        "oft": {"blockSize": 32, "rank": 0, "target": "all"},
         "freeze": {"trainableLayers": 2},
     }
     assert spec.data["training"]["saveStrategy"] == "steps"

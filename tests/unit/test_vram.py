@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from generator.core.catalog import KNOWN_MODELS, approximate_architecture
+from generator.core.catalog import KNOWN_MODELS, ModelInfo, approximate_architecture
 from generator.core.rules import validate
 from generator.core.spec import spec_from_text
-from generator.core.vram import estimate, lora_parameters
+from generator.core.vram import estimate, lora_parameters, oft_parameters
 
 LLAMA_8B = KNOWN_MODELS["llama-3.1-8b"]
 # the guide's "Popularne modele" at its own settings: LoRA r16, batch 2, cutoff 2048; QLoRA 4-bit r8, batch 1,
@@ -54,6 +54,17 @@ def test_lora_parameters_of_llama_8b_rank_16_on_every_linear_layer() -> None:
     # PEFT reports 41,943,040 trainable parameters for this configuration
     assert lora_parameters(LLAMA_8B, 16, "all") == 41_943_040
     assert lora_parameters(LLAMA_8B, 16, "q_proj,v_proj") < lora_parameters(LLAMA_8B, 16, "all") / 5
+
+
+def test_oft_parameters_of_the_tiny_model_as_peft_counts_them() -> None:
+    # PEFT 0.18's OFT adapter of LLaMA-Factory 0.9.5 on the tiny model (hidden 128, MLP 256, 2 layers, one KV
+    # head of two), block size 32, every linear layer: 14 rotations of (inputs / 32) x 496 entries, 31,744 in all
+    tiny = ModelInfo(0.0003, 128, 2, 400, "llama3", 256, 0.5)
+    assert oft_parameters(tiny, 32, 0, "all") == 31_744
+    # the same blocks by their number: 4 blocks over 128 inputs are blocks of 32
+    assert oft_parameters(tiny, 32, 0, "q_proj") == oft_parameters(tiny, 999, 4, "q_proj") == 4 * 496 * 2
+    # Llama 3.1 8B, blocks of 64 on three attention projections: 4096 x 63 / 2 each, 32 layers
+    assert oft_parameters(LLAMA_8B, 64, 0, "q_proj,v_proj,o_proj") == 3 * 4096 * 63 // 2 * 32
 
 
 def test_a_higher_rank_and_more_targets_need_more() -> None:

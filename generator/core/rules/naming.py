@@ -48,7 +48,9 @@ def method_and_quantization(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"{library} quantises to {' or '.join(map(str, allowed))} bits, not {bits}",
                 f"use bits: {allowed[-1] if bits > allowed[-1] else allowed[0]} or another method",
             )
-    if kind in ("full", "freeze") and "lora" in spec.raw.get("method", {}):
+    if kind in ("full", "freeze", "oft") and "lora" in spec.raw.get("method", {}):
         yield Problem(
             "$.method.lora", f"LoRA settings are ignored for {kind} fine-tuning", severity="warning"
         )
+    if kind != "oft" and "oft" in spec.raw.get("method", {}):
+        yield Problem("$.method.oft", f"OFT settings are ignored for {kind} fine-tuning", severity="warning")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..components import is_adapter_method
+from ..components import is_adapter_method, is_lora_method
 from ..contract import VLLM_LORA_RANKS
 from ..facts import Facts, resolve_template, smallest_lora_rank
 from ..problems import Problem
@@ -27,13 +27,17 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"{method} fine-tuning produces a full model, not an adapter",
             "use source: merged",
         )
+    elif serve["source"] == "adapter" and not is_lora_method(method):
+        yield Problem(
+            "$.serve.source", f"vLLM serves LoRA adapters only, not {method} ones", "use source: merged"
+        )
     if serve["source"] == "merged" and is_adapter_method(method) and not d["merge"]["enabled"]:
         yield Problem(
             "$.merge.enabled",
             "serving the merged model needs the merge release",
             "enable merge, or serve base + adapter with serve.source: adapter",
         )
-    if serve["source"] == "adapter" and is_adapter_method(method):
+    if serve["source"] == "adapter" and is_lora_method(method):
         rank = d["method"]["lora"]["rank"]
         if facts.max_lora_rank is None:
             yield Problem(
@@ -104,10 +108,10 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
         )
     if serve["source"] != "shared" or not serve["enabled"]:
         return
-    if not is_adapter_method(d["method"]["type"]):
+    if not is_lora_method(d["method"]["type"]):
         yield Problem(
             "$.serve.source",
-            f"{d['method']['type']} fine-tuning has no adapter to share",
+            f"{d['method']['type']} fine-tuning has no LoRA adapter to share (vLLM loads LoRA ones only)",
             "use source: merged",
         )
         return

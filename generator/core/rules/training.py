@@ -127,7 +127,7 @@ def vram(spec: Spec, facts: Facts) -> Iterator[Problem]:
 def vram_advice(spec: Spec) -> str:
     d = spec.data
     tips = []
-    if d["method"]["type"] in ("lora", "full", "freeze"):
+    if d["method"]["type"] in ("lora", "oft", "full", "freeze"):
         tips.append("use method.type: qlora with quantization.bits: 4")
     if d["training"]["batchSize"] > 1:
         tips.append("lower training.batchSize (raise gradientAccumulation to keep the effective batch)")
