@@ -198,7 +198,10 @@ def write(config_path: str, output_dir: str | None, conversations_from: str | No
     else:
         try:
             conversations = [*FIXED, *data_prompts(config)]
-        except (OSError, ValueError) as exc:  # the training read it; a record without its prompts still checks
+        except (
+            OSError,
+            ValueError,
+        ) as exc:  # the training read it; a record without its prompts still checks
             print(f"prompt parity: the data's first prompts left out: {exc}", file=sys.stderr)
             conversations = list(FIXED)
     record = build_record(config, conversations)
