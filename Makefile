@@ -156,7 +156,7 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 
 # ----------------------------------------------------------------------------------------------- tests
 .PHONY: test test-unit test-chart test-cluster test-node test-llamafactory smoke gpu-smoke
-# The cheap tiers first, so a broken unit test fails in a minute (the chart tier on two pytest-xdist workers);
+# The cheap tiers first, so a broken unit test fails in a minute (each on two pytest-xdist workers);
 # then the cluster tier, mostly waiting on its API server, beside the LLaMA-Factory and node tiers, which
 # train on the CPU (hack/test-slow-tiers.sh). Each run lists its slowest tests.
 test: disk-check-test venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
@@ -237,7 +237,7 @@ cluster-status: venv ## Show the local control plane's processes, health and nod
 
 # ------------------------------------------------------------------------------------------ demo, bench
 .PHONY: demo bench bench-cluster bench-node
-demo: disk-check-demo venv llamafactory $(DEMO_TOOLS) images ## The guide's flow for real: tiny-cpu trained, resumed, merged, served on the real node; the GPU example on simulated nodes
+demo: disk-check-demo venv llamafactory $(DEMO_TOOLS) images ## The guide's flow for real: tiny-cpu trained, merged, evaluated, served on the real node; the GPU example on simulated nodes
 	$(PY) hack/demo.py
 
 bench: venv $(HELM3) ## Benchmark: lfk validate, lfk render (all examples) and one helm template side by side; 1000 specs in one process
