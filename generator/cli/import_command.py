@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 import yaml
 
-from ..core.importer import ImportError_, import_config
+from ..core.importer import import_config
 from ..core.scaffold import MODELINE, storage_block
+from ..errors import SpecError
 from .new_command import QUESTIONS, schema_for, validate_and_write
 from .output import Failed, print_problems
 
@@ -54,8 +55,8 @@ def import_cmd(
     if not isinstance(document, dict) or not all(isinstance(k, str) for k in document):
         raise Failed(f"{source}::$: a LLaMA-Factory config is a mapping of argument names to values")
     try:
-        imported = import_config(document, name)
-    except ImportError_ as exc:
+        imported = import_config(document, name, source)
+    except SpecError as exc:
         print_problems(source, exc.problems)
         raise Failed(f"{source}: not imported") from None
     spec = imported.spec

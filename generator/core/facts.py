@@ -174,6 +174,7 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
         return None
     d = spec.data
     method = d["method"]
+    oft = method.get("oft", {})
     extra = d["llamafactoryArgs"]
     return estimate(
         info,
@@ -187,9 +188,9 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
         lora_rank=method.get("lora", {}).get("rank", 16),
         lora_target=str(method.get("lora", {}).get("target", "all")),
         trainable_layers=method.get("freeze", {}).get("trainableLayers", 2),
-        oft_block_size=method.get("oft", {}).get("blockSize", 32),
-        oft_rank=method.get("oft", {}).get("rank", 0),
-        oft_target=str(method.get("oft", {}).get("target", "all")),
+        oft_block_size=oft.get("blockSize", 32),
+        oft_rank=oft.get("rank", 0),
+        oft_target=str(oft.get("target", "all")),
         zero_stage=zero_stage(spec),
         data_parallel=world_size(spec),
     )

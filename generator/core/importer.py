@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from ..errors import SpecError
 from . import lfinfo
-from .contract import DATA_DIR, MODELS_DIR
+from .contract import DATA_DIR, MODELS_DIR, OUTPUT_DIR
 from .problems import Problem
 from .rules.llamafactory import MANAGED_ARGS, PLUS_IMAGE
 from .scaffold import model_block
@@ -23,7 +24,7 @@ from .scaffold import model_block
 NUMBERS = {"learning_rate", "num_train_epochs", "warmup_ratio", "max_grad_norm", "val_size", "lora_dropout"}
 # arguments the cluster decides: what becomes of each
 DECIDED = {
-    "output_dir": "the output is /storage/output/<name>/<run id>, one folder per run, on the storage",
+    "output_dir": f"the output is {OUTPUT_DIR}/<name>/<run id>, one folder per run, on the storage",
     "overwrite_output_dir": "never overwritten: a restarted or preempted Job resumes from its checkpoints",
     "logging_dir": "the TensorBoard logs go beside the run's checkpoints (<output>/logs)",
     "plot_loss": "always on: lfk status and lfk report read the loss",
@@ -49,12 +50,6 @@ KEEP_DEFAULTS: dict[str, tuple[str, ...]] = {
 METHODS = ("lora", "oft", "full", "freeze")
 
 
-class ImportError_(Exception):  # noqa: N801 - not the builtin: a config the spec cannot take
-    def __init__(self, problems: list[Problem]):
-        super().__init__("; ".join(p.message for p in problems))
-        self.problems = problems
-
-
 @dataclass
 class Imported:
     spec: dict[str, Any]
@@ -67,6 +62,14 @@ def _set(document: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parents:
         node = node.setdefault(part, {})
     node[last] = value
+
+
+def _assign(spec: dict[str, Any], key: str, value: Any) -> None:
+    """A LLaMA-Factory argument's value into its spec field (MANAGED_ARGS), as the spec spells it."""
+    if key == "disable_gradient_checkpointing":
+        _set(spec, "training.gradientCheckpointing", not value)
+    else:
+        _set(spec, MANAGED_ARGS[key], _number(value) if key in NUMBERS else value)
 
 
 def _number(value: Any) -> Any:
@@ -87,9 +90,9 @@ def _deepspeed(value: Any) -> str | None:
     return None
 
 
-def import_config(config: dict[str, Any], name: str) -> Imported:
-    """The spec fields and notes for a LLaMA-Factory training config; ImportError_ naming each argument that
-    cannot be taken. name, namespace, storage and resources are the caller's."""
+def import_config(config: dict[str, Any], name: str, source: str) -> Imported:
+    """The spec fields and notes for the LLaMA-Factory training config read from source; SpecError naming each
+    argument that cannot be taken. name, namespace, storage and resources are the caller's."""
     legal = lfinfo.info().arguments
     problems: list[Problem] = []
     result = Imported(spec={"name": name})
@@ -131,36 +134,26 @@ def import_config(config: dict[str, Any], name: str) -> Imported:
             result.notes.append(f"{key}: {value!r} dropped: {DECIDED[key]}")
         elif key == "model_name_or_path":
             model = str(value)
-            if model.startswith("/") and not model.startswith(MODELS_DIR + "/"):
+            # a hub id is org/name; any other folder than the storage's models is on the person's machine
+            local = not model.startswith(MODELS_DIR + "/") if model.startswith("/") else model.count("/") != 1
+            if local:
                 moved = f"{MODELS_DIR}/{PurePosixPath(model).name}"
-                result.notes.append(
-                    f"{key}: {model} is a folder of your machine: copy it to {moved} on the storage"
-                )
-                model = moved
-            elif not model.startswith("/") and model.count("/") != 1:
-                moved = f"{MODELS_DIR}/{PurePosixPath(model).name}"
-                result.notes.append(f"{key}: {model} is a relative folder: copy it to {moved} on the storage")
+                kind = "a folder of your machine" if model.startswith("/") else "a relative folder"
+                result.notes.append(f"{key}: {model} is {kind}: copy it to {moved} on the storage")
                 model = moved
             spec["model"] = {**model_block(model), **spec.get("model", {})}
         elif key == "dataset":
             names = value.split(",") if isinstance(value, str) else list(value or [])
             _set(spec, "data.datasets", [n.strip() for n in names if str(n).strip()])
         elif key == "dataset_dir":
-            if not str(value).startswith(DATA_DIR):
-                result.notes.append(
-                    f"dataset_dir: {value!r} becomes {DATA_DIR} on the storage: register the datasets there "
-                    "(lfk data sync); LLaMA-Factory's bundled demo sets are in its repository's data/ folder"
-                )
-            else:
-                _set(spec, "data.dir", str(value))
+            if str(value).startswith(DATA_DIR):
+                _set(spec, "data.dir", str(value))  # another folder: the note after the loop
         elif key == "ddp_timeout" and isinstance(value, int) and value > MAX_DDP_TIMEOUT:
             # LLaMA-Factory's examples write 180000000 for "never"; a hung collective should end some day
             _set(spec, "distributed.ddpTimeout", MAX_DDP_TIMEOUT)
             result.notes.append(
                 f"ddp_timeout: {value} s capped at {MAX_DDP_TIMEOUT} s (7 days), the spec's limit"
             )
-        elif key == "disable_gradient_checkpointing":
-            _set(spec, "training.gradientCheckpointing", not value)
         elif key == "deepspeed":
             zero = _deepspeed(value)
             if zero is None:
@@ -182,27 +175,25 @@ def import_config(config: dict[str, Any], name: str) -> Imported:
                     "(the spec's only tracker)"
                 )
         elif key in MANAGED_ARGS:
-            _set(spec, MANAGED_ARGS[key], _number(value) if key in NUMBERS else value)
+            _assign(spec, key, value)
         else:
             spec.setdefault("llamafactoryArgs", {})[key] = value
     defaults = lfinfo.info().defaults
     for key in (*KEEP_DEFAULTS["all"], *KEEP_DEFAULTS.get(method, ())):
         if key not in config and defaults.get(key) is not None:
-            value = defaults[key]
-            if key == "disable_gradient_checkpointing":
-                _set(spec, "training.gradientCheckpointing", not value)
-            else:
-                _set(spec, MANAGED_ARGS[key], value)
+            _assign(spec, key, defaults[key])
     if "save_total_limit" not in config:
         result.notes.append(
             "save_total_limit: LLaMA-Factory keeps every checkpoint; the spec keeps the last 3 on the storage "
             "(training.saveTotalLimit)"
         )
-    if "dataset" in config and "dataset_dir" not in config:
+    dataset_dir = str(config.get("dataset_dir", ""))
+    if ("dataset" in config or dataset_dir) and not dataset_dir.startswith(DATA_DIR):
+        named = repr(dataset_dir) if dataset_dir else "LLaMA-Factory's default 'data'"
         result.notes.append(
-            f"dataset_dir: LLaMA-Factory's default 'data' becomes {DATA_DIR} on the storage: register the datasets "
-            "there (lfk data sync); its bundled demo sets are in its repository's data/ folder"
+            f"dataset_dir: {named} becomes {DATA_DIR} on the storage: register the datasets there (lfk data "
+            "sync); LLaMA-Factory's bundled demo sets are in its repository's data/ folder"
         )
     if problems:
-        raise ImportError_(problems)
+        raise SpecError(source, problems)
     return result

@@ -75,11 +75,16 @@ def module_shapes(model: ModelInfo) -> dict[str, tuple[int, int]]:
     }  # fmt: skip
 
 
-def lora_parameters(model: ModelInfo, rank: int, target: str) -> int:
-    """A and B of every targeted module in every layer: rank x (inputs + outputs) each."""
+def targeted_modules(model: ModelInfo, target: str) -> list[tuple[int, int]]:
+    """(inputs, outputs) of the modules of one layer that `target` names (`all`, or a comma-separated list)."""
     shapes = module_shapes(model)
     names = LORA_TARGETS if target.strip() == "all" else [t.strip() for t in target.split(",") if t.strip()]
-    per_layer = sum(rank * sum(shapes[n]) for n in names if n in shapes)
+    return [shapes[n] for n in names if n in shapes]
+
+
+def lora_parameters(model: ModelInfo, rank: int, target: str) -> int:
+    """A and B of every targeted module in every layer: rank x (inputs + outputs) each."""
+    per_layer = sum(rank * (inputs + outputs) for inputs, outputs in targeted_modules(model, target))
     return per_layer * model.num_layers
 
 
@@ -87,11 +92,8 @@ def oft_parameters(model: ModelInfo, block_size: int, rank: int, target: str) ->
     """OFT's rotations of every targeted module in every layer: blocks over the module's inputs, each a
     skew-symmetric block_size x block_size matrix stored as its block_size x (block_size - 1) / 2 entries (rank,
     when set, is the number of blocks instead)."""
-    shapes = module_shapes(model)
-    names = LORA_TARGETS if target.strip() == "all" else [t.strip() for t in target.split(",") if t.strip()]
     per_layer = 0
-    for name in (n for n in names if n in shapes):
-        inputs = shapes[name][0]
+    for inputs, _ in targeted_modules(model, target):
         size = max(1, inputs // rank) if rank > 0 else block_size
         per_layer += (inputs // size) * size * (size - 1) // 2
     return per_layer * model.num_layers

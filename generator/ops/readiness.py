@@ -284,9 +284,4 @@ def served_prompts(facts: Facts, storage_root: Path | None, url: str | None, api
         return Item(
             name, False, "; ".join(problems), "serve the chat template LLaMA-Factory saved beside the model"
         )
-    stops = ", ".join(repr(text) for _, text in parity.generable_stops(record))
-    return Item(
-        name,
-        True,
-        f"{len(record['conversations'])} prompts alike token for token (template {record.get('template')}), stops on {stops}",
-    )
+    return Item(name, True, f"vLLM builds {parity.summary(record)}")

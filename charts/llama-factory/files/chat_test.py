@@ -107,11 +107,7 @@ def parity_problems(record_path: str, url: str, model: str, api_key: str | None)
     except prompt_parity.NotVllm as exc:
         return [str(exc)]
     if not found:
-        stops = ", ".join(repr(text) for _, text in prompt_parity.generable_stops(record))
-        print(
-            f"chat test: vLLM builds the {len(record['conversations'])} prompts of the training's record token for "
-            f"token as LLaMA-Factory (template {record.get('template')}) and stops on {stops}"
-        )
+        print(f"chat test: vLLM builds {prompt_parity.summary(record)}")
     return found
 
 

@@ -245,6 +245,15 @@ def generable_stops(record: dict[str, Any]) -> list[tuple[int, str]]:
     return [(i, text) for i, text in stop_tokens(record) if not isinstance(vocab, int) or i < vocab]
 
 
+def summary(record: dict[str, Any]) -> str:
+    """What a check that found nothing saw, in words."""
+    stops = ", ".join(repr(text) for _, text in generable_stops(record))
+    return (
+        f"the {len(record['conversations'])} prompts of the training's record token for token as LLaMA-Factory "
+        f"(template {record.get('template')}) and stops on {stops}"
+    )
+
+
 def first_difference(trained: list[int], served: list[int]) -> int | None:
     """The index of the first token that differs (or where one prompt ends before the other); None if equal."""
     for index in range(min(len(trained), len(served))):
