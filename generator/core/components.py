@@ -53,6 +53,11 @@ def _shared(d: SpecData) -> bool:
     return bool(d["serve"]["source"] == "shared")
 
 
+def is_chat_model(d: SpecData) -> bool:
+    """The training's result answers in chat: every stage's but a reward model's, which scores answers."""
+    return bool(d["stage"]["type"] != "rm")
+
+
 WEBUI = Component(
     "webui",
     "deployment",
@@ -82,7 +87,7 @@ EVAL = Component(  # fails when the tuned model scores worse
 VLLM = Component(
     "vllm",
     "deployment",
-    enabled=lambda d: bool(d["serve"]["enabled"]) and not _shared(d),
+    enabled=lambda d: bool(d["serve"]["enabled"]) and not _shared(d) and is_chat_model(d),
     gpus=_serve_gpus,
     resources="serve.resources",
     helm_test=True,
@@ -93,7 +98,7 @@ VLLM = Component(
 ADAPTER = Component(
     "adapter",
     "job",
-    enabled=lambda d: bool(d["serve"]["enabled"]) and _shared(d),
+    enabled=lambda d: bool(d["serve"]["enabled"]) and _shared(d) and is_chat_model(d),
     gpus=lambda d: 0,
     resources=None,
     helm_test=True,

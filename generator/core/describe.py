@@ -1,13 +1,14 @@
 """What `lfk describe` reports about a spec, as plain data: its releases and their GPUs, the VRAM estimate
-per training GPU part by part against the GPU's memory, and the run's paths. The CLI prints it as text or
+per training GPU part by part against the GPU's memory, the stage and the models it holds, and the run's
+paths. The CLI prints it as text or
 JSON."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .components import COMPONENTS
-from .facts import Facts
+from .components import COMPONENTS, is_lora_method
+from .facts import Facts, uses_reference_model
 from .spec import Spec
 from .vram import gib_to_gb
 
@@ -15,6 +16,29 @@ from .vram import gib_to_gb
 def gpus_of(spec: Spec) -> dict[str, int]:
     """GPUs of one pod of each component (training: per node): each component's own rule."""
     return {name: component.gpus(spec.data) for name, component in COMPONENTS.items()}
+
+
+def stage_summary(d: dict[str, Any]) -> str:
+    """The stage in words: what it optimises and which models it holds beside the trained one."""
+    stage, method = d["stage"]["type"], d["method"]["type"]
+    beside = "the base with the adapter off" if is_lora_method(method) else "a second frozen copy"
+    if stage == "sft":
+        return "sft: supervised fine-tuning on instruction data"
+    if stage == "pt":
+        return "pt: pre-training on raw text"
+    if stage == "rm":
+        return "rm: a reward model scoring answers (a value head on the model; not served as a chat model)"
+    if stage == "dpo":
+        loss = d["stage"]["dpo"]["loss"]
+        reference = (
+            f"reference model: {beside}" if uses_reference_model(stage, loss) else "no reference model"
+        )
+        return f"dpo: preference pairs, {loss} loss, {reference}"
+    if stage == "kto":
+        return f"kto: answers tagged desirable or not, reference model: {beside}"
+    reward = d["stage"]["ppo"]["rewardModel"]
+    how = "an adapter on the policy's base" if reward["type"] == "lora" else "a second model"
+    return f"ppo: answers generated and scored by the reward model {reward['path']} ({how}), reference model: {beside}"
 
 
 def description(spec: Spec, facts: Facts) -> dict[str, Any]:
@@ -44,6 +68,7 @@ def description(spec: Spec, facts: Facts) -> dict[str, Any]:
             "served": facts.serve_model,
             "adapter_served": facts.lora_module,
         },
+        "stage": stage_summary(d),
         "served_name": facts.served_name if facts.serving_release else None,
         "served_by": facts.serving_host.release if facts.serving_host else None,
     }
@@ -72,12 +97,17 @@ def text(data: dict[str, Any]) -> list[str]:
             ("trainable_gb", "trained parameters, gradients, optimizer"),
             ("activations_gb", "activations"),
             ("logits_gb", "logits and the loss"),
+            ("reference_gb", "reference model (a frozen copy)"),
+            ("reward_gb", "reward model (PPO)"),
+            ("generation_gb", "KV cache of the generated answers (PPO)"),
             ("overhead_gb", "CUDA context and workspaces"),
             ("reserve_gb", "allocator reserve"),
         ):
-            lines.append(f"    {label:<42} {vram[key]:6.1f} GB")
+            if key in vram:  # a stage's parts only where it has them
+                lines.append(f"    {label:<42} {vram[key]:6.1f} GB")
     inferred = " (inferred)" if data["template_inferred"] else ""
     paths = data["paths"]
+    lines.append(f"  stage         {data['stage']}")
     lines.append(f"  template      {data['template']}{inferred}")
     lines.append(f"  base model    {paths['base_model']}")
     lines.append(f"  output        {paths['output']}")

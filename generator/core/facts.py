@@ -106,6 +106,11 @@ def run_id(spec: Spec) -> str:
         "world_size": world_size(spec),
         "llamafactoryArgs": d["llamafactoryArgs"],
     }
+    # the stage only where it is not supervised fine-tuning (it came after the SFT run ids were taken), and
+    # only its own settings
+    stage = d["stage"]["type"]
+    if stage != "sft":
+        payload["stage"] = {"type": stage, "settings": d["stage"].get(stage)}
     # checkpoints of another ZeRO stage, or of Ray's trainer, cannot be resumed: a new run
     distributed = d["distributed"]
     if distributed["deepspeed"] != "none" or distributed["engine"] == "rayjob":
@@ -193,7 +198,32 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
         oft_target=str(oft.get("target", "all")),
         zero_stage=zero_stage(spec),
         data_parallel=world_size(spec),
+        **stage_models(d),
     )
+
+
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")  # DPO losses that need no reference model
+
+
+def uses_reference_model(stage: str, loss: str) -> bool:
+    """The stage keeps a frozen reference model beside the trained one: DPO but its reference-free losses
+    (LLaMA-Factory's use_ref_model), KTO and PPO, whose trainers always compare with one."""
+    return stage in ("kto", "ppo") or (stage == "dpo" and loss not in REFERENCE_FREE_LOSSES)
+
+
+def stage_models(d: dict[str, Any]) -> dict[str, Any]:
+    """What the stage holds beside the trained model, for the VRAM estimate: LLaMA-Factory keeps a reference
+    model for DPO (but ORPO and SimPO), KTO and PPO, apart only where the trained model is not a LoRA adapter
+    on the base (create_ref_model); PPO's full reward model is a second model, a LoRA one an adapter."""
+    stage = d["stage"]["type"]
+    reference = uses_reference_model(stage, d["stage"]["dpo"]["loss"])
+    ppo = d["stage"].get("ppo", {})
+    return {
+        "stage": stage,
+        "reference_copy": reference and not is_lora_method(d["method"]["type"]),
+        "reward_copy": stage == "ppo" and ppo["rewardModel"]["type"] == "full",
+        "new_tokens": ppo.get("maxNewTokens", 0),
+    }
 
 
 def smallest_lora_rank(rank: int) -> int | None:

@@ -14,7 +14,14 @@
 - overhead: the CUDA context, cuBLAS and NCCL workspaces, outside PyTorch's allocator.
 - reserve: what PyTorch's caching allocator holds beyond its tensors (fragmentation).
 
-DeepSpeed ZeRO-3 shards weights and trainable states over the data-parallel GPUs; ZeRO-2 the trainable states.
+- the stage's parts: DPO, KTO and reward-model examples are two sequences each (chosen and rejected, or an
+  answer and its KL pair), which doubles activations and logits; a reference model (DPO but ORPO/SimPO, KTO,
+  PPO) is the same weights with the adapter off for LoRA/QLoRA, and a second 16-bit copy otherwise (as
+  LLaMA-Factory's create_ref_model loads it); PPO adds a full reward model's 16-bit copy (a LoRA one is an
+  adapter on the policy's base) and the KV cache of its generated answers, and trains on prompt + answer.
+
+DeepSpeed ZeRO-3 shards weights, trainable states and the extra models over the data-parallel GPUs; ZeRO-2
+the trainable states.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ RESERVE = 0.10  # the caching allocator's fragmentation, a fraction of what the 
 TRAINABLE_BYTES = 16.0  # fp32 weight + fp32 gradient + AdamW's two fp32 moments
 LOGIT_BYTES = 6.0  # bf16 logits + fp32 log-probabilities kept for backward
 NF4_BITS = 4.127  # 4-bit weights + double-quantised block constants (blocks of 64)
+PAIRED_STAGES = ("dpo", "kto", "rm")  # two sequences an example
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -41,6 +49,11 @@ class VramEstimate:
     overhead_gb: float
     reserve_gb: float
     basis: str  # how the weights and trainable states were counted, for messages
+    # the stage's own parts (0 for supervised fine-tuning): a frozen reference model's copy, PPO's full reward
+    # model, and the KV cache of PPO's generation
+    reference_gb: float = 0.0
+    reward_gb: float = 0.0
+    generation_gb: float = 0.0
 
     @property
     def total_gb(self) -> float:
@@ -51,7 +64,12 @@ class VramEstimate:
             + self.logits_gb
             + self.overhead_gb
             + self.reserve_gb
+            + self.stage_gb
         )
+
+    @property
+    def stage_gb(self) -> float:
+        return self.reference_gb + self.reward_gb + self.generation_gb
 
     @property
     def states_gb(self) -> float:
@@ -60,9 +78,12 @@ class VramEstimate:
 
     def parts(self) -> dict[str, float]:
         """Every part in GB, rounded for people (and JSON)."""
-        return {k: round(v, 2) for k, v in asdict(self).items() if k != "basis"} | {
-            "total_gb": round(self.total_gb, 2)
-        }
+        stage_parts = ("reference_gb", "reward_gb", "generation_gb")
+        return {
+            k: round(v, 2)
+            for k, v in asdict(self).items()
+            if k != "basis" and (k not in stage_parts or v > 0)  # a stage's parts only where it has them
+        } | {"total_gb": round(self.total_gb, 2)}
 
 
 def module_shapes(model: ModelInfo) -> dict[str, tuple[int, int]]:
@@ -164,7 +185,13 @@ def estimate(
     pure_bf16: bool = False,
     zero_stage: int = 0,
     data_parallel: int = 1,
+    stage: str = "sft",
+    reference_copy: bool = False,
+    reward_copy: bool = False,
+    new_tokens: int = 0,
 ) -> VramEstimate:
+    """reference_copy: a frozen reference model is loaded apart (see the module's notes); reward_copy: PPO's
+    full reward model; new_tokens: the length of PPO's generated answers."""
     weights, how = weight_bytes(model, method, bits, half_precision)
     trainable, trained = trainable_bytes(
         model,
@@ -182,8 +209,21 @@ def estimate(
     elif zero_stage == 2 and data_parallel > 1:
         trainable /= data_parallel
         basis += f"; ZeRO-2 over {data_parallel} GPUs"
+    copy = 2.0 * model.parameters_b * 1e9  # a frozen 16-bit model beside the trained one
+    reference = copy if reference_copy else 0.0
+    reward = copy if reward_copy else 0.0
+    if zero_stage >= 3 and data_parallel > 1:
+        reference, reward = reference / data_parallel, reward / data_parallel
+    sequences = 2 if stage in PAIRED_STAGES else 1
+    length = cutoff_len + (new_tokens if stage == "ppo" else 0)
+    if sequences > 1:
+        basis += f"; {stage}: two sequences an example"
+    if reference:
+        basis += "; a second 16-bit copy as the reference model"
+    if reward:
+        basis += "; a full 16-bit reward model"
     act = 2.0 if half_precision else 4.0
-    tokens = batch_size * cutoff_len
+    tokens = batch_size * length * sequences
     # one layer's saved tensors, in 16 bits: attention (norm, q, k, v, output) and the SwiGLU MLP (norm, gate,
     # up, their product), with LoRA's dropout masks: about 16 x hidden + 8 x MLP width bytes a token
     one_layer = act / 2 * tokens * (16 * model.hidden_size + 8 * model.mlp_size)
@@ -194,7 +234,10 @@ def estimate(
     if method == "qlora":
         activations += 2.0 * layer_linear_parameters(model)  # one layer dequantised for its matmuls
     logits = LOGIT_BYTES * tokens * model.vocab_size
-    tensors = weights + trainable + activations + logits
+    # PPO generates with the KV cache: keys and values of every layer for each prompt + answer, in 16 bits
+    kv_width = int(model.hidden_size * model.kv_ratio)
+    generation = 2 * 2.0 * model.num_layers * kv_width * batch_size * length if stage == "ppo" else 0.0
+    tensors = weights + trainable + activations + logits + reference + reward + generation
     return VramEstimate(
         weights / 1e9,
         trainable / 1e9,
@@ -203,6 +246,9 @@ def estimate(
         OVERHEAD_GB,
         RESERVE * tensors / 1e9,
         basis,
+        reference / 1e9,
+        reward / 1e9,
+        generation / 1e9,
     )
 
 

@@ -1,8 +1,8 @@
 """Cross-field checks: what the schema cannot say, each problem with the fix.
 
 Every check takes the loaded spec and its derived facts and yields Problems; `validate` runs them all, in
-the order their modules register them (`registry`): names and method, serving, training, paths, security,
-then what LLaMA-Factory itself accepts. They read no files but a shared host's and neighbours' specs (through
+the order their modules register them (`registry`): names and method, serving, training, stages, paths,
+security, then what LLaMA-Factory itself accepts. They read no files but a shared host's and neighbours' specs (through
 the facts) and import nothing heavy; checks against the storage or LLaMA-Factory itself live in `checks`.
 """
 
@@ -21,7 +21,7 @@ from .training import vram_advice
 
 # the rule modules register their checks at import (in any order); this order, then each module's own, is the
 # order the checks run and their problems are printed in
-RULE_MODULES = ("naming", "serving", "training", "paths", "security", "llamafactory")
+RULE_MODULES = ("naming", "serving", "training", "stages", "paths", "security", "llamafactory")
 for _module in RULE_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 ORDERED_CHECKS: tuple[Check, ...] = tuple(

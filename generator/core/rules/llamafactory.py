@@ -54,11 +54,11 @@ MANAGED_ARGS = {
     "save_total_limit": "training.saveTotalLimit",
     "seed": "training.seed",
     "output_dir": f"(derived: {OUTPUT_DIR}/<name>/<run id>)",
-    "overwrite_output_dir": "(always false, so runs resume)",
+    "overwrite_output_dir": "(false, so runs resume; true for PPO, which LLaMA-Factory cannot resume)",
     "logging_dir": "(derived: <output dir>/logs)",
     "report_to": "tracking.mlflow",
     "run_name": "tracking.mlflow.runName",
-    "stage": "(always sft)",
+    "stage": "stage.type",
     "do_train": "(always true)",
     "export_dir": "merge.exportDir",
     "export_size": "merge.shardSizeGB",
@@ -75,6 +75,39 @@ MANAGED_ARGS = {
 }
 
 
+# each stage's own arguments and their fields under stage.<stage> (pref_beta is DPO's and KTO's)
+STAGE_ARGS: dict[str, dict[str, str]] = {
+    "dpo": {
+        "pref_loss": "loss",
+        "pref_beta": "beta",
+        "pref_ftx": "ftx",
+        "dpo_label_smoothing": "labelSmoothing",
+        "simpo_gamma": "simpoGamma",
+    },
+    "kto": {
+        "pref_beta": "beta",
+        "pref_ftx": "ftx",
+        "kto_chosen_weight": "desirableWeight",
+        "kto_rejected_weight": "undesirableWeight",
+    },
+    "ppo": {
+        "reward_model": "rewardModel.path",
+        "reward_model_type": "rewardModel.type",
+        "ppo_epochs": "epochs",
+        "ppo_target": "target",
+        "ppo_buffer_size": "bufferSize",
+        "ppo_score_norm": "scoreNorm",
+        "ppo_whiten_rewards": "whitenRewards",
+        "max_new_tokens": "maxNewTokens",
+    },
+}
+
+
+def stage_fields(key: str) -> list[str]:
+    """The spec fields of a stage argument, one per stage that has it: ['stage.dpo.beta', 'stage.kto.beta']."""
+    return [f"stage.{stage}.{fields[key]}" for stage, fields in STAGE_ARGS.items() if key in fields]
+
+
 @check
 def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
     legal = lfinfo.info().arguments
@@ -82,6 +115,8 @@ def passthrough_args(spec: Spec, facts: Facts) -> Iterator[Problem]:
         path = json_path(["llamafactoryArgs", key])
         if key in MANAGED_ARGS:
             yield Problem(path, f"{key} is set by the spec", f"use {MANAGED_ARGS[key]}")
+        elif fields := stage_fields(key):
+            yield Problem(path, f"{key} is set by the spec", f"use {' or '.join(fields)}")
         elif key not in legal:
             close = difflib.get_close_matches(key, sorted(legal), n=3)
             yield Problem(

@@ -28,6 +28,8 @@ def _storage_paths(spec: Spec) -> Iterator[tuple[str, str]]:
     yield "$.data.dir", d["data"]["dir"]
     if "exportDir" in d["merge"]:
         yield "$.merge.exportDir", d["merge"]["exportDir"]
+    if d["stage"]["type"] == "ppo":
+        yield "$.stage.ppo.rewardModel.path", d["stage"]["ppo"]["rewardModel"]["path"]
     for key, value in d["llamafactoryArgs"].items():
         if isinstance(value, str) and (key in PATH_ARGS or PATH_ARG_SUFFIX.search(key)):
             yield json_path(["llamafactoryArgs", key]), value

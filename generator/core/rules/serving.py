@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..components import is_adapter_method, is_lora_method
+from ..components import is_adapter_method, is_chat_model, is_lora_method
 from ..contract import VLLM_LORA_RANKS
 from ..facts import Facts, resolve_template, smallest_lora_rank
 from ..problems import Problem
@@ -20,6 +20,8 @@ def serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     d = spec.data
     serve, method = d["serve"], d["method"]["type"]
     if not serve["enabled"] or serve["source"] == "shared":  # no vLLM of its own: shared_serving checks it
+        return
+    if not is_chat_model(d):  # nothing is served (describe says why)
         return
     if serve["source"] == "adapter" and not is_adapter_method(method):
         yield Problem(
@@ -85,6 +87,8 @@ def shared_serving(spec: Spec, facts: Facts) -> Iterator[Problem]:
     load beside others, and the host must serve the same base model, with room for its rank."""
     d = spec.data
     serve = d["serve"]
+    if not is_chat_model(d):
+        return
     if "sharedAdapters" in serve and serve["enabled"] and serve["source"] != "adapter":
         yield Problem(
             "$.serve.sharedAdapters",
@@ -190,7 +194,7 @@ def serving_gpus(spec: Spec, facts: Facts) -> Iterator[Problem]:
     """vLLM's GPUs are its tensor parallel size; resources.gpus may only say 0 (vLLM on CPU)."""
     serve = spec.data["serve"]
     gpus, tp = serve["resources"].get("gpus"), serve["tensorParallelSize"]
-    if not serve["enabled"] or gpus is None:
+    if not serve["enabled"] or gpus is None or not is_chat_model(spec.data):
         return
     if gpus == 0 and tp > 1:
         yield Problem(

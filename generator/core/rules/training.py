@@ -40,10 +40,14 @@ def template(spec: Spec, facts: Facts) -> Iterator[Problem]:
         return
     expected = infer_template(model["path"], model.get("hub", {}).get("id"))
     if expected and expected != given:
+        # pre-training reads raw text without the template, which then shapes only how the result is served
+        raw_text = spec.data["stage"]["type"] == "pt"
         yield Problem(
             "$.model.template",
-            f"template {given!r} does not match the model family, which uses {expected!r}",
+            f"template {given!r} does not match the model family, which uses {expected!r}"
+            + (": pre-training does not use it, but vLLM serves the result with it" if raw_text else ""),
             f"set template: {expected} (the same template must be used for training and serving)",
+            "warning" if raw_text else "error",
         )
 
 
@@ -110,7 +114,9 @@ def vram(spec: Spec, facts: Facts) -> Iterator[Problem]:
     need = est.total_gb
     summary = (
         f"estimated {need:.1f} GB per GPU (weights {est.weights_gb:.1f}, trained parameters and optimizer "
-        f"{est.trainable_gb:.1f}, activations {est.activations_gb:.1f}, logits {est.logits_gb:.1f}, CUDA and "
+        f"{est.trainable_gb:.1f}, activations {est.activations_gb:.1f}, logits {est.logits_gb:.1f}, "
+        + (f"the stage's other models and generation {est.stage_gb:.1f}, " if est.stage_gb else "")
+        + "CUDA and "
         f"allocator {est.overhead_gb + est.reserve_gb:.1f}; {est.basis}) but the GPU has {memory:g} GiB ({have:.1f} GB)"
     )
     if need > have:
