@@ -6,7 +6,10 @@ The rules follow LLaMA-Factory 0.9.5 (`data/parser.py`, `data/converter.py`, the
 - alpaca: prompt = instruction + "\\n" + input after the `history` pairs; an example without a string
   response is dropped;
 - sharegpt: an optional leading system message (when `system_tag` is set), then user/observation turns at
-  even positions and assistant/function turns at odd ones, an even number of turns; anything else is dropped.
+  even positions and assistant/function turns at odd ones, an even number of turns; anything else is dropped;
+- per stage (its processor): sft needs one answer; pt reads the prompt text only; ppo needs the prompt only;
+  dpo and rm need a chosen and a rejected answer (an entry with `ranking: true`, and only those stages take
+  one); kto needs an answer with a boolean `kto_tag`.
 The llamafactory test tier loads the same files through LLaMA-Factory's own loader and compares the counts.
 """
 
@@ -77,6 +80,7 @@ class Attrs:
     formatting: str = "alpaca"
     columns: dict[str, str | None] = field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     tags: dict[str, str | None] = field(default_factory=lambda: dict(DEFAULT_TAGS))
+    ranking: bool = False
 
     @classmethod
     def of_entry(cls, entry: dict[str, Any]) -> Attrs:
@@ -87,7 +91,7 @@ class Attrs:
         tags: dict[str, str | None] = dict(DEFAULT_TAGS)
         if "tags" in entry:
             tags = {name: entry["tags"].get(name) for name in DEFAULT_TAGS}
-        return cls(entry.get("formatting", "alpaca"), columns, tags)
+        return cls(entry.get("formatting", "alpaca"), columns, tags, bool(entry.get("ranking")))
 
     def column(self, name: str) -> str | None:
         return self.columns.get(name)
@@ -162,12 +166,47 @@ def _unify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def check(path: Path, attrs: Attrs) -> Report:
-    """Apply LLaMA-Factory's rules to every example of the file."""
+STAGES = ("sft", "pt", "rm", "dpo", "kto", "ppo")
+PAIRWISE_STAGES = ("rm", "dpo")  # LLaMA-Factory loads DPO's data as the reward model's: pairs
+
+
+def stage_mismatch(attrs: Attrs, stage: str) -> str:
+    """Why a dataset entry cannot feed a stage at all (LLaMA-Factory refuses or drops every example)."""
+    if stage in PAIRWISE_STAGES and not attrs.ranking:
+        return (
+            f"stage {stage} trains on pairs of a chosen and a rejected answer, and this entry is not pairwise: "
+            "register it with ranking: true and columns naming chosen and rejected"
+        )
+    if stage not in PAIRWISE_STAGES and attrs.ranking:
+        return (
+            f"this entry holds pairs (ranking: true): stage {stage} cannot train on them (LLaMA-Factory stops: "
+            "the dataset is not applicable in the current training stage); pairs are for dpo and rm"
+        )
+    if attrs.ranking and not (attrs.column("chosen") and attrs.column("rejected")):
+        return (
+            "a pairwise entry names its chosen and rejected columns (columns: {chosen: ..., rejected: ...})"
+        )
+    if stage == "kto" and not attrs.column("kto_tag"):
+        return (
+            "stage kto needs each answer tagged desirable or not, and this entry names no kto_tag column "
+            "(columns: {kto_tag: ...}, a true/false field)"
+        )
+    return ""
+
+
+def natural_stage(attrs: Attrs) -> str:
+    """The stage an entry's data is for when none is named: pairs for dpo, tagged answers for kto, else sft."""
+    return "dpo" if attrs.ranking else "kto" if attrs.column("kto_tag") else "sft"
+
+
+def check(path: Path, attrs: Attrs, stage: str = "sft") -> Report:
+    """Apply LLaMA-Factory's rules for the stage to every example of the file."""
     if attrs.formatting not in ("alpaca", "sharegpt"):
         raise DataError(
             f"{path}: formatting {attrs.formatting!r} is not checked here (alpaca and sharegpt are)"
         )
+    if mismatch := stage_mismatch(attrs, stage):
+        raise DataError(f"{path}: {mismatch}")
     rows = load_rows(path)
     report = Report(str(path), attrs.formatting, total=len(rows))
     if not rows:
@@ -181,7 +220,10 @@ def check(path: Path, attrs: Attrs) -> Report:
                 f"{path}: no example has the {name} column {column!r}, and LLaMA-Factory stops on it (KeyError); "
                 f"add the field, or register the entry with columns naming the fields it has"
             )
-    wanted = ("messages",) if attrs.formatting == "sharegpt" else ("prompt", "response")
+    answered = stage in ("sft", "kto")  # the stages that learn from a single answer
+    wanted = (
+        ("messages",) if attrs.formatting == "sharegpt" else ("prompt", "response")[: 2 if answered else 1]
+    )
     for name in wanted:
         if attrs.column(name) is None:
             report.notes.append(f"no `{name}` column is set for this entry: every example will be dropped")
@@ -191,7 +233,7 @@ def check(path: Path, attrs: Attrs) -> Report:
         )
     check_one = _check_alpaca if attrs.formatting == "alpaca" else _check_sharegpt
     for index, row in enumerate(rows):
-        conversation, reason = check_one(row, attrs)
+        conversation, reason = check_one(row, attrs, stage)
         if reason:
             report.dropped.append((index, reason))
             continue
@@ -220,9 +262,12 @@ def _fatal(conversation: list[dict[str, str]]) -> str:
 
 def _read_columns(attrs: Attrs, rows: list[dict[str, Any]]) -> list[str]:
     """The columns LLaMA-Factory's converter reads from every example (a missing one is a KeyError)."""
+    extra = ["kto_tag"] if attrs.column("kto_tag") else []
+    if attrs.ranking:
+        extra += ["chosen", "rejected"]
     if attrs.formatting == "alpaca":
-        return ["prompt", "query", "response", "history", "system", "tools"]
-    columns = ["messages", "tools"]
+        return ["prompt", "query", "response", "history", "system", "tools", *extra]
+    columns = ["messages", "tools", *extra]
     system_tag, role_tag = attrs.tags["system_tag"], attrs.tags["role_tag"] or ""
     messages_column = attrs.column("messages") or ""
 
@@ -241,7 +286,38 @@ def _read_columns(attrs: Attrs, rows: list[dict[str, Any]]) -> list[str]:
     return columns
 
 
-def _check_alpaca(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str]], str]:
+def _answers(row: dict[str, Any], attrs: Attrs) -> tuple[list[str], str]:
+    """The answers LLaMA-Factory's converter takes from an example, and which kind they are: a tagged one
+    (kto: the answer and an empty one), a pair (chosen, rejected), one answer, or none."""
+    tag = attrs.column("kto_tag")
+    if tag and isinstance(row.get(tag), bool):
+        return [str(row.get(attrs.column("response") or ""))], "tagged"
+    chosen, rejected = row.get(attrs.column("chosen") or ""), row.get(attrs.column("rejected") or "")
+    if attrs.ranking and isinstance(chosen, str) and isinstance(rejected, str):
+        return [chosen, rejected], "pair"
+    response = row.get(attrs.column("response") or "") if attrs.column("response") else None
+    if isinstance(response, str):
+        return [response], "one"
+    return [], "none"
+
+
+def _stage_reason(kind: str, stage: str, attrs: Attrs, response: Any) -> str:
+    """Why the stage's processor drops an example whose answers are of this kind ('' when it keeps it)."""
+    if stage in PAIRWISE_STAGES and kind not in ("pair", "tagged"):
+        return (
+            f"chosen ({attrs.column('chosen')}) and rejected ({attrs.column('rejected')}) are not both text"
+        )
+    if stage == "kto" and kind != "tagged":
+        return f"kto_tag ({attrs.column('kto_tag')}) is not true or false"
+    if stage == "sft" and kind != "one":
+        if kind != "none":
+            return f"a {kind} answer where supervised fine-tuning takes one"
+        what = "missing" if response is None else f"a {type(response).__name__}, not text"
+        return f"response ({attrs.column('response')}) is {what}"
+    return ""  # pt reads the prompt's text, ppo the prompt: neither needs an answer
+
+
+def _check_alpaca(row: dict[str, Any], attrs: Attrs, stage: str = "sft") -> tuple[list[dict[str, str]], str]:
     conversation: list[dict[str, str]] = []
     history_column = attrs.column("history")
     history = row.get(history_column) if history_column else None
@@ -255,18 +331,19 @@ def _check_alpaca(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str
             ]
     parts = [str(row[c]) for c in (attrs.column("prompt"), attrs.column("query")) if c and row.get(c)]
     conversation.append({"role": "user", "content": "\n".join(parts)})
+    answers, kind = _answers(row, attrs)
     response_column = attrs.column("response")
-    response = row.get(response_column) if response_column else None
-    if not isinstance(response, str):
-        what = "missing" if response is None else f"a {type(response).__name__}, not text"
-        return [], f"response ({response_column}) is {what}"
-    conversation.append({"role": "assistant", "content": response})
+    if reason := _stage_reason(kind, stage, attrs, row.get(response_column) if response_column else None):
+        return [], reason
+    conversation += [{"role": "assistant", "content": answer} for answer in answers[:1]]
     if attrs.column("system") and row.get(attrs.column("system") or ""):
         conversation.insert(0, {"role": "system", "content": str(row[attrs.column("system") or ""])})
     return conversation, ""
 
 
-def _check_sharegpt(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, str]], str]:
+def _check_sharegpt(
+    row: dict[str, Any], attrs: Attrs, stage: str = "sft"
+) -> tuple[list[dict[str, str]], str]:
     tags = attrs.tags
     messages = row.get(attrs.column("messages") or "")
     if not isinstance(messages, list):
@@ -300,8 +377,26 @@ def _check_sharegpt(row: dict[str, Any], attrs: Attrs) -> tuple[list[dict[str, s
     turns = len(messages)
     if turns == 0:
         return [], "no messages"
+    if attrs.ranking:  # the pair's answers are in their own columns: the messages end with the user's turn
+        if turns % 2 != 1:
+            return (
+                [],
+                f"{turns} turns: a pairwise conversation ends with the user's turn, answered by chosen and rejected",
+            )
+        chosen, rejected = (row.get(attrs.column(c) or "") for c in ("chosen", "rejected"))
+        if not (isinstance(chosen, dict) and isinstance(rejected, dict)):  # then LLaMA-Factory has no pair
+            return (
+                [],
+                f"chosen ({attrs.column('chosen')}) and rejected ({attrs.column('rejected')}) are not both messages",
+            )
+        return conversation + [{"role": "assistant", "content": str(chosen.get(content_tag))}], ""
     if turns % 2 != 0:
         return [], f"{turns} turns: a conversation must end with an assistant (or function) turn"
+    tag = attrs.column("kto_tag")
+    if stage == "kto" and not isinstance(row.get(tag or ""), bool):
+        return [], f"kto_tag ({tag}) is not true or false"
+    if stage == "sft" and tag and isinstance(row.get(tag), bool):
+        return [], "a tagged answer (kto_tag) where supervised fine-tuning takes one"
     return conversation, ""
 
 
@@ -337,9 +432,15 @@ def data_file(dataset_dir: Path, file_name: str, bound: Path | None = None) -> P
 
 
 def entry_for(
-    file_name: str, formatting: str, columns: dict[str, str] | None, tags: dict[str, str] | None
+    file_name: str,
+    formatting: str,
+    columns: dict[str, str] | None,
+    tags: dict[str, str] | None,
+    ranking: bool = False,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"file_name": file_name, "formatting": formatting}
+    if ranking:
+        entry["ranking"] = True
     if columns:
         entry["columns"] = dict(columns)
     if tags:
@@ -362,4 +463,10 @@ def register(dataset_dir: Path, name: str, entry: dict[str, Any]) -> bool:
 
 def spec_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """A spec's data.register entry (file, format, columns, tags) as a dataset_info.json entry."""
-    return entry_for(entry["file"], entry.get("format", "alpaca"), entry.get("columns"), entry.get("tags"))
+    return entry_for(
+        entry["file"],
+        entry.get("format", "alpaca"),
+        entry.get("columns"),
+        entry.get("tags"),
+        entry.get("ranking", False),
+    )

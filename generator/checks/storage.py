@@ -22,10 +22,13 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
         info = datasets.read_dataset_info(data_dir)
     except DataError as exc:
         return [Problem("$.data.dir", str(exc))]
-    named = [(json_path(["data", "datasets", i]), n) for i, n in enumerate(spec.data["data"]["datasets"])]
-    if "evaluate" in spec.data:  # the evaluation gate's held-out set must be as usable
-        named.append(("$.evaluate.dataset", spec.data["evaluate"]["dataset"]))
-    for path, name in named:
+    stage = spec.data["stage"]["type"]
+    named = [
+        (json_path(["data", "datasets", i]), n, stage) for i, n in enumerate(spec.data["data"]["datasets"])
+    ]
+    if "evaluate" in spec.data:  # the evaluation gate's held-out set must be as usable (it predicts as SFT)
+        named.append(("$.evaluate.dataset", spec.data["evaluate"]["dataset"], "sft"))
+    for path, name, stage in named:
         entry = info.get(name)
         if entry is None:
             pending = name in spec.data["data"]["register"]
@@ -44,9 +47,9 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
             # an entry written by anyone: what it names must be on the storage (no absolute path, `..` or
             # symlink leading out)
             file = datasets.data_file(data_dir, str(entry["file_name"]), bound=storage_root)
-            report = datasets.check(file, datasets.Attrs.of_entry(entry))
+            report = datasets.check(file, datasets.Attrs.of_entry(entry), stage)
         except DataError as exc:
-            problems.append(Problem(path, str(exc)))
+            problems.append(Problem(path, f"{name}: {exc}"))
             continue
         if report.fatal:
             index, reason = report.fatal[0]
@@ -57,7 +60,11 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
             )
         elif not report.valid:
             problems.append(
-                Problem(path, f"{name}: none of {report.total} examples is usable", "run `lfk data validate`")
+                Problem(
+                    path,
+                    f"{name}: none of {report.total} examples is usable for stage {stage}",
+                    f"run `lfk data validate --stage {stage}`",
+                )
             )
         elif report.dropped:
             problems.append(

@@ -35,6 +35,17 @@ columns_option = click.option(
     "--columns",
     help="Column names where they differ from the defaults, e.g. prompt=question,response=answer.",
 )
+ranking_option = click.option(
+    "--ranking",
+    is_flag=True,
+    default=None,
+    help="Pairs of a chosen and a rejected answer (stages dpo and rm).",
+)
+stage_option = click.option(
+    "--stage",
+    type=click.Choice(datasets.STAGES),
+    help="Check for this training stage (default: dpo for pairs, kto with a kto_tag column, else sft).",
+)
 tags_option = click.option(
     "--tags",
     help="ShareGPT role/content keys, e.g. role_tag=role,content_tag=content,user_tag=user,assistant_tag=assistant.",
@@ -68,16 +79,24 @@ def print_report(report: datasets.Report) -> None:
 @format_option
 @columns_option
 @tags_option
+@ranking_option
+@stage_option
 @click.option(
     "--dataset",
     "name",
     help="Read format, columns and tags from this entry of the dataset_info.json beside the file.",
 )
 def validate_data(
-    file: Path, formatting: str | None, columns: str | None, tags: str | None, name: str | None
+    file: Path,
+    formatting: str | None,
+    columns: str | None,
+    tags: str | None,
+    ranking: bool | None,
+    stage: str | None,
+    name: str | None,
 ) -> None:
-    """Report how many examples LLaMA-Factory will train on, and why the others are dropped. Never rewrites
-    the file. Exit 1 when an example is dropped or the file cannot be used."""
+    """Report how many examples LLaMA-Factory will train on at a stage, and why the others are dropped. Never
+    rewrites the file. Exit 1 when an example is dropped or the file cannot be used."""
     entry: dict[str, Any] = {}
     if name:
         info = datasets.read_dataset_info(file.parent)
@@ -90,7 +109,10 @@ def validate_data(
         entry["columns"] = parsed
     if (parsed_tags := parse_pairs(tags, "--tags")) is not None:
         entry["tags"] = parsed_tags
-    report = datasets.check(file, datasets.Attrs.of_entry(entry))
+    if ranking is not None:
+        entry["ranking"] = ranking
+    attrs = datasets.Attrs.of_entry(entry)
+    report = datasets.check(file, attrs, stage or datasets.natural_stage(attrs))
     print_report(report)
     if report.dropped or report.fatal or not report.valid:
         raise Failed()
@@ -103,21 +125,41 @@ def validate_data(
 @format_option
 @columns_option
 @tags_option
+@ranking_option
+@stage_option
 def register_data(
-    dataset_dir: Path, name: str, file: str, formatting: str | None, columns: str | None, tags: str | None
+    dataset_dir: Path,
+    name: str,
+    file: str,
+    formatting: str | None,
+    columns: str | None,
+    tags: str | None,
+    ranking: bool | None,
+    stage: str | None,
 ) -> None:
     """Add or update NAME in DATASET_DIR/dataset_info.json (atomically, other entries kept). FILE is relative
-    to DATASET_DIR; it is checked first and nothing is written when no example would be usable."""
+    to DATASET_DIR; it is checked first (for --stage) and nothing is written when no example would be usable."""
     entry = datasets.entry_for(
-        file, formatting or "alpaca", parse_pairs(columns, "--columns"), parse_pairs(tags, "--tags")
+        file,
+        formatting or "alpaca",
+        parse_pairs(columns, "--columns"),
+        parse_pairs(tags, "--tags"),
+        bool(ranking),
     )
-    _register(dataset_dir, name, entry)
+    _register(dataset_dir, name, entry, stage=stage)
 
 
-def _register(dataset_dir: Path, name: str, entry: dict[str, object], bound: Path | None = None) -> None:
+def _register(
+    dataset_dir: Path,
+    name: str,
+    entry: dict[str, object],
+    bound: Path | None = None,
+    stage: str | None = None,
+) -> None:
     """Check and register one entry; its file must lie in `bound` (the dataset directory unless given)."""
     path = datasets.data_file(dataset_dir, str(entry["file_name"]), bound)
-    report = datasets.check(path, datasets.Attrs.of_entry(entry))
+    attrs = datasets.Attrs.of_entry(entry)
+    report = datasets.check(path, attrs, stage or datasets.natural_stage(attrs))
     print_report(report)
     if not report.valid or report.fatal:
         raise Failed(
@@ -150,5 +192,8 @@ def sync_data(spec: str, storage_root: Path) -> None:
     entries = loaded.data["data"]["register"]
     if not entries:
         click.echo(f"{spec}: data.register is empty; nothing to do")
+    trained = loaded.data["data"]["datasets"]
     for name, entry in entries.items():
-        _register(data_dir, name, datasets.spec_entry(entry), bound=root)
+        # a training set is checked for the spec's stage; the gate's held-out set is predicted as SFT
+        stage = loaded.data["stage"]["type"] if name in trained else None
+        _register(data_dir, name, datasets.spec_entry(entry), bound=root, stage=stage)

@@ -68,8 +68,11 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
             )
         ]
     items = []
-    evaluated = [spec.data["evaluate"]["dataset"]] if "evaluate" in spec.data else []
-    for name in spec.data["data"]["datasets"] + evaluated:
+    stage = spec.data["stage"]["type"]
+    named = [(name, stage) for name in spec.data["data"]["datasets"]]
+    if "evaluate" in spec.data:  # the gate predicts as SFT
+        named.append((spec.data["evaluate"]["dataset"], "sft"))
+    for name, stage in named:
         label = f"dataset {name}"
         entry = info.get(name)
         if entry is None:
@@ -84,14 +87,23 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
             items.append(Item(label, True, "registered (loaded from a hub at training time)"))
             continue
         try:
-            report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry))
+            report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry), stage)
         except DataError as exc:
             items.append(Item(label, False, str(exc), "lfk data validate FILE"))
             continue
         if report.fatal or not report.valid:
-            why = report.fatal[0][1] if report.fatal else f"none of {report.total} examples is usable"
+            why = (
+                report.fatal[0][1]
+                if report.fatal
+                else f"none of {report.total} examples is usable for stage {stage}"
+            )
             items.append(
-                Item(label, False, why, f"lfk data validate {spec.data['data']['dir']}/{entry['file_name']}")
+                Item(
+                    label,
+                    False,
+                    why,
+                    f"lfk data validate --stage {stage} {spec.data['data']['dir']}/{entry['file_name']}",
+                )
             )
         else:
             dropped = f", {len(report.dropped)} dropped" if report.dropped else ""

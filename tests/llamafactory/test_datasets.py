@@ -123,8 +123,48 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
 }
 
 
-def llamafactory_count(folder: Path, name: str, tokenizer_dir: Path, cache: Path) -> int:
-    """Usable examples after LLaMA-Factory's own loading, conversion and supervised preprocessing."""
+PAIR_COLUMNS = {"chosen": "chosen", "rejected": "rejected"}
+# (stage, entry, rows): each stage's own data, through the preprocessing its workflow asks for (pre-training
+# is left out: it packs every text into blocks, so it has no per-example count to compare). A broken value is
+# null, not another type: Arrow refuses a column of mixed types, and with it the whole file.
+STAGE_CASES: dict[str, tuple[str, dict[str, Any], list[dict[str, Any]]]] = {
+    "dpo-alpaca-pairs": (
+        "dpo",
+        {"formatting": "alpaca", "ranking": True, "columns": {"prompt": "instruction", **PAIR_COLUMNS}},
+        [
+            {"instruction": "q", "chosen": "a", "rejected": "b"},
+            {"instruction": "q", "chosen": "a", "rejected": None},
+        ],
+    ),
+    "rm-sharegpt-pairs": (
+        "rm",
+        {"formatting": "sharegpt", "ranking": True, "columns": {"messages": "conversations", **PAIR_COLUMNS}},
+        [
+            {"conversations": [msg(H)], "chosen": msg(G, "a"), "rejected": msg(G, "b")},
+            {"conversations": [msg(H), msg(G)], "chosen": msg(G, "a"), "rejected": msg(G, "b")},
+            {"conversations": [msg(H)], "chosen": None, "rejected": msg(G, "b")},
+        ],
+    ),
+    "kto-tagged": (
+        "kto",
+        {
+            "formatting": "alpaca",
+            "columns": {"prompt": "instruction", "response": "output", "kto_tag": "tag"},
+        },
+        [
+            {"instruction": "q", "output": "a", "tag": True},
+            {"instruction": "q", "output": "b", "tag": False},
+            {"instruction": "q", "output": "c", "tag": None},
+        ],
+    ),
+    "ppo-prompts": ("ppo", {"formatting": "alpaca"}, [{"instruction": "q", "input": ""}, *smoke.ALPACA[:2]]),
+}
+# the preprocessing each stage's workflow asks get_dataset for
+DATA_STAGE = {"dpo": "rm"}
+
+
+def llamafactory_count(folder: Path, name: str, tokenizer_dir: Path, cache: Path, stage: str = "sft") -> int:
+    """Usable examples after LLaMA-Factory's own loading, conversion and the stage's preprocessing."""
     import os
 
     os.environ["HF_DATASETS_CACHE"] = str(cache)
@@ -133,14 +173,16 @@ def llamafactory_count(folder: Path, name: str, tokenizer_dir: Path, cache: Path
     from transformers import AutoTokenizer
 
     model_args, data_args, training_args, _, _ = get_train_args({
-        "model_name_or_path": str(tokenizer_dir), "template": "llama3", "stage": "sft", "do_train": True,
+        "model_name_or_path": str(tokenizer_dir), "template": "llama3", "stage": stage, "do_train": True,
         "finetuning_type": "lora", "dataset": name, "dataset_dir": str(folder), "cutoff_len": 64,
         "output_dir": str(folder / "out"), "overwrite_cache": True, "preprocessing_num_workers": None,
-        "report_to": "none", "bf16": False,
+        "report_to": "none", "bf16": False, **({"reward_model": str(tokenizer_dir)} if stage == "ppo" else {}),
     })  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    module = get_dataset(template, model_args, data_args, training_args, "sft", tokenizer)
+    module = get_dataset(
+        template, model_args, data_args, training_args, DATA_STAGE.get(stage, stage), tokenizer
+    )
     return len(module["train_dataset"]) if module.get("train_dataset") is not None else 0
 
 
@@ -173,3 +215,27 @@ def test_usable_examples_agree_with_llamafactory(
         theirs = 0
     assert not ours.fatal
     assert ours.valid == theirs, f"ours: {ours.valid} valid, dropped {ours.dropped}; LLaMA-Factory: {theirs}"
+
+
+@pytest.mark.parametrize("case", sorted(STAGE_CASES))
+def test_each_stages_usable_examples_agree_with_llamafactory(
+    case: str, tmp_path: Path, workspace: smoke.Workspace
+) -> None:
+    stage, entry, rows = STAGE_CASES[case]
+    (tmp_path / f"{case}.json").write_text(json.dumps(rows), encoding="utf-8")
+    datasets.register(tmp_path, case, {"file_name": f"{case}.json", **entry})
+    ours = datasets.check(tmp_path / f"{case}.json", datasets.Attrs.of_entry(entry), stage)
+    theirs = llamafactory_count(tmp_path, case, workspace.base_model, tmp_path / "cache", stage)
+    assert 0 < ours.valid < len(rows) or case == "ppo-prompts"
+    assert ours.valid == theirs, f"ours: {ours.valid} valid, dropped {ours.dropped}; LLaMA-Factory: {theirs}"
+
+
+def test_sft_data_given_to_dpo_is_refused_as_llamafactory_refuses_it(
+    tmp_path: Path, workspace: smoke.Workspace
+) -> None:
+    (tmp_path / "sft.json").write_text(json.dumps(smoke.ALPACA[:2]), encoding="utf-8")
+    datasets.register(tmp_path, "sft", {"file_name": "sft.json", "formatting": "alpaca"})
+    with pytest.raises(datasets.DataError, match="stage dpo trains on pairs"):
+        datasets.check(tmp_path / "sft.json", datasets.Attrs(), "dpo")
+    with pytest.raises(ValueError, match="not applicable in the current training stage"):
+        llamafactory_count(tmp_path, "sft", workspace.base_model, tmp_path / "cache", "dpo")

@@ -260,3 +260,98 @@ def test_a_registered_entry_naming_a_file_off_the_storage_is_a_problem_not_a_rea
     spec = load_spec(_spec_with_entry(tmp_path, "qa.json"))
     found = [(p.path, p.message) for p in storage_problems(spec, storage)]
     assert [m for path, m in found if path == "$.data.datasets[0]" and "without `..`" in m], found
+
+
+# ---------------------------------------------------------------------------------------- per stage
+PAIRS = [
+    {"instruction": "q", "chosen": "good", "rejected": "bad"},
+    {"instruction": "q2", "chosen": "good", "rejected": None},
+]
+PAIR_ENTRY = {
+    "ranking": True,
+    "columns": {"prompt": "instruction", "chosen": "chosen", "rejected": "rejected"},
+}
+TAGGED = [
+    {"instruction": "q", "output": "a", "label": True},
+    {"instruction": "q2", "output": "b", "label": "yes"},
+]
+TAG_ENTRY = {"columns": {"prompt": "instruction", "response": "output", "kto_tag": "label"}}
+
+
+def test_pairs_are_for_dpo_and_rm_and_refused_elsewhere(tmp_path: Path) -> None:
+    path = write(tmp_path, "pairs.json", PAIRS)
+    attrs = datasets.Attrs.of_entry(PAIR_ENTRY)
+    for stage in ("dpo", "rm"):
+        report = datasets.check(path, attrs, stage)
+        assert (report.total, report.valid) == (2, 1)
+        assert report.dropped == [(1, "chosen (chosen) and rejected (rejected) are not both text")]
+    for stage in ("sft", "kto", "pt", "ppo"):
+        with pytest.raises(datasets.DataError, match=f"ranking: true.*stage {stage} cannot train on them"):
+            datasets.check(path, attrs, stage)
+
+
+def test_dpo_refuses_data_that_is_not_pairwise_naming_what_it_lacks(tmp_path: Path) -> None:
+    path = write(tmp_path, "sft.json", [{"instruction": "q", "output": "a"}])
+    with pytest.raises(
+        datasets.DataError, match="stage dpo trains on pairs of a chosen and a rejected answer"
+    ):
+        datasets.check(path, datasets.Attrs(), "dpo")
+    no_columns = datasets.Attrs.of_entry({"ranking": True})
+    with pytest.raises(datasets.DataError, match="names its chosen and rejected columns"):
+        datasets.check(path, no_columns, "dpo")
+
+
+def test_kto_needs_a_boolean_tag_and_sft_drops_tagged_answers(tmp_path: Path) -> None:
+    path = write(tmp_path, "tagged.json", TAGGED)
+    attrs = datasets.Attrs.of_entry(TAG_ENTRY)
+    report = datasets.check(path, attrs, "kto")
+    assert report.dropped == [(1, "kto_tag (label) is not true or false")]
+    sft = datasets.check(path, attrs, "sft")
+    assert sft.dropped == [(0, "a tagged answer where supervised fine-tuning takes one")]
+    with pytest.raises(datasets.DataError, match="stage kto needs each answer tagged"):
+        datasets.check(
+            write(tmp_path, "plain.json", [{"instruction": "q", "output": "a"}]), datasets.Attrs(), "kto"
+        )
+
+
+def test_pretraining_and_ppo_need_no_answer(tmp_path: Path) -> None:
+    path = write(tmp_path, "text.json", [{"text": "raw text"}, {"text": "more"}])
+    attrs = datasets.Attrs.of_entry({"columns": {"prompt": "text"}})
+    for stage in ("pt", "ppo"):
+        report = datasets.check(path, attrs, stage)
+        assert (report.total, report.valid, report.notes) == (2, 2, [])
+    assert datasets.check(path, attrs, "sft").valid == 0
+
+
+def test_sharegpt_pairs_end_with_the_users_turn(tmp_path: Path) -> None:
+    rows = [
+        {"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "good"},
+         "rejected": {"from": "gpt", "value": "bad"}},
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+         "chosen": {"from": "gpt", "value": "good"}, "rejected": {"from": "gpt", "value": "bad"}},
+        {"conversations": [{"from": "human", "value": "q"}], "chosen": "good",
+         "rejected": {"from": "gpt", "value": "bad"}},
+    ]  # fmt: skip
+    entry = {"formatting": "sharegpt", "ranking": True,
+             "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}  # fmt: skip
+    report = datasets.check(write(tmp_path, "pairs.json", rows), datasets.Attrs.of_entry(entry), "dpo")
+    assert report.valid == 1
+    assert report.dropped[0][0] == 1 and "ends with the user's turn" in report.dropped[0][1]
+    assert report.dropped[1] == (2, "chosen (chosen) and rejected (rejected) are not both messages")
+
+
+def test_cli_validates_for_a_stage_and_registers_a_pairwise_entry(tmp_path: Path) -> None:
+    write(tmp_path, "pairs.json", PAIRS[:1])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["data", "validate", str(tmp_path / "pairs.json"), "--ranking",
+                                 "--columns", "chosen=chosen,rejected=rejected"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1 valid, 0 dropped" in result.output
+    result = runner.invoke(cli, ["data", "validate", str(tmp_path / "pairs.json"), "--ranking", "--stage", "sft",
+                                 "--columns", "chosen=chosen,rejected=rejected"])  # fmt: skip
+    assert result.exit_code == 1 and "stage sft cannot train on them" in result.output
+    result = runner.invoke(cli, ["data", "register", str(tmp_path), "prefs", "pairs.json", "--ranking",
+                                 "--columns", "chosen=chosen,rejected=rejected"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "dataset_info.json").read_text())
+    assert info["prefs"]["ranking"] is True
