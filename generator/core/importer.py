@@ -1,14 +1,15 @@
 """An experiment spec from a LLaMA-Factory training config, as people keep them (`lfk import`): each argument
-the spec has a field for goes to that field (the passthrough rule's table, read backwards), every other
-argument LLaMA-Factory knows goes to `llamafactoryArgs`, and what the cluster decides instead (the output
-folder, overwriting, reporting without a tracking server) is changed with a note, one line each, never
-silently. An argument LLaMA-Factory does not know, or one the spec cannot express yet, is an error naming it.
+the spec has a field for goes to that field (the passthrough rule's tables, read backwards: a stage's own
+arguments to `stage.<stage>`), every other argument LLaMA-Factory knows goes to `llamafactoryArgs`, and what
+the cluster decides instead (the output folder, overwriting, reporting without a tracking server) is changed
+with a note, one line each, never silently. An argument LLaMA-Factory does not know, or one the spec cannot express yet, is an error naming it.
 
 Pure: the config's mapping in, the spec document and the notes out; the caller validates before writing."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -17,11 +18,15 @@ from ..errors import SpecError
 from . import lfinfo
 from .contract import DATA_DIR, MODELS_DIR, OUTPUT_DIR
 from .problems import Problem
-from .rules.llamafactory import MANAGED_ARGS, PLUS_IMAGE
+from .rules.llamafactory import MANAGED_ARGS, PLUS_IMAGE, STAGE_ARGS, stage_fields
 from .scaffold import model_block
 
 # arguments with a spec field of the same meaning and value (a number may be written as a string: 1e-4)
 NUMBERS = {"learning_rate", "num_train_epochs", "warmup_ratio", "max_grad_norm", "val_size", "lora_dropout"}
+# stage arguments written as numbers (a string such as "0.1" is converted like the others)
+STAGE_NUMBERS = {"pref_beta", "pref_ftx", "dpo_label_smoothing", "simpo_gamma", "kto_chosen_weight",
+                 "kto_rejected_weight", "ppo_target"}  # fmt: skip
+STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 # arguments the cluster decides: what becomes of each
 DECIDED = {
     "output_dir": f"the output is {OUTPUT_DIR}/<name>/<run id>, one folder per run, on the storage",
@@ -90,6 +95,24 @@ def _deepspeed(value: Any) -> str | None:
     return None
 
 
+def _stage_arg(result: Imported, stage: str, key: str, value: Any, refuse: Callable[..., None]) -> None:
+    """A stage's own argument into stage.<stage>; PPO's reward model must be a folder on the storage."""
+    field_path = f"stage.{stage}.{STAGE_ARGS[stage][key]}"
+    if key == "reward_model_type" and value not in ("lora", "full"):
+        refuse(
+            key,
+            f"reward_model_type {value!r}: the spec's PPO scores with a reward model on the storage (lora or full)",
+        )
+        return
+    if key == "reward_model":
+        path = str(value)
+        if not path.startswith(OUTPUT_DIR + "/") and not path.startswith(MODELS_DIR + "/"):
+            moved = f"{MODELS_DIR}/{PurePosixPath(path).name}"
+            result.notes.append(f"{key}: {path} is not on the storage: copy the reward model to {moved}")
+            value = moved
+    _set(result.spec, field_path, float(value) if key in STAGE_NUMBERS and isinstance(value, str) else value)
+
+
 def import_config(config: dict[str, Any], name: str, source: str) -> Imported:
     """The spec fields and notes for the LLaMA-Factory training config read from source; SpecError naming each
     argument that cannot be taken. name, namespace, storage and resources are the caller's."""
@@ -102,8 +125,10 @@ def import_config(config: dict[str, Any], name: str, source: str) -> Imported:
         problems.append(Problem(f"$.{key}", message, hint))
 
     stage = config.get("stage", "sft")
-    if stage != "sft":
-        refuse("stage", f"stage {stage!r}: the spec trains sft only so far", "train it with llamafactory-cli")
+    if stage not in STAGES:
+        refuse("stage", f"stage {stage!r}: LLaMA-Factory trains {', '.join(STAGES)}")
+    elif stage != "sft":
+        _set(spec, "stage.type", stage)
     if config.get("do_train") is False:
         refuse("do_train", "a config that does not train (do_train: false) is not an experiment")
     method = config.get("finetuning_type", "lora")
@@ -132,6 +157,11 @@ def import_config(config: dict[str, Any], name: str, source: str) -> Imported:
             )
         elif key in DECIDED:
             result.notes.append(f"{key}: {value!r} dropped: {DECIDED[key]}")
+        elif key in STAGE_ARGS.get(stage, {}):
+            _stage_arg(result, stage, key, value, refuse)
+        elif fields := stage_fields(key):
+            others = ", ".join(f.split(".")[1] for f in fields)
+            result.notes.append(f"{key}: {value!r} dropped: it applies to stage {others}, not {stage}")
         elif key == "model_name_or_path":
             model = str(value)
             # a hub id is org/name; any other folder than the storage's models is on the person's machine

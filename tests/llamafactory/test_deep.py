@@ -60,6 +60,8 @@ def test_imported_configs_pass_the_real_parser(repo_root: Path, tmp_path: Path) 
     """lfk import of each config in tests/cases/import: the spec it writes renders a training config that
     LLaMA-Factory's own argument parser accepts."""
     for config in sorted((repo_root / "tests" / "cases" / "import").glob("*.yaml")):
+        if config.stem == "lora_ppo":
+            continue  # refused by lfk validate: LLaMA-Factory 0.9.5 cannot train PPO (test_stages shows it)
         folder = tmp_path / config.stem
         result = CliRunner().invoke(
             cli, ["import", str(config), "--name", "imported", "--output", str(folder)]

@@ -47,11 +47,15 @@ TOKEN_KEYS = (
     "image_max_pixels", "image_min_pixels", "image_do_pan_and_scan", "crop_to_patches", "video_max_pixels",
     "video_min_pixels", "video_fps", "video_maxlen", "use_audio_in_video", "audio_sampling_rate",
 )  # fmt: skip
-# carried into the tokenizing config without changing the key: where things are and how fast it goes
+# carried into the tokenizing config without changing the key: where things are, how fast it goes, and what
+# LLaMA-Factory's argument checks want to see (PPO's reward model)
 CARRIED_KEYS = (
     "model_name_or_path", "dataset_dir", "media_dir", "trust_remote_code", "cache_dir",
-    "preprocessing_num_workers", "finetuning_type",
+    "preprocessing_num_workers", "finetuning_type", "reward_model", "reward_model_type",
 )  # fmt: skip
+# the preprocessing each stage's workflow asks LLaMA-Factory's get_dataset for: DPO trains on the reward
+# model's pairs; the others on their own
+DATA_STAGE = {"dpo": "rm"}
 # data arguments that neither change the tokens nor are needed to make them
 NOT_TOKEN_KEYS = (
     "overwrite_cache", "eval_num_beams", "ignore_pad_token_for_loss", "tokenized_path", "data_shared_file_system",
@@ -158,7 +162,8 @@ def tokenize(config: dict[str, Any], into: Path) -> None:
         model_args, data_args, training_args, finetuning_args, _ = get_train_args(args)
         module = load_tokenizer(model_args)
         template = get_template_and_fix_tokenizer(module["tokenizer"], data_args)
-        get_dataset(template, model_args, data_args, training_args, stage=finetuning_args.stage, **module)
+        stage = DATA_STAGE.get(finetuning_args.stage, finetuning_args.stage)
+        get_dataset(template, model_args, data_args, training_args, stage=stage, **module)
 
 
 def run(config_file: str, root: str) -> int:
