@@ -65,8 +65,8 @@ class Workspace:
     train_config: Path
     merge_config: Path
     eval_values: dict[str, Any]  # the eval release's values (gate settings; its configs localised below)
-    eval_base_config: Path
-    eval_tuned_config: Path
+    eval_base_config: Path | None  # None: the experiment has no gate
+    eval_tuned_config: Path | None
     # each release's Job containers as helm renders them, on first use (only the merge and the gate run helm)
     pods: dict[str, PodCommand] = field(default_factory=dict)
 
@@ -126,16 +126,20 @@ def prepare(root: Path, spec_text: str = SPEC) -> Workspace:
     for release in releases:  # as `lfk render` writes them, for `helm template` (Workspace.pod)
         (values_dir / f"{release.component}.yaml").write_text(release.text, encoding="utf-8")
     rendered = {r.component: r.values for r in releases}
-    gate = rendered["eval"]["eval"]
+    gate = rendered["eval"]["eval"] if "eval" in rendered else None
     return Workspace(
         root=root,
         spec=spec,
         facts=derive(spec),
         train_config=_localised(rendered["train"]["train"]["config"], root, values_dir / "train-config.yaml"),
         merge_config=_localised(rendered["merge"]["merge"]["config"], root, values_dir / "merge-config.yaml"),
-        eval_values=gate,
-        eval_base_config=_localised(gate["baseConfig"], root, values_dir / "eval-base.yaml"),
-        eval_tuned_config=_localised(gate["tunedConfig"], root, values_dir / "eval-tuned.yaml"),
+        eval_values=gate or {},
+        eval_base_config=_localised(gate["baseConfig"], root, values_dir / "eval-base.yaml")
+        if gate
+        else None,
+        eval_tuned_config=_localised(gate["tunedConfig"], root, values_dir / "eval-tuned.yaml")
+        if gate
+        else None,
     )
 
 
@@ -211,10 +215,9 @@ def evaluate(
     """The eval Job's container as the chart renders it (eval_gate.py with the rendered settings): the base and
     the merged model answer the same questions; exit 5 when the tuned one is worse. Another pair of configs
     may stand in for the pod's /config files."""
-    files = {
-        "/config/base.yaml": base or ws.eval_base_config,
-        "/config/tuned.yaml": tuned or ws.eval_tuned_config,
-    }
+    base, tuned = base or ws.eval_base_config, tuned or ws.eval_tuned_config
+    assert base and tuned, "the experiment has no evaluation gate"
+    files = {"/config/base.yaml": base, "/config/tuned.yaml": tuned}
     pod = localised(ws.pod("eval"), ws.root, files)
     return run_logged(pod.argv, {**environment(), **pod.env, **(env or {})}, log, timeout)
 

@@ -168,3 +168,36 @@ def test_every_part_is_reported_and_adds_up() -> None:
 def test_unknown_models_get_a_plausible_shape() -> None:
     shape = approximate_architecture(8.0)
     assert 3500 < shape.hidden_size < 5000 and 25 < shape.num_layers < 45
+
+
+def test_each_stage_adds_its_own_parts() -> None:
+    """Pairs double what a sequence costs; a reference model is a second copy only beside a full (or freeze,
+    or OFT) training; PPO adds a full reward model and the KV cache of its answers, which also lengthen what
+    it trains on. describe lists a stage's parts only where it has them."""
+    kwargs = {
+        "bits": None,
+        "batch_size": 2,
+        "cutoff_len": 2048,
+        "gradient_checkpointing": True,
+        "half_precision": True,
+    }
+    sft = estimate(LLAMA_8B, method="lora", **kwargs)
+    dpo_lora = estimate(LLAMA_8B, method="lora", stage="dpo", reference_copy=False, **kwargs)
+    assert dpo_lora.activations_gb > 1.5 * sft.activations_gb
+    assert dpo_lora.logits_gb == pytest.approx(2 * sft.logits_gb)
+    assert dpo_lora.reference_gb == 0 and "reference_gb" not in dpo_lora.parts()
+    dpo_full = estimate(LLAMA_8B, method="full", stage="dpo", reference_copy=True, **kwargs)
+    assert dpo_full.reference_gb == pytest.approx(2 * LLAMA_8B.parameters_b)  # 16-bit weights, in GB
+    assert "reference_gb" in dpo_full.parts() and "reference model" in dpo_full.basis
+    zero3 = estimate(
+        LLAMA_8B, method="full", stage="dpo", reference_copy=True, zero_stage=3, data_parallel=8, **kwargs
+    )
+    assert zero3.reference_gb == pytest.approx(dpo_full.reference_gb / 8)
+    ppo = estimate(LLAMA_8B, method="lora", stage="ppo", reward_copy=True, new_tokens=512, **kwargs)
+    assert ppo.reward_gb == pytest.approx(2 * LLAMA_8B.parameters_b)
+    kv_width = int(LLAMA_8B.hidden_size * LLAMA_8B.kv_ratio)
+    assert ppo.generation_gb == pytest.approx(4 * LLAMA_8B.num_layers * kv_width * 2 * (2048 + 512) / 1e9)
+    assert ppo.logits_gb == pytest.approx(sft.logits_gb * (2048 + 512) / 2048)
+    parts = ppo.parts()
+    assert {"reward_gb", "generation_gb"} <= set(parts)
+    assert sum(v for k, v in parts.items() if k != "total_gb") == pytest.approx(parts["total_gb"], abs=0.05)
