@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .chain import lineage
 from .components import COMPONENTS, is_lora_method
 from .facts import Facts, uses_reference_model
 from .spec import Spec
@@ -69,6 +70,7 @@ def description(spec: Spec, facts: Facts) -> dict[str, Any]:
             "adapter_served": facts.lora_module,
         },
         "stage": stage_summary(d),
+        "lineage": lineage(facts.upstreams, facts.name, facts.run_id),
         "served_name": facts.served_name if facts.serving_release else None,
         "served_by": facts.serving_host.release if facts.serving_host else None,
     }
@@ -108,6 +110,8 @@ def text(data: dict[str, Any]) -> list[str]:
     inferred = " (inferred)" if data["template_inferred"] else ""
     paths = data["paths"]
     lines.append(f"  stage         {data['stage']}")
+    for chain in data["lineage"]:
+        lines.append(f"  starts from   {chain}")
     lines.append(f"  template      {data['template']}{inferred}")
     lines.append(f"  base model    {paths['base_model']}")
     lines.append(f"  output        {paths['output']}")

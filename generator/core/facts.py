@@ -17,7 +17,7 @@ from . import catalog, components, lfinfo
 from .catalog import ModelInfo
 from .components import install_timeout, is_adapter_method, is_lora_method, release_name
 from .contract import PORTS, VLLM_LORA_RANKS
-from .spec import Spec, load_spec
+from .spec import Spec, Upstream, load_spec
 from .storage import MERGED_DIR, OUTPUT_DIR, SERVING_DIR, climbs, normalise
 from .vram import VramEstimate, estimate
 
@@ -58,6 +58,8 @@ class Facts:
     served_name: str
     lora_module: str | None  # adapter path when serving base + adapter (or loading it into a shared vLLM)
     max_lora_rank: int | None
+    start_adapter: str | None  # model.from with use: adapter: the other experiment's adapter, trained further
+    upstreams: tuple[Upstream, ...]  # the experiments whose results this one starts from
     host: SharedHost | None  # serve.source: shared: the experiment whose vLLM loads the adapter
     adapter_registry: str | None  # serve.sharedAdapters: where guests register their adapters
     model_info: ModelInfo | None
@@ -111,6 +113,9 @@ def run_id(spec: Spec) -> str:
     stage = d["stage"]["type"]
     if stage != "sft":
         payload["stage"] = {"type": stage, "settings": d["stage"].get(stage)}
+    # an adapter trained further: its run's folder (the model path is its base, which does not change)
+    if adapter := start_adapter(spec):
+        payload["adapter"] = adapter
     # checkpoints of another ZeRO stage, or of Ray's trainer, cannot be resumed: a new run
     distributed = d["distributed"]
     if distributed["deepspeed"] != "none" or distributed["engine"] == "rayjob":
@@ -120,6 +125,11 @@ def run_id(spec: Spec) -> str:
         }
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def start_adapter(spec: Spec) -> str | None:
+    """The LoRA adapter of another experiment this one trains further (model.from with use: adapter)."""
+    return next((u.result for u in spec.upstreams if u.use == "adapter"), None)
 
 
 def world_size(spec: Spec) -> int:
@@ -155,15 +165,21 @@ def infer_template(path: str, hub_id: str | None) -> str | None:
     return None
 
 
+def model_names(upstreams: tuple[Upstream, ...]) -> tuple[str, ...]:
+    """The names the model an experiment starts from is known by (its first model's, up the chain)."""
+    return next((u.model_names for u in upstreams if u.use != "reward"), ())
+
+
 def model_info(spec: Spec) -> ModelInfo | None:
     model = spec.data["model"]
     hub_id = model.get("hub", {}).get("id")
-    known = catalog.known_model(hub_id, model["path"])
+    # a model trained by another experiment is known by that experiment's model's names
+    known = catalog.known_model(hub_id, model["path"], *model_names(spec.upstreams))
     given: float | None = model.get("parametersB")
     if known:  # a size the person gives wins; the known shape stays
         size = given or known.parameters_b
         return dataclasses.replace(known, parameters_b=size)
-    guessed = given or catalog.size_from_name(hub_id, model["path"])
+    guessed = given or catalog.size_from_name(hub_id, model["path"], *model_names(spec.upstreams))
     return catalog.approximate_architecture(guessed) if guessed else None
 
 
@@ -361,6 +377,8 @@ def derive(spec: Spec) -> Facts:
         served_name=serve.get("servedModelName") or name,
         lora_module=lora_module,
         max_lora_rank=max_rank,
+        start_adapter=start_adapter(spec),
+        upstreams=spec.upstreams,
         host=host,
         adapter_registry=adapter_registry(release_name(name, "vllm")) if "sharedAdapters" in serve else None,
         model_info=info,

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from . import catalog
+from .chain import lineage as chain_lineage
 from .facts import Facts
 from .lfinfo import image_version
 from .watch import human_size
@@ -130,6 +131,9 @@ def sections(
         f"`{spec_data['images']['vllm']}`)",
         f"- base model `{facts.base_model}`; output `{facts.output_dir}`"
         + (f"; merged `{facts.merged_dir}`" if facts.merged_dir else ""),
+    ]
+    lineage += [
+        f"- starts from: {chain}" for chain in chain_lineage(facts.upstreams, facts.name, facts.run_id)
     ]
     lineage += dataset_lines(status.get("datasets"), facts)
     if rows := image_lineage(spec_data, status):

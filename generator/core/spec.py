@@ -23,12 +23,29 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """An experiment whose result this one starts from (model.from, or PPO's reward model experiment)."""
+
+    name: str
+    source: str  # its spec file
+    run_id: str
+    use: str  # merged | adapter | reward
+    result: str  # the folder on the storage this experiment reads
+    stage: str  # its training stage
+    jobs: tuple[str, ...]  # its components that must have completed for the result to be there
+    before: tuple[Upstream, ...] = ()  # the experiments it starts from in turn
+    model_names: tuple[str, ...] = ()  # the hub id and path its model is known by (the catalogue's shapes)
+
+
+@dataclass(frozen=True)
 class Spec:
-    """A loaded spec. ``raw`` is what the person wrote; ``data`` has the schema's defaults filled in."""
+    """A loaded spec. ``raw`` is what the person wrote; ``data`` has the schema's defaults filled in (and, for
+    a spec that starts from another experiment, that experiment's result: ``upstreams``)."""
 
     source: str
     raw: dict[str, Any]
     data: dict[str, Any] = field(default_factory=dict)
+    upstreams: tuple[Upstream, ...] = ()
 
     @property
     def name(self) -> str:
@@ -265,17 +282,26 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read and schema-check a spec; raise SpecError listing every schema problem at once."""
+def load_spec(path: str | Path, chain: tuple[str, ...] = ()) -> Spec:
+    """Read and schema-check a spec; raise SpecError listing every schema problem at once. chain: the specs
+    that start from this one, being loaded (a loop is refused)."""
     source = str(path)
-    return spec_from_text(read_bounded(path, source), source)
+    return spec_from_text(read_bounded(path, source), source, chain)
 
 
-def spec_from_text(text: str, source: str) -> Spec:
+def spec_from_text(text: str, source: str, chain: tuple[str, ...] = ()) -> Spec:
     document = parse_yaml(text, source)
     if not isinstance(document, dict):
         raise SpecError(source, [Problem("$", "the spec must be a YAML mapping (key: value)")])
     problems = schema_problems(document)
     if problems:
         raise SpecError(source, problems)
-    return Spec(source=source, raw=document, data=apply_defaults(document, experiment_schema()))
+    data = apply_defaults(document, experiment_schema())
+    upstreams: tuple[Upstream, ...] = ()
+    if "from" in data["model"] or "experiment" in data["stage"].get("ppo", {}).get("rewardModel", {}):
+        from .chain import resolve  # reads the other specs: only for a spec that starts from one
+
+        upstreams, problems = resolve(data, source, chain)
+        if problems:
+            raise SpecError(source, problems)
+    return Spec(source=source, raw=document, data=data, upstreams=upstreams)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.components import COMPONENTS
-from ..core.spec import load_yaml_file
+from ..core.facts import derive
+from ..core.spec import Upstream, load_spec, load_yaml_file
 from ..errors import KubeError, RunFailed
 from . import diagnose, helm, kube, wait
 from .status import read_progress
@@ -68,6 +69,56 @@ def skip_reason(target: Target, step: helm.Step) -> str | None:
     return None
 
 
+UPSTREAM_POLL_SECONDS = 10.0
+
+
+def upstream_state(target: Target, upstream: Upstream) -> tuple[str, str]:
+    """('done' | 'running' | 'missing', the component it is at) of the run another experiment must finish
+    before this one trains on its result: each of its Jobs that make the result, for its current run id."""
+    spec = load_spec(upstream.source)
+    other = Target(spec, derive(spec), target.helm, target.storage_root, target._api)
+    for component in upstream.jobs:
+        if completed_run(other, component):
+            continue
+        release = other.facts.releases[component]
+        active = [
+            job
+            for job in kube.workloads(other.api, other.namespace, release, component, other.engine(component))
+            if job["metadata"].get("labels", {}).get(kube.RUN_ID) == upstream.run_id
+            and kube.workload_state(job)[0] not in ("Complete", "Failed")
+        ]
+        return ("running" if active else "missing"), component
+    return "done", ""
+
+
+def await_upstreams(target: Target, report: Report, timeout: float) -> None:
+    """Wait until every experiment this one starts from has finished the run whose result it reads; refuse
+    at once when one has not been started (its result would never come)."""
+    deadline = time.monotonic() + timeout
+    for upstream in target.spec.upstreams:
+        waited = False
+        while True:
+            state, component = upstream_state(target, upstream)
+            if state == "done":
+                report(
+                    f"train: starts from {upstream.name} run {upstream.run_id}: {upstream.result} is there"
+                )
+                break
+            if state == "missing":
+                raise RunFailed(
+                    f"train: starts from experiment {upstream.name}, whose run {upstream.run_id} has not finished "
+                    f"its {component} (no such Job is running): run `lfk run {upstream.source}` first"
+                )
+            if time.monotonic() > deadline:
+                raise RunFailed(
+                    f"train: {upstream.name} run {upstream.run_id} did not finish its {component} in time"
+                )
+            if not waited:
+                report(f"train: waiting for {upstream.name} run {upstream.run_id} to finish its {component}")
+                waited = True
+            time.sleep(UPSTREAM_POLL_SECONDS)
+
+
 def run(
     target: Target,
     components: list[str],
@@ -78,6 +129,8 @@ def run(
     """Run the selected steps in order; raise RunFailed at the first failure. Returns, per component waited
     for, whether its pods ran only on simulated nodes (scheduled and admitted, but no container ran)."""
     simulated: dict[str, bool] = {}
+    if "train" in components and target.spec.upstreams and completed_run(target, "train") is None:
+        await_upstreams(target, report, timeout)
     for step in helm.plan(target.facts, target.spec.folder, target.helm, components):
         if (why := skip_reason(target, step)) is not None:
             report(f"{step.component}: {why}")

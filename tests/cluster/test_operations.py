@@ -11,6 +11,7 @@ from typing import Any
 
 import pykube
 import pytest
+import yaml
 
 from generator.ops import kube
 from generator.project import helm_binary
@@ -85,6 +86,37 @@ def test_run_takes_the_seed_example_from_nothing_to_a_served_model(
     again = lfk(cluster_kubeconfig, "run", str(spec))
     assert again.exit_code == 0
     assert sum("skipped" in line for line in again.output.splitlines()) == 4
+
+
+def test_a_chained_experiment_trains_once_the_run_it_starts_from_finished(
+    seed: tuple[Any, Path, str], cluster_kubeconfig: str
+) -> None:
+    """DPO on the seed example's merged model (model.from): lfk run finds the seed's train and merge Jobs
+    complete for its run id and trains; a spec that starts from an experiment never run is refused at once,
+    naming the command that makes its result."""
+    facts, spec, namespace = seed
+    dpo = {
+        "name": "ops-dpo", "namespace": namespace, "storage": {"existingClaim": "llm-storage"},
+        "model": {"from": {"experiment": "llama31-qa"}}, "data": {"datasets": ["qa_pairs"]},
+        "stage": {"type": "dpo"}, "resources": {"gpu": {"product": "NVIDIA-A100-SXM4-80GB"}},
+        "webui": {"enabled": False}, "serve": {"enabled": False},
+    }  # fmt: skip
+    dpo_facts, folder = render_spec(yaml.safe_dump(dpo), spec.parent.parent / "ops-dpo")
+    assert dpo_facts.base_model == facts.merged_dir
+    result = lfk(cluster_kubeconfig, "run", str(folder / "experiment.yaml"), "--components", "train")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == (
+        f"train: starts from llama31-qa run {facts.run_id}: {facts.merged_dir} is there"
+    )
+    never = yaml.safe_load(spec.read_text())
+    never["name"] = "ops-never-run"
+    render_spec(yaml.safe_dump(never), spec.parent.parent / "ops-never-run")
+    dpo.update(name="ops-dpo-waiting", model={"from": {"experiment": "ops-never-run"}})
+    _, folder = render_spec(yaml.safe_dump(dpo), spec.parent.parent / "ops-dpo-waiting")
+    refused = lfk(cluster_kubeconfig, "run", str(folder / "experiment.yaml"))
+    assert refused.exit_code == 1
+    assert "train: starts from experiment ops-never-run, whose run " in refused.output
+    assert "has not finished its train (no such Job is running): run `lfk run " in refused.output
 
 
 def test_run_stops_at_the_first_failure_with_pod_events_and_logs(

@@ -339,14 +339,32 @@ def workspace(
     hostile.report(request.config, "hostile specs", OFFENDING, OUTCOMES)
 
 
+def untrainable_stage(location: hostile.Location) -> bool:
+    """The location is a setting of a stage that lfk validate refuses for the deployed LLaMA-Factory."""
+    from generator.core.contract import LLAMAFACTORY_VERSION
+    from generator.core.rules.stages import UNTRAINABLE
+
+    parts = location.parts
+    return len(parts) > 2 and parts[0] == "stage" and parts[1] in UNTRAINABLE.get(LLAMAFACTORY_VERSION, {})
+
+
 @pytest.mark.parametrize(("location", "variant"), CASES)
 def test_hostile_value_is_refused_or_harmless(
     workspace: Workspace, location: hostile.Location, variant: str
 ) -> None:
     baseline = workspace.baseline(location)
+    value = (hostile.HOSTILE_NUMBERS if location.kind == "number" else hostile.HOSTILE_STRINGS)[variant]
+    if isinstance(baseline, str) and untrainable_stage(location):
+        # no spec of a stage the deployed LLaMA-Factory cannot train validates: the value never renders
+        folder = workspace.candidates(location)[0]
+        spec, _ = workspace.place(workspace.clean_spec(folder, location)[0], location.parts, value, "extra")
+        run = workspace.run(folder, spec)
+        assert run.render is not None and run.render.exit_code == 1 and run.validate is not None
+        assert run.validate.exit_code == 1 and "Traceback" not in run.render.output + run.validate.output
+        OUTCOMES["refused"] += 1
+        return
     if isinstance(baseline, str):
         pytest.fail(f"{location.label}: {baseline}")
-    value = (hostile.HOSTILE_NUMBERS if location.kind == "number" else hostile.HOSTILE_STRINGS)[variant]
     if location.kind == "key":
         _, clean_key, entry = workspace.clean_spec(baseline.folder, location)
         spec = copy.deepcopy(baseline.spec)

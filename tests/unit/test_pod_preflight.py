@@ -1,8 +1,8 @@
 """The training's preflight (files/preflight.py), run for real on files made here: a ready config passes
 LLaMA-Factory's own argument parse (the llamafactory package of this environment, the image's version); a
-missing model file, an unregistered or missing dataset, an absent package, an unreachable MLflow server or
-arguments LLaMA-Factory refuses exit with the contract's configError, naming the item and its fix; a
-checkpoint a kill left half-written is removed on the GPU run only. In this process: LLaMA-Factory is
+missing model file, an adapter or reward model another run has not written yet, an unregistered or missing
+dataset, an absent package, an unreachable MLflow server or arguments LLaMA-Factory refuses exit with the
+contract's configError, naming the item and its fix; a checkpoint a kill left half-written is removed on the GPU run only. In this process: LLaMA-Factory is
 imported once for all of them."""
 
 from __future__ import annotations
@@ -97,6 +97,26 @@ def test_a_model_folder_without_weights_or_tokenizer_is_named_and_nothing_is_par
     assert code == EXIT["configError"], out
     assert f"✗ base model: {model}: missing tokenizer.json or tokenizer.model, weights (*.safetensors)" in out
     assert "LLaMA-Factory arguments" not in out, "the parse reads the model's files: it waits for them"
+
+
+def test_an_adapter_or_reward_model_another_run_has_not_written_yet_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready: dict[str, Any]
+) -> None:
+    """A spec that starts from another experiment's adapter (model.from, use: adapter) or names its reward
+    model: the folder is there once that run finished; before, the pod stops with the fix."""
+    adapter = tmp_path / "output" / "sft" / "1a2b3c4d"
+    code, out = preflight(tmp_path, monkeypatch, {**ready, "adapter_name_or_path": str(adapter)}, "--cpu")
+    assert code == EXIT["configError"], out
+    assert f"✗ adapter: {adapter}: no adapter_config.json or config.json (fix: finish the run of the" in out
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    code, out = preflight(
+        tmp_path,
+        monkeypatch,
+        {**ready, "adapter_name_or_path": str(adapter), "reward_model": str(tmp_path / "rm")},
+    )
+    assert f"✓ adapter: {adapter}: present" in out
+    assert f"✗ reward model: {tmp_path / 'rm'}: no adapter_config.json or config.json" in out
 
 
 def test_a_hub_model_is_loaded_at_start_and_not_looked_for_on_the_storage(

@@ -55,8 +55,26 @@ def check_model(model: str) -> None:
         "base model",
         f"{model}: "
         + (f"missing {', '.join(missing)}" if missing else "config, tokenizer and weights present"),
-        "copy the model there, or set model.hub in the spec so the train release downloads it first",
+        "copy the model there, or set model.hub in the spec so the train release downloads it first; a spec "
+        "that starts from another experiment (model.from) needs that one's run finished",
     )
+
+
+def check_adapters(config: dict[str, Any]) -> None:
+    """The adapter trained further (adapter_name_or_path) and a reward model given as a folder must be there:
+    another experiment's result, which exists once its run has finished."""
+    folders = [a.strip() for a in str(config.get("adapter_name_or_path") or "").split(",") if a.strip()]
+    reward = str(config.get("reward_model") or "")
+    if reward.startswith("/"):
+        folders.append(reward)
+    for folder in folders:
+        found = any(os.path.isfile(os.path.join(folder, f)) for f in ("adapter_config.json", "config.json"))
+        item(
+            found,
+            "adapter" if folder != reward else "reward model",
+            f"{folder}: " + ("present" if found else "no adapter_config.json or config.json"),
+            "finish the run of the experiment this one starts from (lfk run its spec) first",
+        )
 
 
 def check_datasets(config: dict[str, Any]) -> None:
@@ -152,6 +170,7 @@ def main() -> int:
     if not args.cpu and os.environ.get("NODE_RANK", os.environ.get("PET_NODE_RANK", "0")) == "0":
         drop_incomplete_checkpoints(config.get("output_dir", ""))
     check_model(str(config.get("model_name_or_path", "")))
+    check_adapters(config)
     check_datasets(config)
     check_packages(config)
     check_mlflow(config, args.check_mlflow_server)

@@ -64,7 +64,7 @@ MANAGED_ARGS = {
     "export_size": "merge.shardSizeGB",
     "export_device": "merge.device",
     "infer_dtype": "merge.dtype",
-    "adapter_name_or_path": "(derived from the run)",
+    "adapter_name_or_path": "model.from with use: adapter (another experiment's adapter, trained further)",
     "tokenized_path": "data.tokenizeOnce (the set is kept on the storage under a key of its inputs)",
     # the config written for ZeRO is mounted at /config/deepspeed.json: another file would replace it
     "deepspeed": "distributed.deepspeed (zero2 or zero3: the project writes and mounts the DeepSpeed config)",

@@ -58,6 +58,15 @@ def stage_settings(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 "remove it, or set loss: simpo",
                 "warning",
             )
+    upstream = next((u for u in spec.upstreams if u.use == "adapter"), None)
+    if upstream and uses_reference_model(stage, d["stage"]["dpo"]["loss"]):
+        yield Problem(
+            "$.model.from.use",
+            f"the reference model of stage {stage} is the base model with the adapter off, not {upstream.name}'s "
+            "model: LLaMA-Factory turns off the adapter it trains further, the one it starts from included",
+            f"use: merged, to compare with {upstream.name}'s model",
+            "warning",
+        )
     if reason := UNTRAINABLE.get(LLAMAFACTORY_VERSION, {}).get(stage):
         yield Problem(
             "$.stage.type", reason, "train PPO with another LLaMA-Factory version; dpo, kto and rm run here"
