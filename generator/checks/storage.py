@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.facts import Facts, derive
+from ..core.facts import Facts, derive, gate_data_stage
 from ..core.models import template_from_model_dir
 from ..core.problems import Problem, json_path
 from ..core.spec import Spec
@@ -26,8 +26,8 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
     named = [
         (json_path(["data", "datasets", i]), n, stage) for i, n in enumerate(spec.data["data"]["datasets"])
     ]
-    if "evaluate" in spec.data:  # the evaluation gate's held-out set must be as usable (it predicts as SFT)
-        named.append(("$.evaluate.dataset", spec.data["evaluate"]["dataset"], "sft"))
+    if "evaluate" in spec.data:  # the gate's held-out set must be as usable, as the data its metric scores
+        named.append(("$.evaluate.dataset", spec.data["evaluate"]["dataset"], gate_data_stage(spec.data)))
     for path, name, stage in named:
         entry = info.get(name)
         if entry is None:

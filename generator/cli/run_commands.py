@@ -110,10 +110,10 @@ def outcome_line(facts: Any, simulated: dict[str, bool]) -> str:
 
 def gate_line(scores: dict[str, Any]) -> str:
     """The evaluation gate in one line: the metric, both models' scores, the rule and the verdict."""
+    from ..core.report import gate_rule
+
     metric = scores["metric"]
-    rule = f"at most {scores['maxDrop']:g} below the base" + (
-        f", at least {scores['floor']:g}" if scores.get("floor") is not None else ""
-    )
+    rule = gate_rule(scores)
     verdict = "passed" if scores["passed"] else "FAILED: not served"
     return (
         f"evaluation {metric}: tuned {scores['tuned'][metric]:.2f} vs base {scores['base'][metric]:.2f} "

@@ -218,6 +218,22 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
     )
 
 
+# the evaluation gate's metric when the spec names none: what the stage is for
+GATE_METRIC = {"dpo": "preference-accuracy", "kto": "preference-accuracy", "pt": "perplexity"}
+# the data each metric scores, as the stage whose data it is (pairs, raw text, instructions)
+METRIC_DATA_STAGE = {"preference-accuracy": "dpo", "perplexity": "pt"}
+
+
+def gate_metric(d: dict[str, Any]) -> str:
+    """The metric the evaluation gate compares (the spec's, else the stage's)."""
+    return str(d["evaluate"].get("metric") or GATE_METRIC.get(d["stage"]["type"], "rouge-l"))
+
+
+def gate_data_stage(d: dict[str, Any]) -> str:
+    """The stage whose data the gate's held-out set must be: pairs, raw text, or instructions (sft)."""
+    return METRIC_DATA_STAGE.get(gate_metric(d), "sft")
+
+
 REFERENCE_FREE_LOSSES = ("orpo", "simpo")  # DPO losses that need no reference model
 
 

@@ -17,7 +17,7 @@ from ..errors import SpecError
 from ..project import CHART_SCHEMA
 from . import cache
 from .contract import STORAGE
-from .facts import Facts, derive, shm_size
+from .facts import Facts, derive, gate_metric, shm_size
 from .problems import Problem, json_path
 from .spec import Spec
 
@@ -84,6 +84,7 @@ def _environment() -> jinja2.Environment:
     env.globals["image_ref"] = image_ref
     env.globals["shm_size"] = shm_size
     env.globals["deepspeed_config"] = deepspeed_config
+    env.globals["gate_metric"] = gate_metric
     env.globals["storage"] = STORAGE  # the contract's layout: /storage/llamaboard, ...
     return env
 

@@ -282,6 +282,18 @@ def figures(
     return tags
 
 
+LOWER_IS_BETTER = ("perplexity",)  # the gate's metrics where less is better (eval_gate.py's)
+
+
+def gate_rule(scores: dict[str, Any]) -> str:
+    """The gate's rule in words: 'at most 1 below the base, and at least 20' (above, for perplexity)."""
+    lower = scores["metric"] in LOWER_IS_BETTER
+    rule = f"at most {scores['maxDrop']:g} {'above' if lower else 'below'} the base model's"
+    if scores.get("floor") is not None:
+        rule += f", and at {'most' if lower else 'least'} {scores['floor']:g}"
+    return rule
+
+
 def evaluation(facts: Facts, scores: dict[str, Any] | None) -> list[str]:
     """The gate's scores of both models side by side, its rule and its verdict."""
     if "eval" not in facts.releases:
@@ -289,9 +301,8 @@ def evaluation(facts: Facts, scores: dict[str, Any] | None) -> list[str]:
     if scores is None:
         return [f"- scores: {NOT_RECORDED} (not written yet, or the storage was not read)"]
     metric = scores["metric"]
-    floor = f", and at least {scores['floor']:g}" if scores.get("floor") is not None else ""
     lines = [
-        f"- rule: the tuned model's {metric} at most {scores['maxDrop']:g} below the base model's{floor}",
+        f"- rule: the tuned model's {metric} {gate_rule(scores)}",
         f"- verdict: {'passed, served' if scores['passed'] else 'FAILED, not served'}"
         + (f" ({'; '.join(scores['why'])})" if scores["why"] else ""),
         "",

@@ -1,8 +1,9 @@
 """Every training stage beyond supervised fine-tuning, run for real by the chart's scripts from the rendered
-experiment (tokenize hook, train.sh, merge.sh) on a tiny model: DPO with a reference model (sigmoid) and
-without one (SimPO), KTO, pre-training on raw text, a reward model, and PPO scored by that reward model. The
-data of each stage is made here from the smoke fixtures' answers: pairs (the right answer chosen, another
-example's rejected), tagged answers, raw text."""
+experiment (tokenize hook, train.sh, merge.sh, the gate) on a tiny model: DPO with a reference model (sigmoid)
+and without one (SimPO), KTO, pre-training on raw text, a reward model, and PPO scored by that reward model.
+The gate judges DPO by preference accuracy and pre-training by perplexity (likelihood.py). The
+data of each stage is made here from the smoke fixtures' answers: pairs (the answer's words backwards chosen,
+the answer rejected), tagged answers, raw text."""
 
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ import yaml
 from tests.support import smoke
 
 STEPS, SAVE_STEPS = 4, 2
+DPO_STEPS = 16
 
 
 def stage_data(data_dir: Path) -> dict[str, dict[str, Any]]:
     """The stages' datasets, written into data_dir; their spec data.register entries."""
     data_dir.mkdir(parents=True, exist_ok=True)
     rows = smoke.ALPACA
+    # the chosen answer is the words of the fixture's answer backwards, the rejected one the answer itself: a
+    # preference the tiny model (made from the answers in order) does not have, and learns in a few steps
     pairs = [
-        {"instruction": r["instruction"], "input": r.get("input", ""), "chosen": r["output"],
-         "rejected": rows[(i + 1) % len(rows)]["output"]}
-        for i, r in enumerate(rows)
+        {"instruction": r["instruction"], "input": r.get("input", ""),
+         "chosen": " ".join(reversed(r["output"].split())), "rejected": r["output"]}
+        for r in rows
     ]  # fmt: skip
     tagged = [
         {"instruction": r["instruction"], "output": answer, "label": good}
@@ -44,16 +48,31 @@ def stage_data(data_dir: Path) -> dict[str, dict[str, Any]]:
     }  # fmt: skip
 
 
-def workspace(root: Path, name: str, stage: dict[str, Any], dataset: str) -> smoke.Workspace:
+def workspace(
+    root: Path, name: str, stage: dict[str, Any], dataset: str, steps: int = STEPS, rate: float = 5.0e-4
+) -> smoke.Workspace:
     spec = yaml.safe_load(smoke.SPEC)
     spec["name"] = name
     spec["stage"] = stage
     spec["data"]["register"].update(stage_data(root / "data"))
     spec["data"]["datasets"] = [dataset]
-    spec["training"].update(maxSteps=STEPS, saveSteps=SAVE_STEPS)
+    spec["training"].update(maxSteps=steps, saveSteps=SAVE_STEPS, learningRate=rate)
     if stage["type"] == "rm":
         del spec["evaluate"]  # a reward model does not answer: no gate
+    else:  # the gate scores what the stage is for, on the stage's own data (pairs, text)
+        spec["evaluate"]["dataset"] = {"dpo": "tiny_pairs", "kto": "tiny_pairs", "pt": "tiny_text"}.get(
+            stage["type"], "tiny_alpaca"
+        )
     return smoke.prepare(root, yaml.safe_dump(spec))
+
+
+def gate(ws: smoke.Workspace, log: Path) -> dict[str, Any]:
+    """The eval Job's gate as the chart renders it; its scores."""
+    code = smoke.evaluate(ws, log)
+    scores: dict[str, Any] = json.loads(ws.local(str(ws.eval_values["scoresFile"])).read_text())
+    assert code in (0, 5), log.read_text()[-3000:]
+    assert (code == 0) == scores["passed"]
+    return scores
 
 
 def steps(ws: smoke.Workspace) -> list[int]:
@@ -71,7 +90,9 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_dpo_trains_is_preempted_resumes_and_merges(storage: Path) -> None:
-    ws = workspace(storage, "dpo", {"type": "dpo", "dpo": {"loss": "sigmoid", "beta": 0.1}}, "tiny_pairs")
+    # long and fast enough for the tiny model to learn the pairs, so the gate sees a change
+    dpo = {"type": "dpo", "dpo": {"loss": "sigmoid", "beta": 0.1}}
+    ws = workspace(storage, "dpo", dpo, "tiny_pairs", steps=DPO_STEPS, rate=5.0e-3)
     config = yaml.safe_load(ws.train_config.read_text())
     assert (config["stage"], config["pref_loss"], config["pref_beta"]) == ("dpo", "sigmoid", 0.1)
     log = storage / "dpo.log"
@@ -79,10 +100,14 @@ def test_dpo_trains_is_preempted_resumes_and_merges(storage: Path) -> None:
     assert (ws.output_dir / f"checkpoint-{SAVE_STEPS}").is_dir()
     assert smoke.train(ws, log) == 0, log.read_text()[-3000:]
     assert f"Resuming training from {ws.output_dir}/checkpoint-{SAVE_STEPS}" in log.read_text()
-    logged = smoke.trainer_log(ws)
-    assert [e["current_steps"] for e in logged][-1] == STEPS
+    assert steps(ws)[-1] == DPO_STEPS
     assert smoke.merge(ws, log) == 0, log.read_text()[-3000:]
     assert (ws.merged_dir / "model.safetensors").is_file()
+    # the gate: preference accuracy on the pairs, the merged model against the model it started from
+    scores = gate(ws, log)
+    assert scores["metric"] == "preference-accuracy" and scores["tuned"]["pairs"] == len(smoke.ALPACA)
+    assert scores["tuned"]["preference-accuracy"] > scores["base"]["preference-accuracy"], scores
+    assert scores["passed"], scores
 
 
 def test_simpo_needs_no_reference_model_and_trains(storage: Path) -> None:
@@ -103,11 +128,15 @@ def test_kto_trains_on_tagged_answers(storage: Path) -> None:
     assert (ws.output_dir / "adapter_model.safetensors").is_file()
 
 
-def test_pretraining_trains_on_raw_text(storage: Path) -> None:
+def test_pretraining_trains_on_raw_text_and_lowers_its_perplexity(storage: Path) -> None:
     ws = workspace(storage, "pt", {"type": "pt"}, "tiny_text")
     log = storage / "pt.log"
     assert run(ws, log) == 0, log.read_text()[-3000:]
     assert steps(ws)[-1] == STEPS
+    assert smoke.merge(ws, log) == 0, log.read_text()[-3000:]
+    scores = gate(ws, log)
+    assert scores["metric"] == "perplexity" and scores["tuned"]["tokens"] > 0
+    assert scores["tuned"]["perplexity"] < scores["base"]["perplexity"], scores
 
 
 def test_a_reward_model_trains_and_ppo_with_it_fails_as_validation_says(storage: Path) -> None:

@@ -114,6 +114,24 @@ def test_the_verdict_at_its_bounds(
 
 
 @pytest.mark.parametrize(
+    ("base", "tuned", "max_drop", "ceiling", "failures"),
+    [
+        (400.0, 401.0, 1.0, None, 0),  # exactly the allowed rise
+        (400.0, 401.5, 1.0, None, 1),
+        (400.0, 380.0, 0.0, 380.0, 0),  # exactly the ceiling
+        (400.0, 420.0, 5.0, 390.0, 2),
+    ],
+)
+def test_perplexity_is_judged_lower_is_better(
+    base: float, tuned: float, max_drop: float, ceiling: float | None, failures: int
+) -> None:
+    judge = load("eval_gate").judge
+    why = judge({"perplexity": base}, {"perplexity": tuned}, "perplexity", max_drop, ceiling)
+    assert len(why) == failures
+    assert all("above" in reason for reason in why)
+
+
+@pytest.mark.parametrize(
     ("tuned", "error"),
     [
         (results(float("nan")), "predict_rouge-l is NaN, not a finite number"),

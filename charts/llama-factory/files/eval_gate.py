@@ -1,7 +1,9 @@
 """The evaluation gate between the merge and serving: the base and the tuned model answer the same held-out
 data, LLaMA-Factory scores both (BLEU-4 and ROUGE with predict_with_generate), and the tuned model passes only
 if it is not worse than the base by more than the allowed drop on the chosen metric (and reaches the floor,
-when one is set).
+when one is set). For what a stage is for, the gate may instead score the models' likelihoods
+(likelihood.py): preference accuracy on held-out pairs (DPO, ORPO, SimPO, KTO) or perplexity on held-out
+text (pre-training, where lower is better and the allowed drop is a rise in perplexity).
 
     eval_gate.py BASE_CONFIG TUNED_CONFIG --metric rouge-l --max-drop 1.0 [--floor 20] --scores FILE
 
@@ -32,7 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from podlib import EXIT, atomic_write  # noqa: E402
 
 GATE_FAILED = EXIT["gateFailed"]
-METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+GENERATION_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
+LIKELIHOOD_METRICS = ("preference-accuracy", "perplexity")  # likelihood.py's
+METRICS = GENERATION_METRICS + LIKELIHOOD_METRICS
+LOWER_IS_BETTER = ("perplexity",)
 PREDICTIONS = "generated_predictions.jsonl"  # LLaMA-Factory's answers, one JSON object per line
 
 
@@ -42,7 +47,16 @@ def output_dir_of(config_file: str) -> Path:
 
 
 def predict(config_file: str, metric: str) -> dict[str, float]:
-    """Run LLaMA-Factory's prediction of one config; its scores (0-100) by metric name, and its runtime."""
+    """Run LLaMA-Factory's prediction of one config; its scores (0-100) by metric name, and its runtime. A
+    likelihood metric is computed here, from the same config, without generating."""
+    if metric in LIKELIHOOD_METRICS:
+        import likelihood
+
+        with open(config_file, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        print(f"eval: {metric} of {config['model_name_or_path']} on {config['eval_dataset']}", flush=True)
+        scores: dict[str, float] = likelihood.score(config, metric)
+        return scores
     output_dir = output_dir_of(config_file)
     results = output_dir / "predict_results.json"
     # a score or an answer from an earlier attempt must not stand in for this one's
@@ -67,7 +81,7 @@ def read_scores(text: str, metric: str) -> dict[str, float]:
     if f"predict_{metric}" not in raw:
         raise ValueError(f"no predict_{metric} in predict_results.json (is predict_with_generate set?)")
     scores = {}
-    for m in METRICS:
+    for m in GENERATION_METRICS:
         if f"predict_{m}" in raw:
             value = raw[f"predict_{m}"]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -111,6 +125,15 @@ def judge(
             f"{tuned_answers['empty']} of the tuned model's {tuned_answers['total']} answers are empty "
             "(a missing or wrong end-of-sequence token, or a chat template it was not trained on)"
         )
+    if metric in LOWER_IS_BETTER:
+        if tuned[metric] > base[metric] + max_drop:
+            why.append(
+                f"{metric} {tuned[metric]:.2f} is {tuned[metric] - base[metric]:.2f} above the base model's "
+                f"{base[metric]:.2f} (at most {max_drop:g} allowed)"
+            )
+        if floor is not None and tuned[metric] > floor:
+            why.append(f"{metric} {tuned[metric]:.2f} is above the ceiling {floor:g}")
+        return why
     if tuned[metric] < base[metric] - max_drop:
         why.append(
             f"{metric} {tuned[metric]:.2f} is {base[metric] - tuned[metric]:.2f} below the base model's "
@@ -122,11 +145,12 @@ def judge(
 
 
 def table(base: dict[str, float], tuned: dict[str, float], metric: str) -> str:
-    lines = [f"{'metric':<10} {'base':>8} {'tuned':>8} {'change':>8}"]
-    for m in METRICS:
-        if m in base and m in tuned:
-            mark = "  <- the gate's" if m == metric else ""
-            lines.append(f"{m:<10} {base[m]:>8.2f} {tuned[m]:>8.2f} {tuned[m] - base[m]:>+8.2f}{mark}")
+    shown = [m for m in METRICS if m in base and m in tuned]
+    width = max([10, *(len(m) for m in shown)])
+    lines = [f"{'metric':<{width}} {'base':>8} {'tuned':>8} {'change':>8}"]
+    for m in shown:
+        mark = "  <- the gate's" if m == metric else ""
+        lines.append(f"{m:<{width}} {base[m]:>8.2f} {tuned[m]:>8.2f} {tuned[m] - base[m]:>+8.2f}{mark}")
     return "\n".join(lines)
 
 
