@@ -2,7 +2,8 @@
 a real eviction, then resumed), merges, is served by real vLLM on CPU and answers; LlamaBoard opens in a real
 browser; the after-training checklist passes; helm test compares vLLM's prompts with the training's and fails a
 served model of another template or with empty answers; a merge that lost its weights is never published; the
-adapter is served on the base model too."""
+adapter is served on the base model too; DPO after SFT (values/tiny-cpu-dpo) trains, is gated on preference accuracy
+and served."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from generator.core.storage import local
 from generator.errors import KubeError
 from generator.ops import kube
 from generator.project import CHART_DIR
-from tests.support import serving_load, tinymodel
+from tests.support import serving_load, tiny, tinymodel
 
 from .conftest import (
     LFK,
@@ -681,3 +682,39 @@ def test_lfk_exec_runs_a_command_in_a_pod_like_the_trainings(
         "-n", NAMESPACE, "get", "configmap", "-l", f"{kube.COMPONENT}=exec", "-o", "name"
     )
     assert left.stdout.strip() == "", left.stdout
+
+
+DPO = TINY.parent.parent / "tiny-cpu-dpo" / "experiment.yaml"
+
+
+def test_dpo_after_sft_trains_on_the_merged_model_passes_its_preference_gate_and_is_served(
+    node_cluster: NodeCluster, tiny_run: dict[str, Any]
+) -> None:
+    """values/tiny-cpu-dpo in real pods: DPO on tiny-cpu's merged model (model.from). lfk run finds tiny-cpu's
+    run finished, trains on the pairs with tiny-cpu's model as the reference, merges, the gate compares the
+    preference accuracy of both models on the pairs, and vLLM serves the result (helm test). tiny-cpu's vLLM
+    and LlamaBoard are uninstalled first: the real node has two cores."""
+    for component in ("vllm", "webui"):
+        node_cluster.helm("uninstall", FACTS.releases[component], "-n", NAMESPACE, "--wait", timeout=300)
+    tiny.prepare(node_cluster.storage, DPO)
+    dpo = derive(load_spec(DPO))
+    assert dpo.base_model == FACTS.merged_dir
+    started = time.monotonic()
+    result = node_cluster.lfk("run", str(DPO), "--timeout", "900", "--pending-timeout", "180", timeout=1500)
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.splitlines()[0] == (
+            f"train: starts from tiny-cpu run {FACTS.run_id}: {FACTS.merged_dir} is there"
+        ), result.stdout
+        assert "vllm: helm test passed" in result.stdout, result.stdout
+        assert dpo.eval_scores
+        scores = json.loads(local(node_cluster.storage, dpo.eval_scores).read_text())
+        assert scores["metric"] == "preference-accuracy" and scores["passed"], scores
+        assert scores["base"]["pairs"] == scores["tuned"]["pairs"] == 16
+        print(
+            f"DPO after SFT in real pods: {time.monotonic() - started:.0f} s; preference accuracy "
+            f"{scores['base']['preference-accuracy']:.1f} (tiny-cpu) -> {scores['tuned']['preference-accuracy']:.1f}"
+        )
+    finally:
+        for release in dpo.releases.values():
+            node_cluster.helm("uninstall", release, "-n", NAMESPACE, "--wait", timeout=300)

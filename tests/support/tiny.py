@@ -20,23 +20,24 @@ from generator.project import REPO_ROOT
 from . import tinymodel
 
 SPEC = REPO_ROOT / "values" / "tiny-cpu" / "experiment.yaml"
-DATA = SPEC.parent / "data"
 # vLLM's CPU attention wants a head size it has kernels for: 64 (hidden 128, 2 heads)
 HIDDEN_SIZE, HEADS = 128, 2
 
 
 def prepare(storage_root: Path, spec_path: Path = SPEC) -> Path:
-    """Model and data of the example on the storage (the model only when it is not there yet); the model dir."""
+    """Model and data of an example on the storage (its data from its own data/ folder; the model only when it
+    is not there yet, and never for an example that starts from another's result); the model dir."""
     spec = load_spec(spec_path)
     model = local(storage_root, spec.data["model"]["path"])
     data_dir = local(storage_root, spec.data["data"]["dir"])
     data_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for name, entry in spec.data["data"]["register"].items():
-        shutil.copyfile(DATA / entry["file"], data_dir / entry["file"])
-        rows += json.loads((DATA / entry["file"]).read_text(encoding="utf-8"))
+        source = spec_path.parent / "data" / entry["file"]
+        shutil.copyfile(source, data_dir / entry["file"])
+        rows += json.loads(source.read_text(encoding="utf-8"))
         datasets.register(data_dir, name, datasets.spec_entry(entry))
-    if not (model / "config.json").is_file():
+    if not spec.upstreams and not (model / "config.json").is_file():
         tinymodel.build_model(model, tinymodel.corpus(rows), hidden_size=HIDDEN_SIZE, heads=HEADS)
     for path in [storage_root, *storage_root.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)  # the pods run as uid 1000, this as root
