@@ -7,6 +7,8 @@ The rules follow LLaMA-Factory 0.9.5 (`data/parser.py`, `data/converter.py`, the
   response is dropped;
 - sharegpt: an optional leading system message (when `system_tag` is set), then user/observation turns at
   even positions and assistant/function turns at odd ones, an even number of turns; anything else is dropped;
+- media (images, videos, audios columns): as many files as `<image>`/`<video>`/`<audio>` placeholders in the
+  example's text, each file in the media folder, each image one PIL opens; LLaMA-Factory stops on any other;
 - per stage (its processor): sft needs one answer; pt reads the prompt text only; ppo needs the prompt only;
   dpo and rm need a chosen and a rejected answer (an entry with `ranking: true`, and only those stages take
   one); kto needs an answer with a boolean `kto_tag`.
@@ -108,6 +110,7 @@ class Report:
     fatal: list[tuple[int, str]] = field(default_factory=list)  # LLaMA-Factory stops on these, not just skips
     notes: list[str] = field(default_factory=list)  # things that do not drop examples but deserve a look
     first: list[dict[str, str]] | None = None  # the first valid example as a conversation
+    media: dict[str, int] = field(default_factory=dict)  # media files opened and usable, by column
 
     @property
     def valid(self) -> int:
@@ -199,8 +202,62 @@ def natural_stage(attrs: Attrs) -> str:
     return "dpo" if attrs.ranking else "kto" if attrs.column("kto_tag") else "sft"
 
 
-def check(path: Path, attrs: Attrs, stage: str = "sft") -> Report:
-    """Apply LLaMA-Factory's rules for the stage to every example of the file."""
+# what LLaMA-Factory's multimodal plugins count in the text of an example, one per medium given
+PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
+# the first bytes of the image files PIL (LLaMA-Factory's image loader) opens
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def _is_image(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _media_problem(
+    row: dict[str, Any],
+    attrs: Attrs,
+    conversation: list[dict[str, str]],
+    media_dir: Path,
+    seen: dict[str, int],
+) -> str:
+    """Why the media of an example stop LLaMA-Factory ('' when they do not): as many files as placeholders in
+    its text, each file in the media folder, and each image one PIL opens. Counts the files opened in seen."""
+    text = "".join(message["content"] for message in conversation)
+    for medium, placeholder in PLACEHOLDERS.items():
+        column = attrs.column(medium)
+        if not column:
+            continue
+        value = row.get(column)
+        items = [] if value is None else value if isinstance(value, list) else [value]
+        # a video may be given as its frames: a list of image files
+        files = [f for item in items for f in (item if isinstance(item, list) else [item])]
+        if len(items) != text.count(placeholder):
+            return (
+                f"{len(items)} {medium} but {text.count(placeholder)} {placeholder} in its text "
+                f"(LLaMA-Factory stops: the numbers must match)"
+            )
+        for name in files:
+            if not isinstance(name, str) or not name:
+                return f"{medium}: {name!r} is not a file name"
+            file = media_dir / name
+            if not file.is_file():
+                return f"{medium}: {name} is not in {media_dir} (LLaMA-Factory stops on a missing file)"
+            if medium in ("images",) or (medium == "videos" and isinstance(items[0], list)):
+                if not _is_image(file):
+                    return f"{medium}: {name} is not an image PIL opens (PNG, JPEG, GIF, WebP, BMP)"
+            elif file.stat().st_size == 0:
+                return f"{medium}: {name} is empty"
+            seen[medium] = seen.get(medium, 0) + 1
+    return ""
+
+
+def check(path: Path, attrs: Attrs, stage: str = "sft", media_dir: Path | None = None) -> Report:
+    """Apply LLaMA-Factory's rules for the stage to every example of the file; the media an example names are
+    looked for in media_dir (LLaMA-Factory's media_dir: the dataset directory unless given)."""
     if attrs.formatting not in ("alpaca", "sharegpt"):
         raise DataError(
             f"{path}: formatting {attrs.formatting!r} is not checked here (alpaca and sharegpt are)"
@@ -232,15 +289,21 @@ def check(path: Path, attrs: Attrs, stage: str = "sft") -> Report:
             "the examples have a `system` field, which is ignored unless the entry maps columns: {system: system}"
         )
     check_one = _check_alpaca if attrs.formatting == "alpaca" else _check_sharegpt
+    with_media = any(attrs.column(medium) for medium in PLACEHOLDERS)
     for index, row in enumerate(rows):
         conversation, reason = check_one(row, attrs, stage)
         if reason:
             report.dropped.append((index, reason))
             continue
-        if fatal := _fatal(conversation):
+        if fatal := _fatal(conversation) or (
+            with_media and _media_problem(row, attrs, conversation, media_dir or path.parent, report.media)
+        ):
             report.fatal.append((index, fatal))
         elif report.first is None:
             report.first = conversation
+    if report.media:
+        opened = ", ".join(f"{count} {medium}" for medium, count in report.media.items())
+        report.notes.append(f"media files opened and usable: {opened}")
     return report
 
 

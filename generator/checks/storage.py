@@ -47,7 +47,7 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
             # an entry written by anyone: what it names must be on the storage (no absolute path, `..` or
             # symlink leading out)
             file = datasets.data_file(data_dir, str(entry["file_name"]), bound=storage_root)
-            report = datasets.check(file, datasets.Attrs.of_entry(entry), stage)
+            report = datasets.check(file, datasets.Attrs.of_entry(entry), stage, media_dir=data_dir)
         except DataError as exc:
             problems.append(Problem(path, f"{name}: {exc}"))
             continue
@@ -55,7 +55,9 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
             index, reason = report.fatal[0]
             problems.append(
                 Problem(
-                    path, f"{name}: example {index} would stop training: {reason}", "run `lfk data validate`"
+                    path,
+                    f"{name}: {len(report.fatal)} example(s) would stop training, the first ({index}): {reason}",
+                    "run `lfk data validate`",
                 )
             )
         elif not report.valid:

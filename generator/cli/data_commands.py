@@ -82,6 +82,11 @@ def print_report(report: datasets.Report) -> None:
 @ranking_option
 @stage_option
 @click.option(
+    "--media-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the images, videos and audio the examples name are (default: the file's folder).",
+)
+@click.option(
     "--dataset",
     "name",
     help="Read format, columns and tags from this entry of the dataset_info.json beside the file.",
@@ -93,6 +98,7 @@ def validate_data(
     tags: str | None,
     ranking: bool | None,
     stage: str | None,
+    media_dir: Path | None,
     name: str | None,
 ) -> None:
     """Report how many examples LLaMA-Factory will train on at a stage, and why the others are dropped. Never
@@ -112,7 +118,7 @@ def validate_data(
     if ranking is not None:
         entry["ranking"] = ranking
     attrs = datasets.Attrs.of_entry(entry)
-    report = datasets.check(file, attrs, stage or datasets.natural_stage(attrs))
+    report = datasets.check(file, attrs, stage or datasets.natural_stage(attrs), media_dir)
     print_report(report)
     if report.dropped or report.fatal or not report.valid:
         raise Failed()
@@ -159,7 +165,7 @@ def _register(
     """Check and register one entry; its file must lie in `bound` (the dataset directory unless given)."""
     path = datasets.data_file(dataset_dir, str(entry["file_name"]), bound)
     attrs = datasets.Attrs.of_entry(entry)
-    report = datasets.check(path, attrs, stage or datasets.natural_stage(attrs))
+    report = datasets.check(path, attrs, stage or datasets.natural_stage(attrs), media_dir=dataset_dir)
     print_report(report)
     if not report.valid or report.fatal:
         raise Failed(

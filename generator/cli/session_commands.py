@@ -59,6 +59,13 @@ def exec_cmd(
     multiple=True,
     help="Send this turn and print the answer (repeat for several turns); without it, chat interactively.",
 )
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="An image sent with the first turn (repeat for several), for a vision-language model.",
+)
 @click.option("--system", help="A system prompt, sent first.")
 @click.option("--max-tokens", default=256, show_default=True)
 @click.option("--temperature", default=0.7, show_default=True)
@@ -73,6 +80,7 @@ def exec_cmd(
 def chat_cmd(
     spec: str,
     messages: tuple[str, ...],
+    images: tuple[str, ...],
     system: str | None,
     max_tokens: int,
     temperature: float,
@@ -87,6 +95,7 @@ def chat_cmd(
 
     from ..ops import chat
 
+    attached = tuple(chat.image_content(path) for path in images) if images else ()
     target = target_of(spec, kubeconfig, context, None)
     served_name = target.facts.served_name
     if host := target.facts.serving_host:  # served by the host experiment's vLLM
@@ -102,16 +111,16 @@ def chat_cmd(
             if system:
                 conversation.messages.append({"role": "system", "content": system})
             if messages:
-                for text in messages:
+                for turn, text in enumerate(messages):
                     click.echo(f"> {text}")
-                    click.echo(conversation.ask(text))
+                    click.echo(conversation.ask(text, images=attached if turn == 0 else ()))
                 return
-            _interactive(conversation)
+            _interactive(conversation, attached)
     except (LfkError, OSError) as exc:
         raise Failed(str(exc)) from None
 
 
-def _interactive(conversation: Conversation) -> None:
+def _interactive(conversation: Conversation, images: tuple[str, ...] = ()) -> None:
     tty = sys.stdin.isatty()
     if tty:
         click.echo(f"chatting with {conversation.model} at {conversation.url} (/reset, /exit or Ctrl-D)")
@@ -129,6 +138,7 @@ def _interactive(conversation: Conversation) -> None:
             click.echo("(conversation forgotten)")
             continue
         try:
-            click.echo(conversation.ask(text))
+            click.echo(conversation.ask(text, images=images))
+            images = ()  # sent with the first turn
         except LfkError as exc:  # one failed turn does not end the conversation
             click.secho(str(exc), fg="red", err=True)

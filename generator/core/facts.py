@@ -152,12 +152,13 @@ def resolve_template(spec: Spec) -> tuple[str | None, bool]:
 def infer_template(path: str, hub_id: str | None) -> str | None:
     if info := catalog.known_model(hub_id, path):
         return info.template
-    if template := catalog.family_template(hub_id, path):
-        return template
+    # LLaMA-Factory's own table names the exact model (Qwen2-VL is qwen2_vl), before the family's name
     table = lfinfo.info().model_templates
     for name in (hub_id, path):
         if name and (found := table.get(name.lower()) or table.get(catalog.model_key(name))):
             return found
+    if template := catalog.family_template(hub_id, path):
+        return template
     if hub_id:  # a hub model whose files are in the local Hugging Face cache
         from .models import template_from_hub_cache
 

@@ -1,7 +1,8 @@
 """What the deployed LLaMA-Factory version accepts, without importing it (and so without torch).
 
 The details are a snapshot taken from the installed `llamafactory` package by `hack/snapshot-llamafactory.py`:
-template names, the model -> template table of its web UI, and every legal config key. The llamafactory
+template names, the media each template's plugin takes (images, videos, audio), the model -> template table of its
+web UI, and every legal config key. The llamafactory
 test tier checks the snapshot against the installed package, so it cannot drift unnoticed.
 """
 
@@ -15,6 +16,18 @@ from pathlib import Path
 from .contract import LLAMAFACTORY_VERSION
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+# how media in the data are prepared: LLaMA-Factory's arguments and their spec fields under data.media
+MEDIA_ARGS = {
+    "image_max_pixels": "imageMaxPixels",
+    "image_min_pixels": "imageMinPixels",
+    "video_max_pixels": "videoMaxPixels",
+    "video_min_pixels": "videoMinPixels",
+    "video_fps": "videoFps",
+    "video_maxlen": "videoMaxlen",
+    "audio_sampling_rate": "audioSamplingRate",
+}
+# the dataset_info.json columns of each medium
+MEDIA_COLUMNS = ("images", "videos", "audios")
 # the snapshot of the version the chart deploys by default (the contract's)
 SNAPSHOT_VERSION = LLAMAFACTORY_VERSION
 
@@ -26,6 +39,9 @@ class LlamaFactoryInfo:
     model_templates: dict[str, str]  # lower-cased hub id or model name -> template
     arguments: frozenset[str]  # legal keys of a train/export config
     defaults: dict[str, object]  # the value of each key a config leaves out (those with a plain default)
+    media_templates: dict[
+        str, tuple[str, ...]
+    ]  # template -> the media its plugin takes: images, videos, audios
 
 
 def snapshot_path(version: str = SNAPSHOT_VERSION) -> Path:
@@ -42,6 +58,7 @@ def info(version: str = SNAPSHOT_VERSION) -> LlamaFactoryInfo:
         model_templates=dict(raw["model_templates"]),
         arguments=frozenset(raw["arguments"]),
         defaults=dict(raw["defaults"]),
+        media_templates={name: tuple(media) for name, media in raw["media_templates"].items()},
     )
 
 
@@ -118,9 +135,18 @@ def live_snapshot() -> dict[str, object]:
             value = getattr(f.default, "value", f.default)  # an enum (lr_scheduler_type): its value
             if isinstance(value, (str, int, float, bool)) or value is None:
                 defaults[f.name] = value
+    media = {}
+    for name, template in TEMPLATES.items():
+        plugin = template.mm_plugin
+        kinds = [
+            kind for kind in ("image", "video", "audio") if getattr(plugin, f"{kind}_token", None) is not None
+        ]
+        if kinds:
+            media[name] = [f"{kind}s" for kind in kinds]
     return {
         "version": llamafactory.__version__,
         "defaults": dict(sorted(defaults.items())),
+        "media_templates": dict(sorted(media.items())),
         "templates": sorted(TEMPLATES),
         "model_templates": dict(
             sorted(_model_templates_from_source(package / "extras" / "constants.py").items())

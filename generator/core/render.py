@@ -18,6 +18,7 @@ from ..project import CHART_SCHEMA
 from . import cache
 from .contract import STORAGE
 from .facts import Facts, derive, gate_metric, shm_size
+from .lfinfo import MEDIA_ARGS
 from .problems import Problem, json_path
 from .spec import Spec
 
@@ -85,6 +86,7 @@ def _environment() -> jinja2.Environment:
     env.globals["shm_size"] = shm_size
     env.globals["deepspeed_config"] = deepspeed_config
     env.globals["gate_metric"] = gate_metric
+    env.globals["MEDIA_ARGS"] = MEDIA_ARGS
     env.globals["storage"] = STORAGE  # the contract's layout: /storage/llamaboard, ...
     return env
 

@@ -22,6 +22,32 @@ from .target import Target
 FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 
 
+IMAGE_TYPES = {
+    b"\x89PNG": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF8": "image/gif",
+    b"BM": "image/bmp",
+}
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+def image_content(path: str) -> str:
+    """An image file as the data: URL an OpenAI chat message carries; LfkError when it is not an image."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except OSError as exc:
+        raise LfkError(f"chat: cannot read the image {path}: {exc.strerror}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise LfkError(f"chat: {path} is over {MAX_IMAGE_BYTES // 2**20} MiB")
+    kind = next((t for magic, t in IMAGE_TYPES.items() if data.startswith(magic)), None)
+    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        kind = "image/webp"
+    if kind is None:
+        raise LfkError(f"chat: {path} is not a PNG, JPEG, GIF, WebP or BMP image")
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
 @dataclass
 class Conversation:
     """One chat with the served model: every turn is sent with the ones before it."""
@@ -31,10 +57,15 @@ class Conversation:
     api_key: str | None
     max_tokens: int = 256
     temperature: float = 0.7
-    messages: list[dict[str, str]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
-    def ask(self, text: str, timeout: float = 300) -> str:
-        self.messages.append({"role": "user", "content": text})
+    def ask(self, text: str, timeout: float = 300, images: tuple[str, ...] = ()) -> str:
+        """One turn; images (data: URLs, image_content) go with its text in the OpenAI message format."""
+        content: Any = text
+        if images:
+            content = [{"type": "text", "text": text}]
+            content += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        self.messages.append({"role": "user", "content": content})
         body: dict[str, Any] = {
             "model": self.model,
             "messages": self.messages,

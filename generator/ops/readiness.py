@@ -87,7 +87,9 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
             items.append(Item(label, True, "registered (loaded from a hub at training time)"))
             continue
         try:
-            report = datasets.check(data_dir / entry["file_name"], datasets.Attrs.of_entry(entry), stage)
+            report = datasets.check(
+                data_dir / entry["file_name"], datasets.Attrs.of_entry(entry), stage, media_dir=data_dir
+            )
         except DataError as exc:
             items.append(Item(label, False, str(exc), "lfk data validate FILE"))
             continue

@@ -50,8 +50,11 @@ def test_llamafactory_rejections_are_located_in_the_spec(extra: str, path: str, 
     assert found == [(path, f"LLaMA-Factory rejects the training config: {message}")]
 
 
-def test_the_examples_and_qlora_pass_the_real_parser(repo_root: Path) -> None:
-    for spec in sorted(repo_root.glob("values/*/experiment.yaml")):
+def test_the_examples_each_stage_media_settings_and_qlora_pass_the_real_parser(repo_root: Path) -> None:
+    cases = repo_root / "tests" / "cases" / "valid"
+    # (the import cases cover the reward model and SimPO)
+    stages = [cases / name / "experiment.yaml" for name in ("vision-language", "dpo-after-sft", "kto-lora")]
+    for spec in [*sorted(repo_root.glob("values/*/experiment.yaml")), *stages]:
         assert deep_problems(spec_from_text(spec.read_text(), str(spec))) == [], spec
     assert problems("method: {type: qlora, quantization: {bits: 8}}\n") == []
 

@@ -355,3 +355,51 @@ def test_cli_validates_for_a_stage_and_registers_a_pairwise_entry(tmp_path: Path
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["prefs"]["ranking"] is True
+
+
+# ---------------------------------------------------------------------------------------- media
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+
+
+def test_every_image_is_opened_and_matched_to_its_placeholder(tmp_path: Path) -> None:
+    """Images: as many files as <image> placeholders, each in the media folder and an image; LLaMA-Factory
+    stops on anything else, so each is fatal, counted, and the usable files are reported."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(PNG)
+    (tmp_path / "img" / "b.png").write_bytes(PNG)
+    (tmp_path / "img" / "text.png").write_text("not an image")
+    rows = [
+        {"instruction": "<image>What is on it?", "output": "a cat", "images": ["img/a.png"]},
+        {"instruction": "<image><image>Compare.", "output": "same", "images": ["img/a.png", "img/b.png"]},
+        {"instruction": "<image>And this?", "output": "?", "images": ["img/missing.png"]},
+        {"instruction": "<image>This?", "output": "?", "images": ["img/text.png"]},
+        {"instruction": "No placeholder.", "output": "?", "images": ["img/a.png"]},
+    ]
+    attrs = datasets.Attrs.of_entry(
+        {"columns": {"prompt": "instruction", "response": "output", "images": "images"}}
+    )
+    report = datasets.check(write(tmp_path, "vision.json", rows), attrs)
+    assert report.media == {"images": 3}
+    assert [index for index, _ in report.fatal] == [2, 3, 4]
+    assert "img/missing.png is not in" in report.fatal[0][1]
+    assert "is not an image PIL opens" in report.fatal[1][1]
+    assert report.fatal[2][1].startswith("1 images but 0 <image> in its text")
+    assert "media files opened and usable: 3 images" in report.notes
+
+
+def test_media_are_looked_for_in_the_media_folder_given(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "clip.wav").write_bytes(b"RIFF0000WAVE")
+    rows = [{"conversations": [{"from": "human", "value": "<audio>Transcribe."}, {"from": "gpt", "value": "hi"}],
+             "audios": "clip.wav"}]  # fmt: skip
+    attrs = datasets.Attrs.of_entry(
+        {"formatting": "sharegpt", "columns": {"messages": "conversations", "audios": "audios"}}
+    )
+    path = write(tmp_path, "speech.json", rows)
+    assert datasets.check(path, attrs).fatal[0][1].startswith("audios: clip.wav is not in")
+    assert datasets.check(path, attrs, media_dir=media).media == {"audios": 1}
+    result = CliRunner().invoke(cli, ["data", "validate", str(path), "--format", "sharegpt", "--columns",
+                                      "messages=conversations,audios=audios", "--media-dir", str(media)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "media files opened and usable: 1 audios" in result.output

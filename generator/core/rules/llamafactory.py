@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from .. import lfinfo
 from ..contract import LLAMAFACTORY_VERSION, OUTPUT_DIR
 from ..facts import ENGINE_CRDS, Facts
+from ..lfinfo import MEDIA_ARGS
 from ..problems import Problem, json_path
 from ..spec import Spec
 from .registry import check
@@ -70,6 +71,7 @@ MANAGED_ARGS = {
     "deepspeed": "distributed.deepspeed (zero2 or zero3: the project writes and mounts the DeepSpeed config)",
     "ddp_timeout": "distributed.ddpTimeout",
     "ray_num_workers": "(derived: distributed.nodes x resources.gpus)",
+    **{key: f"data.media.{field}" for key, field in MEDIA_ARGS.items()},
     "plot_loss": "(always true: lfk status and lfk report read the loss)",
     "include_num_input_tokens_seen": "(always true: lfk status and lfk report read the throughput)",
 }

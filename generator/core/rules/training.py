@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from typing import Any
 
 from .. import lfinfo
 from ..components import is_adapter_method
 from ..facts import Facts, infer_template
+from ..lfinfo import MEDIA_COLUMNS
 from ..problems import Problem
 from ..spec import Spec
 from ..trainlog import LEARNING_RATE_ADVICE
@@ -49,6 +51,36 @@ def template(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"set template: {expected} (the same template must be used for training and serving)",
             "warning" if raw_text else "error",
         )
+
+
+def spec_media(d: dict[str, Any]) -> dict[str, list[str]]:
+    """The media each trained or gated dataset of data.register carries: {"images": [dataset, ...], ...}."""
+    data = d["data"]
+    named = [*data["datasets"], *([d["evaluate"]["dataset"]] if "evaluate" in d else [])]
+    found: dict[str, list[str]] = {}
+    for name in named:
+        columns = data["register"].get(name, {}).get("columns", {})
+        for medium in MEDIA_COLUMNS:
+            if medium in columns:
+                found.setdefault(medium, []).append(name)
+    return found
+
+
+@check
+def media_template(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    """Images, videos or audio in the data need a template whose plugin takes them (LLaMA-Factory stops
+    otherwise: "This model does not support image input")."""
+    media = spec_media(spec.data)
+    takes = lfinfo.info().media_templates.get(facts.template or "", ())
+    for medium, datasets in media.items():
+        if medium not in takes:
+            some = sorted(t for t, kinds in lfinfo.info().media_templates.items() if medium in kinds)[:6]
+            yield Problem(
+                "$.model.template",
+                f"dataset {datasets[0]} has {medium}, which template {facts.template!r} does not take "
+                f"(LLaMA-Factory stops on them)",
+                f"train a multimodal model of the family with its template, e.g. {', '.join(some)}",
+            )
 
 
 @check
