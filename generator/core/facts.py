@@ -220,9 +220,16 @@ def vram_estimate(spec: Spec, info: ModelInfo | None) -> VramEstimate | None:
 
 
 # the evaluation gate's metric when the spec names none: what the stage is for
-GATE_METRIC = {"dpo": "preference-accuracy", "kto": "preference-accuracy", "pt": "perplexity"}
+GATE_METRIC = {
+    "dpo": "preference-accuracy",
+    "kto": "preference-accuracy",
+    "pt": "perplexity",
+    "rm": "pairwise-accuracy",
+}
 # the data each metric scores, as the stage whose data it is (pairs, raw text, instructions)
-METRIC_DATA_STAGE = {"preference-accuracy": "dpo", "perplexity": "pt"}
+METRIC_DATA_STAGE = {"preference-accuracy": "dpo", "perplexity": "pt", "pairwise-accuracy": "rm"}
+# the metrics scored from likelihoods or a value head (likelihood.py), not from generated answers
+LIKELIHOOD_METRICS = ("preference-accuracy", "perplexity", "pairwise-accuracy")
 
 
 def gate_metric(d: dict[str, Any]) -> str:

@@ -286,9 +286,11 @@ LOWER_IS_BETTER = ("perplexity",)  # the gate's metrics where less is better (ev
 
 
 def gate_rule(scores: dict[str, Any]) -> str:
-    """The gate's rule in words: 'at most 1 below the base, and at least 20' (above, for perplexity)."""
+    """The gate's rule in words: 'at most 1 below the base, and at least 20' (above, for perplexity; a reward
+    model's against chance)."""
     lower = scores["metric"] in LOWER_IS_BETTER
-    rule = f"at most {scores['maxDrop']:g} {'above' if lower else 'below'} the base model's"
+    reference = "chance (50)" if scores["base"].get("chance") else "the base model's"
+    rule = f"at most {scores['maxDrop']:g} {'above' if lower else 'below'} {reference}"
     if scores.get("floor") is not None:
         rule += f", and at {'most' if lower else 'least'} {scores['floor']:g}"
     return rule

@@ -1,7 +1,8 @@
 """Every training stage beyond supervised fine-tuning, run for real by the chart's scripts from the rendered
 experiment (tokenize hook, train.sh, merge.sh, the gate) on a tiny model: DPO with a reference model (sigmoid)
 and without one (SimPO), KTO, pre-training on raw text, a reward model, and PPO scored by that reward model.
-The gate judges DPO by preference accuracy and pre-training by perplexity (likelihood.py). The
+The gate judges DPO by preference accuracy, pre-training by perplexity and the reward model by its value
+head's pairwise accuracy (likelihood.py). The
 data of each stage is made here from the smoke fixtures' answers: pairs (the answer's words backwards chosen,
 the answer rejected), tagged answers, raw text."""
 
@@ -57,12 +58,13 @@ def workspace(
     spec["data"]["register"].update(stage_data(root / "data"))
     spec["data"]["datasets"] = [dataset]
     spec["training"].update(maxSteps=steps, saveSteps=SAVE_STEPS, learningRate=rate)
-    if stage["type"] == "rm":
-        del spec["evaluate"]  # a reward model does not answer: no gate
-    else:  # the gate scores what the stage is for, on the stage's own data (pairs, text)
-        spec["evaluate"]["dataset"] = {"dpo": "tiny_pairs", "kto": "tiny_pairs", "pt": "tiny_text"}.get(
-            stage["type"], "tiny_alpaca"
-        )
+    # the gate scores what the stage is for, on the stage's own data (pairs, text)
+    spec["evaluate"]["dataset"] = {
+        "dpo": "tiny_pairs",
+        "kto": "tiny_pairs",
+        "rm": "tiny_pairs",
+        "pt": "tiny_text",
+    }.get(stage["type"], "tiny_alpaca")
     return smoke.prepare(root, yaml.safe_dump(spec))
 
 
@@ -144,11 +146,20 @@ def test_a_reward_model_trains_and_ppo_with_it_fails_as_validation_says(storage:
     0.9.5 stops on the trl version exactly as `lfk validate` says when it refuses stage ppo."""
     from generator.core.rules.stages import UNTRAINABLE
 
-    rm = workspace(storage, "reward", {"type": "rm"}, "tiny_pairs")
+    rm = workspace(storage, "reward", {"type": "rm"}, "tiny_pairs", steps=DPO_STEPS, rate=5.0e-3)
     log = storage / "rm.log"
     assert run(rm, log) == 0, log.read_text()[-3000:]
-    assert steps(rm)[-1] == STEPS
+    assert steps(rm)[-1] == DPO_STEPS
     assert (rm.output_dir / "value_head.safetensors").is_file()
+    # its gate: the merged reward model's value head ranks the pairs better than chance
+    assert smoke.merge(rm, log) == 0, log.read_text()[-3000:]
+    assert (rm.merged_dir / "value_head.safetensors").is_file()
+    scores = gate(rm, log)
+    assert scores["metric"] == "pairwise-accuracy" and scores["base"] == {
+        "pairwise-accuracy": 50.0,
+        "chance": 1.0,
+    }
+    assert scores["tuned"]["pairwise-accuracy"] > 50.0 and scores["passed"], scores
     ppo = workspace(
         storage,
         "ppo",

@@ -203,3 +203,17 @@ def test_mlflow_tag_keys_keep_to_what_mlflow_accepts_and_shards_make_one_digest(
     assert tags["lfk.dataset.one._ _.json.sha256"] == "cc"
     assert len(tags["lfk.dataset.qa_v2.sha256"]) == 64 and "lfk.dataset.qa_v2.part-0.json.sha256" not in tags
     assert all(len(k) <= 250 and re.fullmatch(r"[A-Za-z0-9_\-. /]+", k) for k in tags)
+
+
+def test_the_gates_rule_is_said_for_each_kind_of_metric() -> None:
+
+    rouge = {"metric": "rouge-l", "maxDrop": 1.0, "floor": 20.0, "base": {"rouge-l": 30.0}}
+    assert report.gate_rule(rouge) == "at most 1 below the base model's, and at least 20"
+    perplexity = {"metric": "perplexity", "maxDrop": 5.0, "floor": 400.0, "base": {"perplexity": 380.0}}
+    assert report.gate_rule(perplexity) == "at most 5 above the base model's, and at most 400"
+    reward = {
+        "metric": "pairwise-accuracy",
+        "maxDrop": 0.0,
+        "base": {"pairwise-accuracy": 50.0, "chance": 1.0},
+    }
+    assert report.gate_rule(reward) == "at most 0 below chance (50)"

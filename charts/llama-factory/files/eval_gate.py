@@ -3,7 +3,8 @@ data, LLaMA-Factory scores both (BLEU-4 and ROUGE with predict_with_generate), a
 if it is not worse than the base by more than the allowed drop on the chosen metric (and reaches the floor,
 when one is set). For what a stage is for, the gate may instead score the models' likelihoods
 (likelihood.py): preference accuracy on held-out pairs (DPO, ORPO, SimPO, KTO) or perplexity on held-out
-text (pre-training, where lower is better and the allowed drop is a rise in perplexity).
+text (pre-training, where lower is better and the allowed drop is a rise in perplexity), or a reward
+model's pairwise accuracy on held-out pairs, against chance (50).
 
     eval_gate.py BASE_CONFIG TUNED_CONFIG --metric rouge-l --max-drop 1.0 [--floor 20] --scores FILE
 
@@ -35,7 +36,9 @@ from podlib import EXIT, atomic_write  # noqa: E402
 
 GATE_FAILED = EXIT["gateFailed"]
 GENERATION_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
-LIKELIHOOD_METRICS = ("preference-accuracy", "perplexity")  # likelihood.py's
+LIKELIHOOD_METRICS = ("preference-accuracy", "perplexity", "pairwise-accuracy")  # likelihood.py's
+# a reward model's score needs its trained value head, which the base model lacks: its reference is chance
+AGAINST_CHANCE = ("pairwise-accuracy",)
 METRICS = GENERATION_METRICS + LIKELIHOOD_METRICS
 LOWER_IS_BETTER = ("perplexity",)
 PREDICTIONS = "generated_predictions.jsonl"  # LLaMA-Factory's answers, one JSON object per line
@@ -204,7 +207,11 @@ def main(argv: list[str]) -> int:
         parser.error(f"--max-drop {args.max_drop}: a finite number of points, 0 or more")
     if args.floor is not None and not math.isfinite(args.floor):
         parser.error(f"--floor {args.floor}: a finite score")
-    base = predict(args.base_config, args.metric)
+    if args.metric in AGAINST_CHANCE:
+        base = {args.metric: 50.0, "chance": 1.0}
+        print(f"eval: {args.metric} of the tuned model against chance (50)", flush=True)
+    else:
+        base = predict(args.base_config, args.metric)
     tuned = predict(args.tuned_config, args.metric)
     said = {
         "base": answers(output_dir_of(args.base_config)),

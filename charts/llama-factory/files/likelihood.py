@@ -5,7 +5,10 @@ data, tokenized by LLaMA-Factory exactly as its training tokenizes it (its templ
   where the model gives the chosen answer the higher likelihood (the sum of its tokens' log-probabilities
   given the prompt);
 - perplexity (pre-training): exp of the mean negative log-likelihood of every token of the held-out text,
-  packed into blocks as pre-training packs it (lower is better).
+  packed into blocks as pre-training packs it (lower is better);
+- pairwise-accuracy (a reward model): the share of pairs whose chosen answer its value head scores higher, the
+  score read at each sequence's last token as LLaMA-Factory's reward trainer reads it. A model without a
+  trained value head has no such score: its reference is chance, 50.
 
 A prediction config of the gate (model, its adapter, template, dataset, cutoff, samples, batch size) gives
 the model and the data. Imported by eval_gate.py in the LLaMA-Factory image (torch, transformers,
@@ -20,7 +23,8 @@ import time
 from typing import Any
 
 # the gate's metrics of this kind, and the LLaMA-Factory preprocessing each reads its data with
-STAGE_OF = {"preference-accuracy": "rm", "perplexity": "pt"}
+STAGE_OF = {"preference-accuracy": "rm", "perplexity": "pt", "pairwise-accuracy": "rm"}
+CHANCE = 50.0  # a value head that learnt nothing ranks half the pairs right
 LOWER_IS_BETTER = {"perplexity"}
 IGNORE_INDEX = -100  # LLaMA-Factory's label of the tokens a loss leaves out (the prompt)
 
@@ -59,7 +63,13 @@ def load(config: dict[str, Any], metric: str) -> tuple[Any, Any]:
         module = load_tokenizer(model_args)
         template = get_template_and_fix_tokenizer(module["tokenizer"], data_args)
         data = get_dataset(template, model_args, data_args, training_args, STAGE_OF[metric], **module)
-        model = load_model(module["tokenizer"], model_args, finetuning_args, is_trainable=False)
+        model = load_model(
+            module["tokenizer"],
+            model_args,
+            finetuning_args,
+            is_trainable=False,
+            add_valuehead=metric == "pairwise-accuracy",
+        )
     return model, data["train_dataset"]
 
 
@@ -96,6 +106,32 @@ def preference_accuracy(model: Any, dataset: Any, batch_size: int) -> tuple[floa
     return 100.0 * wins / total, total
 
 
+def scores(model: Any, input_ids: list[list[int]]) -> list[float]:
+    """A reward model's score of each sequence: its value head at the sequence's last token."""
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in input_ids)
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in input_ids], device=device)
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in input_ids], device=device)
+    with torch.no_grad():
+        _, _, values = model(input_ids=ids, attention_mask=mask, return_dict=True, use_cache=False)
+    return [float(v) for v in values.gather(-1, mask.sum(-1, keepdim=True) - 1).squeeze(-1)]
+
+
+def pairwise_accuracy(model: Any, dataset: Any, batch_size: int) -> tuple[float, int]:
+    """(share of pairs whose chosen answer the value head scores higher, 0-100; pairs scored)."""
+    wins = total = 0
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        chosen, rejected = scores(model, rows["chosen_input_ids"]), scores(model, rows["rejected_input_ids"])
+        wins += sum(c > r for c, r in zip(chosen, rejected, strict=True))
+        total += len(chosen)
+    if not total:
+        raise ValueError("the held-out set gave no pair to score")
+    return 100.0 * wins / total, total
+
+
 def perplexity(model: Any, dataset: Any, batch_size: int) -> tuple[float, int]:
     """(exp of the mean negative log-likelihood per token; tokens scored)."""
     nll = 0.0
@@ -115,8 +151,9 @@ def score(config: dict[str, Any], metric: str) -> dict[str, float]:
     start = time.monotonic()
     model, dataset = load(config, metric)
     batch = int(config.get("per_device_eval_batch_size", 8))
-    if metric == "preference-accuracy":
-        value, count = preference_accuracy(model, dataset, batch)
+    if metric in ("preference-accuracy", "pairwise-accuracy"):
+        rank = preference_accuracy if metric == "preference-accuracy" else pairwise_accuracy
+        value, count = rank(model, dataset, batch)
         return {metric: round(value, 2), "pairs": count, "seconds": round(time.monotonic() - start, 1)}
     value, count = perplexity(model, dataset, batch)
     return {metric: round(value, 3), "tokens": count, "seconds": round(time.monotonic() - start, 1)}

@@ -1,6 +1,6 @@
 """Rules on the training stage: what LLaMA-Factory refuses at start-up for each stage (the reward model PPO
 needs and its kind, DPO's loss options, PiSSA, the SFT-only options), what a stage's result is for (a reward
-model scores answers: it is neither served nor judged by the answer-predicting gate), and what a restarted
+model scores answers: it is not served, and its gate reads its value head), and what a restarted
 Job of a stage does where LLaMA-Factory cannot resume it."""
 
 from __future__ import annotations
@@ -116,12 +116,18 @@ def stage_arguments(spec: Spec, facts: Facts) -> Iterator[Problem]:
 def stage_result(spec: Spec, facts: Facts) -> Iterator[Problem]:
     d = spec.data
     stage = d["stage"]["type"]
-    if stage == "rm" and "evaluate" in d:
+    metric = d.get("evaluate", {}).get("metric")
+    if stage == "rm" and metric and metric != "pairwise-accuracy":
         yield Problem(
-            "$.evaluate",
-            "the evaluation gate predicts answers and scores their text; a reward model does not answer",
-            "remove evaluate (a reward model is judged by its pairwise accuracy, which this project does not "
-            "gate on yet)",
+            "$.evaluate.metric",
+            f"{metric} scores a model's answers or likelihoods; a reward model scores answers instead",
+            "use metric: pairwise-accuracy (the default of stage rm), or leave it out",
+        )
+    if stage != "rm" and metric == "pairwise-accuracy":
+        yield Problem(
+            "$.evaluate.metric",
+            f"pairwise-accuracy reads a reward model's value head, which a stage {stage} model has not",
+            "use preference-accuracy to score pairs by the model's likelihoods",
         )
     restarts_from_zero = stage == "ppo" or (stage == "rm" and d["method"]["type"] in ("full", "freeze"))
     if restarts_from_zero:
