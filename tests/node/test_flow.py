@@ -148,7 +148,8 @@ def test_the_gate_scored_both_models_before_serving(
     tuned, base = scores["tuned"]["rouge-l"], scores["base"]["rouge-l"]
     assert (
         f"evaluation rouge-l: tuned {tuned:.2f} vs base {base:.2f} "
-        f"(at most {gate['maxDrop']:g} below the base, at least {gate['floor']:g}): passed" in status.stdout
+        f"(at most {gate['maxDrop']:g} below the base model's, and at least {gate['floor']:g}): passed"
+        in status.stdout
     )
 
 
