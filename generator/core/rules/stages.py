@@ -1,7 +1,7 @@
 """Rules on the training stage: what LLaMA-Factory refuses at start-up for each stage (the reward model PPO
 needs and its kind, DPO's loss options, PiSSA, the SFT-only options), what a stage's result is for (a reward
-model scores answers: it is not served, and its gate reads its value head), and what a restarted
-Job of a stage does where LLaMA-Factory cannot resume it."""
+model scores answers: it is not served, and its gate reads its value head), and what a restarted Job of a
+stage does where LLaMA-Factory cannot resume it."""
 
 from __future__ import annotations
 
