@@ -111,11 +111,12 @@ def environment() -> dict[str, str]:
     }
 
 
-def prepare(root: Path, spec_text: str = SPEC) -> Workspace:
-    """Model, datasets (registered through the spec, like `lfk data sync`), rendered and localised configs."""
+def prepare(root: Path, spec_text: str = SPEC, build: Any = tinymodel.build_model) -> Workspace:
+    """Model (build: the tiny Llama, or another builder of the same signature), datasets (registered through
+    the spec, like `lfk data sync`), rendered and localised configs."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     spec = spec_from_text(spec_text, str(root / "values" / "experiment.yaml"))
-    tinymodel.build_model(local(root, spec.data["model"]["path"]), tinymodel.corpus(ALPACA + SHAREGPT))
+    build(local(root, spec.data["model"]["path"]), tinymodel.corpus(ALPACA + SHAREGPT))
     for file_name in DATA_FILES.values():
         shutil.copyfile(FIXTURES / file_name, root / "data" / file_name)
     values_dir = root / "values"

@@ -73,6 +73,64 @@ def build_model(directory: Path, corpus: list[str], hidden_size: int = 64, heads
     tokenizer.save_pretrained(directory)
 
 
+# Qwen2-VL's chat and vision tokens, which LLaMA-Factory's qwen2_vl template and plugin look up
+VL_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
+]  # fmt: skip
+
+
+def build_vision_model(directory: Path, corpus: list[str]) -> None:
+    """A Qwen2-VL shaped model with random weights (2 text layers, 1 vision block, ~0.2 M parameters), its
+    byte-level BPE tokenizer with Qwen2-VL's special tokens, and its processor (images scaled to at most
+    112 x 112 pixels): what LLaMA-Factory's qwen2_vl template and plugin need to train on images."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=VL_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    core.train_from_iterator(corpus, trainer)
+    tokenizer: Any = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in VL_SPECIAL_TOKENS}
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512,
+            "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+        },
+        vision_config={
+            "depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "patch_size": 14,
+            "spatial_merge_size": 2, "temporal_patch_size": 2, "in_chans": 3, "mlp_ratio": 2,
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model: Any = Qwen2VLForConditionalGeneration(config)
+    model.save_pretrained(directory, safe_serialization=True)
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        video_processor=Qwen2VLVideoProcessor(),
+        tokenizer=tokenizer,
+    )
+    processor.save_pretrained(directory)
+
+
 def texts_of(rows: Iterable[dict[str, Any]]) -> list[str]:
     """Every string of alpaca rows and ShareGPT conversations: what the tokenizer learns its merges from."""
     texts: list[str] = []
