@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..core import lfinfo
 from ..errors import DataError
 from ..project import chart_module
 
@@ -169,7 +170,7 @@ def _unify(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-STAGES = ("sft", "pt", "rm", "dpo", "kto", "ppo")
+STAGES = lfinfo.STAGES
 PAIRWISE_STAGES = ("rm", "dpo")  # LLaMA-Factory loads DPO's data as the reward model's: pairs
 
 
@@ -197,6 +198,18 @@ def stage_mismatch(attrs: Attrs, stage: str) -> str:
     return ""
 
 
+def spec_datasets(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(JSON path, name, stage whose data it must be) of each dataset a spec reads: the training's for its
+    stage, and the gate's held-out set as the data its metric scores (instructions, pairs or text)."""
+    from ..core.facts import gate_data_stage
+
+    stage = d["stage"]["type"]
+    named = [(f"$.data.datasets[{i}]", name, stage) for i, name in enumerate(d["data"]["datasets"])]
+    if "evaluate" in d:
+        named.append(("$.evaluate.dataset", d["evaluate"]["dataset"], gate_data_stage(d)))
+    return named
+
+
 def natural_stage(attrs: Attrs) -> str:
     """The stage an entry's data is for when none is named: pairs for dpo, tagged answers for kto, else sft."""
     return "dpo" if attrs.ranking else "kto" if attrs.column("kto_tag") else "sft"
@@ -204,17 +217,26 @@ def natural_stage(attrs: Attrs) -> str:
 
 # what LLaMA-Factory's multimodal plugins count in the text of an example, one per medium given
 PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
-# the first bytes of the image files PIL (LLaMA-Factory's image loader) opens
-IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+# the first bytes of the image files PIL (LLaMA-Factory's image loader) opens, and their media types
+IMAGE_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif", b"BM": "image/bmp",
+}  # fmt: skip
+
+
+def image_type(head: bytes) -> str | None:
+    """The media type of an image file from its first 12 bytes (PNG, JPEG, GIF, WebP, BMP); None otherwise."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in IMAGE_SIGNATURES.items() if head.startswith(magic)), None)
 
 
 def _is_image(path: Path) -> bool:
     try:
         with path.open("rb") as f:
-            head = f.read(12)
+            return image_type(f.read(12)) is not None
     except OSError:
         return False
-    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def _media_problem(
@@ -246,7 +268,8 @@ def _media_problem(
             file = media_dir / name
             if not file.is_file():
                 return f"{medium}: {name} is not in {media_dir} (LLaMA-Factory stops on a missing file)"
-            if medium in ("images",) or (medium == "videos" and isinstance(items[0], list)):
+            frames = medium == "videos" and isinstance(items[0], list)
+            if medium == "images" or frames:
                 if not _is_image(file):
                     return f"{medium}: {name} is not an image PIL opens (PNG, JPEG, GIF, WebP, BMP)"
             elif file.stat().st_size == 0:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.facts import Facts, derive, gate_data_stage
+from ..core.facts import Facts, derive
 from ..core.models import template_from_model_dir
-from ..core.problems import Problem, json_path
+from ..core.problems import Problem
 from ..core.spec import Spec
 from ..core.storage import local
 from ..errors import DataError
@@ -22,13 +22,7 @@ def storage_problems(spec: Spec, storage_root: Path, facts: Facts | None = None)
         info = datasets.read_dataset_info(data_dir)
     except DataError as exc:
         return [Problem("$.data.dir", str(exc))]
-    stage = spec.data["stage"]["type"]
-    named = [
-        (json_path(["data", "datasets", i]), n, stage) for i, n in enumerate(spec.data["data"]["datasets"])
-    ]
-    if "evaluate" in spec.data:  # the gate's held-out set must be as usable, as the data its metric scores
-        named.append(("$.evaluate.dataset", spec.data["evaluate"]["dataset"], gate_data_stage(spec.data)))
-    for path, name, stage in named:
+    for path, name, stage in datasets.spec_datasets(spec.data):
         entry = info.get(name)
         if entry is None:
             pending = name in spec.data["data"]["register"]

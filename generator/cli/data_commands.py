@@ -198,12 +198,7 @@ def sync_data(spec: str, storage_root: Path) -> None:
     entries = loaded.data["data"]["register"]
     if not entries:
         click.echo(f"{spec}: data.register is empty; nothing to do")
-    from ..core.facts import gate_data_stage
-
-    trained = loaded.data["data"]["datasets"]
-    held_out = loaded.data.get("evaluate", {}).get("dataset")
+    # a set the spec reads is checked as the data it must be; the others by their own kind
+    stages = {name: stage for _, name, stage in datasets.spec_datasets(loaded.data)}
     for name, entry in entries.items():
-        # a training set is checked for the spec's stage, the gate's held-out set as the data its metric scores
-        stage = loaded.data["stage"]["type"] if name in trained else None
-        stage = gate_data_stage(loaded.data) if name == held_out else stage
-        _register(data_dir, name, datasets.spec_entry(entry), bound=root, stage=stage)
+        _register(data_dir, name, datasets.spec_entry(entry), bound=root, stage=stages.get(name))

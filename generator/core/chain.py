@@ -8,12 +8,15 @@ start; a loop is refused. Pure but for reading the other specs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from .components import is_adapter_method, is_lora_method
 from .problems import Problem
 from .spec import Spec, Upstream, load_spec
+
+if TYPE_CHECKING:
+    from .facts import Facts
 
 
 def _load(name: str, source: str, chain: tuple[str, ...], path: str) -> tuple[Spec | None, list[Problem]]:
@@ -36,12 +39,9 @@ def _load(name: str, source: str, chain: tuple[str, ...], path: str) -> tuple[Sp
     return other, []
 
 
-def _unfit_base(other: Spec, use: str, method_here: str) -> Problem | None:
+def _unfit_base(other: Spec, facts: Facts, use: str, method_here: str) -> Problem | None:
     """Why the other experiment's result cannot be this one's model (None when it can)."""
-    from .facts import derive
-
-    d = other.data
-    stage, method = d["stage"]["type"], d["method"]["type"]
+    stage, method = other.data["stage"]["type"], other.data["method"]["type"]
     if stage == "rm":
         return Problem(
             "$.model.from.experiment",
@@ -60,7 +60,7 @@ def _unfit_base(other: Spec, use: str, method_here: str) -> Problem | None:
             f"training {other.name}'s LoRA adapter further needs method lora or qlora, not {method_here}",
             "set method.type: lora, or model.from.use: merged",
         )
-    if use == "merged" and is_adapter_method(method) and not derive(other).merged_dir:
+    if use == "merged" and is_adapter_method(method) and not facts.merged_dir:
         return Problem(
             "$.model.from.use",
             f"experiment {other.name} trains an adapter and does not merge it",
@@ -69,31 +69,8 @@ def _unfit_base(other: Spec, use: str, method_here: str) -> Problem | None:
     return None
 
 
-def _fill_model(model: dict[str, Any], other: Spec, use: str) -> Upstream:
-    """This spec's model from the other experiment's result: the folder, and its template, size and trust."""
-    from .facts import derive, model_names
-
-    facts = derive(other)
-    if use == "adapter":  # its base model, with its adapter loaded and trained further
-        result, model["path"] = facts.output_dir, facts.base_model
-    else:
-        result = model["path"] = facts.merged_dir or facts.output_dir
-    theirs = other.data["model"]
-    if "template" not in model and facts.template:
-        model["template"] = facts.template
-    if "parametersB" not in model and "parametersB" in theirs:
-        model["parametersB"] = theirs["parametersB"]
-    model["trustRemoteCode"] = model.get("trustRemoteCode") or theirs["trustRemoteCode"]
-    jobs = ("train", "merge") if result == facts.merged_dir else ("train",)
-    stage = other.data["stage"]["type"]
-    names = (theirs.get("hub", {}).get("id", ""), theirs["path"], *model_names(other.upstreams))
-    return Upstream(other.name, other.source, facts.run_id, use, result, stage, jobs, other.upstreams, names)
-
-
-def _unfit_reward(other: Spec, kind: str) -> Problem | None:
+def _unfit_reward(other: Spec, facts: Facts, kind: str) -> Problem | None:
     """Why the other experiment's result cannot be PPO's reward model of this kind (None when it can)."""
-    from .facts import derive
-
     stage, method = other.data["stage"]["type"], other.data["method"]["type"]
     if stage != "rm":
         return Problem(
@@ -106,7 +83,7 @@ def _unfit_reward(other: Spec, kind: str) -> Problem | None:
             f"experiment {other.name}'s reward model is a complete model ({method}), not a LoRA adapter",
             "set type: full",
         )
-    if kind == "full" and is_adapter_method(method) and not derive(other).merged_dir:
+    if kind == "full" and is_adapter_method(method) and not facts.merged_dir:
         return Problem(
             "$.stage.ppo.rewardModel.type",
             f"experiment {other.name}'s reward model is an adapter and is not merged",
@@ -115,11 +92,37 @@ def _unfit_reward(other: Spec, kind: str) -> Problem | None:
     return None
 
 
+def _upstream(other: Spec, facts: Facts, use: str, result: str, names: tuple[str, ...] = ()) -> Upstream:
+    """The record of the other experiment's result this one reads: the Jobs that make it (the merge too when
+    it is the merged model), and the experiments it starts from in turn."""
+    jobs = ("train", "merge") if result == facts.merged_dir else ("train",)
+    stage = other.data["stage"]["type"]
+    return Upstream(other.name, other.source, facts.run_id, use, result, stage, jobs, other.upstreams, names)
+
+
+def _fill_model(model: dict[str, Any], other: Spec, facts: Facts, use: str) -> Upstream:
+    """This spec's model from the other experiment's result: the folder, and its template, size and trust."""
+    from .facts import model_names
+
+    if use == "adapter":  # its base model, with its adapter loaded and trained further
+        result, model["path"] = facts.output_dir, facts.base_model
+    else:
+        result = model["path"] = facts.merged_dir or facts.output_dir
+    theirs = other.data["model"]
+    if "template" not in model and facts.template:
+        model["template"] = facts.template
+    if "parametersB" not in model and "parametersB" in theirs:
+        model["parametersB"] = theirs["parametersB"]
+    model["trustRemoteCode"] = model.get("trustRemoteCode") or theirs["trustRemoteCode"]
+    names = (theirs.get("hub", {}).get("id", ""), theirs["path"], *model_names(other.upstreams))
+    return _upstream(other, facts, use, result, names)
+
+
 def resolve(
     data: dict[str, Any], source: str, chain: tuple[str, ...]
 ) -> tuple[tuple[Upstream, ...], list[Problem]]:
     """Fill data (the spec with its defaults) from the experiments it starts from; their records, and the
-    problems that keep them from being used."""
+    problems that keep them from being used. Each other spec is read and derived once."""
     from .facts import derive  # facts reads specs: imported when a spec starts from another
 
     chain = (*chain, str(Path(source).resolve()))
@@ -130,27 +133,22 @@ def resolve(
         other, found = _load(origin["experiment"], source, chain, "$.model.from.experiment")
         problems += found
         if other is not None:
-            refusal = _unfit_base(other, origin["use"], data["method"]["type"])
-            if refusal:
+            facts = derive(other)
+            if refusal := _unfit_base(other, facts, origin["use"], data["method"]["type"]):
                 problems.append(refusal)
             else:
-                upstreams.append(_fill_model(data["model"], other, origin["use"]))
+                upstreams.append(_fill_model(data["model"], other, facts, origin["use"]))
     reward = data["stage"].get("ppo", {}).get("rewardModel", {})
     if data["stage"]["type"] == "ppo" and "experiment" in reward:
         other, found = _load(reward["experiment"], source, chain, "$.stage.ppo.rewardModel.experiment")
         problems += found
         if other is not None:
-            refusal = _unfit_reward(other, reward["type"])
-            if refusal:
+            facts = derive(other)
+            if refusal := _unfit_reward(other, facts, reward["type"]):
                 problems.append(refusal)
             else:
-                facts = derive(other)
-                result = (facts.merged_dir if reward["type"] == "full" else None) or facts.output_dir
-                reward["path"] = result
-                jobs = ("train", "merge") if result == facts.merged_dir else ("train",)
-                upstreams.append(
-                    Upstream(other.name, other.source, facts.run_id, "reward", result, "rm", jobs)
-                )
+                reward["path"] = (facts.merged_dir if reward["type"] == "full" else None) or facts.output_dir
+                upstreams.append(_upstream(other, facts, "reward", reward["path"]))
     return tuple(upstreams), problems
 
 

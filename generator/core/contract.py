@@ -39,3 +39,9 @@ MERGE_MIN_SIZE_RATIO: float = CONTRACT["merge"]["minSizeRatio"]
 MERGE_MAX_SIZE_RATIO: float = CONTRACT["merge"]["maxSizeRatio"]
 COMPONENT_NAMES: tuple[str, ...] = tuple(CONTRACT["components"])
 PART_OF: str = CONTRACT["labels"]["partOf"]
+# the evaluation gate's metrics: scored from generated answers or from likelihoods (files/likelihood.py), those
+# where less is better, and those compared with chance instead of the base model
+GATE_GENERATION_METRICS: tuple[str, ...] = tuple(CONTRACT["gate"]["generationMetrics"])
+GATE_LIKELIHOOD_METRICS: tuple[str, ...] = tuple(CONTRACT["gate"]["likelihoodMetrics"])
+GATE_LOWER_IS_BETTER: tuple[str, ...] = tuple(CONTRACT["gate"]["lowerIsBetter"])
+GATE_AGAINST_CHANCE: tuple[str, ...] = tuple(CONTRACT["gate"]["againstChance"])

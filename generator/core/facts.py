@@ -58,7 +58,6 @@ class Facts:
     served_name: str
     lora_module: str | None  # adapter path when serving base + adapter (or loading it into a shared vLLM)
     max_lora_rank: int | None
-    start_adapter: str | None  # model.from with use: adapter: the other experiment's adapter, trained further
     upstreams: tuple[Upstream, ...]  # the experiments whose results this one starts from
     host: SharedHost | None  # serve.source: shared: the experiment whose vLLM loads the adapter
     adapter_registry: str | None  # serve.sharedAdapters: where guests register their adapters
@@ -67,6 +66,11 @@ class Facts:
     vram: VramEstimate | None
     llamafactory_version: str | None
     world_size: int
+
+    @property
+    def start_adapter(self) -> str | None:
+        """model.from with use: adapter: the other experiment's adapter, trained further."""
+        return adapter_trained_further(self.upstreams)
 
     @property
     def serving_host(self) -> SharedHost | None:
@@ -114,7 +118,7 @@ def run_id(spec: Spec) -> str:
     if stage != "sft":
         payload["stage"] = {"type": stage, "settings": d["stage"].get(stage)}
     # an adapter trained further: its run's folder (the model path is its base, which does not change)
-    if adapter := start_adapter(spec):
+    if adapter := adapter_trained_further(spec.upstreams):
         payload["adapter"] = adapter
     # checkpoints of another ZeRO stage, or of Ray's trainer, cannot be resumed: a new run
     distributed = d["distributed"]
@@ -127,9 +131,9 @@ def run_id(spec: Spec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def start_adapter(spec: Spec) -> str | None:
+def adapter_trained_further(upstreams: tuple[Upstream, ...]) -> str | None:
     """The LoRA adapter of another experiment this one trains further (model.from with use: adapter)."""
-    return next((u.result for u in spec.upstreams if u.use == "adapter"), None)
+    return next((u.result for u in upstreams if u.use == "adapter"), None)
 
 
 def world_size(spec: Spec) -> int:
@@ -228,8 +232,6 @@ GATE_METRIC = {
 }
 # the data each metric scores, as the stage whose data it is (pairs, raw text, instructions)
 METRIC_DATA_STAGE = {"preference-accuracy": "dpo", "perplexity": "pt", "pairwise-accuracy": "rm"}
-# the metrics scored from likelihoods or a value head (likelihood.py), not from generated answers
-LIKELIHOOD_METRICS = ("preference-accuracy", "perplexity", "pairwise-accuracy")
 
 
 def gate_metric(d: dict[str, Any]) -> str:
@@ -401,7 +403,6 @@ def derive(spec: Spec) -> Facts:
         served_name=serve.get("servedModelName") or name,
         lora_module=lora_module,
         max_lora_rank=max_rank,
-        start_adapter=start_adapter(spec),
         upstreams=spec.upstreams,
         host=host,
         adapter_registry=adapter_registry(release_name(name, "vllm")) if "sharedAdapters" in serve else None,

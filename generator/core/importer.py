@@ -26,7 +26,6 @@ NUMBERS = {"learning_rate", "num_train_epochs", "warmup_ratio", "max_grad_norm",
 # stage arguments written as numbers (a string such as "0.1" is converted like the others)
 STAGE_NUMBERS = {"pref_beta", "pref_ftx", "dpo_label_smoothing", "simpo_gamma", "kto_chosen_weight",
                  "kto_rejected_weight", "ppo_target"}  # fmt: skip
-STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 # arguments the cluster decides: what becomes of each
 DECIDED = {
     "output_dir": f"the output is {OUTPUT_DIR}/<name>/<run id>, one folder per run, on the storage",
@@ -125,8 +124,8 @@ def import_config(config: dict[str, Any], name: str, source: str) -> Imported:
         problems.append(Problem(f"$.{key}", message, hint))
 
     stage = config.get("stage", "sft")
-    if stage not in STAGES:
-        refuse("stage", f"stage {stage!r}: LLaMA-Factory trains {', '.join(STAGES)}")
+    if stage not in lfinfo.STAGES:
+        refuse("stage", f"stage {stage!r}: LLaMA-Factory trains {', '.join(lfinfo.STAGES)}")
     elif stage != "sft":
         _set(spec, "stage.type", stage)
     if config.get("do_train") is False:

@@ -26,6 +26,8 @@ MEDIA_ARGS = {
     "video_maxlen": "videoMaxlen",
     "audio_sampling_rate": "audioSamplingRate",
 }
+# the stages LLaMA-Factory trains, in its own order (FinetuningArguments.stage)
+STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
 # the dataset_info.json columns of each medium
 MEDIA_COLUMNS = ("images", "videos", "audios")
 # the snapshot of the version the chart deploys by default (the contract's)

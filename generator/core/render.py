@@ -16,8 +16,8 @@ import yaml
 from ..errors import SpecError
 from ..project import CHART_SCHEMA
 from . import cache
-from .contract import STORAGE
-from .facts import LIKELIHOOD_METRICS, Facts, derive, gate_metric, shm_size
+from .contract import GATE_LIKELIHOOD_METRICS, STORAGE
+from .facts import Facts, derive, gate_metric, shm_size
 from .lfinfo import MEDIA_ARGS
 from .problems import Problem, json_path
 from .spec import Spec
@@ -87,7 +87,7 @@ def _environment() -> jinja2.Environment:
     env.globals["deepspeed_config"] = deepspeed_config
     env.globals["gate_metric"] = gate_metric
     env.globals["MEDIA_ARGS"] = MEDIA_ARGS
-    env.globals["LIKELIHOOD_METRICS"] = LIKELIHOOD_METRICS
+    env.globals["LIKELIHOOD_METRICS"] = GATE_LIKELIHOOD_METRICS
     env.globals["storage"] = STORAGE  # the contract's layout: /storage/llamaboard, ...
     return env
 

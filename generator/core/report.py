@@ -22,6 +22,7 @@ from typing import Any
 
 from . import catalog
 from .chain import lineage as chain_lineage
+from .contract import GATE_LOWER_IS_BETTER
 from .facts import Facts
 from .lfinfo import image_version
 from .watch import human_size
@@ -282,13 +283,10 @@ def figures(
     return tags
 
 
-LOWER_IS_BETTER = ("perplexity",)  # the gate's metrics where less is better (eval_gate.py's)
-
-
 def gate_rule(scores: dict[str, Any]) -> str:
     """The gate's rule in words: 'at most 1 below the base, and at least 20' (above, for perplexity; a reward
     model's against chance)."""
-    lower = scores["metric"] in LOWER_IS_BETTER
+    lower = scores["metric"] in GATE_LOWER_IS_BETTER
     reference = "chance (50)" if scores["base"].get("chance") else "the base model's"
     rule = f"at most {scores['maxDrop']:g} {'above' if lower else 'below'} {reference}"
     if scores.get("floor") is not None:

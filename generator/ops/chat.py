@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from ..checks.datasets import image_type
 from ..errors import KubeError, LfkError
 from . import kube, ui
 from .target import Target
@@ -22,12 +23,6 @@ from .target import Target
 FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) ->")
 
 
-IMAGE_TYPES = {
-    b"\x89PNG": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF8": "image/gif",
-    b"BM": "image/bmp",
-}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 
@@ -40,9 +35,7 @@ def image_content(path: str) -> str:
         raise LfkError(f"chat: cannot read the image {path}: {exc.strerror}") from None
     if len(data) > MAX_IMAGE_BYTES:
         raise LfkError(f"chat: {path} is over {MAX_IMAGE_BYTES // 2**20} MiB")
-    kind = next((t for magic, t in IMAGE_TYPES.items() if data.startswith(magic)), None)
-    if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        kind = "image/webp"
+    kind = image_type(data[:12])
     if kind is None:
         raise LfkError(f"chat: {path} is not a PNG, JPEG, GIF, WebP or BMP image")
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..checks import datasets
 from ..core.contract import MERGE_MAX_SIZE_RATIO, MERGE_MIN_SIZE_RATIO, PROMPT_PARITY_RECORD
-from ..core.facts import Facts, derive, gate_data_stage
+from ..core.facts import Facts, derive
 from ..core.models import template_from_model_dir
 from ..core.problems import Item
 from ..core.rules import validate
@@ -68,11 +68,7 @@ def dataset_items(spec: Spec, storage_root: Path | None) -> list[Item]:
             )
         ]
     items = []
-    stage = spec.data["stage"]["type"]
-    named = [(name, stage) for name in spec.data["data"]["datasets"]]
-    if "evaluate" in spec.data:  # as the data its metric scores: instructions, pairs or text
-        named.append((spec.data["evaluate"]["dataset"], gate_data_stage(spec.data)))
-    for name, stage in named:
+    for _, name, stage in datasets.spec_datasets(spec.data):
         label = f"dataset {name}"
         entry = info.get(name)
         if entry is None:

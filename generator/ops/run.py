@@ -72,11 +72,15 @@ def skip_reason(target: Target, step: helm.Step) -> str | None:
 UPSTREAM_POLL_SECONDS = 10.0
 
 
-def upstream_state(target: Target, upstream: Upstream) -> tuple[str, str]:
+def upstream_target(target: Target, upstream: Upstream) -> Target:
+    """The other experiment on the same cluster (its spec read once, the same API client)."""
+    spec = load_spec(upstream.source)
+    return Target(spec, derive(spec), target.helm, target.storage_root, target._api)
+
+
+def upstream_state(other: Target, upstream: Upstream) -> tuple[str, str]:
     """('done' | 'running' | 'missing', the component it is at) of the run another experiment must finish
     before this one trains on its result: each of its Jobs that make the result, for its current run id."""
-    spec = load_spec(upstream.source)
-    other = Target(spec, derive(spec), target.helm, target.storage_root, target._api)
     for component in upstream.jobs:
         if completed_run(other, component):
             continue
@@ -96,9 +100,10 @@ def await_upstreams(target: Target, report: Report, timeout: float) -> None:
     at once when one has not been started (its result would never come)."""
     deadline = time.monotonic() + timeout
     for upstream in target.spec.upstreams:
+        other = upstream_target(target, upstream)
         waited = False
         while True:
-            state, component = upstream_state(target, upstream)
+            state, component = upstream_state(other, upstream)
             if state == "done":
                 report(
                     f"train: starts from {upstream.name} run {upstream.run_id}: {upstream.result} is there"

@@ -30,20 +30,29 @@ CHATML = (
 FILLER = "The quick brown fox jumps over the lazy dog. 0123456789 user assistant system"
 
 
-def build_tokenizer(corpus: list[str]) -> Any:
-    """A byte-level BPE tokenizer with the llama3 template's special tokens (eos = <|eot_id|>)."""
+def byte_level_bpe(corpus: list[str], special_tokens: list[str]) -> Any:
+    """A byte-level BPE tokenizer of 400 tokens learnt from the corpus, the special tokens first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400, special_tokens=special_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     core.train_from_iterator(corpus, trainer)
+    return core
+
+
+def build_tokenizer(corpus: list[str]) -> Any:
+    """A byte-level BPE tokenizer with the llama3 template's special tokens (eos = <|eot_id|>)."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|pad|>"
+        tokenizer_object=byte_level_bpe(corpus, SPECIAL_TOKENS),
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|pad|>",
     )
 
 
@@ -85,7 +94,6 @@ def build_vision_model(directory: Path, corpus: list[str]) -> None:
     byte-level BPE tokenizer with Qwen2-VL's special tokens, and its processor (images scaled to at most
     112 x 112 pixels): what LLaMA-Factory's qwen2_vl template and plugin need to train on images."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         PreTrainedTokenizerFast,
         Qwen2VLConfig,
@@ -95,15 +103,10 @@ def build_vision_model(directory: Path, corpus: list[str]) -> None:
         Qwen2VLVideoProcessor,
     )
 
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=VL_SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    core.train_from_iterator(corpus, trainer)
     tokenizer: Any = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+        tokenizer_object=byte_level_bpe(corpus, VL_SPECIAL_TOKENS),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
     )
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in VL_SPECIAL_TOKENS}
     config = Qwen2VLConfig(

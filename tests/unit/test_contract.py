@@ -157,6 +157,20 @@ def test_both_schemas_offer_exactly_the_contracts_lora_ranks() -> None:
         assert enum == CONTRACT["vllm"]["loraRanks"]
 
 
+def test_both_schemas_offer_exactly_the_contracts_gate_metrics() -> None:
+    from generator.core.contract import (
+        GATE_AGAINST_CHANCE,
+        GATE_GENERATION_METRICS,
+        GATE_LIKELIHOOD_METRICS,
+        GATE_LOWER_IS_BETTER,
+    )
+
+    metrics = [*GATE_GENERATION_METRICS, *GATE_LIKELIHOOD_METRICS]
+    enums = enums_of(CHART_SCHEMA, "metric") + enums_of(SPEC, "metric")
+    assert len(enums) == 2 and all(enum == metrics for enum in enums)
+    assert set(GATE_LOWER_IS_BETTER) | set(GATE_AGAINST_CHANCE) <= set(GATE_LIKELIHOOD_METRICS)
+
+
 def test_the_spec_schemas_default_images_are_the_contracts_versions() -> None:
     images = SPEC["properties"]["images"]["properties"]
     assert images["llamafactory"]["default"] == f"hiyouga/llamafactory:{CONTRACT['versions']['llamafactory']}"

@@ -32,15 +32,16 @@ import yaml
 
 # podlib beside this script (the pods' /scripts), also when this file is imported by its path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from podlib import EXIT, atomic_write  # noqa: E402
+from podlib import CONTRACT, EXIT, atomic_write  # noqa: E402
 
 GATE_FAILED = EXIT["gateFailed"]
-GENERATION_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
-LIKELIHOOD_METRICS = ("preference-accuracy", "perplexity", "pairwise-accuracy")  # likelihood.py's
-# a reward model's score needs its trained value head, which the base model lacks: its reference is chance
-AGAINST_CHANCE = ("pairwise-accuracy",)
+GENERATION_METRICS = tuple(CONTRACT["gate"]["generationMetrics"])
+LIKELIHOOD_METRICS = tuple(CONTRACT["gate"]["likelihoodMetrics"])  # likelihood.py's
 METRICS = GENERATION_METRICS + LIKELIHOOD_METRICS
-LOWER_IS_BETTER = ("perplexity",)
+LOWER_IS_BETTER = tuple(CONTRACT["gate"]["lowerIsBetter"])
+# a reward model's score needs its trained value head, which the base model lacks: its reference is chance
+AGAINST_CHANCE = tuple(CONTRACT["gate"]["againstChance"])
+CHANCE = 50.0  # a value head that learnt nothing ranks half the pairs right
 PREDICTIONS = "generated_predictions.jsonl"  # LLaMA-Factory's answers, one JSON object per line
 
 
@@ -208,7 +209,7 @@ def main(argv: list[str]) -> int:
     if args.floor is not None and not math.isfinite(args.floor):
         parser.error(f"--floor {args.floor}: a finite score")
     if args.metric in AGAINST_CHANCE:
-        base = {args.metric: 50.0, "chance": 1.0}
+        base = {args.metric: CHANCE, "chance": 1.0}
         print(f"eval: {args.metric} of the tuned model against chance (50)", flush=True)
     else:
         base = predict(args.base_config, args.metric)

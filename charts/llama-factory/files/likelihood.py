@@ -20,12 +20,11 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 # the gate's metrics of this kind, and the LLaMA-Factory preprocessing each reads its data with
 STAGE_OF = {"preference-accuracy": "rm", "perplexity": "pt", "pairwise-accuracy": "rm"}
-CHANCE = 50.0  # a value head that learnt nothing ranks half the pairs right
-LOWER_IS_BETTER = {"perplexity"}
 IGNORE_INDEX = -100  # LLaMA-Factory's label of the tokens a loss leaves out (the prompt)
 
 
@@ -73,16 +72,23 @@ def load(config: dict[str, Any], metric: str) -> tuple[Any, Any]:
     return model, data["train_dataset"]
 
 
+def padded(model: Any, rows: list[list[int]], pad: int = 0) -> tuple[Any, Any]:
+    """Sequences of several lengths as one batch on the model's device: (ids padded on the right, mask)."""
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(row) for row in rows)
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], device=device)
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=device)
+    return ids, mask
+
+
 def sequence_log_likelihoods(model: Any, input_ids: list[list[int]], labels: list[list[int]]) -> list[float]:
     """Each sequence's sum of log-probabilities of its labelled tokens (the answer, not the prompt)."""
     import torch
 
-    device = next(model.parameters()).device
-    width = max(len(ids) for ids in input_ids)
-    pad = 0
-    ids = torch.tensor([row + [pad] * (width - len(row)) for row in input_ids], device=device)
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in input_ids], device=device)
-    target = torch.tensor([row + [IGNORE_INDEX] * (width - len(row)) for row in labels], device=device)
+    ids, mask = padded(model, input_ids)
+    target, _ = padded(model, labels, IGNORE_INDEX)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits.float()
     log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
@@ -92,44 +98,44 @@ def sequence_log_likelihoods(model: Any, input_ids: list[list[int]], labels: lis
     return [float(v) for v in (picked * counted).sum(-1)]
 
 
-def preference_accuracy(model: Any, dataset: Any, batch_size: int) -> tuple[float, int]:
-    """(share of pairs whose chosen answer is the more likely, 0-100; pairs scored)."""
+def share_preferred(
+    dataset: Any, batch_size: int, score: Callable[[Any, str], list[float]]
+) -> tuple[float, int]:
+    """(share of pairs whose chosen answer scores higher than the rejected one, 0-100; pairs scored); score
+    gives a batch's chosen or rejected side its scores."""
     wins = total = 0
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start : start + batch_size]
-        chosen = sequence_log_likelihoods(model, rows["chosen_input_ids"], rows["chosen_labels"])
-        rejected = sequence_log_likelihoods(model, rows["rejected_input_ids"], rows["rejected_labels"])
+        chosen, rejected = score(rows, "chosen"), score(rows, "rejected")
         wins += sum(c > r for c, r in zip(chosen, rejected, strict=True))
         total += len(chosen)
     if not total:
         raise ValueError("the held-out set gave no pair to score")
     return 100.0 * wins / total, total
+
+
+def preference_accuracy(model: Any, dataset: Any, batch_size: int) -> tuple[float, int]:
+    """Pairs whose chosen answer the model finds the more likely (the sum of its tokens' log-probabilities)."""
+    return share_preferred(
+        dataset,
+        batch_size,
+        lambda rows, side: sequence_log_likelihoods(model, rows[f"{side}_input_ids"], rows[f"{side}_labels"]),
+    )
 
 
 def scores(model: Any, input_ids: list[list[int]]) -> list[float]:
     """A reward model's score of each sequence: its value head at the sequence's last token."""
     import torch
 
-    device = next(model.parameters()).device
-    width = max(len(ids) for ids in input_ids)
-    ids = torch.tensor([row + [0] * (width - len(row)) for row in input_ids], device=device)
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in input_ids], device=device)
+    ids, mask = padded(model, input_ids)
     with torch.no_grad():
         _, _, values = model(input_ids=ids, attention_mask=mask, return_dict=True, use_cache=False)
     return [float(v) for v in values.gather(-1, mask.sum(-1, keepdim=True) - 1).squeeze(-1)]
 
 
 def pairwise_accuracy(model: Any, dataset: Any, batch_size: int) -> tuple[float, int]:
-    """(share of pairs whose chosen answer the value head scores higher, 0-100; pairs scored)."""
-    wins = total = 0
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        chosen, rejected = scores(model, rows["chosen_input_ids"]), scores(model, rows["rejected_input_ids"])
-        wins += sum(c > r for c, r in zip(chosen, rejected, strict=True))
-        total += len(chosen)
-    if not total:
-        raise ValueError("the held-out set gave no pair to score")
-    return 100.0 * wins / total, total
+    """Pairs whose chosen answer a reward model's value head scores higher."""
+    return share_preferred(dataset, batch_size, lambda rows, side: scores(model, rows[f"{side}_input_ids"]))
 
 
 def perplexity(model: Any, dataset: Any, batch_size: int) -> tuple[float, int]:
