@@ -5,6 +5,7 @@ its pod, events and logs, the checklist's cluster items and its preflight Job, a
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -211,14 +212,29 @@ def test_check_in_cluster_runs_the_preflight_job_without_a_gpu(
     seed: tuple[Any, Path, str], cluster_kubeconfig: str, api: pykube.HTTPClient
 ) -> None:
     facts, spec, namespace = seed
-    result = lfk(cluster_kubeconfig, "check", str(spec), "--in-cluster")
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        # the check deletes its Job before it returns: caught while it exists
+        while not done.is_set() and not seen:
+            seen.extend(
+                j
+                for j in support_kube.jobs(api, namespace, facts.releases["train"])
+                if "-check-" in j["metadata"]["name"]
+            )
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = lfk(cluster_kubeconfig, "check", str(spec), "--in-cluster")
+    finally:
+        done.set()
+        watcher.join()
     assert "check: preflight Job llama31-qa-train-check-" in result.output, result.output
     assert "✓ preflight Job in the cluster: every item passed" in result.output
-    [job] = [
-        j
-        for j in support_kube.jobs(api, namespace, facts.releases["train"])
-        if "-check-" in j["metadata"]["name"]
-    ]
+    [job] = seen
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     # the preflight's flags are arguments of the script, started through boot.py, never a shell line
@@ -233,6 +249,9 @@ def test_check_in_cluster_runs_the_preflight_job_without_a_gpu(
     )
     left = kube.request(api, "GET", f"/api/v1/namespaces/{namespace}/configmaps")
     assert name not in [c["metadata"]["name"] for c in left["items"]]
+    # and the Job is gone, or going (foreground deletion waits for its pod)
+    for j in support_kube.jobs(api, namespace, facts.releases["train"]):
+        assert j["metadata"]["name"] != name or j["metadata"].get("deletionTimestamp")
 
 
 def test_ui_fails_cleanly_without_a_ready_pod(
