@@ -142,7 +142,10 @@ def render_status(data: dict[str, Any]) -> str:
             node = (
                 pod["node"] + (" (simulated: no container runs)" if pod.get("simulated") else "")
             ) or "(unscheduled)"
-            lines.append(f"         pod {pod['name']} {pod['phase']} on {node} GPUs {pod['gpus']}{waiting}")
+            rank = f" (node rank {pod['rank']})" if pod.get("rank") is not None else ""
+            lines.append(
+                f"         pod {pod['name']}{rank} {pod['phase']} on {node} GPUs {pod['gpus']}{waiting}"
+            )
             if pod.get("problem"):
                 lines.append(f"           ! {pod['problem']}")
     training = data.get("training")

@@ -94,6 +94,17 @@ NCCL_TIMEOUT = re.compile(
     r"Watchdog caught collective operation timeout|NCCL (?:error|timeout|WARN .*timeout)|ncclSystemError"
     r"|ncclInternalError|ProcessGroupNCCL.*[Tt]imeout|DistNetworkError|Connection reset by peer.*rendezvous",
 )
+# torch's words when the pods of a multi-node run never all met (elastic and static rendezvous)
+RENDEZVOUS_TIMEOUT = re.compile(
+    r"RendezvousTimeoutError|Timed out after \d+ seconds waiting for clients|DistStoreError: wait timeout"
+    r"|The client socket has timed out after|rendezvous .* (?:timed out|did not complete)",
+)
+RENDEZVOUS_ADVICE = (
+    "the rendezvous never completed: the training pods did not all reach the first pod's rendezvous "
+    "(MASTER_ADDR:MASTER_PORT) within distributed.rendezvousTimeout. Usual causes: a rank's pod still Pending "
+    "(no node with room: lfk status lists every rank), a network policy or firewall between the nodes, or the "
+    "headless Service missing (it is part of the train release)"
+)
 NCCL_ADVICE = (
     "NCCL timeout or watchdog error: the ranks could not reach each other in time. Usual causes: the wrong network "
     "interface (set distributed.nccl.socketIfname to the pods' interface, e.g. eth0), a network policy or firewall "
@@ -135,6 +146,8 @@ def explain(pod: dict[str, Any], log: str, component: str, gpu_advice: str = "")
     codes = exit_codes(pod)
     if GPU_OOM_EXIT in codes or (any(codes) and CUDA_OOM.search(log)):
         return "the GPU ran out of memory (CUDA out of memory)" + (f": {gpu_advice}" if gpu_advice else "")
+    if any(codes) and RENDEZVOUS_TIMEOUT.search(log):
+        return RENDEZVOUS_ADVICE
     if NCCL_TIMEOUT.search(log):
         return NCCL_ADVICE
     if component == "adapter" and CONFIG_ERROR_EXIT in codes:

@@ -22,6 +22,8 @@ from ..errors import KubeError, SpecError
 INSTANCE = "app.kubernetes.io/instance"
 COMPONENT = "app.kubernetes.io/component"
 RUN_ID = "llamafactory-k8s/run-id"
+# the completion index of an Indexed Job's pod: its node rank in a multi-node training
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 
 # kubeconfig entries that name a file, resolved against the file that holds them (as kubectl does)

@@ -132,19 +132,19 @@ def prepare(root: Path, spec_text: str = SPEC, build: Any = tinymodel.build_mode
         root=root,
         spec=spec,
         facts=derive(spec),
-        train_config=_localised(rendered["train"]["train"]["config"], root, values_dir / "train-config.yaml"),
-        merge_config=_localised(rendered["merge"]["merge"]["config"], root, values_dir / "merge-config.yaml"),
+        train_config=localised_config(rendered["train"]["train"]["config"], root, values_dir / "train-config.yaml"),
+        merge_config=localised_config(rendered["merge"]["merge"]["config"], root, values_dir / "merge-config.yaml"),
         eval_values=gate or {},
-        eval_base_config=_localised(gate["baseConfig"], root, values_dir / "eval-base.yaml")
+        eval_base_config=localised_config(gate["baseConfig"], root, values_dir / "eval-base.yaml")
         if gate
         else None,
-        eval_tuned_config=_localised(gate["tunedConfig"], root, values_dir / "eval-tuned.yaml")
+        eval_tuned_config=localised_config(gate["tunedConfig"], root, values_dir / "eval-tuned.yaml")
         if gate
         else None,
     )
 
 
-def _localised(config: dict[str, Any], root: Path, path: Path) -> Path:
+def localised_config(config: dict[str, Any], root: Path, path: Path) -> Path:
     """The config with every /storage path moved under root: the pod's mount, on this machine."""
     moved = {
         k: str(local(root, v)) if isinstance(v, str) and v.startswith(STORAGE_ROOT + "/") else v

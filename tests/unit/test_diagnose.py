@@ -54,6 +54,22 @@ def test_nccl_timeouts_are_named_with_their_usual_causes() -> None:
     )
 
 
+def test_a_rendezvous_that_never_completes_is_named_before_the_network_advice() -> None:
+    # torch's own last lines (torchrun 2.11): the elastic join timing out, a static rank that never reached the
+    # first pod, and the first pod waiting for the others
+    for log in (
+        "Traceback (most recent call last):\ntorch.distributed.elastic.rendezvous.api.RendezvousTimeoutError",
+        "torch.distributed.DistNetworkError: The client socket has timed out after 600000ms while trying to "
+        "connect to (demo-train-0a1b2c3d-0.demo-train-nodes, 29500).",
+        "torch.distributed.DistStoreError: Timed out after 601 seconds waiting for clients. 1/2 clients joined.",
+    ):
+        found = diagnose.explain(pod({"reason": "Error", "exitCode": 1}), log, "train")
+        assert found == diagnose.RENDEZVOUS_ADVICE, log
+        assert "distributed.rendezvousTimeout" in found and "lfk status lists every rank" in found
+    # a pod still waiting is no failure yet
+    assert diagnose.explain(pod({"reason": "Completed", "exitCode": 0}), "RendezvousTimeoutError", "train") is None
+
+
 def test_a_configuration_error_points_at_the_checklist_and_anything_else_is_left_to_the_log() -> None:
     assert "configuration error" in (
         diagnose.explain(pod({"reason": "Error", "exitCode": 3}), "", "train") or ""

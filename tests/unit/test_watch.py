@@ -74,6 +74,23 @@ def test_status_table_shows_checkpoints_and_utilisation_with_the_warning() -> No
     assert "checkpoints 0 (none saved yet)" in render_status(data)
 
 
+def test_status_table_names_each_pod_of_a_multi_node_training_by_its_rank() -> None:
+    pods = [
+        {"name": f"t-{rank}-x", "rank": str(rank), "phase": phase, "node": "cpu-0", "gpus": 0, "waiting": ""}
+        for rank, phase in ((0, "Running"), (1, "Pending"))
+    ]
+    single = {"name": "one", "rank": None, "phase": "Running", "node": "n", "gpus": 1, "waiting": ""}
+    data = {
+        "experiment": "e", "namespace": "n", "run_id": "r", "training": None,
+        "releases": [{"component": "train", "release": "e-train", "helm": "deployed", "revision": 1,
+                      "objects": [], "pods": [*pods, single]}],
+    }  # fmt: skip
+    table = render_status(data)
+    assert "pod t-0-x (node rank 0) Running on cpu-0 GPUs 0" in table
+    assert "pod t-1-x (node rank 1) Pending on cpu-0 GPUs 0" in table
+    assert "pod one Running on n GPUs 1" in table
+
+
 def test_loss_curve_png_from_the_trainer_log_nan_included() -> None:
     lines = [
         f'{{"current_steps": {s}, "total_steps": 4, "loss": {loss}}}'

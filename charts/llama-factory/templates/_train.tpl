@@ -98,6 +98,14 @@ variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" 
   value: {{ .masterAddr | quote }}
 - name: MASTER_PORT
   value: {{ $d.masterPort | quote }}
+# how long the pods wait for each other: join_timeout of the elastic rendezvous, timeout of the static one
+- name: PET_RDZV_CONF
+  value: {{ printf "join_timeout=%d,timeout=%d" (int $d.rendezvousTimeout) (int $d.rendezvousTimeout) | quote }}
+{{- if eq (int $w.gpu.count) 0 }}
+# ranks on CPU: train.sh lets torch resume their checkpoints (files/cpu_ranks.py)
+- name: LFK_RANKS_ON_CPU
+  value: "1"
+{{- end }}
 {{- if and (eq $d.engine "job") (gt (int $d.maxRestarts) 0) }}
 - name: RDZV_ID
   value: {{ .root.Values.experiment.runId | default .root.Release.Name | quote }}
@@ -107,6 +115,10 @@ variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" 
   value: {{ $d.nodes | quote }}
 - name: MAX_RESTARTS
   value: {{ $d.maxRestarts | quote }}
+# a fresh store address every rendezvous round: torch keeps the first round's otherwise, and a pod that
+# replaces a preempted one waits for an address the survivors never publish again (measured: torch 2.11)
+- name: TORCH_DISABLE_SHARE_RDZV_TCP_STORE
+  value: "1"
 {{- end }}
 {{- end }}
 {{- if eq $d.engine "rayjob" }}
@@ -156,9 +168,9 @@ spec:
   {{- with .subdomain }}
   subdomain: {{ . | quote }}
   {{- end }}
-  {{- if include "llama-factory.train.multiNode" $root }}
+  {{- if and (include "llama-factory.train.multiNode" $root) (gt (int $w.gpu.count) 0) }}
   {{- if not $w.affinity }}
-  # one pod per node: the GPUs of a node belong to one rank's torchrun
+  # one pod per node: the GPUs of a node belong to one rank's torchrun (ranks on CPU may share a node)
   affinity:
     podAntiAffinity:
       requiredDuringSchedulingIgnoredDuringExecution:

@@ -257,8 +257,12 @@ def distributed(spec: Spec, facts: Facts) -> Iterator[Problem]:
     d = spec.data
     dist, extra = d["distributed"], d["llamafactoryArgs"]
     if dist["nodes"] > 1 and d["resources"]["gpus"] == 0:
+        # accelerate falls back to gloo without CUDA: the pods train together, only slowly
         yield Problem(
-            "$.resources.gpus", "training on several nodes needs GPUs on each", "set resources.gpus"
+            "$.resources.gpus",
+            "several nodes without GPUs train on CPU over gloo: a rehearsal of the wiring, far slower than GPUs",
+            "set resources.gpus for a real run",
+            "warning",
         )
     stage = dist["deepspeed"]
     if stage != "none":
