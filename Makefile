@@ -19,7 +19,8 @@ HELM_DOCS := $(TOOLS)/helm-docs-$(HELM_DOCS_VERSION)/helm-docs
 CRDS := $(TOOLS)/crds-trainer-$(KUBEFLOW_TRAINER_VERSION)-pytorch-$(KUBEFLOW_TRAINING_OPERATOR_VERSION)-jobset-$(JOBSET_VERSION)-kuberay-$(KUBERAY_VERSION)
 GITOPS_CRDS := $(TOOLS)/gitops-crds-argocd-$(ARGOCD_VERSION)-source-controller-$(FLUX_SOURCE_CONTROLLER_VERSION)-helm-controller-api-$(FLUX_HELM_CONTROLLER_API_VERSION)-controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELMFILE := $(TOOLS)/helmfile-$(HELMFILE_VERSION)/helmfile
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE)
+KUEUE := $(TOOLS)/kueue-$(KUEUE_VERSION)/.complete
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE) $(KUEUE)
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all
@@ -56,9 +57,9 @@ $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
 tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) ## Build helm 3, helm 4, helm-unittest and helm-docs from the Go module proxy
-cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile; fetch operator and GitOps CRDs
+cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile, Kueue; fetch operator and GitOps CRDs
 # what `make demo` runs: helm 3 and the control plane with kwok; helm 4, helm-unittest, helm-docs, helmfile and
-# the operator and GitOps CRDs are only for the tests (a cold demo builds at least 4 minutes less: helm 4,
+# the operator and GitOps CRDs and Kueue are only for the tests (a cold demo builds at least 4 minutes less: helm 4,
 # helm-unittest and helm-docs alone took 251 s cold)
 DEMO_TOOLS := $(HELM3) $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
 NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(TOOLS)/pause-$(KUBE_VERSION)/.complete
@@ -101,6 +102,8 @@ $(GITOPS_CRDS)/.complete:
 	hack/build-tools.sh gitops-crds
 $(HELMFILE):
 	hack/build-tools.sh helmfile
+$(KUEUE):
+	hack/build-tools.sh kueue
 $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete:
 	hack/build-tools.sh containerd
 $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete:
@@ -225,9 +228,10 @@ uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<n
 # ------------------------------------------------------------------------------------------ local cluster
 NODES ?= 4
 GPUS ?= 8
+ENGINES ?=
 .PHONY: cluster-up cluster-down cluster-status
-cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node
-	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS)
+cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES=kueue: Kueue too)
+	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS) $(foreach e,$(ENGINES),--engines $(e))
 
 cluster-down: venv ## Stop the local control plane (by PID) and delete its state
 	$(LFK) cluster down

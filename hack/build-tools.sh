@@ -2,7 +2,7 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
-#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds
+#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds kueue
 #                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
@@ -213,6 +213,21 @@ build_pause() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
+# Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py
+# starts it against the local API server and registers the webhooks on 127.0.0.1)
+build_kueue() {
+  local out="$TOOLS_DIR/kueue-$KUEUE_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "kueue $KUEUE_VERSION cached in $out"; return; }
+  log "building kueue $KUEUE_VERSION (cold: about six minutes on 2 cores)"
+  local src; src=$(mod_dir "sigs.k8s.io/kueue@$KUEUE_VERSION")
+  mkdir -p "$out.tmp/crds"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  cp "$src"/config/components/crd/bases/*.yaml "$out.tmp/crds/"
+  cp "$src/config/components/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
 # The CRDs of the training operators (Kubeflow Trainer v2, the Kubeflow training operator, JobSet, KubeRay),
 # copied out of the operators' own Go modules at pinned versions; the cluster tier installs them.
 build_crds() {
@@ -299,7 +314,7 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds helmfile containerd kube-node coredns pause)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds kueue helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

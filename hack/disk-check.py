@@ -21,7 +21,7 @@ GB = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 # measured here from empty caches (docs/testing.md): the peak each step reaches while it runs
 VENV_LLAMAFACTORY_PEAK = 11 * GB  # pip holds the wheels until the install ends; 6.3 GB stay in .venv
-GO_CACHES = 17 * GB  # every Go tool built once: the build cache 11 GB, the module cache 6 GB
+GO_CACHES = 18 * GB  # every Go tool built once: the build cache 11 GB, the module cache 6 GB, Kueue 1 GB
 # per image: buildah's layers, the OCI archive, containerd's copy (the archives are 6.3 and 7.0 GB)
 IMAGES = {"llamafactory": 19 * GB, "vllm-cpu": 21 * GB, "pause": GB // 10}
 DEBIAN_PACKAGES = 1 * GB  # runc, the CNI plugins, buildah, skopeo, Chromium

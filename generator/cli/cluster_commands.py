@@ -46,10 +46,17 @@ def cluster() -> None:
     show_default=True,
     help="Add the cluster to your kubeconfig and select it (as kind does); cluster down removes it.",
 )
+@click.option(
+    "--engines",
+    "engines",
+    multiple=True,
+    type=click.Choice(["kueue"]),
+    help="Workload controllers to run in the cluster too (repeatable; kueue: needs root and make cluster-tools).",
+)
 @state_dir_option
 def up(
     nodes: int, gpus: int, products: tuple[str, ...], taints: tuple[str, ...], real_node: bool, export: bool,
-    state_dir: Path | None,
+    engines: tuple[str, ...], state_dir: Path | None,
 ) -> None:  # fmt: skip
     """Start the control plane on 127.0.0.1, the simulated GPU nodes and the real node. A running cluster is
     left alone."""
@@ -70,7 +77,7 @@ def up(
 
     try:
         state, started = lifecycle.up(
-            state_dir or DEFAULT_STATE_DIR, pool, real_node=real_node, report=report
+            state_dir or DEFAULT_STATE_DIR, pool, real_node=real_node, engines=engines, report=report
         )
     except LfkError as exc:
         raise Failed(f"cluster: {exc}") from None

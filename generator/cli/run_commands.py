@@ -137,6 +137,8 @@ def render_status(data: dict[str, Any]) -> str:
             lines.append(
                 f"         {obj['kind'].lower()} {obj['name']} run {obj['run_id'] or '-'}: {obj['state']}{reason}{extra}"
             )
+            if obj.get("queue"):
+                lines.append(f"           {obj['queue']}")
         for pod in release["pods"]:
             waiting = f" waiting: {pod['waiting']}" if pod["waiting"] else ""
             node = (

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ClusterError, KubeError
 from ..ops import kube
 from . import controlplane, kubeconfig, nodes, processes, realnode, runtime, storage
+from .engines import start as engines_start
 from .state import DEFAULT_STATE_DIR, State
 
 Report = Callable[[str], None]
@@ -32,12 +33,14 @@ def up(
     profiling: bool = False,
     apiserver_args: tuple[str, ...] = (),
     real_node: bool = False,
+    engines: tuple[str, ...] = (),
     report: Report = lambda line: None,
 ) -> tuple[State, bool]:
     """Start the control plane, its simulated GPU nodes and (real_node) the real node with its default
     storage claim; (state, started). A healthy cluster is left as it is. `profiling` opens etcd's and the
     apiserver's /debug/pprof (the scale benchmark forces a garbage collection there before it reads their
-    live heap); `apiserver_args` are added to the apiserver's own."""
+    live heap); `apiserver_args` are added to the apiserver's own; `engines` (kueue) start after the nodes, and
+    on a running cluster that lacks them."""
     if (state := running(directory)) is not None:
         if real_node and "real_node" not in state.extra:
             raise ClusterError(
@@ -46,6 +49,9 @@ def up(
         # a running real node: mend an image a fault since its start may have broken
         if "real_node" in state.extra and (missing := runtime.import_images(state, report)):
             report(f"real node: images not built yet: {', '.join(missing)} (make images builds them)")
+        if wanted := tuple(e for e in engines if e not in state.extra.get("engines", [])):
+            report(f"engines: {', '.join(wanted)}")
+            engines_start(state, wanted)
         return state, False
     down(directory)  # leftovers of a cluster that died half-way
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,6 +66,9 @@ def up(
         nodes.add_nodes(api, pool)
         nodes.wait_ready(api, [n.name for n in pool], log=lambda: processes.tail(state, "kwok"))
         wait_default_service_account(state, api)
+        if engines:
+            report(f"engines: {', '.join(engines)}")
+            engines_start(state, engines)
         if real_node:
             if missing := realnode.start(state, report):
                 report(f"real node: images not built yet: {', '.join(missing)} (make images builds them)")

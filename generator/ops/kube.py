@@ -263,6 +263,33 @@ def workload_state(obj: dict[str, Any]) -> tuple[str, str]:
     return ("Suspended" if suspended else "Running"), ""
 
 
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_WORKLOADS = "/apis/kueue.x-k8s.io/v1beta2"
+
+
+def queue_wait(api: pykube.HTTPClient, obj: dict[str, Any]) -> str | None:
+    """Why a suspended workload with a queue label is not running yet, in Kueue's words: "waiting in queue Q:
+    <why>" from its Kueue Workload; None when it is not suspended in a queue."""
+    queue = obj["metadata"].get("labels", {}).get(QUEUE_LABEL)
+    if not queue or workload_state(obj)[0] != "Suspended":
+        return None
+    namespace, uid = obj["metadata"]["namespace"], obj["metadata"].get("uid", "")
+    try:
+        answer = request(
+            api, "GET", f"{KUEUE_WORKLOADS}/namespaces/{namespace}/workloads",
+            params={"labelSelector": f"kueue.x-k8s.io/job-uid={uid}"},
+        )  # fmt: skip
+    except KubeError:  # no Kueue in this cluster: its API is not served
+        return f"waiting in queue {queue}: no Kueue answers in this cluster (its Workload API is not served)"
+    items = answer.get("items", [])
+    if not items:
+        return f"waiting in queue {queue}: Kueue has not made a Workload for it yet"
+    reserved = conditions(items[0]).get("QuotaReserved", {})
+    evicted = conditions(items[0]).get("Evicted", {})
+    why = (evicted if evicted.get("status") == "True" else reserved).get("message") or "not admitted yet"
+    return f"waiting in queue {queue}: {why}"
+
+
 def pods(api: pykube.HTTPClient, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
     return [p.obj for p in pykube.Pod.objects(api, namespace=namespace).filter(selector=selector)]
 

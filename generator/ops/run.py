@@ -308,8 +308,9 @@ def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pe
             for p in pods
         )
         if kube.workload_state(current)[0] == "Suspended":
-            queue = current["metadata"].get("labels", {}).get("kueue.x-k8s.io/queue-name", "")
-            phases = f"suspended, waiting for Kueue to admit it (queue {queue})" if queue else "suspended"
+            phases = (
+                f"suspended, {queued}" if (queued := kube.queue_wait(target.api, current)) else "suspended"
+            )
         training, problems = _training_line(target) if step.component == "train" else ("", ())
         progress.show(f"{step.component}: {kind} {name}: {phases or 'no pod yet'}", training, problems)
         return None

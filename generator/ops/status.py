@@ -182,7 +182,8 @@ def workload_objects(target: Target, component: str, release: str) -> list[dict[
     if COMPONENTS[component].workload == "job":
         engine = target.engine(component)
         return [
-            summarise_job(j) for j in kube.workloads(target.api, target.namespace, release, component, engine)
+            {**summarise_job(j), "queue": kube.queue_wait(target.api, j)}
+            for j in kube.workloads(target.api, target.namespace, release, component, engine)
         ]
     answer = kube.request(
         target.api,

@@ -199,7 +199,7 @@ def test_run_and_status_follow_any_engine_and_kueue(
     assert result.exit_code == 1
     assert (
         "train: jobset eng-jobset-train-" in result.output
-        and "suspended, waiting for Kueue to admit it (queue team-a)" in result.output
+        and "suspended, waiting in queue team-a: no Kueue answers in this cluster" in result.output
     )
     assert "failed: not finished after 4 s" in result.output and "(no pod was created)" in result.output, (
         result.output

@@ -132,8 +132,12 @@ def prepare(root: Path, spec_text: str = SPEC, build: Any = tinymodel.build_mode
         root=root,
         spec=spec,
         facts=derive(spec),
-        train_config=localised_config(rendered["train"]["train"]["config"], root, values_dir / "train-config.yaml"),
-        merge_config=localised_config(rendered["merge"]["merge"]["config"], root, values_dir / "merge-config.yaml"),
+        train_config=localised_config(
+            rendered["train"]["train"]["config"], root, values_dir / "train-config.yaml"
+        ),
+        merge_config=localised_config(
+            rendered["merge"]["merge"]["config"], root, values_dir / "merge-config.yaml"
+        ),
         eval_values=gate or {},
         eval_base_config=localised_config(gate["baseConfig"], root, values_dir / "eval-base.yaml")
         if gate

@@ -67,7 +67,10 @@ def test_a_rendezvous_that_never_completes_is_named_before_the_network_advice() 
         assert found == diagnose.RENDEZVOUS_ADVICE, log
         assert "distributed.rendezvousTimeout" in found and "lfk status lists every rank" in found
     # a pod still waiting is no failure yet
-    assert diagnose.explain(pod({"reason": "Completed", "exitCode": 0}), "RendezvousTimeoutError", "train") is None
+    assert (
+        diagnose.explain(pod({"reason": "Completed", "exitCode": 0}), "RendezvousTimeoutError", "train")
+        is None
+    )
 
 
 def test_a_configuration_error_points_at_the_checklist_and_anything_else_is_left_to_the_log() -> None:

@@ -139,10 +139,16 @@ variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" 
 {{- end }}
 {{- end }}
 
-{{/* The Kueue queue label of a workload, when a queue is set: (dict "queue" <name> "indent" <n>). */}}
+{{/*
+The Kueue labels of a workload, when a queue is set: its queue and, optionally, its WorkloadPriorityClass
+(dict "queue" <name> "priority" <class> "indent" <n>).
+*/}}
 {{- define "llama-factory.queueLabel" -}}
 {{- with .queue }}
 {{- printf "kueue.x-k8s.io/queue-name: %s" (quote .) | nindent $.indent }}
+{{- with $.priority }}
+{{- printf "kueue.x-k8s.io/priority-class: %s" (quote .) | nindent $.indent }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -156,7 +162,7 @@ The pod template of the training pods, for every engine: (dict "root" . "w" .Val
 metadata:
   labels:
     {{- include "llama-factory.podLabels" . | nindent 4 }}
-    {{- include "llama-factory.queueLabel" (dict "queue" $w.queue "indent" 4) }}
+    {{- include "llama-factory.queueLabel" (dict "queue" $w.queue "priority" $w.queuePriority "indent" 4) }}
   annotations:
     checksum/config: {{ include "llama-factory.train.configData" $root | sha256sum | quote }}
     {{- with $w.podAnnotations }}

@@ -264,6 +264,12 @@ def distributed(spec: Spec, facts: Facts) -> Iterator[Problem]:
             "set resources.gpus for a real run",
             "warning",
         )
+    if d["queuePriority"] and not d["queue"]:
+        yield Problem(
+            "$.queuePriority",
+            "a priority class takes effect only in a Kueue queue",
+            "set queue, or remove queuePriority",
+        )
     stage = dist["deepspeed"]
     if stage != "none":
         for argument, stages, message in DEEPSPEED_REFUSALS:

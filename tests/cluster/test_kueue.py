@@ -1,0 +1,233 @@
+"""Kueue's own controller admitting our training Jobs (`lfk cluster up --engines kueue`): a cluster of its own
+with two simulated 8-GPU nodes and a ClusterQueue with a GPU quota. A second experiment waits in the queue
+until the first finishes, and `lfk status` says why in Kueue's words; a two-node run is admitted whole or not
+at all; a higher WorkloadPriorityClass preempts a running experiment, which Kueue readmits afterwards."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pykube
+import pytest
+
+from generator.cluster import lifecycle, nodes
+from generator.errors import LfkError
+from generator.ops import kube
+from generator.project import built_tool
+
+from .conftest import CHART, Helm, create_prerequisites, lfk, render_spec
+
+NAMESPACE = "queued"
+KUEUE = "/apis/kueue.x-k8s.io/v1beta2"
+SPEC = """
+name: {name}
+namespace: queued
+storage: {{existingClaim: llm-storage}}
+model: {{path: /storage/models/llama-3.1-8b-instruct}}
+data: {{datasets: [qa_dataset]}}
+resources: {{gpus: 8}}
+distributed: {{nodes: {nodes}}}
+queue: llm-team
+queuePriority: {priority}
+serve: {{enabled: false}}
+webui: {{enabled: false}}
+merge: {{enabled: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, pykube.HTTPClient]]:
+    directory = tmp_path_factory.mktemp("kueue-cluster")
+    try:
+        state, _ = lifecycle.up(directory, nodes.default_nodes(2, 8), engines=("kueue",))
+    except LfkError as exc:
+        pytest.fail(f"the local cluster with Kueue did not start: {exc}")
+    try:
+        api = state.api()
+        kube.request(api, "POST", "/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
+        create_prerequisites(api, NAMESPACE)
+        for path, obj in (
+            ("/resourceflavors", {"metadata": {"name": "gpu"}}),
+            ("/workloadpriorityclasses", {"metadata": {"name": "routine"}, "value": 100}),
+            ("/workloadpriorityclasses", {"metadata": {"name": "urgent"}, "value": 1000}),
+            ("/clusterqueues", cluster_queue(8)),
+            (f"/namespaces/{NAMESPACE}/localqueues", {"metadata": {"name": "llm-team"}, "spec": {"clusterQueue": "team"}}),
+        ):  # fmt: skip
+            kind = path.rsplit("/", 1)[-1]
+            kube.request(
+                api,
+                "POST",
+                f"{KUEUE}{path}",
+                json={"apiVersion": "kueue.x-k8s.io/v1beta2", **obj, "kind": KINDS[kind]},
+            )
+        yield str(state.kubeconfig), api
+    finally:
+        lifecycle.down(directory)
+
+
+KINDS = {
+    "resourceflavors": "ResourceFlavor",
+    "workloadpriorityclasses": "WorkloadPriorityClass",
+    "clusterqueues": "ClusterQueue",
+    "localqueues": "LocalQueue",
+}
+
+
+def cluster_queue(gpus: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "team"},
+        "spec": {
+            "namespaceSelector": {},
+            "preemption": {"withinClusterQueue": "LowerPriority"},
+            "resourceGroups": [{
+                "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                "flavors": [{"name": "gpu", "resources": [
+                    {"name": "cpu", "nominalQuota": 1000},
+                    {"name": "memory", "nominalQuota": "100Ti"},
+                    {"name": "nvidia.com/gpu", "nominalQuota": gpus},
+                ]}],
+            }],
+        },
+    }  # fmt: skip
+
+
+def set_gpu_quota(api: pykube.HTTPClient, gpus: int) -> None:
+    current = kube.request(api, "GET", f"{KUEUE}/clusterqueues/team")
+    current["spec"]["resourceGroups"][0]["flavors"][0]["resources"][2]["nominalQuota"] = gpus
+    kube.request(api, "PUT", f"{KUEUE}/clusterqueues/team", json=current)
+
+
+def install(
+    kubeconfig: str, tmp_path: Path, name: str, run_for: str, nodes_: int = 1, priority: str = "routine"
+) -> tuple[Any, Path]:
+    """The experiment's train release, its pods (simulated) running for run_for; (facts, spec path)."""
+    facts, folder = render_spec(SPEC.format(name=name, nodes=nodes_, priority=priority), tmp_path / name)
+    helm = Helm(built_tool("helm", "HELM3_VERSION"), kubeconfig)
+    helm("upgrade", "--install", facts.releases["train"], str(CHART), "-n", NAMESPACE, "-f", str(folder / "train.yaml"),
+         "--set-string", f"train.podAnnotations.lfk\\.local/run-duration={run_for}")  # fmt: skip
+    return facts, folder / "experiment.yaml"
+
+
+def train_job(api: pykube.HTTPClient, facts: Any) -> dict[str, Any]:
+    [job] = kube.workloads(api, NAMESPACE, facts.releases["train"], "train")
+    return job
+
+
+def until(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def running_pods(api: pykube.HTTPClient, facts: Any) -> list[dict[str, Any]]:
+    pods = kube.pods(api, NAMESPACE, {kube.INSTANCE: facts.releases["train"], kube.COMPONENT: "train"})
+    return [
+        p
+        for p in pods
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def status_text(kubeconfig: str, spec: Path) -> str:
+    result = lfk(kubeconfig, "status", str(spec))
+    assert result.exit_code == 0, result.output
+    return str(result.output)
+
+
+def saying(kubeconfig: str, spec: Path, words: str) -> str | None:
+    """lfk status of the spec, once it contains words."""
+    text = status_text(kubeconfig, spec)
+    return text if words in text else None
+
+
+def test_a_second_experiment_waits_in_the_queue_until_the_first_finishes(
+    kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path
+) -> None:
+    kubeconfig, api = kueue_cluster
+    first, _ = install(kubeconfig, tmp_path, "first", "20s")
+    until("the first experiment admitted and running", lambda: running_pods(api, first))
+    second, second_spec = install(kubeconfig, tmp_path, "second", "3s")
+    # Kueue has no room for 8 more GPUs: the second Job stays suspended, without a pod, and status says why
+    waiting = until(
+        "lfk status naming the queue's reason", lambda: saying(kubeconfig, second_spec, "insufficient")
+    )
+    assert "waiting in queue llm-team: couldn't assign flavors to pod set" in waiting, waiting
+    assert "nvidia.com/gpu" in waiting, waiting
+    print(next(line.strip() for line in waiting.splitlines() if "waiting in queue" in line))
+    assert train_job(api, second)["spec"]["suspend"] is True
+    assert not kube.pods(api, NAMESPACE, {kube.INSTANCE: second.releases["train"], kube.COMPONENT: "train"})
+    assert running_pods(api, first)
+    # the first finishes; its quota goes to the second
+    until(
+        "the first experiment complete",
+        lambda: kube.workload_state(train_job(api, first))[0] == "Complete",
+        120,
+    )
+    freed = time.monotonic()
+    until("the second admitted", lambda: train_job(api, second)["spec"].get("suspend") is False)
+    admitted_after = time.monotonic() - freed
+    until("the second complete", lambda: kube.workload_state(train_job(api, second))[0] == "Complete", 120)
+    print(f"Kueue: quota freed to the second experiment admitted in {admitted_after:.1f} s")
+
+
+def test_a_two_node_run_is_admitted_whole_or_not_at_all(
+    kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path
+) -> None:
+    kubeconfig, api = kueue_cluster
+    wide, spec = install(kubeconfig, tmp_path, "wide", "5s", nodes_=2)
+    text = until("lfk status naming the missing quota", lambda: saying(kubeconfig, spec, "insufficient"))
+    assert "waiting in queue llm-team:" in text and "16" in text, (
+        text
+    )  # two pods of 8 GPUs against a quota of 8
+    time.sleep(3)
+    assert not kube.pods(api, NAMESPACE, {kube.INSTANCE: wide.releases["train"], kube.COMPONENT: "train"}), (
+        "never half the pods of a run"
+    )
+    set_gpu_quota(api, 16)
+    try:
+        pods = until("both pods at once", lambda: [p] if len(p := running_pods(api, wide)) == 2 else None)[0]
+        assert {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu-0", "kwok-gpu-1"}
+        until(
+            "the two-node run complete",
+            lambda: kube.workload_state(train_job(api, wide))[0] == "Complete",
+            120,
+        )
+    finally:
+        set_gpu_quota(api, 8)
+
+
+def test_an_urgent_experiment_preempts_a_routine_one_which_is_readmitted_afterwards(
+    kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path
+) -> None:
+    kubeconfig, api = kueue_cluster
+    routine, routine_spec = install(kubeconfig, tmp_path, "routine", "40s")
+    [before] = until("the routine experiment running", lambda: running_pods(api, routine))
+    urgent, _ = install(kubeconfig, tmp_path, "urgent", "5s", priority="urgent")
+    # Kueue evicts the routine Job (suspends it: its pod goes) to admit the urgent one
+    until("the urgent experiment running", lambda: running_pods(api, urgent))
+    job = train_job(api, routine)
+    assert job["spec"]["suspend"] is True and not running_pods(api, routine)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "routine"
+    assert train_job(api, urgent)["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "urgent"
+    [workload] = kube.request(
+        api, "GET", f"{KUEUE}/namespaces/{NAMESPACE}/workloads",
+        params={"labelSelector": f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}"},
+    )["items"]  # fmt: skip
+    evicted = kube.conditions(workload).get("Evicted", {})
+    assert evicted.get("reason") == "Preempted", workload["status"]
+    # when the urgent one is done, the routine one is admitted again: a new pod, which resumes from its
+    # checkpoint (the node tier shows the resume of an evicted pod for real)
+    until(
+        "the urgent experiment complete",
+        lambda: kube.workload_state(train_job(api, urgent))[0] == "Complete",
+        120,
+    )
+    [after] = until("the routine experiment running again", lambda: running_pods(api, routine), 120)
+    assert after["metadata"]["name"] != before["metadata"]["name"]
+    assert train_job(api, routine)["spec"]["suspend"] is False
