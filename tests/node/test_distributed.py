@@ -186,3 +186,35 @@ def test_the_two_pods_lose_as_one_process_of_their_global_batch(
     assert sorted(pods) == sorted(alone)
     for step, loss in pods.items():
         assert loss == pytest.approx(alone[step], rel=LOSS_TOLERANCE), (step, pods, alone)
+
+
+def test_a_rendezvous_that_never_completes_is_named_by_status(
+    node_cluster: NodeCluster, ddp_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """Rank 1 cannot be scheduled (two pods of 1.5 CPUs on a 2-core node): rank 0 waits rendezvousTimeout
+    seconds at the rendezvous, fails, and lfk status says what happened and where to look."""
+
+    def starved(d: dict[str, Any]) -> None:
+        two_pods(d)
+        d["distributed"]["rendezvousTimeout"] = 30
+        d["resources"]["cpu"] = "1500m"
+        d["data"]["tokenizeOnce"] = False
+
+    spec = variant(tmp_path, "tiny-lonely", starved)
+    facts = derive(load_spec(spec))
+    install = node_cluster.lfk("install", str(spec), "--component", "train", timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    try:
+
+        def failed() -> bool:
+            jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train")
+            return any(kube.workload_state(j)[0] == "Failed" for j in jobs)
+
+        wait_for("the lonely rank's Job failed", failed, 300, 2)
+        status = node_cluster.lfk("status", str(spec))
+        assert status.returncode == 0, status.stderr
+        assert "(node rank 0) Failed" in status.stdout, status.stdout
+        assert "! the rendezvous never completed" in status.stdout, status.stdout
+        assert "distributed.rendezvousTimeout" in status.stdout
+    finally:
+        node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
