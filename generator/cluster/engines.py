@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ClusterError, KubeError, ToolMissing
+from ..errors import ClusterError, ToolMissing
 from ..ops import kube
 from ..project import built_tool
 from . import processes
@@ -103,21 +103,6 @@ def webhooks(manifests: Path, port: int, ca: bytes) -> list[dict[str, Any]]:
     return found
 
 
-def apply(api: Any, path: str, obj: dict[str, Any]) -> None:
-    """Create, or replace what a previous start left."""
-    try:
-        kube.request(api, "POST", path, json=obj)
-    except KubeError as exc:
-        if exc.status != 409:
-            raise
-        current = kube.request(api, "GET", f"{path}/{obj['metadata']['name']}")
-        obj = {
-            **obj,
-            "metadata": {**obj["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
-        }
-        kube.request(api, "PUT", f"{path}/{obj['metadata']['name']}", json=obj)
-
-
 def wait_established(api: Any, names: list[str], timeout: float) -> None:
     """Kueue looks its kinds up once at start-up: its CRDs must be served before it starts."""
     deadline = time.monotonic() + timeout
@@ -137,9 +122,9 @@ def start_kueue(state: State, timeout: float = 120) -> None:
     api = state.api()
     crds = [yaml.safe_load(p.read_text()) for p in sorted((folder / "crds").glob("*.yaml"))]
     for crd in crds:
-        apply(api, CRDS, crd)
+        kube.create(api, CRDS, crd, replace=True)
     wait_established(api, [c["metadata"]["name"] for c in crds], timeout)
-    apply(
+    kube.create(
         api,
         "/api/v1/namespaces",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUEUE_NAMESPACE}},
@@ -165,7 +150,9 @@ def start_kueue(state: State, timeout: float = 120) -> None:
     processes.wait_healthy(state, "kueue", f"http://127.0.0.1:{state.ports['kueue-health']}/readyz", timeout)
     for doc in webhooks(folder / "webhooks.yaml", state.ports["kueue-webhook"], ca):
         kind = "mutating" if doc["kind"] == "MutatingWebhookConfiguration" else "validating"
-        apply(api, f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations", doc)
+        kube.create(
+            api, f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations", doc, replace=True
+        )
     state.extra.setdefault("engines", []).append("kueue")
     state.save()
 

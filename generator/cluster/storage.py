@@ -5,9 +5,7 @@ on this machine's disk (under the cluster's state directory), pinned to the real
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ..errors import KubeError
 from ..ops import kube
 from .realnode import NODE_NAME
 from .state import State
@@ -29,14 +27,6 @@ def folder(state: State, namespace: str) -> Path:
     return state.directory / "storage" / namespace
 
 
-def _create(api: Any, path: str, body: dict[str, Any]) -> None:
-    try:
-        kube.request(api, "POST", path, json=body)
-    except KubeError as exc:
-        if exc.status != 409:
-            raise
-
-
 def provision(
     state: State, namespace: str = DEFAULT_NAMESPACE, claim: str = DEFAULT_CLAIM, size: str = "100Gi"
 ) -> Path:
@@ -49,8 +39,8 @@ def provision(
     volume = f"lfk-local-{namespace}-{claim}"[:63].rstrip("-")
     # every pod the chart makes meets Pod Security `restricted`: the local namespace enforces it, so the demo
     # and the node tier show it in real pods
-    _create(api, "/api/v1/namespaces", {"metadata": {"name": namespace, "labels": RESTRICTED}})
-    _create(api, "/api/v1/persistentvolumes", {
+    kube.create(api, "/api/v1/namespaces", {"metadata": {"name": namespace, "labels": RESTRICTED}})
+    kube.create(api, "/api/v1/persistentvolumes", {
         "metadata": {"name": volume, "labels": {"llamafactory-k8s/local-storage": namespace}},
         "spec": {
             "capacity": {"storage": size},
@@ -64,7 +54,7 @@ def provision(
             "claimRef": {"namespace": namespace, "name": claim},
         },
     })  # fmt: skip
-    _create(api, f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
+    kube.create(api, f"/api/v1/namespaces/{namespace}/persistentvolumeclaims", {
         "metadata": {"name": claim},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": volume,
                  "resources": {"requests": {"storage": size}}},

@@ -263,6 +263,21 @@ def workload_state(obj: dict[str, Any]) -> tuple[str, str]:
     return ("Suspended" if suspended else "Running"), ""
 
 
+def create(api: pykube.HTTPClient, path: str, body: dict[str, Any], replace: bool = False) -> None:
+    """POST body to the collection at path; one of that name already there is kept, or replaced."""
+    try:
+        request(api, "POST", path, json=body)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        if replace:
+            url = f"{path}/{body['metadata']['name']}"
+            version = request(api, "GET", url)["metadata"]["resourceVersion"]
+            request(
+                api, "PUT", url, json={**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+            )
+
+
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_WORKLOADS = "/apis/kueue.x-k8s.io/v1beta2"
 

@@ -98,15 +98,8 @@ def test_two_ranks_train_as_one_process_of_their_global_batch_and_only_rank_0_sa
 
     # one process, batch 4: the two ranks' global batch
     config = yaml.safe_load(ws.train_config.read_text())
-    config.update(per_device_train_batch_size=4, output_dir=str(tmp_path / "one"))
-    one_config = tmp_path / "one.yaml"
-    one_config.write_text(yaml.safe_dump(config))
-    one = subprocess.run(
-        ["llamafactory-cli", "train", str(one_config)], env=smoke.environment(), capture_output=True, text=True,
-        timeout=900, check=False,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
-    alone = losses(tmp_path / "one")
+    config.update(per_device_train_batch_size=4)
+    alone = losses(smoke.train_alone(config, tmp_path / "one"))
     assert sorted(alone) == sorted(ranks), "both runs take the same optimizer steps"
     for step, loss in ranks.items():
         assert loss == pytest.approx(alone[step], rel=LOSS_TOLERANCE), (step, ranks, alone)

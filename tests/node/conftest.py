@@ -162,6 +162,14 @@ def edit_values(spec_path: Path, component: str, change: Callable[[dict[str, Any
     return edited
 
 
+def evict(cluster: NodeCluster, name: str) -> None:
+    """A pod evicted through the API (as a drain or a preemption does), with a grace period of 1 s."""
+    kube.request(cluster.api, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/eviction", json={
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": name, "namespace": NAMESPACE}, "deleteOptions": {"gracePeriodSeconds": 1},
+    })  # fmt: skip
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

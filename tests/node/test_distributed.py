@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from generator.core.storage import local
 from generator.ops import kube
 from tests.support import smoke
 
-from .conftest import NAMESPACE, NodeCluster, variant, wait_for
+from .conftest import NAMESPACE, NodeCluster, evict, variant, wait_for
 
 # the losses of two ranks of batch 2 (averaged over the ranks) and of one process of batch 4 (tests/llamafactory/
 # test_distributed.py measures them 1e-4 apart)
@@ -59,10 +58,7 @@ class RankEviction(threading.Thread):
                     if p["metadata"].get("annotations", {}).get(kube.COMPLETION_INDEX) == "1"
                 ]  # fmt: skip
                 name = pod["metadata"]["name"]
-                kube.request(self.cluster.api, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/eviction", json={
-                    "apiVersion": "policy/v1", "kind": "Eviction",
-                    "metadata": {"name": name, "namespace": NAMESPACE}, "deleteOptions": {"gracePeriodSeconds": 1},
-                })  # fmt: skip
+                evict(self.cluster, name)
                 self.evicted, self.checkpoint, self.at = name, done[0], datetime.now(UTC)
                 return
             time.sleep(0.05)
@@ -172,16 +168,10 @@ def test_the_two_pods_lose_as_one_process_of_their_global_batch(
     """The pods' own training config, run here in one process with both ranks' examples per step."""
     rendered = yaml.safe_load((ddp_run["spec"].parent / "train.yaml").read_text())["train"]["config"]
     rendered.update(per_device_train_batch_size=2 * rendered["per_device_train_batch_size"])
-    config = smoke.localised_config(rendered, node_cluster.storage, tmp_path / "one.yaml")
-    moved = yaml.safe_load(config.read_text())
-    moved.update(output_dir=str(tmp_path / "one"), logging_dir=str(tmp_path / "one" / "logs"))
-    config.write_text(yaml.safe_dump(moved))
-    one = subprocess.run(
-        ["llamafactory-cli", "train", str(config)], env=smoke.environment(), capture_output=True, text=True,
-        timeout=900, check=False,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
-    alone = dict(losses(tmp_path / "one"))
+    config = yaml.safe_load(
+        smoke.localised_config(rendered, node_cluster.storage, tmp_path / "pods.yaml").read_text()
+    )
+    alone = dict(losses(smoke.train_alone(config, tmp_path / "one")))
     pods = dict(losses(ddp_run["output"]))  # a step logged twice (before and after the restart): the last
     assert sorted(pods) == sorted(alone)
     for step, loss in pods.items():

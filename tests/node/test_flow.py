@@ -38,6 +38,7 @@ from .conftest import (
     as_shared_host,
     copy_artifact,
     edit_values,
+    evict,
     http_json,
     variant,
     wait_for,
@@ -76,10 +77,7 @@ class Preemption(threading.Thread):
             if p["status"].get("phase") == "Running"
         ]  # fmt: skip
         name = pod["metadata"]["name"]
-        kube.request(self.cluster.api, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/eviction", json={
-            "apiVersion": "policy/v1", "kind": "Eviction",
-            "metadata": {"name": name, "namespace": NAMESPACE}, "deleteOptions": {"gracePeriodSeconds": 1},
-        })  # fmt: skip
+        evict(self.cluster, name)
         self.evicted, self.checkpoint = name, checkpoint
         # the eviction deletes the pod: read its DisruptionTarget condition while it terminates
         path = f"/api/v1/namespaces/{NAMESPACE}/pods/{name}"

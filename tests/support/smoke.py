@@ -188,6 +188,23 @@ def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600)
     return run_script("train.sh", env, log, timeout)
 
 
+def train_alone(config: dict[str, Any], output: Path, timeout: float = 900) -> Path:
+    """A training config run by llamafactory-cli in one process on this machine, writing into output (its
+    own folder, whatever the config named); output."""
+    moved = {**config, "output_dir": str(output), "logging_dir": str(output / "logs")}
+    path = output.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(moved), encoding="utf-8")
+    result = subprocess.run(
+        ["llamafactory-cli", "train", str(path)], env=environment(), capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise AssertionError(
+            f"llamafactory-cli train {path} exited {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+        )
+    return output
+
+
 def run_script(script: str, env: dict[str, str], log: Path, timeout: float) -> int:
     """One of the chart's scripts (files/), its output appended to log; the exit code."""
     return run_logged(["bash", str(SCRIPTS / script)], env, log, timeout)
