@@ -20,7 +20,8 @@ CRDS := $(TOOLS)/crds-trainer-$(KUBEFLOW_TRAINER_VERSION)-pytorch-$(KUBEFLOW_TRA
 GITOPS_CRDS := $(TOOLS)/gitops-crds-argocd-$(ARGOCD_VERSION)-source-controller-$(FLUX_SOURCE_CONTROLLER_VERSION)-helm-controller-api-$(FLUX_HELM_CONTROLLER_API_VERSION)-controller-gen-$(CONTROLLER_TOOLS_VERSION)
 HELMFILE := $(TOOLS)/helmfile-$(HELMFILE_VERSION)/helmfile
 KUEUE := $(TOOLS)/kueue-$(KUEUE_VERSION)/.complete
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE) $(KUEUE)
+JOBSET := $(TOOLS)/jobset-$(JOBSET_VERSION)/.complete
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE) $(JOBSET) $(KUEUE)
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all
@@ -57,9 +58,9 @@ $(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
 tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) ## Build helm 3, helm 4, helm-unittest and helm-docs from the Go module proxy
-cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile, Kueue; fetch operator and GitOps CRDs
+cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile, JobSet, Kueue; fetch operator and GitOps CRDs
 # what `make demo` runs: helm 3 and the control plane with kwok; helm 4, helm-unittest, helm-docs, helmfile and
-# the operator and GitOps CRDs and Kueue are only for the tests (a cold demo builds at least 4 minutes less: helm 4,
+# the operator and GitOps CRDs, JobSet and Kueue are only for the tests (a cold demo builds at least 4 minutes less: helm 4,
 # helm-unittest and helm-docs alone took 251 s cold)
 DEMO_TOOLS := $(HELM3) $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
 NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(TOOLS)/pause-$(KUBE_VERSION)/.complete
@@ -102,6 +103,8 @@ $(GITOPS_CRDS)/.complete:
 	hack/build-tools.sh gitops-crds
 $(HELMFILE):
 	hack/build-tools.sh helmfile
+$(JOBSET):
+	hack/build-tools.sh jobset
 $(KUEUE):
 	hack/build-tools.sh kueue
 $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete:
@@ -230,7 +233,7 @@ NODES ?= 4
 GPUS ?= 8
 ENGINES ?=
 .PHONY: cluster-up cluster-down cluster-status
-cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES=kueue: Kueue too)
+cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES="jobset kueue": those controllers too)
 	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS) $(foreach e,$(ENGINES),--engines $(e))
 
 cluster-down: venv ## Stop the local control plane (by PID) and delete its state

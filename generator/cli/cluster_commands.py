@@ -50,8 +50,8 @@ def cluster() -> None:
     "--engines",
     "engines",
     multiple=True,
-    type=click.Choice(["kueue"]),
-    help="Workload controllers to run in the cluster too (repeatable; kueue: needs root and make cluster-tools).",
+    type=click.Choice(["jobset", "kueue"]),
+    help="Workload controllers to run in the cluster too (repeatable; built by make cluster-tools; kueue needs root).",
 )
 @state_dir_option
 def up(

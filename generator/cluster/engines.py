@@ -1,11 +1,14 @@
-"""Workload controllers in the local cluster, beside the control plane: Kueue (`lfk cluster up --engines kueue`).
+"""Workload controllers in the local cluster, beside the control plane: JobSet and Kueue (`lfk cluster up
+--engines jobset --engines kueue`).
 
-Kueue runs as a host process against the local API server like the other components, its CRDs applied from
-its own module (hack/build-tools.sh kueue), with a serving certificate made here. Its admission webhooks are
-registered with the URL https://127.0.0.1:PORT/... instead of the in-cluster Service its manifests name, since
-the API server runs on this machine too. Kueue without its in-cluster certificate manager reads its metrics
-certificate from the fixed path /etc/kueue/metrics/certs: it starts in a mount namespace of its own where an
-overlay puts the certificate there, so the host's /etc is never written (root only, like the real node)."""
+Each runs as a host process against the local API server like the other components, its CRDs applied from
+its own module (hack/build-tools.sh jobset kueue), with a serving certificate made here. Their admission
+webhooks are registered with the URL https://127.0.0.1:PORT/... instead of the in-cluster Service their
+manifests name, since the API server runs on this machine too; only the webhooks of the kinds an engine
+manages here are registered (one whose path it does not serve would refuse every object of its kind).
+Kueue without its in-cluster certificate manager reads its metrics certificate from the fixed path
+/etc/kueue/metrics/certs: it starts in a mount namespace of its own where an overlay puts the certificate
+there, so the host's /etc is never written (root only, like the real node)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +30,69 @@ from ..project import built_tool
 from . import processes
 from .state import State
 
-ENGINES = ("kueue",)
-KUEUE_NAMESPACE = "kueue-system"
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-# the workload kinds Kueue manages here: batch Jobs (engine job). Its webhooks for kinds not enabled are left
-# out: a webhook whose path Kueue does not serve would refuse every object of its kind
-KUEUE_FRAMEWORKS = ("batch/job",)
-KUEUE_WEBHOOK_PATHS = ("kueue-x-k8s-io", "batch-v1-job")
 
 
-def kueue_dir() -> Path:
-    folder = built_tool("kueue", "KUEUE_VERSION").parent
-    if not (folder / ".complete").is_file():
-        raise ToolMissing(f"Kueue is not built in {folder}: run `make cluster-tools`")
-    return folder
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    version_key: str  # its pin in hack/versions.env
+    namespace: str  # where it keeps what it keeps (leader election is off)
+    config: Callable[[State, Path, tuple[str, ...]], dict[str, Any]]  # (state, certs, engines started)
+    webhook_paths: Callable[[tuple[str, ...]], tuple[str, ...]]  # substrings of the paths it serves here
+
+    def folder(self) -> Path:
+        folder = built_tool(self.name, self.version_key).parent
+        if not (folder / ".complete").is_file():
+            raise ToolMissing(f"{self.name} is not built in {folder}: run `make cluster-tools`")
+        return folder
+
+    def port(self, state: State, what: str) -> int:
+        return state.ports[f"{self.name}-{what}"]
+
+
+def kueue_frameworks(started: tuple[str, ...]) -> list[str]:
+    """The workload kinds Kueue manages here: batch Jobs (engine job), and JobSets when JobSet runs."""
+    return ["batch/job", *(["jobset.x-k8s.io/jobset"] if "jobset" in started else [])]
+
+
+def kueue_config(state: State, certs: Path, started: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+        "kind": "Configuration",
+        "namespace": KUEUE.namespace,
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{KUEUE.port(state, 'health')}"},
+        "metrics": {"bindAddress": "0"},
+        "webhook": {"port": KUEUE.port(state, "webhook"), "host": "127.0.0.1", "certDir": str(certs)},
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {"enable": False},
+        # the on-demand visibility API wants its own certificate at /visibility: not used here
+        "featureGates": {"VisibilityOnDemand": False},
+        "integrations": {"frameworks": kueue_frameworks(started)},
+    }
+
+
+def jobset_config(state: State, certs: Path, started: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "apiVersion": "config.jobset.x-k8s.io/v1alpha1",
+        "kind": "Configuration",
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{JOBSET.port(state, 'health')}"},
+        "metrics": {"bindAddress": "0"},
+        "webhook": {"port": JOBSET.port(state, "webhook"), "host": "127.0.0.1", "certDir": str(certs)},
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {"enable": False},
+    }
+
+
+KUEUE = Engine(
+    "kueue", "KUEUE_VERSION", "kueue-system", kueue_config,
+    lambda started: ("kueue-x-k8s-io", "batch-v1-job", *(("jobset-x-k8s-io",) if "jobset" in started else ())),
+)  # fmt: skip
+JOBSET = Engine(
+    "jobset", "JOBSET_VERSION", "jobset-system", jobset_config, lambda started: ("jobset", "-v1-pod")
+)
+# in the order they start: Kueue manages JobSets only when their kind is served before it starts
+ENGINES = {e.name: e for e in (JOBSET, KUEUE)}
 
 
 def serving_certificate(folder: Path) -> bytes:
@@ -68,25 +122,11 @@ def serving_certificate(folder: Path) -> bytes:
     return (folder / "ca.crt").read_bytes()
 
 
-def kueue_config(state: State, certs: Path) -> dict[str, Any]:
-    ports = state.ports
-    return {
-        "apiVersion": "config.kueue.x-k8s.io/v1beta2",
-        "kind": "Configuration",
-        "namespace": KUEUE_NAMESPACE,
-        "health": {"healthProbeBindAddress": f"127.0.0.1:{ports['kueue-health']}"},
-        "metrics": {"bindAddress": "0"},
-        "webhook": {"port": ports["kueue-webhook"], "host": "127.0.0.1", "certDir": str(certs)},
-        "leaderElection": {"leaderElect": False},
-        "internalCertManagement": {"enable": False},
-        # the on-demand visibility API wants its own certificate at /visibility: not used here
-        "featureGates": {"VisibilityOnDemand": False},
-        "integrations": {"frameworks": list(KUEUE_FRAMEWORKS)},
-    }
-
-
-def webhooks(manifests: Path, port: int, ca: bytes) -> list[dict[str, Any]]:
-    """Kueue's webhook configurations for the kinds it manages here, calling it on 127.0.0.1."""
+def webhooks(
+    manifests: Path, prefix: str, paths: tuple[str, ...], port: int, ca: bytes
+) -> list[dict[str, Any]]:
+    """An engine's webhook configurations (named prefix-...) with only the webhooks whose path contains one of
+    paths, calling it on 127.0.0.1."""
     bundle = base64.b64encode(ca).decode()
     found = []
     for doc in yaml.safe_load_all(manifests.read_text(encoding="utf-8")):
@@ -95,16 +135,16 @@ def webhooks(manifests: Path, port: int, ca: bytes) -> list[dict[str, Any]]:
         kept = []
         for hook in doc["webhooks"]:
             path = hook["clientConfig"]["service"]["path"]
-            if any(p in path for p in KUEUE_WEBHOOK_PATHS):
+            if any(p in path for p in paths):
                 kept.append(
                     {**hook, "clientConfig": {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}}
                 )
-        found.append({**doc, "metadata": {"name": f"kueue-{doc['metadata']['name']}"}, "webhooks": kept})
+        found.append({**doc, "metadata": {"name": f"{prefix}-{doc['metadata']['name']}"}, "webhooks": kept})
     return found
 
 
 def wait_established(api: Any, names: list[str], timeout: float) -> None:
-    """Kueue looks its kinds up once at start-up: its CRDs must be served before it starts."""
+    """Controllers look their kinds up once at start-up: the CRDs must be served before they start."""
     deadline = time.monotonic() + timeout
     for name in names:
         while not kube.is_true(kube.request(api, "GET", f"{CRDS}/{name}"), "Established"):
@@ -113,53 +153,70 @@ def wait_established(api: Any, names: list[str], timeout: float) -> None:
             time.sleep(0.2)
 
 
-def start_kueue(state: State, timeout: float = 120) -> None:
-    if os.geteuid() != 0:
-        raise ClusterError(
-            "Kueue runs in a mount namespace of its own here (its certificate path is fixed): run as root"
-        )
-    folder = kueue_dir()
-    api = state.api()
-    crds = [yaml.safe_load(p.read_text()) for p in sorted((folder / "crds").glob("*.yaml"))]
-    for crd in crds:
-        kube.create(api, CRDS, crd, replace=True)
-    wait_established(api, [c["metadata"]["name"] for c in crds], timeout)
-    kube.create(
-        api,
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KUEUE_NAMESPACE}},
-    )
-    for port in ("kueue-health", "kueue-webhook"):
-        state.ports[port] = processes.free_port()
-    home = state.directory / "kueue"
-    ca = serving_certificate(home / "certs")
-    # the overlay's upper layer: /etc/kueue/metrics/certs inside Kueue's mount namespace
+def argv(state: State, engine: Engine, folder: Path, config: Path, home: Path) -> list[str]:
+    binary = str(folder / engine.name)
+    if engine is not KUEUE:
+        # JobSet's flags would listen on every address and win over its config: loopback, or nothing
+        health = f"127.0.0.1:{engine.port(state, 'health')}"
+        return [
+            binary,
+            f"--config={config}",
+            "--metrics-bind-address=0",
+            f"--health-probe-bind-address={health}",
+        ]
+    # Kueue: /etc/kueue/metrics/certs inside a mount namespace of its own (the overlay's upper layer)
     metrics = home / "etc" / "kueue" / "metrics" / "certs"
     metrics.mkdir(parents=True, exist_ok=True)
     for name in ("tls.crt", "tls.key"):
         shutil.copyfile(home / "certs" / name, metrics / name)
     (home / "work").mkdir(exist_ok=True)
-    config = home / "config.yaml"
-    config.write_text(yaml.safe_dump(kueue_config(state, home / "certs")), encoding="utf-8")
     mount = f"mount -t overlay overlay -o lowerdir=/etc,upperdir={home / 'etc'},workdir={home / 'work'} /etc"
-    argv = [
+    return [
         "unshare", "--mount", "--propagation", "private", "--",
-        "sh", "-c", f'{mount} && exec "$0" --config="$1"', str(folder / "kueue"), str(config),
+        "sh", "-c", f'{mount} && exec "$0" --config="$1"', binary, str(config),
     ]  # fmt: skip
-    processes.start(state, "kueue", argv, env={**os.environ, "KUBECONFIG": str(state.kubeconfig)})
-    processes.wait_healthy(state, "kueue", f"http://127.0.0.1:{state.ports['kueue-health']}/readyz", timeout)
-    for doc in webhooks(folder / "webhooks.yaml", state.ports["kueue-webhook"], ca):
+
+
+def start_engine(state: State, engine: Engine, started: tuple[str, ...], timeout: float = 120) -> None:
+    folder = engine.folder()
+    api = state.api()
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((folder / "crds").glob("*.yaml"))]
+    for crd in crds:
+        kube.create(api, CRDS, crd, replace=True)
+    wait_established(api, [c["metadata"]["name"] for c in crds], timeout)
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": engine.namespace}}
+    kube.create(api, "/api/v1/namespaces", namespace, replace=True)
+    for what in ("health", "webhook"):
+        state.ports[f"{engine.name}-{what}"] = processes.free_port()
+    home = state.directory / engine.name
+    ca = serving_certificate(home / "certs")
+    config = home / "config.yaml"
+    config.write_text(yaml.safe_dump(engine.config(state, home / "certs", started)), encoding="utf-8")
+    env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}
+    processes.start(state, engine.name, argv(state, engine, folder, config, home), env=env)
+    processes.wait_healthy(
+        state, engine.name, f"http://127.0.0.1:{engine.port(state, 'health')}/readyz", timeout
+    )
+    paths = engine.webhook_paths(started)
+    for doc in webhooks(folder / "webhooks.yaml", engine.name, paths, engine.port(state, "webhook"), ca):
         kind = "mutating" if doc["kind"] == "MutatingWebhookConfiguration" else "validating"
         kube.create(
             api, f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations", doc, replace=True
         )
-    state.extra.setdefault("engines", []).append("kueue")
+    state.extra.setdefault("engines", []).append(engine.name)
     state.save()
 
 
-def start(state: State, engines: tuple[str, ...]) -> None:
-    unknown = [e for e in engines if e not in ENGINES]
+def start(state: State, names: tuple[str, ...]) -> None:
+    """Start the named engines (those not running yet), JobSet before Kueue."""
+    unknown = [n for n in names if n not in ENGINES]
     if unknown:
         raise ClusterError(f"unknown engine(s) {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
-    if "kueue" in engines:
-        start_kueue(state)
+    if "kueue" in names and os.geteuid() != 0:
+        raise ClusterError(
+            "Kueue runs in a mount namespace of its own here (its certificate path is fixed): run as root"
+        )
+    running = tuple(state.extra.get("engines", []))
+    wanted = tuple(n for n in ENGINES if n in names and n not in running)
+    for name in wanted:
+        start_engine(state, ENGINES[name], running + wanted)

@@ -1,10 +1,13 @@
-"""Kueue's own controller admitting our training Jobs (`lfk cluster up --engines kueue`): a cluster of its own
-with two simulated 8-GPU nodes and a ClusterQueue with a GPU quota. A second experiment waits in the queue
-until the first finishes, and `lfk status` says why in Kueue's words; a two-node run is admitted whole or not
-at all; a higher WorkloadPriorityClass preempts a running experiment, which Kueue readmits afterwards."""
+"""JobSet's and Kueue's own controllers acting on our training workloads (`lfk cluster up --engines jobset
+--engines kueue`): a cluster of its own with two simulated 8-GPU nodes and a ClusterQueue with a GPU quota. A
+second experiment waits in the queue until the first finishes, and `lfk status` says why in Kueue's words; a
+two-node run is admitted whole or not at all; a higher WorkloadPriorityClass preempts a running experiment,
+which Kueue readmits afterwards; a two-node run on the jobset engine is admitted by Kueue, and the JobSet
+controller starts its ranks and completes."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +32,7 @@ storage: {{existingClaim: llm-storage}}
 model: {{path: /storage/models/llama-3.1-8b-instruct}}
 data: {{datasets: [qa_dataset]}}
 resources: {{gpus: 8}}
-distributed: {{nodes: {nodes}}}
+distributed: {{nodes: {nodes}, engine: {engine}}}
 queue: llm-team
 queuePriority: {priority}
 serve: {{enabled: false}}
@@ -42,9 +45,9 @@ merge: {{enabled: false}}
 def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, pykube.HTTPClient]]:
     directory = tmp_path_factory.mktemp("kueue-cluster")
     try:
-        state, _ = lifecycle.up(directory, nodes.default_nodes(2, 8), engines=("kueue",))
+        state, _ = lifecycle.up(directory, nodes.default_nodes(2, 8), engines=("jobset", "kueue"))
     except LfkError as exc:
-        pytest.fail(f"the local cluster with Kueue did not start: {exc}")
+        pytest.fail(f"the local cluster with JobSet and Kueue did not start: {exc}")
     try:
         api = state.api()
         kube.request(api, "POST", "/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
@@ -101,18 +104,26 @@ def set_gpu_quota(api: pykube.HTTPClient, gpus: int) -> None:
 
 
 def install(
-    kubeconfig: str, tmp_path: Path, name: str, run_for: str, nodes_: int = 1, priority: str = "routine"
+    kubeconfig: str,
+    tmp_path: Path,
+    name: str,
+    run_for: str,
+    nodes_: int = 1,
+    priority: str = "routine",
+    engine: str = "job",
 ) -> tuple[Any, Path]:
     """The experiment's train release, its pods (simulated) running for run_for; (facts, spec path)."""
-    facts, folder = render_spec(SPEC.format(name=name, nodes=nodes_, priority=priority), tmp_path / name)
+    facts, folder = render_spec(
+        SPEC.format(name=name, nodes=nodes_, priority=priority, engine=engine), tmp_path / name
+    )
     helm = Helm(built_tool("helm", "HELM3_VERSION"), kubeconfig)
     helm("upgrade", "--install", facts.releases["train"], str(CHART), "-n", NAMESPACE, "-f", str(folder / "train.yaml"),
          "--set-string", f"train.podAnnotations.lfk\\.local/run-duration={run_for}")  # fmt: skip
     return facts, folder / "experiment.yaml"
 
 
-def train_job(api: pykube.HTTPClient, facts: Any) -> dict[str, Any]:
-    [job] = kube.workloads(api, NAMESPACE, facts.releases["train"], "train")
+def train_job(api: pykube.HTTPClient, facts: Any, engine: str = "job") -> dict[str, Any]:
+    [job] = kube.workloads(api, NAMESPACE, facts.releases["train"], "train", engine)
     return job
 
 
@@ -231,3 +242,29 @@ def test_an_urgent_experiment_preempts_a_routine_one_which_is_readmitted_afterwa
     [after] = until("the routine experiment running again", lambda: running_pods(api, routine), 120)
     assert after["metadata"]["name"] != before["metadata"]["name"]
     assert train_job(api, routine)["spec"]["suspend"] is False
+
+
+def test_a_two_node_run_on_the_jobset_engine_is_admitted_and_run_by_jobset(
+    kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path
+) -> None:
+    kubeconfig, api = kueue_cluster
+    set_gpu_quota(api, 16)
+    try:
+        ranks, spec = install(kubeconfig, tmp_path, "ranks", "5s", nodes_=2, engine="jobset")
+        # Kueue unsuspends the JobSet; the JobSet controller makes its Job, whose two pods are the ranks
+        until("the JobSet admitted", lambda: train_job(api, ranks, "jobset")["spec"].get("suspend") is False)
+        pods = until("both ranks running", lambda: [p] if len(p := running_pods(api, ranks)) == 2 else None)[
+            0
+        ]
+        indexes = sorted(p["metadata"]["annotations"][kube.COMPLETION_INDEX] for p in pods)
+        assert indexes == ["0", "1"]
+        until(
+            "the JobSet complete",
+            lambda: kube.workload_state(train_job(api, ranks, "jobset"))[0] == "Complete",
+            120,
+        )
+        status = status_text(kubeconfig, spec)
+        assert re.search(r"jobset ranks-train-\S+ run \S+: Complete", status), status
+        assert "(node rank 0) Succeeded" in status and "(node rank 1) Succeeded" in status, status
+    finally:
+        set_gpu_quota(api, 8)
