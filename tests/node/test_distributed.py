@@ -2,7 +2,9 @@
 of two pods, a headless Service for the first pod's name, torch elastic over gloo on CPU). The second pod is
 evicted right after the first checkpoint; the Job replaces it, the first pod's torchrun restarts its worker,
 both meet again and resume from the last checkpoint. The resumed two-pod run's losses match one uninterrupted
-process of the same global batch (run here from the same model, data and config), step for step."""
+process of the same global batch (run here from the same model, data and config), step for step. A rank that
+never meets the other is named by lfk status; the same two ranks as a JobSet, with JobSet's controller, restart
+as a group after an eviction and resume."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from generator.cluster import engines
 from generator.core.facts import derive
 from generator.core.spec import load_spec
 from generator.core.storage import local
@@ -210,4 +213,58 @@ def test_a_rendezvous_that_never_completes_is_named_by_status(
         assert "! the rendezvous never completed" in status.stdout, status.stdout
         assert "distributed.rendezvousTimeout" in status.stdout
     finally:
+        node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
+
+
+def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
+    node_cluster: NodeCluster, tmp_path: Path
+) -> None:
+    """The same two ranks as a JobSet, with JobSet's controller started beside the node cluster: rank 1 is
+    evicted after the first checkpoint, its Job fails (a JobSet's Jobs do not retry by themselves), and the
+    JobSet's failure policy starts the whole group again, which resumes from the checkpoint."""
+    engines.start(node_cluster.state, ("jobset",))
+
+    def on_jobset(d: dict[str, Any]) -> None:
+        two_pods(d)
+        d["distributed"]["engine"] = "jobset"
+
+    spec = variant(tmp_path, "tiny-jobset", on_jobset)
+    facts = derive(load_spec(spec))
+    output = local(node_cluster.storage, facts.output_dir)
+    eviction = RankEviction(node_cluster, facts.releases["train"], output)
+    eviction.start()
+    started = time.monotonic()
+    install = node_cluster.lfk("install", str(spec), "--component", "train", timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    try:
+
+        def finished() -> dict[str, Any] | None:
+            sets = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "jobset")
+            return next((j for j in sets if kube.workload_state(j)[0] in ("Complete", "Failed")), None)
+
+        jobset = wait_for("the two-pod JobSet", finished, 900, 2)
+        eviction.stop.set()
+        assert eviction.evicted, "the first checkpoint never appeared while the pods ran"
+        assert kube.workload_state(jobset)[0] == "Complete", jobset["status"]
+        assert jobset["status"].get("restarts", 0) >= 1, jobset["status"]  # the group started again
+        pods = node_cluster.pods({kube.INSTANCE: facts.releases["train"], kube.COMPONENT: "train"})
+        logs = [node_cluster.log(p["metadata"]["name"]) for p in pods]
+        assert len(logs) == 2 and all("world size: 2, device: cpu" in log for log in logs), logs
+        resumed = {
+            int(n) for log in logs for n in re.findall(r"Resuming training from \S+/checkpoint-(\d+)", log)
+        }
+        assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
+        [checkpoint] = resumed
+        max_steps = load_spec(spec).data["training"]["maxSteps"]
+        steps = [s for s, _ in losses(output)]
+        assert steps[len(steps) - (max_steps - checkpoint) :] == list(range(checkpoint + 1, max_steps + 1)), (
+            steps
+        )
+        print(
+            f"two pods as a JobSet: {time.monotonic() - started:.0f} s for {max_steps} steps, rank 1 evicted after "
+            f"checkpoint {eviction.checkpoint}, the group restarted {jobset['status']['restarts']} time(s) and "
+            f"resumed from checkpoint {checkpoint}"
+        )
+    finally:
+        eviction.stop.set()
         node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
