@@ -213,6 +213,17 @@ build_pause() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
+# controller_files MODULE_DIR OUT: a kubebuilder controller's CRDs and webhook manifests beside its binary in
+# OUT.tmp, then OUT.tmp in place (generator/cluster/engines.py applies them)
+controller_files() {
+  local src=$1 out=$2
+  mkdir -p "$out.tmp/crds"
+  cp "$src"/config/components/crd/bases/*.yaml "$out.tmp/crds/"
+  cp "$src/config/components/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
 # JobSet's controller with its CRD and webhook manifests, from its module: its root package is the command,
 # and the proxy refuses the module's version list that `go install pkg@version` asks for, so it is built in a
 # scratch module that requires it
@@ -222,17 +233,14 @@ build_jobset() {
   log "building jobset $JOBSET_VERSION (cold: about five minutes on 2 cores)"
   local src; src=$(mod_dir "sigs.k8s.io/jobset@$JOBSET_VERSION")
   local work; new_scratch
-  mkdir -p "$out.tmp/crds"
+  mkdir -p "$out.tmp"
   (
     cd "$work"
     printf 'module localbuild/jobset\ngo 1.26.0\n' >go.mod
     go get "sigs.k8s.io/jobset@$JOBSET_VERSION" >/dev/null
     go build -trimpath -ldflags "-s -w" -o "$out.tmp/jobset" sigs.k8s.io/jobset
   )
-  cp "$src"/config/components/crd/bases/*.yaml "$out.tmp/crds/"
-  cp "$src/config/components/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
-  chmod -R u+w "$out.tmp"
-  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+  controller_files "$src" "$out"
 }
 
 # Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py
@@ -242,12 +250,9 @@ build_kueue() {
   [ -f "$(done_marker "$out")" ] && { log "kueue $KUEUE_VERSION cached in $out"; return; }
   log "building kueue $KUEUE_VERSION (cold: about six minutes on 2 cores)"
   local src; src=$(mod_dir "sigs.k8s.io/kueue@$KUEUE_VERSION")
-  mkdir -p "$out.tmp/crds"
+  mkdir -p "$out.tmp"
   GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
-  cp "$src"/config/components/crd/bases/*.yaml "$out.tmp/crds/"
-  cp "$src/config/components/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
-  chmod -R u+w "$out.tmp"
-  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+  controller_files "$src" "$out"
 }
 
 # The CRDs of the training operators (Kubeflow Trainer v2, the Kubeflow training operator, JobSet, KubeRay),

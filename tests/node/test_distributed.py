@@ -67,16 +67,23 @@ class RankEviction(threading.Thread):
             time.sleep(0.05)
 
 
+def install_with_eviction(cluster: NodeCluster, spec: Path) -> tuple[Any, Path, RankEviction, float]:
+    """The spec's train release installed, rank 1 to be evicted after the first checkpoint; (facts, its
+    output folder, the eviction, when the install began)."""
+    facts = derive(load_spec(spec))
+    output = local(cluster.storage, facts.output_dir)
+    eviction = RankEviction(cluster, facts.releases["train"], output)
+    eviction.start()
+    started = time.monotonic()
+    install = cluster.lfk("install", str(spec), "--component", "train", timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    return facts, output, eviction, started
+
+
 @pytest.fixture(scope="module")
 def ddp_run(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     spec = variant(tmp_path_factory.mktemp("ddp"), "tiny-ddp", two_pods)
-    facts = derive(load_spec(spec))
-    output = local(node_cluster.storage, facts.output_dir)
-    eviction = RankEviction(node_cluster, facts.releases["train"], output)
-    eviction.start()
-    started = time.monotonic()
-    install = node_cluster.lfk("install", str(spec), "--component", "train", timeout=600)
-    assert install.returncode == 0, install.stdout + install.stderr
+    facts, output, eviction, started = install_with_eviction(node_cluster, spec)
 
     def finished() -> dict[str, Any] | None:
         jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train")
@@ -229,13 +236,7 @@ def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
         d["distributed"]["engine"] = "jobset"
 
     spec = variant(tmp_path, "tiny-jobset", on_jobset)
-    facts = derive(load_spec(spec))
-    output = local(node_cluster.storage, facts.output_dir)
-    eviction = RankEviction(node_cluster, facts.releases["train"], output)
-    eviction.start()
-    started = time.monotonic()
-    install = node_cluster.lfk("install", str(spec), "--component", "train", timeout=600)
-    assert install.returncode == 0, install.stdout + install.stderr
+    facts, output, eviction, started = install_with_eviction(node_cluster, spec)
     try:
 
         def finished() -> dict[str, Any] | None:
