@@ -56,16 +56,24 @@ def kueue_frameworks(started: tuple[str, ...]) -> list[str]:
     return ["batch/job", *(["jobset.x-k8s.io/jobset"] if "jobset" in started else [])]
 
 
+def controller_config(engine: Engine, state: State, certs: Path) -> dict[str, Any]:
+    """What every engine's configuration sets alike: loopback health and webhook ports, no metrics, no leader
+    election, the serving certificate made here instead of its own certificate manager."""
+    return {
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{engine.port(state, 'health')}"},
+        "metrics": {"bindAddress": "0"},
+        "webhook": {"port": engine.port(state, "webhook"), "host": "127.0.0.1", "certDir": str(certs)},
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {"enable": False},
+    }
+
+
 def kueue_config(state: State, certs: Path, started: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
         "namespace": KUEUE.namespace,
-        "health": {"healthProbeBindAddress": f"127.0.0.1:{KUEUE.port(state, 'health')}"},
-        "metrics": {"bindAddress": "0"},
-        "webhook": {"port": KUEUE.port(state, "webhook"), "host": "127.0.0.1", "certDir": str(certs)},
-        "leaderElection": {"leaderElect": False},
-        "internalCertManagement": {"enable": False},
+        **controller_config(KUEUE, state, certs),
         # the on-demand visibility API wants its own certificate at /visibility: not used here
         "featureGates": {"VisibilityOnDemand": False},
         "integrations": {"frameworks": kueue_frameworks(started)},
@@ -76,11 +84,7 @@ def jobset_config(state: State, certs: Path, started: tuple[str, ...] = ()) -> d
     return {
         "apiVersion": "config.jobset.x-k8s.io/v1alpha1",
         "kind": "Configuration",
-        "health": {"healthProbeBindAddress": f"127.0.0.1:{JOBSET.port(state, 'health')}"},
-        "metrics": {"bindAddress": "0"},
-        "webhook": {"port": JOBSET.port(state, "webhook"), "host": "127.0.0.1", "certDir": str(certs)},
-        "leaderElection": {"leaderElect": False},
-        "internalCertManagement": {"enable": False},
+        **controller_config(JOBSET, state, certs),
     }
 
 
@@ -104,18 +108,8 @@ def serving_certificate(folder: Path) -> bytes:
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
             "-days", "30", "-subj", "/CN=lfk-local-webhooks")  # fmt: skip
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
     (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n", encoding="utf-8")
     openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "tls.crt", "-days", "30", "-extfile", "san.cnf")  # fmt: skip
@@ -207,16 +201,18 @@ def start_engine(state: State, engine: Engine, started: tuple[str, ...], timeout
     state.save()
 
 
-def start(state: State, names: tuple[str, ...]) -> None:
-    """Start the named engines (those not running yet), JobSet before Kueue."""
+def start(state: State, names: tuple[str, ...], report: Callable[[str], None] = lambda line: None) -> None:
+    """Start the named engines that are not running yet, JobSet before Kueue."""
     unknown = [n for n in names if n not in ENGINES]
     if unknown:
         raise ClusterError(f"unknown engine(s) {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
-    if "kueue" in names and os.geteuid() != 0:
+    running = tuple(state.extra.get("engines", []))
+    wanted = tuple(n for n in ENGINES if n in names and n not in running)
+    if "kueue" in wanted and os.geteuid() != 0:
         raise ClusterError(
             "Kueue runs in a mount namespace of its own here (its certificate path is fixed): run as root"
         )
-    running = tuple(state.extra.get("engines", []))
-    wanted = tuple(n for n in ENGINES if n in names and n not in running)
+    if wanted:
+        report(f"engines: {', '.join(wanted)}")
     for name in wanted:
         start_engine(state, ENGINES[name], running + wanted)

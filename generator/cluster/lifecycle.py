@@ -39,8 +39,8 @@ def up(
     """Start the control plane, its simulated GPU nodes and (real_node) the real node with its default
     storage claim; (state, started). A healthy cluster is left as it is. `profiling` opens etcd's and the
     apiserver's /debug/pprof (the scale benchmark forces a garbage collection there before it reads their
-    live heap); `apiserver_args` are added to the apiserver's own; `engines` (kueue) start after the nodes, and
-    on a running cluster that lacks them."""
+    live heap); `apiserver_args` are added to the apiserver's own; `engines` (jobset, kueue) start after the nodes,
+    and on a running cluster that lacks them."""
     if (state := running(directory)) is not None:
         if real_node and "real_node" not in state.extra:
             raise ClusterError(
@@ -49,9 +49,7 @@ def up(
         # a running real node: mend an image a fault since its start may have broken
         if "real_node" in state.extra and (missing := runtime.import_images(state, report)):
             report(f"real node: images not built yet: {', '.join(missing)} (make images builds them)")
-        if wanted := tuple(e for e in engines if e not in state.extra.get("engines", [])):
-            report(f"engines: {', '.join(wanted)}")
-            engines_start(state, wanted)
+        engines_start(state, engines, report)
         return state, False
     down(directory)  # leftovers of a cluster that died half-way
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,9 +64,7 @@ def up(
         nodes.add_nodes(api, pool)
         nodes.wait_ready(api, [n.name for n in pool], log=lambda: processes.tail(state, "kwok"))
         wait_default_service_account(state, api)
-        if engines:
-            report(f"engines: {', '.join(engines)}")
-            engines_start(state, engines)
+        engines_start(state, engines, report)
         if real_node:
             if missing := realnode.start(state, report):
                 report(f"real node: images not built yet: {', '.join(missing)} (make images builds them)")

@@ -97,7 +97,7 @@ NCCL_TIMEOUT = re.compile(
 # torch's words when the pods of a multi-node run never all met (elastic and static rendezvous)
 RENDEZVOUS_TIMEOUT = re.compile(
     r"RendezvousTimeoutError|Timed out after \d+ seconds waiting for clients|DistStoreError: wait timeout"
-    r"|The client socket has timed out after|rendezvous .* (?:timed out|did not complete)",
+    r"|The client socket has timed out after",
 )
 RENDEZVOUS_ADVICE = (
     "the rendezvous never completed: the training pods did not all reach the first pod's rendezvous "

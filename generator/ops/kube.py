@@ -299,9 +299,10 @@ def queue_wait(api: pykube.HTTPClient, obj: dict[str, Any]) -> str | None:
     items = answer.get("items", [])
     if not items:
         return f"waiting in queue {queue}: Kueue has not made a Workload for it yet"
-    reserved = conditions(items[0]).get("QuotaReserved", {})
-    evicted = conditions(items[0]).get("Evicted", {})
-    why = (evicted if evicted.get("status") == "True" else reserved).get("message") or "not admitted yet"
+    found = conditions(items[0])
+    evicted = found.get("Evicted", {})
+    why = (evicted if evicted.get("status") == "True" else found.get("QuotaReserved", {})).get("message")
+    why = why or "not admitted yet"
     return f"waiting in queue {queue}: {why}"
 
 

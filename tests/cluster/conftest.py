@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +15,13 @@ import pykube
 import pytest
 import yaml
 
-from generator.cluster import lifecycle, storage
+from generator.cluster import engines, lifecycle, storage
 from generator.core.facts import derive
 from generator.core.render import render
 from generator.core.spec import spec_from_text
 from generator.core.write import write
-from generator.errors import KubeError, LfkError
-from generator.ops.kube import request as kube_request
+from generator.errors import LfkError
+from generator.ops.kube import create as kube_create
 from generator.project import REPO_ROOT, built_tool
 
 CHART = REPO_ROOT / "charts" / "llama-factory"
@@ -92,24 +91,11 @@ def install_crds(kubeconfig: str, pattern: str, missing: str) -> list[str]:
     if not folders:
         pytest.fail(missing)
     api = pykube.HTTPClient(pykube.KubeConfig.from_file(kubeconfig))
-    names = []
-    for path in sorted(folders[-1].glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        names.append(crd["metadata"]["name"])
-        try:
-            kube_request(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
-        except KubeError as exc:
-            if exc.status != 409:  # already there
-                raise
-    for name in names:  # established before anything is created with it
-        for _ in range(100):
-            crd = kube_request(api, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-            if any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in (crd.get("status") or {}).get("conditions") or []
-            ):
-                break
-            time.sleep(0.2)
+    crds = [yaml.safe_load(path.read_text()) for path in sorted(folders[-1].glob("*.yaml"))]
+    for crd in crds:
+        kube_create(api, engines.CRDS, crd)  # one already there is kept
+    names = [crd["metadata"]["name"] for crd in crds]
+    engines.wait_established(api, names, 20)  # established before anything is created with it
     return names
 
 
