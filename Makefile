@@ -42,17 +42,19 @@ $(VENV)/.stamp-dev: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# pip keeps every downloaded wheel until the whole install ends, and its cache keeps them again: torch's stack
-# (about 4.5 GB of wheels) goes in first and no cache is kept, so the install needs about 11 GB free at its
-# peak (measured), not the 20 it needed in one step with the cache
-TORCH_PINS = $(shell $(PYTHON) -c 'import tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["llamafactory"]; print(" ".join(d for d in deps if d.split("==")[0] in ("torch", "torchaudio", "torchvision")))')
-$(VENV)/.stamp-llamafactory: pyproject.toml $(VENV)/.stamp-dev
-	@echo "installing LLaMA-Factory and torch into $(VENV) (about 6.5 GB, a few minutes the first time)"
-	@df -Pk . | awk 'NR == 2 && $$4 < 11 * 1048576 { printf "warning: %.1f GB free here; the install needs about 11 GB at its peak\n", $$4 / 1048576 }'
-	@test -n "$(TORCH_PINS)" || { echo "pyproject.toml's llamafactory extra pins no torch==, torchaudio==, torchvision==" >&2; exit 1; }
-	$(PY) -m pip install --quiet --no-cache-dir $(TORCH_PINS)
+# pip keeps every downloaded wheel until the whole install ends (about 5 GB for torch's stack and
+# LLaMA-Factory's): the locked packages go in a few at a time (hack/pip-stepwise.py), so the peak is what stays,
+# about 6.6 GB (measured), not 11; the last install adds the project and downloads only what a stale lock lacks
+LOCK = requirements/llamafactory.txt
+$(VENV)/.stamp-llamafactory: pyproject.toml $(LOCK) $(VENV)/.stamp-dev
+	@echo "installing LLaMA-Factory and torch into $(VENV) from $(LOCK) (about 6.6 GB, 2 to 5 minutes the first time)"
+	$(PY) hack/pip-stepwise.py install $(LOCK)
 	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev,llamafactory]'
 	touch $@
+
+.PHONY: lock
+lock: venv ## Re-resolve requirements/llamafactory.txt from pyproject.toml (pip's dry run downloads about 5 GB, kept nowhere)
+	$(PY) hack/pip-stepwise.py lock $(LOCK) -e '.[dev,llamafactory]'
 
 .PHONY: venv llamafactory tools cluster-tools
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools

@@ -3,7 +3,7 @@
 (figures measured on this project's machine), and the disk free where it goes. Stops at once, with the
 figures, when a file system cannot even hold what the builds leave behind, instead of failing an hour later
 with "no space left on device"; warns and goes on when it holds that but not the peak (a peak is an estimate:
-pip's wheels and buildah's layers are freed as the step ends, and a machine that has room for what stays may
+buildah's layers and Go's work folders are freed as the step ends, and a machine that has room for what stays may
 well get through). Standard library only: it runs before .venv exists.
 
     hack/disk-check.py TARGET TOOL_FILE...     TARGET: demo or test; TOOL_FILE: the Go-built tools it needs
@@ -23,8 +23,9 @@ GB = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 MB = 10**6
 # measured here from empty caches (docs/testing.md): the peak each step reaches while it runs, and what stays
-VENV_LLAMAFACTORY_PEAK = 11 * GB  # pip holds the wheels until the install ends
-VENV_LLAMAFACTORY_STAYS = 6300 * MB
+# the locked packages a few at a time (hack/pip-stepwise.py): at most a 0.5 GB wheel beside what is installed
+VENV_LLAMAFACTORY_PEAK = 7 * GB
+VENV_LLAMAFACTORY_STAYS = 6600 * MB
 GO_CACHES = 18 * GB  # every Go tool built once: the build cache 11 GB, the module cache 6 GB, Kueue 1 GB
 GO_TOOL_STAYS = 80 * MB  # .tools holds 1.3 GB for all 16 tools
 # per image: buildah's layers, the OCI archive, containerd's copy; the archive stays
