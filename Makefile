@@ -234,9 +234,10 @@ uninstall: venv tools ## helm uninstall (storage is kept): make uninstall EXP=<n
 NODES ?= 4
 GPUS ?= 8
 ENGINES ?=
+SCHEDULING ?= spread
 .PHONY: cluster-up cluster-down cluster-status
-cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES="jobset kueue": those controllers too)
-	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS) $(foreach e,$(ENGINES),--engines $(e))
+cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES="jobset kueue": those controllers too; SCHEDULING=binpack packs GPUs)
+	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS) --scheduling $(SCHEDULING) $(foreach e,$(ENGINES),--engines $(e))
 
 cluster-down: venv ## Stop the local control plane (by PID) and delete its state
 	$(LFK) cluster down
@@ -252,8 +253,9 @@ demo: disk-check-demo venv llamafactory $(DEMO_TOOLS) images ## The guide's flow
 bench: venv $(HELM3) ## Benchmark: lfk validate, lfk render (all examples) and one helm template side by side; 1000 specs in one process
 	$(PY) hack/bench-generator.py
 
-bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases
-	$(PY) hack/bench-cluster.py
+BENCH_CLUSTER_ARGS ?=
+bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases through Kueue, default vs packing scheduler side by side (BENCH_CLUSTER_ARGS="--rounds 2": memory left behind)
+	$(PY) -u hack/bench-cluster.py $(BENCH_CLUSTER_ARGS)
 
 bench-node: venv tools cluster-tools images ## Real node: cluster up to a Ready node, the tiny experiment step by step (preempted, resumed, served)
 	$(PY) hack/bench-node.py

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Scale benchmark of the chart on the local control plane; prints figures, asserts nothing.
 
-100 fake nodes x 8 GPUs (800 GPUs), 200 experiments' train releases asking for 1, 2, 4 or 8 GPUs each
-(more than 800 in all, so some must wait). Prints the wall time to install them all, the time until every
-schedulable pod is bound, GPUs allocated against capacity per node (over-commit must be zero), how many pods
-wait and why; then deletes everything and reports the control plane's memory at the start, at peak and
-after deletion. A second round (same releases in a new namespace) shows whether what stays behind grows.
+100 fake nodes x 8 GPUs (800 GPUs), 200 experiments' train releases asking for 1, 2, 4 or 8 GPUs each,
+queued in Kueue (a ClusterQueue whose GPU quota is the nodes' 800). For each way of scheduling (`lfk cluster
+up --scheduling`: spread, Kubernetes' default, and binpack, the recommended one) a cluster of its own prints
+the wall time to install them all, the time from a Workload's creation to Kueue's admission, the time until
+every schedulable pod is bound, GPUs allocated against capacity per node (over-commit must be zero), how
+many pods wait and why, and how many are stranded (waiting while as many GPUs are free, spread over nodes);
+then a table of both side by side. With --rounds 2 or more it also deletes everything after each round and
+reports the control plane's memory at the start, at peak and after deletion (whether what stays grows).
 
-    .venv/bin/python hack/bench-cluster.py [--nodes 100] [--experiments 200] [--parallel 4] [--rounds 2]
+    .venv/bin/python hack/bench-cluster.py [--nodes 100] [--experiments 200] [--parallel 4]
+        [--scheduling spread,binpack] [--rounds 1] [--no-kueue]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ model: {{path: /storage/models/llama-3.1-8b-instruct}}
 data: {{datasets: [qa_dataset]}}
 resources: {{gpus: {gpus}, gpu: {{memoryGiB: 80}}, cpu: 8, memory: 64Gi}}
 training: {{learningRate: {lr}}}
+{queue}
 webui: {{enabled: false}}
 serve: {{enabled: false}}
 merge: {{enabled: false}}
@@ -108,9 +113,52 @@ def fmt_rss(rss: dict[str, float]) -> str:
     return f"{sum(rss.values()):.0f} MiB ({', '.join(parts)}, ...)"
 
 
-def install_round(state: State, helm: str, args: argparse.Namespace, namespace: str) -> None:
-    """One round: storage, 200 train releases installed, the scheduler settled, figures printed, then everything
-    deleted again (namespace and volume)."""
+KUEUE = "/apis/kueue.x-k8s.io/v1beta2"
+QUEUE = "bench"
+
+
+def kueue_objects(api: object, nodes_count: int) -> None:
+    """A ResourceFlavor and a ClusterQueue whose quota is the simulated nodes' capacity."""
+    cluster_queue = {
+        "namespaceSelector": {},
+        "resourceGroups": [{
+            "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+            "flavors": [{"name": "gpu", "resources": [
+                {"name": "cpu", "nominalQuota": str(nodes_count * 128)},
+                {"name": "memory", "nominalQuota": f"{nodes_count}Ti"},
+                {"name": "nvidia.com/gpu", "nominalQuota": str(nodes_count * 8)},
+            ]}],
+        }],
+    }  # fmt: skip
+    for path, kind, body in (
+        ("/resourceflavors", "ResourceFlavor", {"metadata": {"name": "gpu"}}),
+        ("/clusterqueues", "ClusterQueue", {"metadata": {"name": QUEUE}, "spec": cluster_queue}),
+    ):
+        kube.request(
+            api, "POST", f"{KUEUE}{path}", json={"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": kind, **body}
+        )
+
+
+def admission_seconds(api: object, namespace: str) -> list[float]:
+    """Per Kueue Workload in namespace: seconds from its creation to its Admitted condition (1 s resolution)."""
+    from datetime import datetime
+
+    def at(text: str) -> float:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+    out = []
+    for item in kube.request(api, "GET", f"{KUEUE}/namespaces/{namespace}/workloads").get("items", []):
+        admitted = kube.conditions(item).get("Admitted", {})
+        if admitted.get("status") == "True":
+            out.append(at(admitted["lastTransitionTime"]) - at(item["metadata"]["creationTimestamp"]))
+    return out
+
+
+def install_round(
+    state: State, helm: str, args: argparse.Namespace, namespace: str, delete: bool
+) -> dict[str, object]:
+    """One round: storage, 200 train releases installed, the scheduler settled, figures printed (and returned),
+    then (delete) everything deleted again (namespace and volume)."""
     api = state.api()
     env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}
     rng = random.Random(42)
@@ -127,6 +175,11 @@ def install_round(state: State, helm: str, args: argparse.Namespace, namespace: 
                  "nfs": {"server": "nfs.example.internal", "path": "/llm"},
                  "claimRef": {"namespace": namespace, "name": "llm-storage"}},
     })  # fmt: skip
+    if args.kueue:
+        kube.request(api, "POST", f"{KUEUE}/namespaces/{namespace}/localqueues", json={
+            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+            "metadata": {"name": QUEUE}, "spec": {"clusterQueue": QUEUE},
+        })  # fmt: skip
 
     work = Path(tempfile.mkdtemp(prefix="lfk-bench-values-"))
     values = []
@@ -134,7 +187,13 @@ def install_round(state: State, helm: str, args: argparse.Namespace, namespace: 
     for i in range(args.experiments):
         gpus = rng.choice([1, 2, 4, 8])
         wanted_gpus += gpus
-        text = SPEC.format(i=i, gpus=gpus, lr=rng.choice(["1.0e-4", "2.0e-4"]), namespace=namespace)
+        text = SPEC.format(
+            i=i,
+            gpus=gpus,
+            lr=rng.choice(["1.0e-4", "2.0e-4"]),
+            namespace=namespace,
+            queue=f"queue: {QUEUE}" if args.kueue else "",
+        )
         folder = work / f"bench-{i:03d}"
         folder.mkdir()
         spec = spec_from_text(text, str(folder / "experiment.yaml"))
@@ -163,17 +222,19 @@ def install_round(state: State, helm: str, args: argparse.Namespace, namespace: 
     # every pod that can be bound is bound when the bound count stops changing and the rest are unschedulable
     capacity = args.nodes * 8
     settle_start = time.monotonic()
-    last, stable_since = -1, time.monotonic()
+    last, stable_since = (-1, -1), time.monotonic()
     while True:
         pods = kube.pods(api, namespace, {})
         bound = sum(1 for p in pods if p["spec"].get("nodeName"))
         unschedulable = sum(
             1 for p in pods if kube.conditions(p).get("PodScheduled", {}).get("reason") == "Unschedulable"
         )
-        if bound != last:
-            last, stable_since = bound, time.monotonic()
+        # with Kueue a Job makes its pod once admitted, and one beyond the quota waits as a Workload
+        expected = len(admission_seconds(api, namespace)) if args.kueue else len(values)
+        if (bound, len(pods)) != last:
+            last, stable_since = (bound, len(pods)), time.monotonic()
         if (
-            len(pods) == len(values)
+            len(pods) == expected
             and bound + unschedulable == len(pods)
             and time.monotonic() - stable_since > 5
         ):
@@ -182,8 +243,12 @@ def install_round(state: State, helm: str, args: argparse.Namespace, namespace: 
             print("gave up waiting for the scheduler to settle after 600 s")
             break
         time.sleep(1)
+    queued = (
+        f", {len(values) - len(pods)} Jobs not admitted by Kueue (beyond the quota)" if args.kueue else ""
+    )
     print(
-        f"every schedulable pod bound {stable_since - start:.1f} s after the first install: {bound} bound, {unschedulable} waiting"
+        f"every schedulable pod bound {stable_since - start:.1f} s after the first install: {bound} bound, "
+        f"{unschedulable} waiting{queued}"
     )
     print(f"at peak: live Go heap {fmt_mib(live_heap_mib(state))}; RSS {fmt_rss(rss_mib(state.pids))}")
 
@@ -212,6 +277,31 @@ def install_round(state: State, helm: str, args: argparse.Namespace, namespace: 
     print(
         f"pods waiting for GPUs: {sum(waiting_gpus.values())} (by GPUs asked: {dict(sorted(waiting_gpus.items()))}); why: {dict(reasons)}"
     )
+    free_by_node = [8 - per_node.get(f"kwok-gpu-{i}", 0) for i in range(args.nodes)]
+    # stranded: waiting although at least as many GPUs are free in the cluster, only not on one node
+    stranded = sum(n for gpus, n in waiting_gpus.items() if gpus <= sum(free_by_node))
+    admission = sorted(admission_seconds(api, namespace)) if args.kueue else []
+    if admission:
+        print(
+            f"Kueue admitted {len(admission)} Workloads: from creation to admission median "
+            f"{admission[len(admission) // 2]:.0f} s, longest {admission[-1]:.0f} s"
+        )
+    print(
+        f"stranded pods (waiting while {sum(free_by_node)} GPUs are free, on no one node enough): {stranded}"
+    )
+    result: dict[str, object] = {
+        "stranded": stranded,
+        "waiting": sum(waiting_gpus.values()),
+        "not admitted": len(values) - len(pods) if args.kueue else "-",
+        "allocated": f"{allocated} of {capacity}",
+        "full nodes": full,
+        "bound after": f"{stable_since - start:.0f} s",
+        "admission": f"median {admission[len(admission) // 2]:.0f} s, max {admission[-1]:.0f} s"
+        if admission
+        else "-",
+    }
+    if not delete:
+        return result
 
     start = time.monotonic()
     kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
@@ -225,6 +315,7 @@ def install_round(state: State, helm: str, args: argparse.Namespace, namespace: 
         time.sleep(1)
     kube.request(api, "DELETE", f"/api/v1/persistentvolumes/{volume}")
     print(f"deleted everything (namespace {namespace}, volume {volume}) in {time.monotonic() - start:.1f} s")
+    return result
 
 
 def main() -> int:
@@ -233,10 +324,21 @@ def main() -> int:
     parser.add_argument("--experiments", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument(
+        "--scheduling",
+        default="spread,binpack",
+        help="the ways of scheduling to compare, each on a cluster of its own (lfk cluster up --scheduling)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="install-and-delete rounds; a second one shows whether what stays grows",
+        default=1,
+        help="install rounds per cluster; from 2 on, each is deleted and the memory left behind is measured",
+    )
+    parser.add_argument(
+        "--no-kueue",
+        dest="kueue",
+        action="store_false",
+        help="no Kueue: the releases go straight to the scheduler",
     )
     parser.add_argument(
         "--apiserver-arg",
@@ -246,7 +348,25 @@ def main() -> int:
     )
     args = parser.parse_args()
     helm = str(built_tool("helm", "HELM3_VERSION"))
+    results = {}
+    for scheduling in args.scheduling.split(","):
+        print(f"=== scheduling: {scheduling}{' with Kueue' if args.kueue else ''}")
+        results[scheduling] = bench_cluster(args, helm, scheduling)
+    if len(results) > 1:
+        print(
+            f"=== side by side ({args.experiments} experiments of 1, 2, 4 or 8 GPUs on {args.nodes} x 8 GPUs)"
+        )
+        names = list(results)
+        print(f"{'':24}" + "".join(f"{n:>28}" for n in names))
+        for key in results[names[0]]:
+            print(f"{key:24}" + "".join(f"{results[n][key]!s:>28}" for n in names))
+    return 0
+
+
+def bench_cluster(args: argparse.Namespace, helm: str, scheduling: str) -> dict[str, object]:
+    """One cluster scheduling this way: its rounds, and the first round's figures."""
     directory = Path(tempfile.mkdtemp(prefix="lfk-bench-"))
+    measure_memory = args.rounds > 1
     try:
         start = time.monotonic()
         state, _ = lifecycle.up(
@@ -254,14 +374,22 @@ def main() -> int:
             nodes.default_nodes(args.nodes, 8),
             profiling=True,
             apiserver_args=tuple(args.apiserver_arg),
+            engines=("kueue",) if args.kueue else (),
+            scheduling=scheduling,
         )
+        if args.kueue:
+            kueue_objects(state.api(), args.nodes)
         print(f"control plane with {args.nodes} nodes x 8 GPUs up in {time.monotonic() - start:.1f} s")
         rss_start, heap_start = rss_mib(state.pids), live_heap_mib(state)
         print(f"start: live Go heap {fmt_mib(heap_start)}; RSS {fmt_rss(rss_start)}")
         leftover: list[dict[str, float]] = []
+        first: dict[str, object] = {}
         for round_no in range(1, args.rounds + 1):
             print(f"--- round {round_no} of {args.rounds}")
-            install_round(state, helm, args, f"bench-{round_no}")
+            result = install_round(state, helm, args, f"bench-{round_no}", delete=measure_memory)
+            first = first or result
+            if not measure_memory:
+                continue
             # The apiserver compacts etcd every 5 minutes; sample until the live heap is back near its start,
             # or 5 minutes have passed.
             waited = 0
@@ -275,25 +403,30 @@ def main() -> int:
             print(
                 f"{waited} s after deletion: live Go heap {fmt_mib(heap)}; RSS {fmt_rss(rss_mib(state.pids))}"
             )
-        print(f"apiserver watch cache capacities (events kept per resource): {watch_cache(state)}")
-        for name in heap_start:
-            back = leftover[-1][name] <= heap_start[name] * 1.25 + 16
-            trail = " -> ".join(f"{h[name]:.0f}" for h in leftover)
-            verdict = "yes" if back else "NO"
-            if not back and len(leftover) > 1:
-                bounded = leftover[-1][name] <= leftover[0][name] * 1.1 + 16
-                verdict += (
-                    ", but bounded: the later rounds left no more than the first"
-                    if bounded
-                    else ", and it GREW round after round"
-                )
-            print(
-                f"memory came back, {name}: {verdict} (live heap {heap_start[name]:.0f} MiB at start, "
-                f"after each round {trail} MiB)"
-            )
+        if measure_memory:
+            memory_verdict(state, heap_start, leftover)
+        return first
     finally:
         lifecycle.down(directory)
-    return 0
+
+
+def memory_verdict(state: State, heap_start: dict[str, float], leftover: list[dict[str, float]]) -> None:
+    print(f"apiserver watch cache capacities (events kept per resource): {watch_cache(state)}")
+    for name in heap_start:
+        back = leftover[-1][name] <= heap_start[name] * 1.25 + 16
+        trail = " -> ".join(f"{h[name]:.0f}" for h in leftover)
+        verdict = "yes" if back else "NO"
+        if not back and len(leftover) > 1:
+            bounded = leftover[-1][name] <= leftover[0][name] * 1.1 + 16
+            verdict += (
+                ", but bounded: the later rounds left no more than the first"
+                if bounded
+                else ", and it GREW round after round"
+            )
+        print(
+            f"memory came back, {name}: {verdict} (live heap {heap_start[name]:.0f} MiB at start, "
+            f"after each round {trail} MiB)"
+        )
 
 
 if __name__ == "__main__":

@@ -53,10 +53,18 @@ def cluster() -> None:
     type=click.Choice(["jobset", "kueue"]),
     help="Workload controllers to run in the cluster too (repeatable; built by make cluster-tools; kueue needs root).",
 )
+@click.option(
+    "--scheduling",
+    type=click.Choice(["spread", "binpack"]),
+    default="spread",
+    show_default=True,
+    help="How the scheduler scores nodes: Kubernetes' default (spread), or GPUs packed onto the fullest node "
+    "first (binpack, MostAllocated: fewer 8-GPU pods stranded; docs/local-cluster.md).",
+)
 @state_dir_option
 def up(
     nodes: int, gpus: int, products: tuple[str, ...], taints: tuple[str, ...], real_node: bool, export: bool,
-    engines: tuple[str, ...], state_dir: Path | None,
+    engines: tuple[str, ...], scheduling: str, state_dir: Path | None,
 ) -> None:  # fmt: skip
     """Start the control plane on 127.0.0.1, the simulated GPU nodes and the real node. A running cluster is
     left alone."""
@@ -77,7 +85,12 @@ def up(
 
     try:
         state, started = lifecycle.up(
-            state_dir or DEFAULT_STATE_DIR, pool, real_node=real_node, engines=engines, report=report
+            state_dir or DEFAULT_STATE_DIR,
+            pool,
+            real_node=real_node,
+            engines=engines,
+            scheduling=scheduling,
+            report=report,
         )
     except LfkError as exc:
         raise Failed(f"cluster: {exc}") from None

@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from ..errors import ToolMissing
 from ..project import built_tool
@@ -91,11 +92,53 @@ def controller_manager_argv(state: State, binary: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def scheduler_argv(state: State, binary: Path) -> list[str]:
-    return [
-        str(binary), f"--kubeconfig={state.kubeconfig}", "--leader-elect=false",
-        "--bind-address=127.0.0.1", f"--secure-port={state.ports['scheduler']}", "--profiling=false",
+# How the scheduler scores nodes: "spread" is Kubernetes' default (LeastAllocated on CPU and memory, GPUs not
+# scored), which scatters small GPU pods over every node until none is left empty for an 8-GPU pod; "binpack"
+# fills the node whose GPUs are most used first (MostAllocated, GPUs weighted over CPU and memory).
+SCHEDULING = ("spread", "binpack")
+GPU = "nvidia.com/gpu"
+
+
+def binpack_profile() -> dict[str, Any]:
+    """The scheduler profile `binpack` runs: the one docs/local-cluster.md recommends for a shared GPU cluster."""
+    return {
+        "schedulerName": "default-scheduler",
+        "pluginConfig": [
+            {
+                "name": "NodeResourcesFit",
+                "args": {
+                    "scoringStrategy": {
+                        "type": "MostAllocated",
+                        "resources": [
+                            {"name": GPU, "weight": 5},
+                            {"name": "cpu", "weight": 1},
+                            {"name": "memory", "weight": 1},
+                        ],
+                    }
+                },
+            }
+        ],
+    }
+
+
+def scheduler_argv(state: State, binary: Path, scheduling: str) -> list[str]:
+    common = [
+        str(binary), "--bind-address=127.0.0.1", f"--secure-port={state.ports['scheduler']}",
+        "--profiling=false",
     ]  # fmt: skip
+    if scheduling == "spread":
+        return [*common, f"--kubeconfig={state.kubeconfig}", "--leader-elect=false"]
+    # with --config the scheduler reads its client and leader election from the file, not from flags
+    config = {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": str(state.kubeconfig)},
+        "leaderElection": {"leaderElect": False},
+        "profiles": [binpack_profile()],
+    }
+    path = state.directory / "scheduler.json"
+    path.write_text(json.dumps(config, indent=1), encoding="utf-8")  # JSON is YAML
+    return [*common, f"--config={path}"]
 
 
 def kwok_argv(state: State, binary: Path) -> list[str]:
@@ -126,8 +169,16 @@ def write_kubeconfig(state: State) -> None:
     tmp.replace(state.kubeconfig)
 
 
-def start(state: State, timeout: float, profiling: bool, apiserver_args: tuple[str, ...]) -> None:
-    """Start every control-plane process and wait until each is healthy."""
+def start(
+    state: State,
+    timeout: float,
+    profiling: bool,
+    apiserver_args: tuple[str, ...],
+    scheduling: str = "spread",
+) -> None:
+    """Start every control-plane process and wait until each is healthy; `scheduling` is one of SCHEDULING."""
+    if scheduling not in SCHEDULING:
+        raise ValueError(f"scheduling {scheduling!r}: one of {', '.join(SCHEDULING)}")
     found = binaries()
     prepare(state)
     processes.start(state, "etcd", etcd_argv(state, found["etcd"], profiling))
@@ -140,7 +191,9 @@ def start(state: State, timeout: float, profiling: bool, apiserver_args: tuple[s
     processes.start(
         state, "kube-controller-manager", controller_manager_argv(state, found["kube-controller-manager"])
     )
-    processes.start(state, "kube-scheduler", scheduler_argv(state, found["kube-scheduler"]))
+    processes.start(state, "kube-scheduler", scheduler_argv(state, found["kube-scheduler"], scheduling))
+    state.extra["scheduling"] = scheduling
+    state.save()
     processes.start(state, "kwok", kwok_argv(state, found["kwok"]))
     port = state.ports
     processes.wait_healthy(

@@ -34,17 +34,24 @@ def up(
     apiserver_args: tuple[str, ...] = (),
     real_node: bool = False,
     engines: tuple[str, ...] = (),
+    scheduling: str = "spread",
     report: Report = lambda line: None,
 ) -> tuple[State, bool]:
     """Start the control plane, its simulated GPU nodes and (real_node) the real node with its default
     storage claim; (state, started). A healthy cluster is left as it is. `profiling` opens etcd's and the
     apiserver's /debug/pprof (the scale benchmark forces a garbage collection there before it reads their
     live heap); `apiserver_args` are added to the apiserver's own; `engines` (jobset, kueue) start after the nodes,
-    and on a running cluster that lacks them."""
+    and on a running cluster that lacks them; `scheduling` is how the scheduler scores nodes
+    (controlplane.SCHEDULING: spread, Kubernetes' default, or binpack)."""
     if (state := running(directory)) is not None:
         if real_node and "real_node" not in state.extra:
             raise ClusterError(
                 f"the cluster in {directory} runs without a real node: stop it first (lfk cluster down)"
+            )
+        if (running_scheduling := state.extra.get("scheduling", "spread")) != scheduling:
+            raise ClusterError(
+                f"the cluster in {directory} schedules with {running_scheduling}, not {scheduling}: "
+                "stop it first (lfk cluster down)"
             )
         # a running real node: mend an image a fault since its start may have broken
         if "real_node" in state.extra and (missing := runtime.import_images(state, report)):
@@ -58,7 +65,7 @@ def up(
         if real_node:  # before anything starts: the machine may have its one real node already
             realnode.claim_host(state)
         report("control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
-        controlplane.start(state, timeout, profiling, apiserver_args)
+        controlplane.start(state, timeout, profiling, apiserver_args, scheduling)
         api = state.api()
         pool = nodes.default_nodes() if pool is None else pool
         nodes.add_nodes(api, pool)

@@ -85,6 +85,9 @@ def add_nodes(api: Any, nodes: Iterable[NodeSpec]) -> None:
         )
 
 
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+
+
 def ready_names(api: Any) -> set[str]:
     return {n["name"] for n in listing(api) if n["ready"]}
 
@@ -92,7 +95,7 @@ def ready_names(api: Any) -> set[str]:
 def wait_ready(
     api: Any, names: Iterable[str], timeout: float = 60, log: Callable[[], str] = lambda: ""
 ) -> None:
-    """Wait for the nodes' Ready condition; on time-out say why each is not Ready and show `log()`, read then
+    """Wait for the nodes' Ready condition and the not-ready taint lifted; on time-out say why each is not Ready and show `log()`, read then
     (not when the wait began, when the log may still be empty)."""
     wanted = set(names)
     deadline = time.monotonic() + timeout
@@ -113,13 +116,17 @@ def listing(api: Any) -> list[dict[str, Any]]:
     for node in kube.request(api, "GET", "/api/v1/nodes")["items"]:
         ready = kube.conditions(node).get("Ready", {})
         meta = node["metadata"]
+        taints = node.get("spec", {}).get("taints", []) or []
+        # the node controller lifts its not-ready taint a moment after Ready: until then nothing lands there
+        lagging = any(t["key"] == NOT_READY_TAINT for t in taints)
         nodes.append({
             "name": meta["name"],
-            "ready": ready.get("status") == "True",
-            "why": ready.get("message") or "no Ready condition yet",
+            "ready": ready.get("status") == "True" and not lagging,
+            "why": (f"Ready, but still tainted {NOT_READY_TAINT}" if lagging and ready.get("status") == "True"
+                    else ready.get("message") or "no Ready condition yet"),
             "simulated": meta.get("annotations", {}).get(FAKE_NODE_ANNOTATION) == "fake",
             "product": meta.get("labels", {}).get(GPU_PRODUCT_LABEL, ""),
             "gpus": node.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu", "0"),
-            "taints": [t["key"] + ":" + t["effect"] for t in node.get("spec", {}).get("taints", []) or []],
+            "taints": [t["key"] + ":" + t["effect"] for t in taints],
         })  # fmt: skip
     return nodes

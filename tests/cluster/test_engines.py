@@ -1,5 +1,7 @@
 """JobSet's and Kueue's own controllers acting on our training workloads (`lfk cluster up --engines jobset
---engines kueue`): a cluster of its own with two simulated 8-GPU nodes and a ClusterQueue with a GPU quota. A
+--engines kueue --scheduling binpack`, the set-up docs/local-cluster.md recommends for a shared GPU cluster):
+a cluster of its own with two simulated 8-GPU nodes and a ClusterQueue with a GPU quota. The packing
+scheduler keeps a node whole for an 8-GPU pod where the default one strands it (test_scheduling.py). A
 second experiment waits in the queue until the first finishes, and `lfk status` says why in Kueue's words; a
 two-node run is admitted whole or not at all; a higher WorkloadPriorityClass preempts a running experiment,
 which Kueue readmits afterwards; a two-node run on the jobset engine is admitted by Kueue, and the JobSet
@@ -20,6 +22,7 @@ from generator.cluster import lifecycle, nodes
 from generator.errors import LfkError
 from generator.ops import kube
 from generator.project import built_tool
+from tests.support.kube import gpu_placement
 
 from .conftest import CHART, Helm, create_prerequisites, lfk, render_spec
 
@@ -45,7 +48,9 @@ merge: {{enabled: false}}
 def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, pykube.HTTPClient]]:
     directory = tmp_path_factory.mktemp("kueue-cluster")
     try:
-        state, _ = lifecycle.up(directory, nodes.default_nodes(2, 8), engines=("jobset", "kueue"))
+        state, _ = lifecycle.up(
+            directory, nodes.default_nodes(2, 8), engines=("jobset", "kueue"), scheduling="binpack"
+        )
     except LfkError as exc:
         pytest.fail(f"the local cluster with JobSet and Kueue did not start: {exc}")
     try:
@@ -155,6 +160,17 @@ def saying(kubeconfig: str, spec: Path, words: str) -> str | None:
     """lfk status of the spec, once it contains words."""
     text = status_text(kubeconfig, spec)
     return text if words in text else None
+
+
+def test_the_packing_scheduler_keeps_a_node_whole_for_an_eight_gpu_pod(
+    kueue_cluster: tuple[str, pykube.HTTPClient],
+) -> None:
+    """The same pods as test_scheduling's spreading case: the two 4-GPU pods share a node, the 8-GPU pod gets
+    the other."""
+    placed = gpu_placement(kueue_cluster[1], NAMESPACE, "binpack")
+    first, second, eight = placed.values()
+    assert first and first == second, placed
+    assert eight and eight != first, placed
 
 
 def test_a_second_experiment_waits_in_the_queue_until_the_first_finishes(

@@ -1,5 +1,7 @@
 """GPU scheduling on the real scheduler: GPU requests beyond any node stay Pending with the scheduler's own
-reason; nodeSelector (GPU product) and tolerations of tainted GPU nodes are honoured."""
+reason; nodeSelector (GPU product) and tolerations of tainted GPU nodes are honoured; Kubernetes' default
+scoring spreads small GPU pods and strands a large one (the packing scheduler that avoids it is shown in
+test_engines.py, on a cluster started with --scheduling binpack)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from generator.cluster import nodes
 from generator.ops import kube, wait
 from tests.support import kube as support_kube
-from tests.support.kube import remove_nodes
+from tests.support.kube import gpu_placement, remove_nodes
 
 from .conftest import CHART, Helm, create_prerequisites, render_spec, restricted_namespace
 
@@ -55,6 +57,18 @@ def test_more_gpus_than_any_node_stay_pending_with_the_schedulers_reason(
     install_train(helm3, namespace, folder, facts.releases["train"])
     events = pending_events(api, namespace, facts.releases["train"])
     assert any("Insufficient nvidia.com/gpu" in e for e in events), events
+
+
+def test_the_default_scoring_spreads_small_gpu_pods_and_strands_an_eight_gpu_pod(
+    api: pykube.HTTPClient, namespace_factory: Any
+) -> None:
+    """Why docs/local-cluster.md recommends --scheduling binpack on a shared GPU cluster: two 4-GPU pods on two
+    empty 8-GPU nodes land one per node, and an 8-GPU pod then finds no node although 8 GPUs are free."""
+    namespace = restricted_namespace(namespace_factory, "sched-spread")
+    placed = gpu_placement(api, namespace, "spread")
+    first, second, eight = placed.values()
+    assert first and second and first != second, placed
+    assert eight is None, placed
 
 
 @pytest.fixture()
