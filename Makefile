@@ -254,7 +254,7 @@ bench: venv $(HELM3) ## Benchmark: lfk validate, lfk render (all examples) and o
 	$(PY) hack/bench-generator.py
 
 BENCH_CLUSTER_ARGS ?=
-bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases through Kueue, default vs packing scheduler side by side (BENCH_CLUSTER_ARGS="--rounds 2": memory left behind)
+bench-cluster: venv tools cluster-tools ## Scale benchmark: 100 fake nodes x 8 GPUs, 200 training releases through Kueue, default vs packing scheduler side by side (BENCH_CLUSTER_ARGS="--rounds 2 --memory": memory left behind)
 	$(PY) -u hack/bench-cluster.py $(BENCH_CLUSTER_ARGS)
 
 bench-node: venv tools cluster-tools images ## Real node: cluster up to a Ready node, the tiny experiment step by step (preempted, resumed, served)

@@ -7,11 +7,12 @@ up --scheduling`: spread, Kubernetes' default, and binpack, the recommended one)
 the wall time to install them all, the time from a Workload's creation to Kueue's admission, the time until
 every schedulable pod is bound, GPUs allocated against capacity per node (over-commit must be zero), how
 many pods wait and why, and how many are stranded (waiting while as many GPUs are free, spread over nodes);
-then a table of both side by side. With --rounds 2 or more it also deletes everything after each round and
-reports the control plane's memory at the start, at peak and after deletion (whether what stays grows).
+then a table of both side by side. With --memory it also deletes everything after each round and reports
+the control plane's memory at the start, at peak and after deletion (with --rounds 2: whether what stays
+grows).
 
     .venv/bin/python hack/bench-cluster.py [--nodes 100] [--experiments 200] [--parallel 4]
-        [--scheduling spread,binpack] [--rounds 1] [--no-kueue]
+        [--scheduling spread,binpack] [--rounds 1] [--memory] [--no-kueue]
 """
 
 from __future__ import annotations
@@ -332,7 +333,12 @@ def main() -> int:
         "--rounds",
         type=int,
         default=1,
-        help="install rounds per cluster; from 2 on, each is deleted and the memory left behind is measured",
+        help="install rounds per cluster, each in a namespace of its own",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="delete everything after each round and measure the memory the control plane keeps",
     )
     parser.add_argument(
         "--no-kueue",
@@ -366,7 +372,7 @@ def main() -> int:
 def bench_cluster(args: argparse.Namespace, helm: str, scheduling: str) -> dict[str, object]:
     """One cluster scheduling this way: its rounds, and the first round's figures."""
     directory = Path(tempfile.mkdtemp(prefix="lfk-bench-"))
-    measure_memory = args.rounds > 1
+    measure_memory = args.memory
     try:
         start = time.monotonic()
         state, _ = lifecycle.up(
