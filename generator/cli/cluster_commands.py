@@ -135,6 +135,7 @@ def status(output: str, state_dir: Path | None) -> None:
         click.echo(
             f"API {info['server']}: {'ready' if info['running'] else 'NOT ready'}   kubeconfig {info['kubeconfig']}"
         )
+        click.echo(f"  scheduling: {info['scheduling']} (lfk cluster up --scheduling)")
         for name, process in info["processes"].items():
             click.echo(f"  {name:<24} pid {process['pid']:<8} {'running' if process['alive'] else 'DEAD'}")
         for node in info.get("nodes", []):

@@ -122,6 +122,7 @@ def status(directory: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     result: dict[str, Any] = {
         "running": healthy,
         "real_node": "real_node" in state.extra,
+        "scheduling": state.extra.get("scheduling", "spread"),
         "processes": procs,
         "server": state.server,
         "kubeconfig": str(state.kubeconfig),

@@ -167,6 +167,9 @@ def test_the_packing_scheduler_keeps_a_node_whole_for_an_eight_gpu_pod(
 ) -> None:
     """The same pods as test_scheduling's spreading case: the two 4-GPU pods share a node, the 8-GPU pod gets
     the other."""
+    kubeconfig = kueue_cluster[0]
+    status = lfk(kubeconfig, "cluster", "status", "--state-dir", str(Path(kubeconfig).parent))
+    assert status.exit_code == 0 and "scheduling: binpack" in status.output, status.output
     placed = gpu_placement(kueue_cluster[1], NAMESPACE, "binpack")
     first, second, eight = placed.values()
     assert first and first == second, placed
