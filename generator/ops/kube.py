@@ -282,24 +282,30 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 KUEUE_WORKLOADS = "/apis/kueue.x-k8s.io/v1beta2"
 
 
+def kueue_workload(api: pykube.HTTPClient, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The Kueue Workload Kueue made for a job (found by the job's uid), or None (not made yet)."""
+    namespace, uid = obj["metadata"]["namespace"], obj["metadata"].get("uid", "")
+    answer = request(
+        api, "GET", f"{KUEUE_WORKLOADS}/namespaces/{namespace}/workloads",
+        params={"labelSelector": f"kueue.x-k8s.io/job-uid={uid}"},
+    )  # fmt: skip
+    items = answer.get("items", [])
+    return items[0] if items else None
+
+
 def queue_wait(api: pykube.HTTPClient, obj: dict[str, Any]) -> str | None:
     """Why a suspended workload with a queue label is not running yet, in Kueue's words: "waiting in queue Q:
     <why>" from its Kueue Workload; None when it is not suspended in a queue."""
     queue = obj["metadata"].get("labels", {}).get(QUEUE_LABEL)
     if not queue or workload_state(obj)[0] != "Suspended":
         return None
-    namespace, uid = obj["metadata"]["namespace"], obj["metadata"].get("uid", "")
     try:
-        answer = request(
-            api, "GET", f"{KUEUE_WORKLOADS}/namespaces/{namespace}/workloads",
-            params={"labelSelector": f"kueue.x-k8s.io/job-uid={uid}"},
-        )  # fmt: skip
+        workload = kueue_workload(api, obj)
     except KubeError:  # no Kueue in this cluster: its API is not served
         return f"waiting in queue {queue}: no Kueue answers in this cluster (its Workload API is not served)"
-    items = answer.get("items", [])
-    if not items:
+    if workload is None:
         return f"waiting in queue {queue}: Kueue has not made a Workload for it yet"
-    found = conditions(items[0])
+    found = conditions(workload)
     evicted = found.get("Evicted", {})
     why = (evicted if evicted.get("status") == "True" else found.get("QuotaReserved", {})).get("message")
     why = why or "not admitted yet"

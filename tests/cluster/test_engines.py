@@ -22,12 +22,11 @@ from generator.cluster import lifecycle, nodes
 from generator.errors import LfkError
 from generator.ops import kube
 from generator.project import built_tool
-from tests.support.kube import gpu_placement
+from tests.support.kube import KUEUE, gpu_placement, kueue_create
 
 from .conftest import CHART, Helm, create_prerequisites, lfk, render_spec
 
 NAMESPACE = "queued"
-KUEUE = "/apis/kueue.x-k8s.io/v1beta2"
 SPEC = """
 name: {name}
 namespace: queued
@@ -57,31 +56,18 @@ def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         api = state.api()
         kube.request(api, "POST", "/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
         create_prerequisites(api, NAMESPACE)
-        for path, obj in (
-            ("/resourceflavors", {"metadata": {"name": "gpu"}}),
-            ("/workloadpriorityclasses", {"metadata": {"name": "routine"}, "value": 100}),
-            ("/workloadpriorityclasses", {"metadata": {"name": "urgent"}, "value": 1000}),
-            ("/clusterqueues", cluster_queue(8)),
-            (f"/namespaces/{NAMESPACE}/localqueues", {"metadata": {"name": "llm-team"}, "spec": {"clusterQueue": "team"}}),
+        for path, kind, obj in (
+            ("/resourceflavors", "ResourceFlavor", {"metadata": {"name": "gpu"}}),
+            ("/workloadpriorityclasses", "WorkloadPriorityClass", {"metadata": {"name": "routine"}, "value": 100}),
+            ("/workloadpriorityclasses", "WorkloadPriorityClass", {"metadata": {"name": "urgent"}, "value": 1000}),
+            ("/clusterqueues", "ClusterQueue", cluster_queue(8)),
+            (f"/namespaces/{NAMESPACE}/localqueues", "LocalQueue",
+             {"metadata": {"name": "llm-team"}, "spec": {"clusterQueue": "team"}}),
         ):  # fmt: skip
-            kind = path.rsplit("/", 1)[-1]
-            kube.request(
-                api,
-                "POST",
-                f"{KUEUE}{path}",
-                json={"apiVersion": "kueue.x-k8s.io/v1beta2", **obj, "kind": KINDS[kind]},
-            )
+            kueue_create(api, path, kind, obj)
         yield str(state.kubeconfig), api
     finally:
         lifecycle.down(directory)
-
-
-KINDS = {
-    "resourceflavors": "ResourceFlavor",
-    "workloadpriorityclasses": "WorkloadPriorityClass",
-    "clusterqueues": "ClusterQueue",
-    "localqueues": "LocalQueue",
-}
 
 
 def cluster_queue(gpus: int) -> dict[str, Any]:
@@ -245,10 +231,8 @@ def test_an_urgent_experiment_preempts_a_routine_one_which_is_readmitted_afterwa
     assert job["spec"]["suspend"] is True and not running_pods(api, routine)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "routine"
     assert train_job(api, urgent)["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "urgent"
-    [workload] = kube.request(
-        api, "GET", f"{KUEUE}/namespaces/{NAMESPACE}/workloads",
-        params={"labelSelector": f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}"},
-    )["items"]  # fmt: skip
+    workload = kube.kueue_workload(api, job)
+    assert workload is not None, job
     evicted = kube.conditions(workload).get("Evicted", {})
     assert evicted.get("reason") == "Preempted", workload["status"]
     # when the urgent one is done, the routine one is admitted again: a new pod, which resumes from its

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -231,3 +232,22 @@ def copy_artifact(path: Path, name: str) -> Path:
     target = ARTIFACTS / name
     shutil.copyfile(path, target)
     return target
+
+
+RESUMED_FROM = re.compile(r"Resuming training from \S+/checkpoint-(\d+)")
+
+
+def losses(output: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every training step trainer_log.jsonl records, restarts included."""
+    rows = [json.loads(line) for line in (output / "trainer_log.jsonl").read_text().splitlines() if line]
+    return [(r["current_steps"], r["loss"]) for r in rows if "loss" in r]
+
+
+def assert_resumed_once(steps: list[int], checkpoint: int, max_steps: int) -> None:
+    """No optimizer step lost or repeated after a restart: the run reached the checkpoint, and the resumed
+    run logs checkpoint+1 .. max_steps once each."""
+    second = steps[len(steps) - (max_steps - checkpoint) :]
+    assert second == list(range(checkpoint + 1, max_steps + 1)), steps
+    assert checkpoint in steps[: len(steps) - len(second)], (
+        f"the first run never reached the checkpoint: {steps}"
+    )

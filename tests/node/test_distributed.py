@@ -8,7 +8,6 @@ as a group after an eviction and resume."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -27,7 +26,16 @@ from generator.core.storage import local
 from generator.ops import kube
 from tests.support import smoke
 
-from .conftest import NAMESPACE, NodeCluster, evict, variant, wait_for
+from .conftest import (
+    NAMESPACE,
+    RESUMED_FROM,
+    NodeCluster,
+    assert_resumed_once,
+    evict,
+    losses,
+    variant,
+    wait_for,
+)
 
 # the losses of two ranks of batch 2 (averaged over the ranks) and of one process of batch 4 (tests/llamafactory/
 # test_distributed.py measures them 1e-4 apart)
@@ -105,11 +113,6 @@ def ddp_run(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory)
         node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
 
 
-def losses(output: Path) -> list[tuple[int, float]]:
-    rows = [json.loads(line) for line in (output / "trainer_log.jsonl").read_text().splitlines() if line]
-    return [(r["current_steps"], r["loss"]) for r in rows if "loss" in r]
-
-
 def test_two_pods_train_together_and_resume_after_one_is_evicted(
     node_cluster: NodeCluster, ddp_run: dict[str, Any]
 ) -> None:
@@ -133,11 +136,7 @@ def test_two_pods_train_together_and_resume_after_one_is_evicted(
     )
     # the first pod's worker lost its peer and torch elastic restarted it in place; both resumed from one checkpoint
     assert "Connection reset by peer" in first or "Connection closed by peer" in first, first[-3000:]
-    resumed = {
-        int(n)
-        for log in (first, replacement)
-        for n in re.findall(r"Resuming training from \S+/checkpoint-(\d+)", log)
-    }
+    resumed = {int(n) for log in (first, replacement) for n in RESUMED_FROM.findall(log)}
     assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
     [checkpoint] = resumed
     # checkpoints are written by global rank 0 alone (the rendezvous ranks the pods by their names: the
@@ -148,12 +147,7 @@ def test_two_pods_train_together_and_resume_after_one_is_evicted(
     assert saving == [True, False] and "Process rank: 0, world size: 2" in first, saving
     # no optimizer step lost or repeated after the restart: the resumed run logs checkpoint+1 .. maxSteps once
     max_steps = load_spec(ddp_run["spec"]).data["training"]["maxSteps"]
-    steps = [s for s, _ in losses(ddp_run["output"])]
-    second = steps[len(steps) - (max_steps - checkpoint) :]
-    assert second == list(range(checkpoint + 1, max_steps + 1)), steps
-    assert checkpoint in steps[: len(steps) - len(second)], (
-        f"the first run never reached the checkpoint: {steps}"
-    )
+    assert_resumed_once([s for s, _ in losses(ddp_run["output"])], checkpoint, max_steps)
     stamp = re.search(
         r"\[INFO\|(\S+ \S+)\] llamafactory\.hparams\.parser:\d+ >> Resuming training from", replacement
     )
@@ -251,9 +245,7 @@ def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
         pods = node_cluster.pods({kube.INSTANCE: facts.releases["train"], kube.COMPONENT: "train"})
         logs = [node_cluster.log(p["metadata"]["name"]) for p in pods]
         assert len(logs) == 2 and all("world size: 2, device: cpu" in log for log in logs), logs
-        resumed = {
-            int(n) for log in logs for n in re.findall(r"Resuming training from \S+/checkpoint-(\d+)", log)
-        }
+        resumed = {int(n) for log in logs for n in RESUMED_FROM.findall(log)}
         assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
         [checkpoint] = resumed
         max_steps = load_spec(spec).data["training"]["maxSteps"]

@@ -7,8 +7,6 @@ first checkpoint: the preemption comes then, whatever the machine's speed."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,11 @@ from generator.cluster import engines
 from generator.core.facts import derive
 from generator.core.spec import load_spec
 from generator.core.storage import local
-from generator.errors import KubeError
 from generator.ops import kube
+from tests.support.kube import delete_if_present, kueue_create
 
-from .conftest import NAMESPACE, NodeCluster, variant, wait_for
+from .conftest import NAMESPACE, RESUMED_FROM, NodeCluster, assert_resumed_once, losses, variant, wait_for
 
-KUEUE = "/apis/kueue.x-k8s.io/v1beta2"
 QUEUE = "cpu-team"
 URGENT_QUEUE = "cpu-urgent"  # the same ClusterQueue, opened at the routine run's first checkpoint
 # one tiny training at a time: each train pod asks for 1 CPU and 6Gi (values/tiny-cpu)
@@ -54,7 +51,7 @@ def kueue_objects(cluster: NodeCluster) -> list[str]:
         }}),
         local_queue(QUEUE),
     ]  # fmt: skip
-    return [create(cluster, *item) for item in objects]
+    return [kueue_create(cluster.api, *item) for item in objects]
 
 
 def local_queue(name: str) -> tuple[str, str, dict[str, Any]]:
@@ -65,34 +62,9 @@ def local_queue(name: str) -> tuple[str, str, dict[str, Any]]:
     )
 
 
-def create(cluster: NodeCluster, path: str, kind: str, body: dict[str, Any]) -> str:
-    """A Kueue object created; its API path."""
-    kube.request(
-        cluster.api,
-        "POST",
-        f"{KUEUE}{path}",
-        json={"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": kind, **body},
-    )
-    return f"{KUEUE}{path}/{body['metadata']['name']}"
-
-
-def workload(cluster: NodeCluster, job: dict[str, Any]) -> dict[str, Any] | None:
-    answer = kube.request(
-        cluster.api, "GET", f"{KUEUE}/namespaces/{NAMESPACE}/workloads",
-        params={"labelSelector": f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}"},
-    )  # fmt: skip
-    items = answer.get("items", [])
-    return items[0] if items else None
-
-
 def train_job(cluster: NodeCluster, facts: Any) -> dict[str, Any] | None:
     jobs = kube.workloads(cluster.api, NAMESPACE, facts.releases["train"], "train")
     return jobs[0] if jobs else None
-
-
-def steps_logged(output: Path) -> list[int]:
-    rows = [json.loads(line) for line in (output / "trainer_log.jsonl").read_text().splitlines() if line]
-    return [r["current_steps"] for r in rows if "loss" in r]
 
 
 def test_an_urgent_experiment_preempts_a_routine_one_which_resumes_from_its_checkpoint(
@@ -115,14 +87,14 @@ def test_an_urgent_experiment_preempts_a_routine_one_which_resumes_from_its_chec
             600,
             0.1,
         )
-        paths.append(create(node_cluster, *local_queue(URGENT_QUEUE)))
+        paths.append(kueue_create(node_cluster.api, *local_queue(URGENT_QUEUE)))
         opened = time.monotonic()
 
         seen: dict[str, Any] = {}
 
         def preempted() -> bool:
             job = train_job(node_cluster, routine)
-            found = kube.conditions(workload(node_cluster, job) or {}) if job else {}
+            found = kube.conditions(kube.kueue_workload(node_cluster.api, job) or {}) if job else {}
             evicted = found.get("Evicted", {})
             if evicted.get("status") == "True":
                 seen["evicted"] = evicted
@@ -156,13 +128,10 @@ def test_an_urgent_experiment_preempts_a_routine_one_which_resumes_from_its_chec
             urgent_job,
         )
         log = node_cluster.log(pod["metadata"]["name"])
-        resumed = [int(n) for n in re.findall(r"Resuming training from \S+/checkpoint-(\d+)", log)]
+        resumed = [int(n) for n in RESUMED_FROM.findall(log)]
         assert resumed and set(resumed) == {resumed[0]} and 8 <= resumed[0] < ROUTINE_STEPS, log[-3000:]
         checkpoint = resumed[0]
-        steps = steps_logged(output)
-        after = steps[len(steps) - (ROUTINE_STEPS - checkpoint) :]
-        assert after == list(range(checkpoint + 1, ROUTINE_STEPS + 1)), steps
-        assert checkpoint in steps[: len(steps) - len(after)], steps
+        assert_resumed_once([s for s, _ in losses(output)], checkpoint, ROUTINE_STEPS)
         assert routine_job["status"].get("succeeded") == 1
         print(
             f"Kueue on the real node: the routine run preempted {preempted_after:.1f} s after the urgent one's "
@@ -173,8 +142,4 @@ def test_an_urgent_experiment_preempts_a_routine_one_which_resumes_from_its_chec
         for facts in (routine, urgent):
             node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
         for path in reversed(paths):
-            try:
-                kube.request(node_cluster.api, "DELETE", path)
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise
+            delete_if_present(node_cluster.api, path)

@@ -20,13 +20,29 @@ def jobs(api: Any, namespace: str, release: str, component: str | None = None) -
     return list(answer.get("items", []))
 
 
+def delete_if_present(api: Any, path: str, params: dict[str, str] | None = None) -> None:
+    """DELETE path; one already gone is fine."""
+    try:
+        kube.request(api, "DELETE", path, params=params or {})
+    except KubeError as exc:
+        if exc.status != 404:
+            raise
+
+
 def remove_nodes(api: Any, names: Iterable[str]) -> None:
     for name in names:
-        try:
-            kube.request(api, "DELETE", f"/api/v1/nodes/{name}")
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        delete_if_present(api, f"/api/v1/nodes/{name}")
+
+
+KUEUE = "/apis/kueue.x-k8s.io/v1beta2"
+
+
+def kueue_create(api: Any, path: str, kind: str, body: dict[str, Any]) -> str:
+    """A Kueue object POSTed to KUEUE + path (e.g. /clusterqueues); its own API path, for deletion."""
+    kube.request(
+        api, "POST", f"{KUEUE}{path}", json={"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": kind, **body}
+    )
+    return f"{KUEUE}{path}/{body['metadata']['name']}"
 
 
 def gpu_placement(api: Any, namespace: str, name: str) -> dict[str, str | None]:
@@ -41,38 +57,36 @@ def gpu_placement(api: Any, namespace: str, name: str) -> dict[str, str | None]:
         for x in ("a", "b")
     ]
     nodes.add_nodes(api, pool)
+    pods = {f"{name}-4-first": 4, f"{name}-4-second": 4, f"{name}-8": 8}
     placed: dict[str, str | None] = {}
     try:
         nodes.wait_ready(api, [n.name for n in pool])
-        for pod, gpus in ((f"{name}-4-first", 4), (f"{name}-4-second", 4), (f"{name}-8", 8)):
+        for pod, gpus in pods.items():  # one after the other: each is placed knowing where the last went
             kube.request(api, "POST", f"/api/v1/namespaces/{namespace}/pods", json=gpu_pod(pod, name, gpus))
-            deadline = time.monotonic() + 60
-            while pod not in placed:
-                got = kube.request(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
-                if got["spec"].get("nodeName"):
-                    placed[pod] = got["spec"]["nodeName"]
-                elif kube.conditions(got).get("PodScheduled", {}).get("reason") == "Unschedulable":
-                    placed[pod] = None
-                elif time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"{pod}: neither bound nor unschedulable after 60 s: {got['status']}"
-                    )
-                else:
-                    time.sleep(0.3)
+            placed[pod] = placement(api, namespace, pod)
     finally:
-        for pod in (f"{name}-4-first", f"{name}-4-second", f"{name}-8"):
-            try:
-                kube.request(
-                    api,
-                    "DELETE",
-                    f"/api/v1/namespaces/{namespace}/pods/{pod}",
-                    params={"gracePeriodSeconds": "0"},
-                )
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise
+        for pod in pods:
+            delete_if_present(
+                api, f"/api/v1/namespaces/{namespace}/pods/{pod}", params={"gracePeriodSeconds": "0"}
+            )
         remove_nodes(api, [n.name for n in pool])
     return placed
+
+
+def placement(api: Any, namespace: str, pod: str, timeout: float = 60) -> str | None:
+    """The node the scheduler binds pod to, or None once it calls the pod Unschedulable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = kube.request(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")
+        if got["spec"].get("nodeName"):
+            return str(got["spec"]["nodeName"])
+        if kube.conditions(got).get("PodScheduled", {}).get("reason") == "Unschedulable":
+            return None
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{pod}: neither bound nor unschedulable after {timeout:.0f} s: {got['status']}"
+            )
+        time.sleep(0.3)
 
 
 def gpu_pod(name: str, packing: str, gpus: int) -> dict[str, Any]:
