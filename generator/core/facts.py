@@ -17,6 +17,7 @@ from . import catalog, components, lfinfo
 from .catalog import ModelInfo
 from .components import install_timeout, is_adapter_method, is_lora_method, release_name
 from .contract import PORTS, VLLM_LORA_RANKS
+from .lfinfo import MEDIA_COLUMNS
 from .spec import Spec, Upstream, load_spec
 from .storage import MERGED_DIR, OUTPUT_DIR, SERVING_DIR, climbs, normalise
 from .vram import VramEstimate, estimate
@@ -66,6 +67,10 @@ class Facts:
     vram: VramEstimate | None
     llamafactory_version: str | None
     world_size: int
+    # vLLM's modality -> items one request may carry (--limit-mm-per-prompt); empty for a text-only template
+    serve_media: dict[str, int]
+    # the image processor's pixel budget the training scaled images to (--mm-processor-kwargs); may be empty
+    serve_pixels: dict[str, int]
 
     @property
     def start_adapter(self) -> str | None:
@@ -411,7 +416,51 @@ def derive(spec: Spec) -> Facts:
         vram=vram_estimate(spec, info),
         llamafactory_version=lfinfo.image_version(d["images"]["llamafactory"]),
         world_size=world_size(spec),
+        serve_media=serve_media(spec, template),
+        serve_pixels=serve_pixels(spec, template),
     )
+
+
+def spec_media(d: dict[str, Any]) -> dict[str, list[str]]:
+    """The media each trained or gated dataset of data.register carries: {"images": [dataset, ...], ...}."""
+    data = d["data"]
+    named = [*data["datasets"], *([d["evaluate"]["dataset"]] if "evaluate" in d else [])]
+    found: dict[str, list[str]] = {}
+    for name in named:
+        columns = data["register"].get(name, {}).get("columns", {})
+        for medium in MEDIA_COLUMNS:
+            if medium in columns:
+                found.setdefault(medium, []).append(name)
+    return found
+
+
+def serve_media(spec: Spec, template: str | None) -> dict[str, int]:
+    """Items of each medium the template takes that one request to vLLM may carry: serve.mediaPerPrompt, else
+    1 of each the trained data carries and 0 of the others (vLLM sets memory aside for what is allowed, and
+    would allow 999 of each)."""
+    takes = lfinfo.info().media_templates.get(template or "", ())
+    carried = spec_media(spec.data)
+    chosen = spec.data["serve"].get("mediaPerPrompt", {})
+    return {medium.removesuffix("s"): chosen.get(medium, int(medium in carried)) for medium in takes}
+
+
+# templates of models whose image processor takes min_pixels and max_pixels (Qwen2-VL and Qwen2.5-VL), which
+# vLLM passes on from --mm-processor-kwargs
+PIXEL_BUDGET_TEMPLATES = frozenset({"qwen2_vl"})
+
+
+def serve_pixels(spec: Spec, template: str | None) -> dict[str, int]:
+    """The pixel budget LLaMA-Factory scaled the training images to (data.media, else its defaults), for vLLM
+    to scale requests' images alike: a model tuned on small images is otherwise served at the processor's own
+    budget, many times the tokens per image."""
+    if template not in PIXEL_BUDGET_TEMPLATES or "images" not in spec_media(spec.data):
+        return {}
+    media = spec.data["data"].get("media", {})
+    defaults = lfinfo.info().defaults
+    return {
+        "min_pixels": int(media.get("imageMinPixels", defaults["image_min_pixels"])),
+        "max_pixels": int(media.get("imageMaxPixels", defaults["image_max_pixels"])),
+    }
 
 
 # the custom resources each engine creates, and who provides them

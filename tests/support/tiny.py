@@ -1,5 +1,6 @@
-"""The storage of the tiny-cpu example (values/tiny-cpu): the tiny model made on the spot and the example's
-dataset, registered as `lfk data sync` registers it. Used by `make demo` and the node tier.
+"""The storage of the tiny examples (values/tiny-cpu and those beside it): the tiny model made on the spot
+(a Qwen2-VL-shaped one for a qwen2_vl template) and the example's data folder, its datasets registered as `lfk
+data sync` registers them. Used by `make demo` and the node tier.
 
     python -m tests.support.tiny STORAGE_ROOT
 """
@@ -31,14 +32,17 @@ def prepare(storage_root: Path, spec_path: Path = SPEC) -> Path:
     model = local(storage_root, spec.data["model"]["path"])
     data_dir = local(storage_root, spec.data["data"]["dir"])
     data_dir.mkdir(parents=True, exist_ok=True)
+    # the whole data/ folder: the datasets and the media they name (images/...)
+    shutil.copytree(spec_path.parent / "data", data_dir, dirs_exist_ok=True)
     rows: list[dict[str, Any]] = []
     for name, entry in spec.data["data"]["register"].items():
-        source = spec_path.parent / "data" / entry["file"]
-        shutil.copyfile(source, data_dir / entry["file"])
-        rows += json.loads(source.read_text(encoding="utf-8"))
+        rows += json.loads((data_dir / entry["file"]).read_text(encoding="utf-8"))
         datasets.register(data_dir, name, datasets.spec_entry(entry))
     if not spec.upstreams and not (model / "config.json").is_file():
-        tinymodel.build_model(model, tinymodel.corpus(rows), hidden_size=HIDDEN_SIZE, heads=HEADS)
+        if spec.data["model"].get("template") == "qwen2_vl":
+            tinymodel.build_vision_model(model, tinymodel.corpus(rows))
+        else:
+            tinymodel.build_model(model, tinymodel.corpus(rows), hidden_size=HIDDEN_SIZE, heads=HEADS)
     for path in [storage_root, *storage_root.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)  # the pods run as uid 1000, this as root
     return model

@@ -71,6 +71,10 @@ FALLBACK: dict[tuple[str, ...], Any] = {
     ("tracking", "mlflow", "credentialsSecret", "usernameKey"): "username",
     ("tracking", "mlflow", "credentialsSecret", "passwordKey"): "password",
     ("resources", "tolerations", hostile.ITEM, "value"): "yes",
+    # counts, not the dataset column of the same name
+    ("serve", "mediaPerPrompt", "images"): 1,
+    ("serve", "mediaPerPrompt", "videos"): 0,
+    ("serve", "mediaPerPrompt", "audios"): 0,
 }
 
 

@@ -245,3 +245,43 @@ def test_oft_is_merged_and_served_merged_never_as_a_lora_adapter(tmp_path: Path)
     assert problems("method: {type: lora, oft: {blockSize: 16}}\n", tmp_path) == [
         "$.method.oft warning: OFT settings are ignored for lora fine-tuning"
     ]
+
+
+VISION = """
+model: {path: /storage/models/qwen2-vl-7b-instruct, template: qwen2_vl, parametersB: 8.3}
+data:
+  datasets: [receipts]
+  media: {imageMaxPixels: 262144}
+  register:
+    receipts: {file: receipts.json, format: sharegpt, columns: {messages: messages, images: images}}
+"""
+
+
+def test_vllm_takes_the_media_the_training_had_at_its_pixel_budget(tmp_path: Path) -> None:
+    """1 image a request, no video (Qwen2-VL's template takes both, the data carried images), and images scaled to
+    what the training scaled them to: data.media's maximum, LLaMA-Factory's default minimum (32 x 32)."""
+    facts = derive(spec_of(VISION, tmp_path))
+    assert facts.serve_media == {"image": 1, "video": 0}
+    assert facts.serve_pixels == {"min_pixels": 1024, "max_pixels": 262144}
+    vllm = next(r.values["vllm"] for r in render(spec_of(VISION, tmp_path)) if r.component == "vllm")
+    assert vllm["multimodal"] == {
+        "limitPerPrompt": {"image": 1, "video": 0}, "processorKwargs": {"min_pixels": 1024, "max_pixels": 262144},
+    }  # fmt: skip
+
+
+def test_a_text_model_is_served_without_multimodal_settings(tmp_path: Path) -> None:
+    facts = derive(spec_of("serve: {}", tmp_path))
+    assert (facts.serve_media, facts.serve_pixels) == ({}, {})
+    vllm = next(r.values["vllm"] for r in render(spec_of("serve: {}", tmp_path)) if r.component == "vllm")
+    assert "multimodal" not in vllm
+
+
+def test_media_per_prompt_is_taken_as_given_and_ignored_for_media_the_template_does_not_take(tmp_path: Path) -> None:
+    chosen = VISION + "serve: {mediaPerPrompt: {images: 4, videos: 1}}\n"
+    assert derive(spec_of(chosen, tmp_path)).serve_media == {"image": 4, "video": 1}
+    assert problems(VISION + "serve: {mediaPerPrompt: {audios: 1}}\n", tmp_path) == [
+        "$.serve.mediaPerPrompt.audios warning: template qwen2_vl takes images, videos, not audios: ignored"
+    ]
+    assert problems("serve: {mediaPerPrompt: {images: 1}}", tmp_path) == [
+        "$.serve.mediaPerPrompt.images warning: template llama3 takes no media, not images: ignored"
+    ]

@@ -208,3 +208,17 @@ def serving_gpus(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"vLLM gets {tp} GPU(s), its tensor parallel size, not {gpus}",
             "leave resources.gpus out (or 0 to serve on CPU) and set tensorParallelSize",
         )
+
+
+@check
+def media_per_prompt(spec: Spec, facts: Facts) -> Iterator[Problem]:
+    """serve.mediaPerPrompt counts only for media the template takes; the others are not passed to vLLM."""
+    for medium in spec.data["serve"].get("mediaPerPrompt", {}):
+        if medium.removesuffix("s") not in facts.serve_media:
+            takes = ", ".join(f"{m}s" for m in facts.serve_media) or "no media"
+            yield Problem(
+                f"$.serve.mediaPerPrompt.{medium}",
+                f"template {facts.template} takes {takes}, not {medium}: ignored",
+                f"leave {medium} out, or use a template of the model's family that takes them",
+                "warning",
+            )

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
-from typing import Any
 
 from .. import lfinfo
 from ..components import is_adapter_method
-from ..facts import Facts, infer_template
-from ..lfinfo import MEDIA_COLUMNS
+from ..facts import Facts, infer_template, spec_media
 from ..problems import Problem
 from ..spec import Spec
 from ..trainlog import LEARNING_RATE_ADVICE
@@ -51,19 +49,6 @@ def template(spec: Spec, facts: Facts) -> Iterator[Problem]:
             f"set template: {expected} (the same template must be used for training and serving)",
             "warning" if raw_text else "error",
         )
-
-
-def spec_media(d: dict[str, Any]) -> dict[str, list[str]]:
-    """The media each trained or gated dataset of data.register carries: {"images": [dataset, ...], ...}."""
-    data = d["data"]
-    named = [*data["datasets"], *([d["evaluate"]["dataset"]] if "evaluate" in d else [])]
-    found: dict[str, list[str]] = {}
-    for name in named:
-        columns = data["register"].get(name, {}).get("columns", {})
-        for medium in MEDIA_COLUMNS:
-            if medium in columns:
-                found.setdefault(medium, []).append(name)
-    return found
 
 
 @check
