@@ -73,6 +73,9 @@ def description(spec: Spec, facts: Facts) -> dict[str, Any]:
         "lineage": lineage(facts.upstreams, facts.name, facts.run_id),
         "served_name": facts.served_name if facts.serving_release else None,
         "served_by": facts.serving_host.release if facts.serving_host else None,
+        # a vision-language model: what one request may carry, and the pixel budget of its images
+        "served_media": facts.serve_media if facts.serving_release else {},
+        "served_pixels": facts.serve_pixels if facts.serving_release else {},
     }
     if facts.vram:
         out["vram_per_training_gpu"] = {**facts.vram.parts(), "basis": facts.vram.basis}
@@ -121,4 +124,9 @@ def text(data: dict[str, Any]) -> list[str]:
         adapter = f" + adapter {paths['adapter_served']}" if paths["adapter_served"] else ""
         by = f" in {data['served_by']} (shared)" if data["served_by"] else ""
         lines.append(f"  serving       {paths['served']}{adapter} as {data['served_name']!r}{by}")
+    if data["served_media"]:
+        allowed = ", ".join(f"{count} {medium}" for medium, count in data["served_media"].items())
+        pixels = data["served_pixels"]
+        budget = f"; images at {pixels['min_pixels']}..{pixels['max_pixels']} pixels" if pixels else ""
+        lines.append(f"  media         a request carries at most: {allowed}{budget}")
     return lines

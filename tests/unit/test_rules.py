@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generator.core import describe
 from generator.core.facts import derive
 from generator.core.problems import Problem
 from generator.core.render import render
@@ -267,6 +268,11 @@ def test_vllm_takes_the_media_the_training_had_at_its_pixel_budget(tmp_path: Pat
     assert vllm["multimodal"] == {
         "limitPerPrompt": {"image": 1, "video": 0}, "processorKwargs": {"min_pixels": 1024, "max_pixels": 262144},
     }  # fmt: skip
+    described = describe.text(describe.description(spec_of(VISION, tmp_path), facts))
+    assert (
+        described[-1]
+        == "  media         a request carries at most: 1 image, 0 video; images at 1024..262144 pixels"
+    )
 
 
 def test_a_text_model_is_served_without_multimodal_settings(tmp_path: Path) -> None:
@@ -276,7 +282,9 @@ def test_a_text_model_is_served_without_multimodal_settings(tmp_path: Path) -> N
     assert "multimodal" not in vllm
 
 
-def test_media_per_prompt_is_taken_as_given_and_ignored_for_media_the_template_does_not_take(tmp_path: Path) -> None:
+def test_media_per_prompt_is_taken_as_given_and_ignored_for_media_the_template_does_not_take(
+    tmp_path: Path,
+) -> None:
     chosen = VISION + "serve: {mediaPerPrompt: {images: 4, videos: 1}}\n"
     assert derive(spec_of(chosen, tmp_path)).serve_media == {"image": 4, "video": 1}
     assert problems(VISION + "serve: {mediaPerPrompt: {audios: 1}}\n", tmp_path) == [
