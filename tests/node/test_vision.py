@@ -1,12 +1,14 @@
 """A vision-language model in real pods: values/tiny-cpu-vision (a tiny Qwen2-VL-shaped model, random weights,
 its processor built here) trained on four pictures, merged, and served by real vLLM on CPU, which takes one
-image a request at the pixel budget the training scaled the pictures to; `lfk chat --image` gets an answer."""
+image a request at the pixel budget the training scaled the pictures to; its `helm test` asks with a picture,
+and `lfk chat --image` gets an answer."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import re
 import time
 import urllib.error
 
@@ -59,6 +61,13 @@ def test_a_vision_language_model_tuned_on_pictures_is_served_and_answers_about_o
         merged = local(node_cluster.storage, facts.merged_dir)
         processor = {"processor_config.json", "preprocessor_config.json"} & {p.name for p in merged.iterdir()}
         assert processor, sorted(p.name for p in merged.iterdir())
+        # helm test asked again with a picture, which reached the prompt
+        [test_pod] = node_cluster.pods({kube.INSTANCE: facts.releases["vllm"], kube.COMPONENT: "vllm-test"})
+        log = node_cluster.log(test_pod["metadata"]["name"])
+        # at least its 4 image tokens (32 x 32 pixels is scaled up to 56 x 56, the budget's least), and vLLM's
+        # markers around them
+        took = re.search(r"chat test: a 32 x 32 picture took (\d+) prompt tokens and was answered", log)
+        assert took and int(took.group(1)) >= 4, log
         # vLLM started with the media the training had: one image, no video, the training's pixel budget
         [pod] = node_cluster.pods({kube.INSTANCE: facts.releases["vllm"], kube.COMPONENT: "vllm"})
         args = pod["spec"]["containers"][0]["args"]

@@ -4,7 +4,9 @@ server on 127.0.0.1 that gives the answer under test (the node tier asks the rea
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
 import os
 import subprocess
 import sys
@@ -103,3 +105,38 @@ def test_the_script_passes_a_real_answer_and_fails_an_empty_one(
     empty = run_chat_test(url)
     assert empty.returncode == 1
     assert "the answer is empty ('')" in empty.stderr
+
+
+def run_image_test(url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VLLM_URL": url, "MODEL": "tiny", "PROMPT": "What is on it?", "IMAGE_TEST": "1"}
+    return subprocess.run(
+        [sys.executable, str(FILES / "chat_test.py")], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_vision_language_model_is_asked_again_with_a_picture_that_must_reach_the_prompt(
+    server: tuple[str, list[dict[str, Any]], list[Any]],
+) -> None:
+    from PIL import Image
+
+    url, requests, answers = server
+    answers += [GOOD, changed("usage.prompt_tokens", 13)]
+    passed = run_image_test(url)
+    assert passed.returncode == 0, passed.stderr
+    assert (
+        passed.stdout.splitlines()[-1] == "chat test: a 32 x 32 picture took 4 prompt tokens and was answered"
+    )
+    text, picture = requests[1]["body"]["messages"][0]["content"]
+    assert text == {"type": "text", "text": "What is on it?"}
+    data = base64.b64decode(picture["image_url"]["url"].removeprefix("data:image/png;base64,"))
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, image.size, image.getpixel((0, 0))) == ("PNG", (32, 32), (200, 30, 30))
+    # a server that drops the picture: the prompt is no longer
+    answers += [GOOD, GOOD]
+    dropped = run_image_test(url)
+    assert dropped.returncode == 1
+    assert "with a picture: the prompt has 9 tokens, as many as without it (9)" in dropped.stderr
+    # and one that refuses it says so in its own words
+    answers += [GOOD, {"error": "At most 0 image(s) may be provided in one prompt."}]
+    refused = run_image_test(url)
+    assert refused.returncode == 1 and "with a picture: " in refused.stderr

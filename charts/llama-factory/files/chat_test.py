@@ -2,21 +2,27 @@
 check that it is a real answer: an assistant message with text that is not blank, at least one completion
 token, and a finish_reason of stop or length.
 
+For a vision-language model (IMAGE_TEST=1), the same question again with a small picture: a real answer too,
+and the picture must have added prompt tokens (vLLM passed it to the model rather than dropping it).
+
 Then, when PARITY_RECORD names the record the training or merge wrote beside the served model
 (prompt_parity.py), that vLLM builds the same prompts as LLaMA-Factory trained on and stops on its template's
 stop tokens. Every problem found is printed, not only the first.
 
 Runs in the vLLM image (Python standard library only). Reads VLLM_URL, MODEL, PROMPT, MAX_TOKENS,
-PARITY_RECORD and, when the server has one, VLLM_API_KEY.
+IMAGE_TEST, PARITY_RECORD and, when the server has one, VLLM_API_KEY.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import struct
 import sys
 import urllib.error
 import urllib.request
+import zlib
 
 import prompt_parity  # beside this script
 
@@ -55,10 +61,80 @@ def answer_problems(answer: object, model: str) -> list[str]:
     return problems
 
 
+# the picture of the image test: small enough for any model's processor to take whole
+PICTURE_SIDE = 32
+
+
+def png(side: int, rgb: tuple[int, int, int]) -> bytes:
+    """A side x side PNG of one colour (8-bit RGB, no filter), written with the standard library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * side for _ in range(side))
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def with_picture(prompt: str) -> list[dict[str, object]]:
+    """The prompt and a picture, as an OpenAI chat message's content."""
+    url = "data:image/png;base64," + base64.b64encode(png(PICTURE_SIDE, (200, 30, 30))).decode()
+    return [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
+
+
+def ask(url: str, body: dict[str, object], headers: dict[str, str]) -> object:
+    """The server's JSON answer; ValueError with the server's own words when it refuses or cannot be reached."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        # the server's own words (vLLM says which model or argument it refuses)
+        detail = exc.read().decode("utf-8", errors="replace")[:2000]
+        raise ValueError(f"{url} failed: {exc}: {detail}") from None
+    except (urllib.error.URLError, ValueError) as exc:
+        raise ValueError(f"{url} failed: {exc}") from None
+
+
+def prompt_tokens(answer: object) -> int:
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
+
+
+def picture_problems(
+    url: str, body: dict[str, object], headers: dict[str, str], text_only: object
+) -> list[str]:
+    """The question again with a picture: a real answer, and the picture's tokens in the prompt."""
+    prompt = os.environ.get("PROMPT", "Say hello.")
+    pictured = {**body, "messages": [{"role": "user", "content": with_picture(prompt)}]}
+    try:
+        answer = ask(url, pictured, headers)
+    except ValueError as exc:
+        return [f"with a picture: {exc}"]
+    problems = [f"with a picture: {p}" for p in answer_problems(answer, str(body["model"]))]
+    added = prompt_tokens(answer) - prompt_tokens(text_only)
+    if added <= 0:
+        problems.append(
+            f"with a picture: the prompt has {prompt_tokens(answer)} tokens, as many as without it "
+            f"({prompt_tokens(text_only)}): vLLM did not pass the picture to the model"
+        )
+    elif not problems:
+        print(
+            f"chat test: a {PICTURE_SIDE} x {PICTURE_SIDE} picture took {added} prompt tokens and was answered"
+        )
+    return problems
+
+
 def main() -> int:
     url = os.environ["VLLM_URL"].rstrip("/") + "/v1/chat/completions"
     model = os.environ["MODEL"]
-    body = {
+    body: dict[str, object] = {
         "model": model,
         "messages": [{"role": "user", "content": os.environ.get("PROMPT", "Say hello.")}],
         "max_tokens": int(os.environ.get("MAX_TOKENS", "16")),
@@ -67,21 +143,16 @@ def main() -> int:
     headers = {"Content-Type": "application/json"}
     if os.environ.get("VLLM_API_KEY"):
         headers["Authorization"] = "Bearer " + os.environ["VLLM_API_KEY"]
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as exc:
-        # the server's own words (vLLM says which model or argument it refuses)
-        detail = exc.read().decode("utf-8", errors="replace")[:2000]
-        print(f"chat test: {url} failed: {exc}: {detail}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, ValueError) as exc:
-        print(f"chat test: {url} failed: {exc}", file=sys.stderr)
+        answer = ask(url, body, headers)
+    except ValueError as exc:
+        print(f"chat test: {exc}", file=sys.stderr)
         return 1
     problems = answer_problems(answer, model)
     if not problems:
-        print(f"chat test: {model} answered: {answer['choices'][0]['message']['content']!r}")
+        print(f"chat test: {model} answered: {answer['choices'][0]['message']['content']!r}")  # type: ignore[index]
+    if os.environ.get("IMAGE_TEST") == "1":
+        problems += picture_problems(url, body, headers, answer)
     record_path = os.environ.get("PARITY_RECORD", "")
     if record_path:
         problems += parity_problems(

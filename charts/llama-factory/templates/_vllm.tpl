@@ -23,7 +23,7 @@
 The `helm test` pod of a served model: one chat completion under `model` at `url`, its answer's shape checked
 (files/chat_test.py, from the component's ConfigMap). Call with (dict "root" . "component" "vllm" "w" <values
 with image, podSecurityContext, securityContext and test> "url" <server> "model" <name> "apiKey" <secretRef>
-"placement" <nodeSelector and tolerations>).
+"placement" <nodeSelector and tolerations> "images" <images a request may carry; 0 or absent: text only>).
 */}}
 {{- define "llama-factory.chatTestPod" -}}
 {{- $w := .w }}
@@ -60,6 +60,11 @@ spec:
         - name: VLLM_API_KEY
           valueFrom:
             secretKeyRef: {{ dict "name" . "key" $.apiKey.secretKey | toJson }}
+        {{- end }}
+        {{- if gt (int .images) 0 }}
+        # a vision-language model: the question again with a picture, whose tokens must reach the prompt
+        - name: IMAGE_TEST
+          value: "1"
         {{- end }}
         {{- with .record }}
         - name: PARITY_RECORD
