@@ -258,11 +258,34 @@ def after_training(
     facts: Facts | None = None,
 ) -> list[Item]:
     facts = facts or derive(spec)
-    return [
+    items = [
         merged_model(spec, facts, storage_root),
         served_model(facts, vllm_url, api_key),
         served_prompts(facts, storage_root, vllm_url, api_key),
     ]
+    if facts.serve_media.get("image", 0) > 0 and {"vllm", "adapter"} & set(facts.releases):
+        items.append(served_picture(facts, vllm_url, api_key))
+    return items
+
+
+def served_picture(facts: Facts, url: str | None, api_key: str | None) -> Item:
+    """A model served with images allowed: a question with a picture is answered, and the picture reached the
+    prompt (files/chat_test.py, which `helm test` runs too)."""
+    name = "vLLM takes a picture into the prompt and answers about it"
+    if not url:
+        return Item(name, None, "pass --vllm-url")
+    chat = chart_module("chat_test")
+    endpoint = url.rstrip("/") + "/v1/chat/completions"
+    body, headers = chat.chat_body(facts.served_name, "What is on the picture?", 8), chat.headers_for(api_key)
+    try:
+        text_only = chat.ask(endpoint, body, headers)
+    except ValueError as exc:
+        return Item(name, False, str(exc), "is the vllm release available? (lfk status SPEC)")
+    problems, added = chat.picture_problems(endpoint, body, headers, text_only)
+    if problems:
+        return Item(name, False, "; ".join(problems), "serve the model with its processor and chat template")
+    side = chat.PICTURE_SIDE
+    return Item(name, True, f"a {side} x {side} picture took {added} prompt tokens and was answered")
 
 
 def served_prompts(facts: Facts, storage_root: Path | None, url: str | None, api_key: str | None) -> Item:

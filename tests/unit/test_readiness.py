@@ -15,6 +15,7 @@ from generator.core.facts import derive
 from generator.core.spec import spec_from_text
 from generator.ops import cluster_readiness, readiness
 from tests.support import fakeserver
+from tests.support.specs import spec_with
 
 SPEC = """
 name: check
@@ -190,3 +191,40 @@ def test_served_prompts_are_compared_with_the_record_beside_the_served_model(tmp
         other = readiness.served_prompts(facts, tmp_path, url, None)
         assert other.ok is None and "has no /tokenize" in other.detail
     assert readiness.served_prompts(facts, tmp_path, None, None).ok is None
+
+
+VISION = """
+model: {path: /storage/models/tiny-vl, template: qwen2_vl}
+data:
+  datasets: [shapes]
+  register:
+    shapes: {file: shapes.json, format: sharegpt, columns: {messages: messages, images: images}}
+"""
+
+
+def test_a_model_served_with_images_allowed_is_asked_with_a_picture_after_training() -> None:
+    """lfk check --after: a question with a picture (files/chat_test.py's), answered by a stand-in vLLM; the item
+    fails when the picture added no prompt tokens. A text model gets no such item."""
+    assert "vLLM takes a picture" not in " ".join(
+        i.name for i in readiness.after_training(spec(), None, None, None)
+    )
+    vision = spec_with(VISION)
+    facts = derive(vision)
+    tokens = {"text": 9, "picture": 16}
+
+    def answer(body: dict[str, object]) -> dict[str, object]:
+        content = body["messages"][0]["content"]  # type: ignore[index]
+        return {
+            "object": "chat.completion", "model": facts.served_name,
+            "choices": [{"message": {"role": "assistant", "content": "a square"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": tokens["picture" if isinstance(content, list) else "text"], "completion_tokens": 2},
+        }  # fmt: skip
+
+    with fakeserver.serve({"/v1/chat/completions": answer}) as (url, requests):
+        [item] = [i for i in readiness.after_training(vision, None, url, None) if "picture" in i.name]
+        assert item.ok is True and item.detail == "a 32 x 32 picture took 7 prompt tokens and was answered"
+        assert requests[-1]["body"]["messages"][0]["content"][1]["type"] == "image_url"
+        tokens["picture"] = 9
+        dropped = readiness.served_picture(facts, url, None)
+        assert dropped.ok is False and "vLLM did not pass the picture to the model" in dropped.detail
+    assert readiness.served_picture(facts, None, None).ok is None

@@ -24,7 +24,9 @@ import urllib.error
 import urllib.request
 import zlib
 
-import prompt_parity  # beside this script
+# prompt_parity beside this script (the pods' /scripts), also when `lfk check` imports this file by its path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import prompt_parity  # noqa: E402
 
 # a served model must say something and stop for a reason the server names: a finish_reason of "abort" or
 # none at all, no tokens, or only whitespace is a model (or a chat template) that answers nothing
@@ -109,14 +111,16 @@ def prompt_tokens(answer: object) -> int:
 
 def picture_problems(
     url: str, body: dict[str, object], headers: dict[str, str], text_only: object
-) -> list[str]:
-    """The question again with a picture: a real answer, and the picture's tokens in the prompt."""
-    prompt = os.environ.get("PROMPT", "Say hello.")
-    pictured = {**body, "messages": [{"role": "user", "content": with_picture(prompt)}]}
+) -> tuple[list[str], int]:
+    """The question of body again with a picture: (what is wrong with the answer, the prompt tokens the picture
+    added). A real answer is wanted, and the picture's tokens in the prompt."""
+    messages = body["messages"]
+    prompt = messages[0]["content"] if isinstance(messages, list) and messages else ""
+    pictured = {**body, "messages": [{"role": "user", "content": with_picture(str(prompt))}]}
     try:
         answer = ask(url, pictured, headers)
     except ValueError as exc:
-        return [f"with a picture: {exc}"]
+        return [f"with a picture: {exc}"], 0
     problems = [f"with a picture: {p}" for p in answer_problems(answer, str(body["model"]))]
     added = prompt_tokens(answer) - prompt_tokens(text_only)
     if added <= 0:
@@ -124,25 +128,27 @@ def picture_problems(
             f"with a picture: the prompt has {prompt_tokens(answer)} tokens, as many as without it "
             f"({prompt_tokens(text_only)}): vLLM did not pass the picture to the model"
         )
-    elif not problems:
-        print(
-            f"chat test: a {PICTURE_SIDE} x {PICTURE_SIDE} picture took {added} prompt tokens and was answered"
-        )
-    return problems
+    return problems, added
+
+
+def chat_body(model: str, prompt: str, max_tokens: int) -> dict[str, object]:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+
+
+def headers_for(api_key: str | None) -> dict[str, str]:
+    return {"Content-Type": "application/json", **({"Authorization": "Bearer " + api_key} if api_key else {})}
 
 
 def main() -> int:
     url = os.environ["VLLM_URL"].rstrip("/") + "/v1/chat/completions"
     model = os.environ["MODEL"]
-    body: dict[str, object] = {
-        "model": model,
-        "messages": [{"role": "user", "content": os.environ.get("PROMPT", "Say hello.")}],
-        "max_tokens": int(os.environ.get("MAX_TOKENS", "16")),
-        "temperature": 0,
-    }
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get("VLLM_API_KEY"):
-        headers["Authorization"] = "Bearer " + os.environ["VLLM_API_KEY"]
+    body = chat_body(model, os.environ.get("PROMPT", "Say hello."), int(os.environ.get("MAX_TOKENS", "16")))
+    headers = headers_for(os.environ.get("VLLM_API_KEY"))
     try:
         answer = ask(url, body, headers)
     except ValueError as exc:
@@ -152,7 +158,12 @@ def main() -> int:
     if not problems:
         print(f"chat test: {model} answered: {answer['choices'][0]['message']['content']!r}")  # type: ignore[index]
     if os.environ.get("IMAGE_TEST") == "1":
-        problems += picture_problems(url, body, headers, answer)
+        found, added = picture_problems(url, body, headers, answer)
+        if not found:
+            print(
+                f"chat test: a {PICTURE_SIDE} x {PICTURE_SIDE} picture took {added} prompt tokens and was answered"
+            )
+        problems += found
     record_path = os.environ.get("PARITY_RECORD", "")
     if record_path:
         problems += parity_problems(
