@@ -64,6 +64,12 @@ class NodeCluster:
     ) -> subprocess.CompletedProcess[str]:
         return self.run(LFK, *args, timeout=timeout, env=env)
 
+    def check_after(self, spec: Path, vllm_url: str) -> subprocess.CompletedProcess[str]:
+        """`lfk check --after` of an experiment served at vllm_url, its storage read here."""
+        return self.lfk(
+            "check", str(spec), "--after", "--vllm-url", vllm_url, "--storage-root", str(self.storage)
+        )
+
     def kubectl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run(kubectl_binary(), *args, timeout=timeout)
 

@@ -317,15 +317,7 @@ def test_vllm_answers_through_a_port_forward_and_the_after_checklist_passes(
             answer["object"] == "chat.completion" and answer["choices"][0]["message"]["role"] == "assistant"
         )
         assert answer["usage"]["completion_tokens"] > 0
-        check = node_cluster.lfk(
-            "check",
-            str(TINY),
-            "--after",
-            "--vllm-url",
-            forward.url,
-            "--storage-root",
-            str(node_cluster.storage),
-        )
+        check = node_cluster.check_after(TINY, forward.url)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "✓ merged model complete" in check.stdout and "✓ vLLM answers /v1/models" in check.stdout
     # the helm test pod found the Service by its DNS name and got an answer from it

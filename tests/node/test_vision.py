@@ -84,15 +84,7 @@ def test_a_vision_language_model_tuned_on_pictures_is_served_and_answers_about_o
                 ask(forward.url, facts.served_name, picture(112), picture(112))
             assert refused.value.code == 400
             assert "at most 1 image" in refused.value.read().decode().lower()
-            check = node_cluster.lfk(
-                "check",
-                str(VISION),
-                "--after",
-                "--vllm-url",
-                forward.url,
-                "--storage-root",
-                str(node_cluster.storage),
-            )
+            check = node_cluster.check_after(VISION, forward.url)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "✓ vLLM takes a picture into the prompt and answers about it" in check.stdout, check.stdout
 

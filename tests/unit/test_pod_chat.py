@@ -85,8 +85,15 @@ def server() -> Iterator[tuple[str, list[dict[str, Any]], list[Any]]]:
         yield url, requests, answers
 
 
-def run_chat_test(url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLLM_URL": url, "MODEL": "tiny", "PROMPT": "Czym jest LoRA?", "MAX_TOKENS": "4"}
+def run_chat_test(url: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "VLLM_URL": url,
+        "MODEL": "tiny",
+        "PROMPT": "Czym jest LoRA?",
+        "MAX_TOKENS": "4",
+        **extra,
+    }
     return subprocess.run(
         [sys.executable, str(FILES / "chat_test.py")], env=env, capture_output=True, text=True, timeout=60
     )
@@ -108,10 +115,7 @@ def test_the_script_passes_a_real_answer_and_fails_an_empty_one(
 
 
 def run_image_test(url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLLM_URL": url, "MODEL": "tiny", "PROMPT": "What is on it?", "IMAGE_TEST": "1"}
-    return subprocess.run(
-        [sys.executable, str(FILES / "chat_test.py")], env=env, capture_output=True, text=True, timeout=60
-    )
+    return run_chat_test(url, PROMPT="What is on it?", IMAGE_TEST="1")
 
 
 def test_a_vision_language_model_is_asked_again_with_a_picture_that_must_reach_the_prompt(
