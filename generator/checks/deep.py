@@ -9,11 +9,13 @@ messages LLaMA-Factory gives are reported against the spec path that produced th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -61,26 +63,77 @@ def locate(message: str, config: dict[str, Any], spec: Spec) -> str:
     return "$"
 
 
-def parse_configs(
-    train: dict[str, Any], merge: dict[str, Any] | None, evaluate: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Run the child process; its JSON answer."""
-    payload = json.dumps({"train": train, "merge": merge, "eval": evaluate})
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "DISABLE_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "generator.checks.deep"],
-        input=payload,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+# the child's answer lines start so; anything else on its stdout is LLaMA-Factory's or a library's own
+ANSWER = "lfk-deep-answer "
+
+
+class Checker:
+    """One child process that imports LLaMA-Factory once and parses the configs of any number of specs, one
+    JSON request line in, one answer line out (importing torch and LLaMA-Factory takes seconds: `lfk validate
+    --deep` of many specs pays it once). Use as a context manager; started on the first request."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.errors: Any = None
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.process is None:
+            env = {
+                **os.environ,
+                "CUDA_VISIBLE_DEVICES": "",
+                "DISABLE_VERSION_CHECK": "1",
+                "HF_HUB_OFFLINE": "1",
+            }
+            self.errors = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "generator.checks.deep"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=self.errors, text=True, env=env,
+            )  # fmt: skip
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: said below, with its last words
+        for line in self.process.stdout:
+            if line.startswith(ANSWER):
+                answer: dict[str, Any] = json.loads(line[len(ANSWER) :])
+                return answer
+        self.errors.seek(0)
+        tail = "\n".join(self.errors.read().strip().splitlines()[-5:])
         raise RuntimeError(f"the LLaMA-Factory check did not run: {tail}")
-    answer: dict[str, Any] = json.loads(lines[-1])
-    return answer
+
+    def close(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.errors.close()
+            self.process = None
+
+    def __enter__(self) -> Checker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_configs(
+    train: dict[str, Any],
+    merge: dict[str, Any] | None,
+    evaluate: dict[str, Any] | None = None,
+    checker: Checker | None = None,
+) -> dict[str, Any]:
+    """LLaMA-Factory's verdict on the configs, from the checker given or a child of its own."""
+    request = {"train": train, "merge": merge, "eval": evaluate}
+    if checker is not None:
+        return checker.ask(request)
+    with Checker() as own:
+        return own.ask(request)
 
 
 def cpu_parse_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +142,11 @@ def cpu_parse_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def deep_problems(spec: Spec, storage_root: Path | None = None, facts: Facts | None = None) -> list[Problem]:
+def deep_problems(
+    spec: Spec, storage_root: Path | None = None, facts: Facts | None = None, checker: Checker | None = None
+) -> list[Problem]:
+    """What LLaMA-Factory (and, with a storage root, the storage) finds wrong with the spec's rendered configs;
+    pass a Checker to share one LLaMA-Factory child among many specs."""
     facts = facts or derive(spec)
     rendered = {r.component: r.values for r in render(spec, facts=facts)}
     train = rendered["train"]["train"]["config"]
@@ -97,7 +154,9 @@ def deep_problems(spec: Spec, storage_root: Path | None = None, facts: Facts | N
     # the gate's prediction config of the tuned model (the base's differs only in the model)
     evaluate = rendered["eval"]["eval"]["tunedConfig"] if "eval" in rendered else None
     try:
-        answer = parse_configs(cpu_parse_config(train), merge, evaluate and cpu_parse_config(evaluate))
+        answer = parse_configs(
+            cpu_parse_config(train), merge, evaluate and cpu_parse_config(evaluate), checker
+        )
     except RuntimeError as exc:
         return [
             Problem("$", str(exc), "install it with `make llamafactory` (or pip install '.[llamafactory]')")
@@ -140,28 +199,29 @@ def deep_problems(spec: Spec, storage_root: Path | None = None, facts: Facts | N
 
 # ------------------------------------------------------------------------------------------ child process
 def _child() -> None:
-    """Reads {"train": config, "merge": config|null, "eval": config|null} on stdin; prints one JSON line with
-    the findings."""
-    request = json.load(sys.stdin)
+    """Reads one request a line, {"train": config, "merge": config|null, "eval": config|null}, from stdin; prints
+    one answer line for each (ANSWER, then JSON), until stdin closes."""
     import llamafactory
     from llamafactory.data.template import TEMPLATES
     from llamafactory.hparams import get_infer_args, get_train_args
 
-    answer: dict[str, Any] = {"version": llamafactory.__version__, "templates": sorted(TEMPLATES)}
-    for name, parse in (("train", get_train_args), ("merge", get_infer_args), ("eval", get_train_args)):
-        config = request.get(name)
-        answer[f"{name}_error"] = None
-        if config is None:
-            continue
-        try:
-            parse(dict(config))
-        except (ValueError, TypeError, KeyError) as exc:
-            answer[f"{name}_error"] = (
-                str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            )
-        except SystemExit as exc:  # argparse-style exits on malformed values
-            answer[f"{name}_error"] = f"argument parsing stopped (exit {exc.code})"
-    print(json.dumps(answer), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        answer: dict[str, Any] = {"version": llamafactory.__version__, "templates": sorted(TEMPLATES)}
+        for name, parse in (("train", get_train_args), ("merge", get_infer_args), ("eval", get_train_args)):
+            config = request.get(name)
+            answer[f"{name}_error"] = None
+            if config is None:
+                continue
+            try:
+                parse(dict(config))
+            except (ValueError, TypeError, KeyError) as exc:
+                answer[f"{name}_error"] = (
+                    str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                )
+            except SystemExit as exc:  # argparse-style exits on malformed values
+                answer[f"{name}_error"] = f"argument parsing stopped (exit {exc.code})"
+        print(ANSWER + json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,16 +13,18 @@ from ..errors import SpecError
 from .output import Failed, print_problems
 
 if TYPE_CHECKING:
+    from ..checks.deep import Checker
     from ..core.render import Rendered
 
 specs_argument = click.argument("specs", nargs=-1, required=True, metavar="SPEC...")
 
 
 def load_and_check(
-    path: str, deep: bool = False, storage_root: Path | None = None
+    path: str, deep: bool = False, storage_root: Path | None = None, checker: Checker | None = None
 ) -> tuple[Experiment | None, list[Problem]]:
     """The experiment, loaded once, and its schema + cross-field problems (+ LLaMA-Factory's own checks with
-    deep, + the storage's with a storage root); the experiment is None when its spec could not be loaded."""
+    deep, in the checker's child when given, + the storage's with a storage root); the experiment is None when
+    its spec could not be loaded."""
     try:
         experiment = load_experiment(path)
     except SpecError as exc:
@@ -33,7 +35,7 @@ def load_and_check(
     if deep:
         from ..checks.deep import deep_problems
 
-        problems += deep_problems(experiment.spec, storage_root, experiment.facts)
+        problems += deep_problems(experiment.spec, storage_root, experiment.facts, checker)
     elif storage_root is not None:
         from ..checks.storage import storage_problems
 
@@ -63,15 +65,25 @@ def load_valid(path: str) -> Experiment:
 @click.option("-q", "--quiet", is_flag=True, help="Print problems only.")
 def validate_cmd(specs: tuple[str, ...], deep: bool, storage_root: Path | None, quiet: bool) -> None:
     """Check experiment specs: the schema, then every cross-field rule. Warnings do not fail."""
+    import contextlib
+
     failed = False
-    for path in specs:
-        experiment, problems = load_and_check(path, deep, storage_root)
-        print_problems(path, problems)
-        if errors(problems) or experiment is None or not experiment.valid:
-            failed = True
-        elif not quiet:
-            facts = experiment.facts
-            click.echo(f"{path}: valid (run {facts.run_id}; releases {', '.join(facts.releases.values())})")
+    with contextlib.ExitStack() as stack:
+        checker = None
+        if deep:  # one LLaMA-Factory child for every spec
+            from ..checks.deep import Checker
+
+            checker = stack.enter_context(Checker())
+        for path in specs:
+            experiment, problems = load_and_check(path, deep, storage_root, checker)
+            print_problems(path, problems)
+            if errors(problems) or experiment is None or not experiment.valid:
+                failed = True
+            elif not quiet:
+                facts = experiment.facts
+                click.echo(
+                    f"{path}: valid (run {facts.run_id}; releases {', '.join(facts.releases.values())})"
+                )
     if failed:
         raise Failed()
 
