@@ -184,7 +184,13 @@ def _register(
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Where /storage is mounted here.",
 )
-def sync_data(spec: str, storage_root: Path) -> None:
+@click.option(
+    "--bundled",
+    is_flag=True,
+    help="First copy the files of LLaMA-Factory's bundled demo sets the spec registers (alpaca_en_demo, ...) "
+    "and the storage lacks, from llamafactory's source package (pip downloads it once).",
+)
+def sync_data(spec: str, storage_root: Path, bundled: bool) -> None:
     """Register every entry of the spec's data.register in its dataset directory. Every file read and the
     dataset directory itself must lie on the storage root, symlinks followed."""
     from ..core.storage import local
@@ -200,5 +206,37 @@ def sync_data(spec: str, storage_root: Path) -> None:
         click.echo(f"{spec}: data.register is empty; nothing to do")
     # a set the spec reads is checked as the data it must be; the others by their own kind
     stages = {name: stage for _, name, stage in datasets.spec_datasets(loaded.data)}
+    if bundled:
+        copy_bundled(entries, data_dir)
     for name, entry in entries.items():
         _register(data_dir, name, datasets.spec_entry(entry), bound=root, stage=stages.get(name))
+
+
+def copy_bundled(entries: dict[str, dict[str, object]], data_dir: Path) -> None:
+    """The files of the bundled demo sets among entries (registered as LLaMA-Factory has them) that data_dir
+    lacks, from the llamafactory source package; an existing file is never replaced."""
+    from ..checks import llamafactory_source
+    from ..core import bundled
+    from ..core.write import atomic_write
+
+    demo = bundled.datasets()
+    wanted = {n: str(e["file"]) for n, e in entries.items() if n in demo and e.get("file") == demo[n]["file"]}
+    missing = {n: f for n, f in wanted.items() if not (data_dir / f).exists()}
+    for name in sorted(set(entries) & set(demo) - set(wanted)):
+        click.echo(
+            f"{name}: named like LLaMA-Factory's bundled demo set, but registered as another file; not copied"
+        )
+    if not missing:
+        if wanted:
+            click.echo(f"bundled demo sets {', '.join(sorted(wanted))}: already on the storage")
+        return
+    try:
+        sdist = llamafactory_source.source_package()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, file_name in sorted(missing.items()):
+            atomic_write(data_dir / file_name, bundled.read_file(sdist, file_name))
+            click.echo(f"{data_dir / file_name}: copied {name} from {sdist.name}")
+    except KeyError as exc:  # the package lacks the file: its message alone, not its repr
+        raise Failed(f"bundled demo sets: {exc.args[0]}") from None
+    except (RuntimeError, OSError) as exc:
+        raise Failed(f"bundled demo sets: {exc}") from None

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from ..errors import SpecError
-from . import lfinfo
+from . import bundled, lfinfo
 from .contract import DATA_DIR, MODELS_DIR, OUTPUT_DIR
 from .problems import Problem
 from .rules.llamafactory import MANAGED_ARGS, PLUS_IMAGE, STAGE_ARGS, stage_fields
@@ -221,8 +221,18 @@ def import_config(config: dict[str, Any], name: str, source: str) -> Imported:
         named = repr(dataset_dir) if dataset_dir else "LLaMA-Factory's default 'data'"
         result.notes.append(
             f"dataset_dir: {named} becomes {DATA_DIR} on the storage: register the datasets there (lfk data "
-            "sync); LLaMA-Factory's bundled demo sets are in its repository's data/ folder"
+            "sync)"
         )
+    if dataset_dir in ("", "data"):  # LLaMA-Factory's own data/ folder: its bundled demo sets keep working
+        demo = bundled.datasets()
+        for name in spec.get("data", {}).get("datasets", []):
+            if name in demo:
+                spec["data"].setdefault("register", {})[name] = demo[name]
+                result.notes.append(
+                    f"dataset: {name} is LLaMA-Factory's bundled demo set: registered in data.register as its "
+                    f"data/dataset_info.json has it; `lfk data sync SPEC --storage-root DIR --bundled` copies "
+                    f"{demo[name]['file']} from llamafactory {lfinfo.info().version}'s source package"
+                )
     if problems:
         raise SpecError(source, problems)
     return result

@@ -239,3 +239,32 @@ def test_sft_data_given_to_dpo_is_refused_as_llamafactory_refuses_it(
         datasets.check(tmp_path / "sft.json", datasets.Attrs(), "dpo")
     with pytest.raises(ValueError, match="not applicable in the current training stage"):
         llamafactory_count(tmp_path, "sft", workspace.base_model, tmp_path / "cache", "dpo")
+
+
+# LLaMA-Factory's bundled demo sets at their stages: instructions, tool calls, pairs, tagged answers, raw text
+BUNDLED_STAGES = {
+    "identity": "sft", "glaive_toolcall_en_demo": "sft", "dpo_en_demo": "dpo", "kto_en_demo": "kto", "c4_demo": "pt",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_STAGES))
+def test_bundled_demo_sets_copied_by_sync_agree_with_llamafactory(
+    name: str, tmp_path: Path, workspace: smoke.Workspace
+) -> None:
+    """Copied from llamafactory's real source package and registered as `lfk import` registers them: usable
+    examples by our check and by LLaMA-Factory's own loader, the same."""
+    from generator.checks.datasets import spec_entry
+    from generator.cli.data_commands import copy_bundled
+    from generator.core import bundled
+
+    entry = bundled.datasets()[name]
+    copy_bundled({name: entry}, tmp_path)
+    datasets.register(tmp_path, name, spec_entry(entry))
+    stage = BUNDLED_STAGES[name]
+    ours = datasets.check(tmp_path / entry["file"], datasets.Attrs.of_entry(spec_entry(entry)), stage)
+    theirs = llamafactory_count(tmp_path, name, workspace.base_model, tmp_path / "cache", stage)
+    assert ours.valid > 0 and not ours.fatal
+    if stage == "pt":  # LLaMA-Factory packs pre-training text into blocks of cutoff_len tokens: more of them
+        assert ours.valid == ours.total and theirs > ours.valid, (ours, theirs)
+        return
+    assert ours.valid == theirs, f"ours: {ours.valid} valid, dropped {ours.dropped}; LLaMA-Factory: {theirs}"

@@ -403,3 +403,70 @@ def test_media_are_looked_for_in_the_media_folder_given(tmp_path: Path) -> None:
                                       "messages=conversations,audios=audios", "--media-dir", str(media)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "media files opened and usable: 1 audios" in result.output
+
+
+def source_package(folder: Path, files: dict[str, object]) -> Path:
+    """A llamafactory source package as PyPI serves it (llamafactory-0.9.5/data/...), holding files."""
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    package = folder / "llamafactory-0.9.5.tar.gz"
+    with tarfile.open(package, "w:gz") as tar:
+        for name, content in files.items():
+            data = json.dumps(content).encode()
+            member = tarfile.TarInfo(f"llamafactory-0.9.5/data/{name}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return package
+
+
+def test_cli_sync_bundled_copies_llamafactorys_demo_files_the_storage_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the source package in the cache (pip is not asked when it is there): the file of each bundled set
+    the spec registers, once, never over a file of the same name already on the storage; then registered."""
+    from generator.core import bundled
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rows = [{"instruction": "who are you?", "input": "", "output": "a model"}]
+    package = source_package(
+        tmp_path / "cache" / "llamafactory-k8s" / "llamafactory-source",
+        {"dataset_info.json": {"identity": {"file_name": "identity.json"}, "alpaca_en": {"hf_hub_url": "x/y"}},
+         "identity.json": rows},
+    )  # fmt: skip
+    # the package's own list: the sets whose file it holds (alpaca_en downloads from a hub)
+    assert bundled.from_source_package(package) == {"identity": {"file": "identity.json", "format": "alpaca"}}
+    spec = tmp_path / "exp" / "experiment.yaml"
+    spec.parent.mkdir()
+    spec.write_text(
+        "name: exp\nstorage: {existingClaim: llm-storage}\nmodel: {path: /storage/models/llama-3.1-8b-instruct}\n"
+        "data: {datasets: [identity], register: {identity: {file: identity.json}}}\n"
+    )
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    sync = ["data", "sync", str(spec), "--storage-root", str(storage), "--bundled"]
+    result = CliRunner().invoke(cli, sync)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{storage / 'data' / 'identity.json'}: copied identity from llamafactory-0.9.5.tar.gz"
+        in result.output
+    )
+    assert json.loads((storage / "data" / "identity.json").read_text()) == rows
+    assert json.loads((storage / "data" / "dataset_info.json").read_text()) == {
+        "identity": {"file_name": "identity.json", "formatting": "alpaca"}
+    }
+    # the team's own identity.json is kept
+    write(storage / "data", "identity.json", [{"instruction": "q", "input": "", "output": "ours"}])
+    again = CliRunner().invoke(cli, sync)
+    assert again.exit_code == 0 and "bundled demo sets identity: already on the storage" in again.output
+    assert "ours" in (storage / "data" / "identity.json").read_text()
+    # a package without the file: said, nothing registered
+    (storage / "data" / "identity.json").unlink()
+    (storage / "data" / "dataset_info.json").unlink()
+    source_package(package.parent, {"dataset_info.json": {}})
+    missing = CliRunner().invoke(cli, sync)
+    assert (
+        missing.exit_code == 1 and "bundled demo sets: no data/identity.json in the package" in missing.output
+    )
+    assert not (storage / "data" / "dataset_info.json").exists()

@@ -205,3 +205,43 @@ def test_another_stages_arguments_are_dropped_with_a_note(tmp_path: Path) -> Non
     result = lfk_import(config, tmp_path / "imported")
     assert result.exit_code == 0, result.output
     assert "pref_beta: 0.2 dropped: it applies to stage dpo, kto, not sft" in result.output
+
+
+def test_llamafactorys_bundled_demo_sets_are_registered_as_its_dataset_info_has_them(tmp_path: Path) -> None:
+    """identity and alpaca_en_demo (LLaMA-Factory's examples train on them, from its own data/ folder): the
+    spec registers each as LLaMA-Factory's data/dataset_info.json does, and says how its file reaches the
+    storage; a config with a dataset_dir of its own keeps its names as the user's."""
+    result = lfk_import(CASES / "lora_sft.yaml", tmp_path / "imported")
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "imported" / "experiment.yaml").read_text())
+    assert spec["data"]["register"] == {
+        "identity": {"file": "identity.json", "format": "alpaca"},
+        "alpaca_en_demo": {"file": "alpaca_en_demo.json", "format": "alpaca"},
+    }
+    assert (
+        "changed: dataset: alpaca_en_demo is LLaMA-Factory's bundled demo set: registered in data.register as its "
+        "data/dataset_info.json has it; `lfk data sync SPEC --storage-root DIR --bundled` copies alpaca_en_demo.json "
+        "from llamafactory 0.9.5's source package"
+    ) in " ".join(result.output.split())
+    dpo = lfk_import(CASES / "lora_dpo.yaml", tmp_path / "dpo")
+    assert dpo.exit_code == 0, dpo.output
+    pairs = yaml.safe_load((tmp_path / "dpo" / "experiment.yaml").read_text())["data"]["register"][
+        "dpo_en_demo"
+    ]
+    assert pairs == {
+        "file": "dpo_en_demo.json", "format": "sharegpt", "ranking": True,
+        "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+    }  # fmt: skip
+    own = lfk_import(CASES / "full_zero3.yaml", tmp_path / "own")  # dataset_dir: /storage/data
+    assert own.exit_code == 0, own.output
+    assert "register" not in yaml.safe_load((tmp_path / "own" / "experiment.yaml").read_text())["data"]
+
+
+def test_every_bundled_demo_set_is_a_register_entry_the_spec_accepts() -> None:
+    from generator.core import bundled
+    from tests.support.specs import spec_with
+
+    demo = bundled.datasets()
+    assert {"identity", "alpaca_en_demo", "dpo_en_demo", "kto_en_demo", "c4_demo", "mllm_demo"} <= set(demo)
+    for name, entry in demo.items():
+        spec_with({"data": {"datasets": ["qa_dataset"], "register": {name: entry}}})  # raises when refused
