@@ -234,8 +234,16 @@ def copy_bundled(entries: dict[str, dict[str, object]], data_dir: Path) -> None:
         sdist = llamafactory_source.source_package()
         data_dir.mkdir(parents=True, exist_ok=True)
         for name, file_name in sorted(missing.items()):
-            atomic_write(data_dir / file_name, bundled.read_file(sdist, file_name))
+            data = bundled.read_file(sdist, file_name)
+            atomic_write(data_dir / file_name, data)
             click.echo(f"{data_dir / file_name}: copied {name} from {sdist.name}")
+            media = [m for m in bundled.media_files(data, demo[name]) if not (data_dir / m).exists()]
+            for relative in media:  # mllm_demo's pictures, videos and sounds
+                content = bundled.read_file(sdist, relative)  # KeyError for a path leaving the data folder
+                (data_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(data_dir / relative, content)
+            if media:
+                click.echo(f"{data_dir}: copied the {len(media)} media files {name} names")
     except KeyError as exc:  # the package lacks the file: its message alone, not its repr
         raise Failed(f"bundled demo sets: {exc.args[0]}") from None
     except (RuntimeError, OSError) as exc:

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from .lfinfo import DATA_DIR, SNAPSHOT_VERSION
+from .lfinfo import DATA_DIR, MEDIA_COLUMNS, SNAPSHOT_VERSION
 
 # a demo file is under 2 MB; anything far larger in the package is not one of these
 MAX_FILE_BYTES = 64 * 2**20
@@ -47,15 +47,40 @@ def spec_entry_of(info_entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _data_member(tar: tarfile.TarFile, name: str) -> tarfile.TarInfo:
-    """The package's data/<name>: a regular file of sensible size; KeyError when the package has none."""
+def _data_member(tar: tarfile.TarFile, relative: str) -> tarfile.TarInfo:
+    """The package's data/<relative> (llamafactory-X/data/...): a regular file of sensible size; KeyError when
+    the package has none."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or ".." in parts or "\\" in relative:
+        raise KeyError(f"{relative!r} is not a path inside the package's data folder")
     for member in tar.getmembers():
-        parts = member.name.split("/")
-        if len(parts) == 3 and parts[1] == "data" and parts[2] == name:
+        top, _, rest = member.name.partition("/")
+        if top and rest == f"data/{relative}":
             if not member.isreg() or member.size > MAX_FILE_BYTES:
                 raise KeyError(f"{member.name} is not a data file")
             return member
-    raise KeyError(f"no data/{name} in the package")
+    raise KeyError(f"no data/{relative} in the package")
+
+
+def media_files(data: bytes, entry: dict[str, Any]) -> list[str]:
+    """The images, videos and audio files the rows of a bundled set name (relative to the data folder), in
+    order, once each; empty for a set without media columns or rows that are not a JSON list."""
+    columns = [entry.get("columns", {}).get(medium) for medium in MEDIA_COLUMNS]
+    columns = [c for c in columns if c]
+    if not columns:
+        return []
+    try:
+        rows = json.loads(data)
+    except ValueError:
+        return []
+    found: dict[str, None] = {}
+    for row in rows if isinstance(rows, list) else []:
+        for column in columns:
+            value = row.get(column) if isinstance(row, dict) else None
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str) and item:
+                    found[item] = None
+    return list(found)
 
 
 def from_source_package(sdist: Path) -> dict[str, dict[str, Any]]:

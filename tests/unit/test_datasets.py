@@ -414,7 +414,7 @@ def source_package(folder: Path, files: dict[str, object]) -> Path:
     package = folder / "llamafactory-0.9.5.tar.gz"
     with tarfile.open(package, "w:gz") as tar:
         for name, content in files.items():
-            data = json.dumps(content).encode()
+            data = content if isinstance(content, bytes) else json.dumps(content).encode()
             member = tarfile.TarInfo(f"llamafactory-0.9.5/data/{name}")
             member.size = len(data)
             tar.addfile(member, io.BytesIO(data))
@@ -470,3 +470,40 @@ def test_cli_sync_bundled_copies_llamafactorys_demo_files_the_storage_lacks(
         missing.exit_code == 1 and "bundled demo sets: no data/identity.json in the package" in missing.output
     )
     assert not (storage / "data" / "dataset_info.json").exists()
+
+
+def test_cli_sync_bundled_copies_the_pictures_a_multimodal_demo_set_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mllm_demo's rows name pictures in data/mllm_demo_data/: they come along, and the set's media check
+    (every picture opened) passes."""
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(picture, "PNG")
+    rows = [
+        {"messages": [{"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "red"}],
+         "images": ["mllm_demo_data/1.png"]},
+    ]  # fmt: skip
+    source_package(
+        tmp_path / "cache" / "llamafactory-k8s" / "llamafactory-source",
+        {"mllm_demo.json": rows, "mllm_demo_data/1.png": picture.getvalue()},
+    )
+    spec = tmp_path / "exp" / "experiment.yaml"
+    spec.parent.mkdir()
+    spec.write_text(
+        "name: exp\nstorage: {existingClaim: llm-storage}\nmodel: {path: /storage/models/qwen2-vl-2b-instruct, "
+        "template: qwen2_vl}\ndata:\n  datasets: [mllm_demo]\n  register:\n    mllm_demo: {file: mllm_demo.json, "
+        "format: sharegpt, columns: {messages: messages, images: images}, tags: {role_tag: role, content_tag: "
+        "content, user_tag: user, assistant_tag: assistant}}\n"
+    )
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    result = CliRunner().invoke(cli, ["data", "sync", str(spec), "--storage-root", str(storage), "--bundled"])
+    assert result.exit_code == 0, result.output
+    assert f"{storage / 'data'}: copied the 1 media files mllm_demo names" in result.output
+    assert (storage / "data" / "mllm_demo_data" / "1.png").read_bytes() == picture.getvalue()
+    assert "mllm_demo" in json.loads((storage / "data" / "dataset_info.json").read_text())

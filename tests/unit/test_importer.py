@@ -245,3 +245,21 @@ def test_every_bundled_demo_set_is_a_register_entry_the_spec_accepts() -> None:
     assert {"identity", "alpaca_en_demo", "dpo_en_demo", "kto_en_demo", "c4_demo", "mllm_demo"} <= set(demo)
     for name, entry in demo.items():
         spec_with({"data": {"datasets": ["qa_dataset"], "register": {name: entry}}})  # raises when refused
+
+
+def test_a_bundled_file_is_read_only_from_inside_the_packages_data_folder(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from generator.core import bundled
+
+    package = tmp_path / "llamafactory-0.9.5.tar.gz"
+    with tarfile.open(package, "w:gz") as tar:
+        for name in ("llamafactory-0.9.5/setup.py", "llamafactory-0.9.5/data/a.json"):
+            member = tarfile.TarInfo(name)
+            member.size = 2
+            tar.addfile(member, io.BytesIO(b"[]"))
+    assert bundled.read_file(package, "a.json") == b"[]"
+    for outside in ("../setup.py", "/etc/passwd", "", "sub/../../setup.py"):
+        with pytest.raises(KeyError):
+            bundled.read_file(package, outside)
