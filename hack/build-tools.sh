@@ -181,6 +181,17 @@ build_containerd() {
 }
 
 # CoreDNS, the cluster DNS of the real node, with the plugins of its default plugin.cfg (kubernetes among them)
+# coredns_main: a CoreDNS main with the plugins COREDNS_PLUGINS names, in that order
+COREDNS_PLUGINS=(bind ready health errors kubernetes)
+coredns_main() {
+  printf 'package main\n\nimport (\n'
+  printf '\t"github.com/coredns/coredns/core/dnsserver"\n\t"github.com/coredns/coredns/coremain"\n'
+  printf '\t_ "github.com/coredns/coredns/plugin/%s"\n' "${COREDNS_PLUGINS[@]}"
+  printf ')\n\nfunc init() {\n\tdnsserver.Directives = []string{'
+  printf '"%s", ' "${COREDNS_PLUGINS[@]}"
+  printf '}\n}\n\nfunc main() { coremain.Run() }\n'
+}
+
 build_coredns() {
   local out="$TOOLS_DIR/coredns-$COREDNS_VERSION"
   [ -f "$(done_marker "$out")" ] && { log "coredns $COREDNS_VERSION cached in $out"; return; }
@@ -189,10 +200,14 @@ build_coredns() {
   (
     cd "$work"
     printf 'module localbuild/coredns\ngo 1.26.0\n' >go.mod
+    # only the plugins the real node's Corefile names (generator/cluster/realnode.py corefile()), in the
+    # order of CoreDNS's core/dnsserver/zdirectives.go: its own main compiles every plugin, the cloud
+    # providers' SDKs among them, for a server that uses five
+    coredns_main >main.go
     go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
     mkdir -p "$out.tmp"
     # its version is a constant; the Makefile stamps only the git commit, which a module has not
-    go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" github.com/coredns/coredns
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .
   )
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
