@@ -77,13 +77,30 @@ disk-check-demo:
 disk-check-test:
 	@$(PYTHON) hack/disk-check.py test $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) $(CLUSTER_TOOLS) $(NODE_TOOLS)
 
-.PHONY: images browser
-images: node-tools ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
+.PHONY: images image-archives browser setup-demo setup-test demo-specs
+images: node-tools image-archives ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
+# the archives need only the pause binary of the node's tools, so they can build beside the others
+image-archives: $(TOOLS)/pause-$(KUBE_VERSION)/.complete
 	hack/install-debs.sh images
 	hack/build-images.sh llamafactory vllm-cpu pause >/dev/null
 
 browser: venv ## Headless Chromium (Debian) for the node tier's LlamaBoard check
 	hack/install-debs.sh browser
+
+# Set-up in two lanes (make -j2): the image archives first, beside the rest. Building an image is mostly one
+# core's work (pip unpacking wheels inside the build, then writing the archive) and takes the longest, while
+# the Go builds and the venv keep both cores busy; one after the other they left a core idle for about half
+# an hour of a cold set-up. Each step's lines keep their own prefix ([build-images], [build-tools], ...).
+SETUP_DEMO := image-archives demo-specs llamafactory $(DEMO_TOOLS) node-tools
+SETUP_TEST := image-archives venv llamafactory tools cluster-tools node-tools browser
+setup-demo:
+	@$(MAKE) --no-print-directory -j2 $(SETUP_DEMO)
+# the demo's first step needs no images and no cluster: it shows while they build (after LLaMA-Factory is
+# installed: its last pip install rewrites the lfk script this runs)
+demo-specs: llamafactory
+	$(PY) hack/demo.py specs
+setup-test:
+	@$(MAKE) --no-print-directory -j2 $(SETUP_TEST)
 
 $(HELM3):
 	hack/build-tools.sh helm3
@@ -167,7 +184,7 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 # The cheap tiers first, so a broken unit test fails in a minute (each on two pytest-xdist workers);
 # then the cluster tier, mostly waiting on its API server, beside the LLaMA-Factory and node tiers, which
 # train on the CPU (hack/test-slow-tiers.sh). Each run lists its slowest tests.
-test: disk-check-test venv llamafactory tools cluster-tools images browser ## Run every test tier (sets up everything first)
+test: disk-check-test setup-test ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) -m unit -n 2 $(PYTEST_ARGS)
 	$(PYTEST) -m chart -n 2 --durations=10 $(PYTEST_ARGS)
@@ -247,8 +264,8 @@ cluster-status: venv ## Show the local control plane's processes, health and nod
 
 # ------------------------------------------------------------------------------------------ demo, bench
 .PHONY: demo bench bench-cluster bench-node
-demo: disk-check-demo venv llamafactory $(DEMO_TOOLS) images ## The guide's flow for real: tiny-cpu trained, merged, evaluated, served on the real node; the GPU example on simulated nodes
-	$(PY) hack/demo.py
+demo: disk-check-demo setup-demo ## The guide's flow for real: tiny-cpu trained, merged, evaluated, served on the real node; the GPU example on simulated nodes
+	$(PY) hack/demo.py cluster
 
 bench: venv $(HELM3) ## Benchmark: lfk validate, lfk render (all examples) and one helm template side by side; 1000 specs in one process
 	$(PY) hack/bench-generator.py

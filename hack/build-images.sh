@@ -10,6 +10,9 @@
 # image is also named in $LFK_CACHE_DIR/images/<name>.current. Environment:
 #   LFK_CACHE_DIR   where the base, buildah's storage and the archives live (~/.cache/llamafactory-k8s)
 #   DEBIAN_MIRROR   the mirror debootstrap fetches the base from (http://deb.debian.org/debian)
+#   LFK_KEEP_BUILD_LAYERS=1   keep each image's layers in buildah's storage once its archive is written, so
+#                   that a change to images/ rebuilds only the steps after it (about the image's size again
+#                   on disk); by default they go, and only the Debian base stays
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -159,6 +162,14 @@ ensure_base() {
 }
 
 # ------------------------------------------------------------------------------------------------ the images
+# prune_dangling: the intermediate layers no tagged image stands on (each pass frees one more level)
+prune_dangling() {
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    [ -n "$(bh images --quiet --filter dangling=true)" ] || break
+    bh rmi --prune >/dev/null || break
+  done
+}
+
 # the build context of an image: its folder, plus the pause binary for pause
 context_of() {
   local name=$1 ctx
@@ -240,6 +251,12 @@ build_image() {
     log "$name: $out ($(du -m "$out" | cut -f1) MB) written in $(elapsed "$pstart"); $name took $(elapsed "$start")"
     # older archives of the image go: each is gigabytes
     find "$OUT_DIR" -maxdepth 1 -name "$name-*.tar" ! -path "$out" -delete
+    if [ "${LFK_KEEP_BUILD_LAYERS:-0}" != 1 ]; then
+      # the archive holds the image whole: buildah's copy (its size again) goes before the next image builds
+      bh rmi --force "$ref" >/dev/null 2>&1 || true
+      prune_dangling
+      log "$name: its layers left buildah's storage (LFK_KEEP_BUILD_LAYERS=1 keeps them for quicker rebuilds)"
+    fi
   fi
   printf '%s\n' "$out" >"$OUT_DIR/$name.current"
   printf '%s\t%s\t%s\n' "$name" "$out" "$ref"
@@ -275,11 +292,8 @@ for n in "${names[@]}"; do
 done
 
 # after a build, what no image stands on any more (earlier builds, an older base) leaves buildah's storage;
-# the layers of the current images stay as the cache of the next build
+# with LFK_KEEP_BUILD_LAYERS=1 the layers of the current images stay as the cache of the next build
 if [ -n "${prepared:-}" ]; then
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    [ -n "$(bh images --quiet --filter dangling=true)" ] || break
-    bh rmi --prune >/dev/null || break
-  done
+  prune_dangling
   log "buildah's storage: $(du -sh "$STORE/storage" | cut -f1)"
 fi

@@ -12,6 +12,11 @@ which is which.
    plane, while no container runs, as the output says.
 
 Every step prints what it is doing and the time since the demo began. The cluster stays up afterwards.
+
+    hack/demo.py [specs|cluster]     step 1 only, steps 2-4 only, or all four (the default)
+
+`make demo` runs step 1 as soon as .venv exists, while the images and the node's tools still build (it needs
+neither), then the rest once they are there.
 """
 
 from __future__ import annotations
@@ -44,12 +49,23 @@ def lfk(*args: str) -> None:
     subprocess.run([LFK, *args], cwd=ROOT, check=True)
 
 
-def main() -> int:
+def show_specs() -> None:
     specs = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("values/*/experiment.yaml"))
     say("1/4 validating, rendering and describing the examples")
     lfk("validate", *specs)
     lfk("render", *specs)
     lfk("describe", *specs)
+
+
+def main(part: str) -> int:
+    if part in ("all", "specs"):
+        show_specs()
+    if part == "specs":
+        print(
+            "\n(the cluster steps of the demo follow once the images and the node's tools are built)",
+            flush=True,
+        )
+        return 0
 
     say("2/4 the local cluster: control plane, simulated GPU nodes and one real node (images import once)")
     lfk("cluster", "up")
@@ -102,8 +118,11 @@ The cluster is still up, and your kubeconfig's current context is lfk-local:
 
 
 if __name__ == "__main__":
+    PARTS = ("all", "specs", "cluster")
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1] not in PARTS):
+        sys.exit(f"usage: {sys.argv[0]} [specs|cluster]")
     try:
-        sys.exit(main())
+        sys.exit(main(sys.argv[1] if len(sys.argv) == 2 else "all"))
     except subprocess.CalledProcessError as exc:
         say(f"stopped: `{' '.join(map(str, exc.cmd))}` exited {exc.returncode} (its output is above)")
         sys.exit(1)

@@ -21,15 +21,25 @@ declare -A GROUPS_PKGS=(
 log() { printf '[install-debs] %s\n' "$*" >&2; }
 
 [ $# -gt 0 ] || { echo "usage: $0 GROUP... (${!GROUPS_PKGS[*]})" >&2; exit 2; }
-missing=()
-for group in "$@"; do
-  [ -n "${GROUPS_PKGS[$group]:-}" ] || { echo "unknown group $group (${!GROUPS_PKGS[*]})" >&2; exit 2; }
-  for pkg in ${GROUPS_PKGS[$group]}; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+find_missing() {
+  missing=()
+  local group pkg
+  for group in "$@"; do
+    [ -n "${GROUPS_PKGS[$group]:-}" ] || { echo "unknown group $group (${!GROUPS_PKGS[*]})" >&2; exit 2; }
+    for pkg in ${GROUPS_PKGS[$group]}; do
+      dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
   done
-done
+}
+find_missing "$@"
 [ ${#missing[@]} -eq 0 ] && exit 0
 [ "$(id -u)" = 0 ] || { echo "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})" >&2; exit 1; }
+# make demo and make test build in two lanes, each of which may install a group: one apt-get at a time, and
+# what the other lane installed meanwhile is not installed again
+exec 8>/var/lock/lfk-install-debs.lock
+flock 8
+find_missing "$@"
+[ ${#missing[@]} -eq 0 ] && exit 0
 log "installing ${missing[*]} with apt-get (missing on this machine)"
 # the package lists of a fresh machine may be empty or old: refresh them once per run
 apt-get update -qq >/dev/null
