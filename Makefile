@@ -65,7 +65,8 @@ cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager
 # the operator and GitOps CRDs, JobSet and Kueue are only for the tests (a cold demo builds at least 4 minutes less: helm 4,
 # helm-unittest and helm-docs alone took 251 s cold)
 DEMO_TOOLS := $(HELM3) $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete
-NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(TOOLS)/pause-$(KUBE_VERSION)/.complete
+PAUSE := $(TOOLS)/pause-$(KUBE_VERSION)/.complete
+NODE_TOOLS := $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete $(TOOLS)/coredns-$(COREDNS_VERSION)/.complete $(PAUSE)
 .PHONY: node-tools
 node-tools: $(NODE_TOOLS) ## Build containerd, kubelet, kube-proxy, CoreDNS, pause; install runc and the CNI plugins from Debian
 	hack/install-debs.sh node
@@ -80,27 +81,30 @@ disk-check-test:
 .PHONY: images image-archives browser setup-demo setup-test demo-specs
 images: node-tools image-archives ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
 # the archives need only the pause binary of the node's tools, so they can build beside the others
-image-archives: $(TOOLS)/pause-$(KUBE_VERSION)/.complete
+image-archives: $(PAUSE)
 	hack/install-debs.sh images
 	hack/build-images.sh llamafactory vllm-cpu pause >/dev/null
 
 browser: venv ## Headless Chromium (Debian) for the node tier's LlamaBoard check
 	hack/install-debs.sh browser
 
-# Set-up in two lanes (make -j2): the image archives first, beside the rest. Building an image is mostly one
+# Set-up in two lanes: the image archives in one, everything else in the other. Building an image is mostly one
 # core's work (pip unpacking wheels inside the build, then writing the archive) and takes the longest, while
-# the Go builds and the venv keep both cores busy; one after the other they left a core idle for about half
-# an hour of a cold set-up. Each step's lines keep their own prefix ([build-images], [build-tools], ...).
-SETUP_DEMO := image-archives demo-specs llamafactory $(DEMO_TOOLS) node-tools
-SETUP_TEST := image-archives venv llamafactory tools cluster-tools node-tools browser
-setup-demo:
-	@$(MAKE) --no-print-directory -j2 $(SETUP_DEMO)
-# the demo's first step needs no images and no cluster: it shows while they build (after LLaMA-Factory is
-# installed: its last pip install rewrites the lfk script this runs)
-demo-specs: llamafactory
-	$(PY) hack/demo.py specs
-setup-test:
-	@$(MAKE) --no-print-directory -j2 $(SETUP_TEST)
+# the Go builds and the venv keep both cores busy: one after the other, a core sat idle through the images.
+# Two sub-makes, not make -j2, which picks the order of its jobs itself (it started the images last). Each
+# step's lines keep their own prefix ([build-images], [build-tools], ...). The pause binary comes first: both
+# lanes need it.
+define two_lanes
+	@$(MAKE) --no-print-directory image-archives & images=$$!; \
+	$(MAKE) --no-print-directory $(1); rest=$$?; \
+	wait $$images; archives=$$?; \
+	[ $$archives -eq 0 ] || echo "make: building the image archives failed (their output is above)" >&2; \
+	[ $$rest -eq 0 ] && [ $$archives -eq 0 ]
+endef
+setup-demo: $(PAUSE)
+	$(call two_lanes,demo-specs $(DEMO_TOOLS) node-tools)
+setup-test: $(PAUSE)
+	$(call two_lanes,venv llamafactory tools cluster-tools node-tools browser)
 
 $(HELM3):
 	hack/build-tools.sh helm3
