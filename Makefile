@@ -105,6 +105,10 @@ setup-demo: $(PAUSE)
 	$(call two_lanes,demo-specs $(DEMO_TOOLS) node-tools)
 setup-test: $(PAUSE)
 	$(call two_lanes,venv llamafactory tools cluster-tools node-tools browser)
+# the demo's first step needs no images and no cluster: it shows while they build (after LLaMA-Factory is
+# installed: its last pip install rewrites the lfk script this runs)
+demo-specs: llamafactory
+	$(PY) hack/demo.py specs
 
 $(HELM3):
 	hack/build-tools.sh helm3
