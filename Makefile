@@ -93,9 +93,9 @@ browser: venv ## Headless Chromium (Debian) for the node tier's LlamaBoard check
 # the Go builds and the venv keep both cores busy: one after the other, a core sat idle through the images.
 # Two sub-makes, not make -j2, which picks the order of its jobs itself (it started the images last). Each
 # step's lines keep their own prefix ([build-images], [build-tools], ...). The pause binary comes first: both
-# lanes need it.
+# lanes need it. The + runs the sub-makes under make -n too (they inherit the -n), as a plain $(MAKE) line would.
 define two_lanes
-	@$(MAKE) --no-print-directory image-archives & images=$$!; \
+	+@$(MAKE) --no-print-directory image-archives & images=$$!; \
 	$(MAKE) --no-print-directory $(1); rest=$$?; \
 	wait $$images; archives=$$?; \
 	[ $$archives -eq 0 ] || echo "make: building the image archives failed (their output is above)" >&2; \
