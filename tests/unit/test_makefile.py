@@ -37,4 +37,3 @@ def test_goal_reaches_its_steps(goal, steps):
     assert run.returncode == 0, run.stderr
     for step in steps:
         assert step in run.stdout, f"make -n {goal} no longer runs {step}:\n{run.stdout}"
-    assert "Nothing to be done" not in run.stdout + run.stderr
