@@ -74,7 +74,7 @@ def test_each_missing_piece_is_named_with_the_disk_it_needs(
     assert left[0].where == root / ".venv" and left[2].where == cache
     assert left[1].where == tmp_path / "GOCACHE"
     # empty caches: what fills them stays, with the tools
-    assert left[1].need == left[1].stays == disk.GO_CACHES + 2 * disk.GO_TOOL_STAYS
+    assert left[1].need == left[1].stays == disk.GO_CACHES["demo"] + 2 * disk.GO_TOOL_STAYS
     assert all(s.stays <= s.need for s in left)
 
 
@@ -86,7 +86,7 @@ def test_filled_go_caches_leave_only_the_tools_to_stay(
         (tmp_path / name).mkdir()
     (tmp_path / "GOCACHE" / "filled").write_bytes(b"x" * 1000)
     # the caches already hold everything the builds fill them with
-    monkeypatch.setattr(disk, "GO_CACHES", 1000)
+    monkeypatch.setattr(disk, "GO_CACHES", {"demo": 1000, "test": 1000})
     root, cache = tmp_path / "repo", tmp_path / "cache"
     tools = built(root, cache)
     (root / tools[0]).unlink()
