@@ -15,8 +15,8 @@ Every step prints what it is doing and the time since the demo began. The cluste
 
     hack/demo.py [specs|cluster]     step 1 only, steps 2-4 only, or all four (the default)
 
-`make demo` runs step 1 as soon as LLaMA-Factory is in .venv, while the images and the node's tools still build (it needs
-neither), then the rest once they are there.
+`make demo` runs step 1 as soon as LLaMA-Factory is in .venv, while the images and the node's tools still
+build (it needs neither), then the rest once they are there.
 """
 
 from __future__ import annotations
