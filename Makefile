@@ -98,6 +98,7 @@ browser: venv ## Headless Chromium (Debian) for the node tier's LlamaBoard check
 define two_lanes
 	+@$(MAKE) --no-print-directory image-archives & images=$$!; \
 	$(MAKE) --no-print-directory $(1); rest=$$?; \
+	[ $$rest -eq 0 ] || echo "make: a set-up step failed (its output is above); the image archives still build, then make stops" >&2; \
 	wait $$images; archives=$$?; \
 	[ $$archives -eq 0 ] || echo "make: building the image archives failed (their output is above)" >&2; \
 	[ $$rest -eq 0 ] && [ $$archives -eq 0 ]
