@@ -36,7 +36,8 @@ find_missing "$@"
 [ "$(id -u)" = 0 ] || { echo "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})" >&2; exit 1; }
 # make demo and make test build in two lanes, each of which may install a group: one apt-get at a time, and
 # what the other lane installed meanwhile is not installed again
-exec 8>/var/lock/lfk-install-debs.lock
+# (beside dpkg's own lock: a root-owned folder wherever apt-get is, where no other user can plant a link)
+exec 8>/var/lib/dpkg/lfk-install-debs.lock
 flock 8
 find_missing "$@"
 [ ${#missing[@]} -eq 0 ] && exit 0
