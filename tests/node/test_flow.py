@@ -456,7 +456,8 @@ def test_logs_and_exec_reach_the_pods_through_the_real_kubelet(
 def test_llamaboard_opens_in_headless_chromium(
     node_cluster: NodeCluster, tiny_run: dict[str, Any], tmp_path: Path
 ) -> None:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Route, sync_playwright
+    from playwright.sync_api import TimeoutError as PageTimeout
 
     screenshot = tmp_path / "llamaboard.png"
     with PortForward(node_cluster, TINY, "webui") as forward, sync_playwright() as playwright:
@@ -467,9 +468,38 @@ def test_llamaboard_opens_in_headless_chromium(
         )  # fmt: skip
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            failed: list[str] = []
+            page.on("requestfailed", lambda request: failed.append(f"{request.url} ({request.failure})"))
+
+            # Gradio's page also asks public CDNs for a font and a script; what is tested is what the pod
+            # serves, so those requests are refused at once instead of waiting on the machine's resolver
+            def pod_only(route: Route) -> None:
+                if route.request.url.startswith(forward.url):
+                    route.continue_()
+                else:
+                    route.abort()
+
+            page.route("**/*", pod_only)
             page.goto(forward.url, wait_until="domcontentloaded", timeout=120_000)
             # LlamaBoard's training tab: the model path and dataset fields rendered by Gradio
-            page.get_by_text("Model path", exact=False).first.wait_for(timeout=120_000)
+            model_path = page.get_by_text("Model path", exact=False).first
+            try:
+                model_path.wait_for(timeout=90_000)
+            except PageTimeout:
+                # one script lost on the port-forward leaves Gradio's page blank: say what was lost, load it again
+                print(
+                    f"LlamaBoard's page showed {page.inner_text('body')[:300]!r} after 90 s; failed: {failed}"
+                )
+                page.reload(wait_until="domcontentloaded", timeout=120_000)
+                try:
+                    model_path.wait_for(timeout=120_000)
+                except PageTimeout:
+                    page.screenshot(path=str(screenshot), full_page=False)
+                    raise AssertionError(
+                        f"LlamaBoard did not render its training tab (screenshot "
+                        f"{copy_artifact(screenshot, 'llamaboard-failed.png')}): the page shows "
+                        f"{page.inner_text('body')[:500]!r}; failed requests: {failed}"
+                    ) from None
             page.get_by_text("Dataset", exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(screenshot), full_page=False)
             title = page.title()
