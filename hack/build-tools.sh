@@ -180,7 +180,7 @@ build_containerd() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-# CoreDNS, the cluster DNS of the real node, with the plugins of its default plugin.cfg (kubernetes among them)
+# CoreDNS, the cluster DNS of the real node, with only the plugins its Corefile names
 # coredns_main: a CoreDNS main with the plugins COREDNS_PLUGINS names, in that order
 COREDNS_PLUGINS=(bind ready health errors kubernetes)
 coredns_main() {

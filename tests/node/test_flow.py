@@ -483,23 +483,27 @@ def test_llamaboard_opens_in_headless_chromium(
             page.goto(forward.url, wait_until="domcontentloaded", timeout=120_000)
             # LlamaBoard's training tab: the model path and dataset fields rendered by Gradio
             model_path = page.get_by_text("Model path", exact=False).first
-            try:
-                model_path.wait_for(timeout=90_000)
-            except PageTimeout:
+
+            def rendered(timeout_ms: int) -> bool:
+                try:
+                    model_path.wait_for(timeout=timeout_ms)
+                except PageTimeout:
+                    return False
+                return True
+
+            if not rendered(90_000):
                 # one script lost on the port-forward leaves Gradio's page blank: say what was lost, load it again
                 print(
                     f"LlamaBoard's page showed {page.inner_text('body')[:300]!r} after 90 s; failed: {failed}"
                 )
                 page.reload(wait_until="domcontentloaded", timeout=120_000)
-                try:
-                    model_path.wait_for(timeout=120_000)
-                except PageTimeout:
+                if not rendered(120_000):
                     page.screenshot(path=str(screenshot), full_page=False)
                     raise AssertionError(
                         f"LlamaBoard did not render its training tab (screenshot "
                         f"{copy_artifact(screenshot, 'llamaboard-failed.png')}): the page shows "
                         f"{page.inner_text('body')[:500]!r}; failed requests: {failed}"
-                    ) from None
+                    )
             page.get_by_text("Dataset", exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(screenshot), full_page=False)
             title = page.title()
