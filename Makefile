@@ -192,8 +192,9 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 # ----------------------------------------------------------------------------------------------- tests
 .PHONY: test test-unit test-chart test-cluster test-node test-llamafactory smoke gpu-smoke
 # The cheap tiers first, so a broken unit test fails in a minute (each on two pytest-xdist workers);
-# then the cluster tier, mostly waiting on its API server, beside the LLaMA-Factory and node tiers, which
-# train on the CPU (hack/test-slow-tiers.sh). Each run lists its slowest tests.
+# then the node tier, which owns the real node, with the cluster tier (three workers, mostly waiting on
+# their API servers) and then the LLaMA-Factory tier (CPU training, at a lower priority) beside it
+# (hack/test-slow-tiers.sh). Each run lists its slowest tests.
 test: disk-check-test setup-test ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
 	$(PYTEST) -m unit -n 2 $(PYTEST_ARGS)

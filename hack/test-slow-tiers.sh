@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
-# make test's slow tiers side by side on one machine: the cluster tier, which mostly waits on its API server
-# and controllers, in the background; the LLaMA-Factory and node tiers, which train on the CPU (and the node
-# tier owns the machine's one real node), in the foreground. Each is its own pytest with its own temporary
-# folder; the cluster tier's output follows once both are done. Exits non-zero when either failed.
+# make test's slow tiers side by side on one machine. In the foreground, the node tier: it owns the machine's
+# one real node and trains and serves in its pods, so it sets the pace. In the background, one after the
+# other: the cluster tier, in three workers by test file (it mostly waits on its API servers and controllers,
+# each worker starting its own), then the LLaMA-Factory tier, which trains on the CPU, at a lower priority so
+# that the node tier's pods keep theirs. Each pytest has its own temporary folder; the background's output
+# follows once both lanes are done. Exits non-zero when any tier failed.
 #   hack/test-slow-tiers.sh PYTEST [PYTEST_ARGS...]
+#   LFK_CLUSTER_WORKERS   the cluster tier's workers (default 3)
 set -uo pipefail
 pytest=$1
 shift
-work=$(mktemp -d "${TMPDIR:-/tmp}/lfk-cluster-tier.XXXXXX")
-"$pytest" -m cluster --basetemp="$work/tmp" "$@" >"$work/log" 2>&1 &
-cluster=$!
-trap 'kill -INT "$cluster" 2>/dev/null; wait "$cluster"; exit 130' INT TERM
-echo "the cluster tier runs in the background (pid $cluster); its output follows the LLaMA-Factory and node tiers"
-"$pytest" -m "llamafactory or node" "$@"
-real=$?
-wait "$cluster"
-clustered=$?
+workers=${LFK_CLUSTER_WORKERS:-3}
+work=$(mktemp -d "${TMPDIR:-/tmp}/lfk-slow-tiers.XXXXXX")
+(
+  "$pytest" -m cluster -n "$workers" --dist loadfile --basetemp="$work/cluster" "$@" >"$work/cluster.log" 2>&1
+  echo $? >"$work/cluster.rc"
+  nice -n 10 "$pytest" -m llamafactory --basetemp="$work/llamafactory" "$@" >"$work/llamafactory.log" 2>&1
+  echo $? >"$work/llamafactory.rc"
+) &
+background=$!
+# an interrupt reaches the background's pytest (the subshell's child) too
+trap 'pkill -INT -P "$background"; wait "$background"; exit 130' INT TERM
+echo "in the background (pid $background): the cluster tier, then the LLaMA-Factory tier; their output follows the node tier's"
+"$pytest" -m node "$@"
+node=$?
+wait "$background"
 trap - INT TERM
-echo
-echo "---------------------------------------- the cluster tier ----------------------------------------"
-cat "$work/log"
+status=0
+for tier in cluster llamafactory; do
+  echo
+  echo "---------------------------------------- the $tier tier ----------------------------------------"
+  cat "$work/$tier.log" 2>/dev/null
+  rc=$(cat "$work/$tier.rc" 2>/dev/null || echo "never finished")
+  echo "$tier tier: exit $rc"
+  [ "$rc" = 0 ] || status=1
+done
 rm -rf "$work"
-echo "slow tiers: llamafactory and node exit $real, cluster exit $clustered"
-[ "$real" -eq 0 ] && [ "$clustered" -eq 0 ]
+echo "slow tiers: node exit $node; cluster and llamafactory above"
+[ "$node" -eq 0 ] && exit "$status"
+exit 1

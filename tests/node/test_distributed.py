@@ -110,7 +110,7 @@ def ddp_run(node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory)
             "seconds": seconds,
         }
     finally:
-        node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
+        node_cluster.uninstall(facts.releases["train"])
 
 
 def test_two_pods_train_together_and_resume_after_one_is_evicted(
@@ -214,7 +214,7 @@ def test_a_rendezvous_that_never_completes_is_named_by_status(
         assert "! the rendezvous never completed" in status.stdout, status.stdout
         assert "distributed.rendezvousTimeout" in status.stdout
     finally:
-        node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
+        node_cluster.uninstall(facts.releases["train"])
 
 
 def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
@@ -260,4 +260,4 @@ def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
         )
     finally:
         eviction.stop.set()
-        node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
+        node_cluster.uninstall(facts.releases["train"])

@@ -383,7 +383,7 @@ def test_helm_test_fails_a_template_of_another_family_and_a_model_that_answers_n
         assert "trained '<|begin_of_text|>' (id 0), served " in log, log
         assert "the answer is empty ('')" in log, log
     finally:
-        node_cluster.helm("uninstall", release, "-n", NAMESPACE, "--wait")
+        node_cluster.uninstall(release)
         shutil.rmtree(mute, ignore_errors=True)
 
 
@@ -637,7 +637,7 @@ def test_two_experiments_adapters_answer_from_one_vllm_pod_and_uninstall_unloads
     that one pod, a restarted replica loads the guest again, and uninstalling the guest unloads it."""
     host, _ = adapter_host(node_cluster, tmp_path)  # as the test before left it, or installed now
     # the 2-core node holds vLLM and the guest's training only without LlamaBoard (the tests before used it)
-    node_cluster.helm("uninstall", FACTS.releases["webui"], "-n", NAMESPACE, "--wait", timeout=300)
+    node_cluster.uninstall(FACTS.releases["webui"])
 
     guest = variant(tmp_path, "tiny-guest", as_guest_of_tiny_cpu)
     guest_facts, host_facts = derive(load_spec(guest)), derive(load_spec(host))
@@ -719,8 +719,7 @@ def test_dpo_after_sft_trains_on_the_merged_model_passes_its_preference_gate_and
     run finished, trains on the pairs with tiny-cpu's model as the reference, merges, the gate compares the
     preference accuracy of both models on the pairs, and vLLM serves the result (helm test). tiny-cpu's vLLM
     and LlamaBoard are uninstalled first: the real node has two cores."""
-    for component in ("vllm", "webui"):
-        node_cluster.helm("uninstall", FACTS.releases[component], "-n", NAMESPACE, "--wait", timeout=300)
+    node_cluster.uninstall(FACTS.releases["vllm"], FACTS.releases["webui"])
     tiny.prepare(node_cluster.storage, DPO)
     dpo = derive(load_spec(DPO))
     assert dpo.base_model == FACTS.merged_dir
@@ -741,5 +740,4 @@ def test_dpo_after_sft_trains_on_the_merged_model_passes_its_preference_gate_and
             f"{scores['base']['preference-accuracy']:.1f} (tiny-cpu) -> {scores['tuned']['preference-accuracy']:.1f}"
         )
     finally:
-        for release in dpo.releases.values():
-            node_cluster.helm("uninstall", release, "-n", NAMESPACE, "--wait", timeout=300)
+        node_cluster.uninstall(*dpo.releases.values())

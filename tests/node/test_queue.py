@@ -139,7 +139,6 @@ def test_an_urgent_experiment_preempts_a_routine_one_which_resumes_from_its_chec
             f"resumed from checkpoint {checkpoint} and complete {time.monotonic() - urgent_done:.0f} s later"
         )
     finally:
-        for facts in (routine, urgent):
-            node_cluster.helm("uninstall", facts.releases["train"], "-n", NAMESPACE, "--wait", timeout=300)
+        node_cluster.uninstall(routine.releases["train"], urgent.releases["train"])
         for path in reversed(paths):
             delete_if_present(node_cluster.api, path)

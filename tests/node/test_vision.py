@@ -21,7 +21,7 @@ from generator.ops import kube
 from generator.project import REPO_ROOT
 from tests.support import tiny
 
-from .conftest import NAMESPACE, NodeCluster, PortForward, http_json
+from .conftest import NodeCluster, PortForward, http_json
 
 VISION = REPO_ROOT / "values" / "tiny-cpu-vision" / "experiment.yaml"
 RED = VISION.parent / "data" / "img" / "red.png"
@@ -100,5 +100,4 @@ def test_a_vision_language_model_tuned_on_pictures_is_served_and_answers_about_o
             f"lfk chat --image answered {json.dumps(chat.stdout.strip()[:60])}"
         )
     finally:
-        for release in facts.releases.values():
-            node_cluster.helm("uninstall", release, "-n", NAMESPACE, "--wait", timeout=300)
+        node_cluster.uninstall(*facts.releases.values())
