@@ -2,7 +2,7 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
-#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds jobset kueue
+#   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds jobset kueue trainer
 #                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
@@ -258,6 +258,30 @@ build_jobset() {
   controller_files "$src" "$out"
 }
 
+# Kubeflow Trainer's controller manager, built from hack/trainer-controller/main.go (upstream's command with
+# its webhook server on 127.0.0.1 and a certificate folder of ours) in a scratch module that requires the
+# pinned trainer module; beside it Trainer's CRDs and webhook manifests
+build_trainer() {
+  local out="$TOOLS_DIR/trainer-$KUBEFLOW_TRAINER_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "trainer $KUBEFLOW_TRAINER_VERSION cached in $out"; return; }
+  log "building trainer $KUBEFLOW_TRAINER_VERSION (cold: about three minutes on 2 cores)"
+  local src; src=$(mod_dir "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION")
+  local work; new_scratch
+  mkdir -p "$out.tmp/crds"
+  cp "$here/trainer-controller/main.go" "$work/"
+  (
+    cd "$work"
+    printf 'module localbuild/trainer\ngo 1.26.0\n' >go.mod
+    go get "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION" >/dev/null
+    go mod tidy >/dev/null
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/trainer" .
+  )
+  cp "$src"/manifests/base/crds/trainer.kubeflow.org_*.yaml "$out.tmp/crds/"
+  cp "$src/manifests/base/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
 # Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py
 # starts it against the local API server and registers the webhooks on 127.0.0.1)
 build_kueue() {
@@ -356,7 +380,7 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue helmfile containerd kube-node coredns pause)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

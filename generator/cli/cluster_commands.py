@@ -50,8 +50,9 @@ def cluster() -> None:
     "--engines",
     "engines",
     multiple=True,
-    type=click.Choice(["jobset", "kueue"]),
-    help="Workload controllers to run in the cluster too (repeatable; built by make cluster-tools; kueue needs root).",
+    type=click.Choice(["jobset", "trainer", "kueue"]),
+    help="Workload controllers to run in the cluster too (repeatable; built by make cluster-tools; trainer brings "
+    "jobset along; kueue needs root).",
 )
 @click.option(
     "--scheduling",

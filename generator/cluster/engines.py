@@ -1,5 +1,5 @@
-"""Workload controllers in the local cluster, beside the control plane: JobSet and Kueue (`lfk cluster up
---engines jobset --engines kueue`).
+"""Workload controllers in the local cluster, beside the control plane: JobSet, Kubeflow Trainer and Kueue
+(`lfk cluster up --engines jobset --engines trainer --engines kueue`).
 
 Each runs as a host process against the local API server like the other components, its CRDs applied from
 its own module (hack/build-tools.sh jobset kueue), with a serving certificate made here. Their admission
@@ -8,7 +8,12 @@ manifests name, since the API server runs on this machine too; only the webhooks
 manages here are registered (one whose path it does not serve would refuse every object of its kind).
 Kueue without its in-cluster certificate manager reads its metrics certificate from the fixed path
 /etc/kueue/metrics/certs: it starts in a mount namespace of its own where an overlay puts the certificate
-there, so the host's /etc is never written (root only, like the real node)."""
+there, so the host's /etc is never written (root only, like the real node). Trainer runs on JobSet (its
+TrainJobs become JobSets) and is built from a command of ours that sets its webhook server's address and
+certificate folder (hack/trainer-controller/main.go); the cluster training runtime our TrainJobs name by
+default, torch-distributed, is this project's (torch-distributed.yaml beside this module): Trainer's own
+example runtime has no security context, and the pods of a namespace under Pod Security `restricted` need
+one."""
 
 from __future__ import annotations
 
@@ -38,7 +43,8 @@ class Engine:
     name: str
     version_key: str  # its pin in hack/versions.env
     namespace: str  # where it keeps what it keeps (leader election is off)
-    config: Callable[[State, Path, tuple[str, ...]], dict[str, Any]]  # (state, certs, engines started)
+    # its configuration file's content (state, certs, engines started); None: it takes flags only
+    config: Callable[[State, Path, tuple[str, ...]], dict[str, Any]] | None
     webhook_paths: Callable[[tuple[str, ...]], tuple[str, ...]]  # substrings of the paths it serves here
 
     def folder(self) -> Path:
@@ -95,8 +101,15 @@ KUEUE = Engine(
 JOBSET = Engine(
     "jobset", "JOBSET_VERSION", "jobset-system", jobset_config, lambda started: ("jobset", "-v1-pod")
 )
-# in the order they start: Kueue manages JobSets only when their kind is served before it starts
-ENGINES = {e.name: e for e in (JOBSET, KUEUE)}
+TRAINER = Engine(
+    "trainer", "KUBEFLOW_TRAINER_VERSION", "kubeflow-system", None, lambda started: ("trainer-kubeflow-org",)
+)
+# in the order they start: Trainer watches the JobSets it makes, so JobSet's kind is served first; Kueue
+# manages JobSets only when their kind is served before it starts
+ENGINES = {e.name: e for e in (JOBSET, TRAINER, KUEUE)}
+NEEDS = {"trainer": ("jobset",)}  # engines an engine cannot run without, started with it
+RUNTIME = Path(__file__).resolve().parent / "torch-distributed.yaml"
+CLUSTER_RUNTIMES = "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes"
 
 
 def serving_certificate(folder: Path) -> bytes:
@@ -149,6 +162,14 @@ def wait_established(api: Any, names: list[str], timeout: float) -> None:
 
 def argv(state: State, engine: Engine, folder: Path, config: Path, home: Path) -> list[str]:
     binary = str(folder / engine.name)
+    if engine is TRAINER:
+        return [
+            binary,
+            "--webhook-host=127.0.0.1",
+            f"--webhook-port={engine.port(state, 'webhook')}",
+            f"--webhook-cert-dir={home / 'certs'}",
+            f"--health-probe-bind-address=127.0.0.1:{engine.port(state, 'health')}",
+        ]
     if engine is not KUEUE:
         # JobSet's flags would listen on every address and win over its config: loopback, or nothing
         health = f"127.0.0.1:{engine.port(state, 'health')}"
@@ -185,7 +206,8 @@ def start_engine(state: State, engine: Engine, started: tuple[str, ...], timeout
     home = state.directory / engine.name
     ca = serving_certificate(home / "certs")
     config = home / "config.yaml"
-    config.write_text(yaml.safe_dump(engine.config(state, home / "certs", started)), encoding="utf-8")
+    if engine.config:
+        config.write_text(yaml.safe_dump(engine.config(state, home / "certs", started)), encoding="utf-8")
     env = {**os.environ, "KUBECONFIG": str(state.kubeconfig)}
     processes.start(state, engine.name, argv(state, engine, folder, config, home), env=env)
     processes.wait_healthy(
@@ -197,6 +219,9 @@ def start_engine(state: State, engine: Engine, started: tuple[str, ...], timeout
         kube.create(
             api, f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations", doc, replace=True
         )
+    if engine is TRAINER:  # its webhook checks runtimes: created once it answers
+        runtime = yaml.safe_load(RUNTIME.read_text(encoding="utf-8"))
+        kube.create(api, CLUSTER_RUNTIMES, runtime, replace=True)
     state.extra.setdefault("engines", []).append(engine.name)
     state.save()
 
@@ -207,6 +232,7 @@ def start(state: State, names: tuple[str, ...], report: Callable[[str], None] = 
     if unknown:
         raise ClusterError(f"unknown engine(s) {', '.join(unknown)}: choose from {', '.join(ENGINES)}")
     running = tuple(state.extra.get("engines", []))
+    names = (*names, *(need for n in names for need in NEEDS.get(n, ())))
     wanted = tuple(n for n in ENGINES if n in names and n not in running)
     if "kueue" in wanted and os.geteuid() != 0:
         raise ClusterError(

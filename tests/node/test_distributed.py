@@ -3,8 +3,8 @@ of two pods, a headless Service for the first pod's name, torch elastic over glo
 evicted right after the first checkpoint; the Job replaces it, the first pod's torchrun restarts its worker,
 both meet again and resume from the last checkpoint. The resumed two-pod run's losses match one uninterrupted
 process of the same global batch (run here from the same model, data and config), step for step. A rank that
-never meets the other is named by lfk status; the same two ranks as a JobSet, with JobSet's controller, restart
-as a group after an eviction and resume."""
+never meets the other is named by lfk status; the same two ranks as a JobSet, with JobSet's controller, and as
+a TrainJob, with Kubeflow Trainer's, restart as a group after an eviction and resume."""
 
 from __future__ import annotations
 
@@ -50,9 +50,9 @@ def two_pods(d: dict[str, Any]) -> None:
 class RankEviction(threading.Thread):
     """Evicts the pod of node rank 1 through the API as soon as the first checkpoint is complete."""
 
-    def __init__(self, cluster: NodeCluster, release: str, output: Path):
+    def __init__(self, cluster: NodeCluster, release: str, output: Path, engine: str = "job") -> None:
         super().__init__(daemon=True)
-        self.cluster, self.release, self.output = cluster, release, output
+        self.cluster, self.release, self.output, self.engine = cluster, release, output, engine
         self.stop = threading.Event()
         self.evicted: str | None = None
         self.checkpoint = 0
@@ -65,14 +65,22 @@ class RankEviction(threading.Thread):
             )
             if done:
                 [pod] = [
-                    p for p in self.cluster.pods({kube.INSTANCE: self.release, kube.COMPONENT: "train"})
+                    p for p in self.cluster.pods(self.selector())
                     if p["metadata"].get("annotations", {}).get(kube.COMPLETION_INDEX) == "1"
+                    and p["status"].get("phase") == "Running"
                 ]  # fmt: skip
                 name = pod["metadata"]["name"]
                 evict(self.cluster, name)
                 self.evicted, self.checkpoint, self.at = name, done[0], datetime.now(UTC)
                 return
             time.sleep(0.05)
+
+    def selector(self) -> dict[str, str]:
+        """The ranks' pods: the release's, or a TrainJob's (Trainer labels them with its JobSet's name only)."""
+        if self.engine != "trainjob":
+            return {kube.INSTANCE: self.release, kube.COMPONENT: "train"}
+        [trainjob] = kube.workloads(self.cluster.api, NAMESPACE, self.release, "train", "trainjob")
+        return {kube.JOBSET_NAME: trainjob["metadata"]["name"]}
 
 
 def install_with_eviction(cluster: NodeCluster, spec: Path) -> tuple[Any, Path, RankEviction, float]:
@@ -257,6 +265,79 @@ def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
             f"two pods as a JobSet: {time.monotonic() - started:.0f} s for {max_steps} steps, rank 1 evicted after "
             f"checkpoint {eviction.checkpoint}, the group restarted {jobset['status']['restarts']} time(s) and "
             f"resumed from checkpoint {checkpoint}"
+        )
+    finally:
+        eviction.stop.set()
+        node_cluster.uninstall(facts.releases["train"])
+
+
+def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_group(
+    node_cluster: NodeCluster, tmp_path: Path
+) -> None:
+    """The same two ranks as a TrainJob, with Kubeflow Trainer's controller (and JobSet's, which it runs on)
+    started beside the node cluster: Trainer admits the TrainJob through its webhook, makes a JobSet of two pods
+    on the project's torch-distributed runtime and hands them the group as PET_* variables; both train as one
+    group of two, rank 0 alone writing checkpoints. Rank 1 is evicted after the first checkpoint: the runtime's
+    failure policy starts the group again and it resumes from the checkpoint, no step lost or repeated.
+    lfk status finds both ranks (Trainer labels the pods with its JobSet's name, not the release's)."""
+    engines.start(node_cluster.state, ("trainer",))
+    assert {"jobset", "trainer"} <= set(node_cluster.state.extra["engines"])
+
+    def on_trainer(d: dict[str, Any]) -> None:
+        two_pods(d)
+        d["distributed"]["engine"] = "trainjob"
+
+    spec = variant(tmp_path, "tiny-trainer", on_trainer)
+    facts = derive(load_spec(spec))
+    output = local(node_cluster.storage, facts.output_dir)
+    eviction = RankEviction(node_cluster, facts.releases["train"], output, "trainjob")
+    eviction.start()
+    started = time.monotonic()
+    install = node_cluster.lfk("install", str(spec), "--component", "train", timeout=600)
+    try:
+        assert install.returncode == 0, install.stdout + install.stderr
+
+        def finished() -> dict[str, Any] | None:
+            jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "trainjob")
+            return next((j for j in jobs if kube.workload_state(j)[0] in ("Complete", "Failed")), None)
+
+        trainjob = wait_for("the two-pod TrainJob", finished, 900, 2)
+        eviction.stop.set()
+        name = trainjob["metadata"]["name"]
+        assert kube.workload_state(trainjob)[0] == "Complete", trainjob["status"]
+        assert eviction.evicted, "the first checkpoint never appeared while the pods ran"
+        jobset = kube.workload(node_cluster.api, NAMESPACE, name, "jobset")
+        assert jobset["status"].get("restarts", 0) >= 1, jobset["status"]  # the group started again
+        pods = sorted(
+            node_cluster.pods({kube.JOBSET_NAME: name}),
+            key=lambda p: p["metadata"]["annotations"][kube.COMPLETION_INDEX],
+        )
+        assert [p["metadata"]["annotations"][kube.COMPLETION_INDEX] for p in pods] == ["0", "1"], pods
+        first, second = (node_cluster.log(p["metadata"]["name"]) for p in pods)
+        for rank, log in enumerate((first, second)):
+            assert f"distributed: node {rank} of 2, 1 processes, rendezvous {name}-node-0-0.{name}:" in log, (
+                log[-3000:]
+            )
+            assert "world size: 2, device: cpu" in log, log[-3000:]
+        saving = [
+            bool(re.search(r"Saving model checkpoint to \S+/checkpoint-\d+", log)) for log in (first, second)
+        ]
+        assert saving == [True, False], saving
+        resumed = {int(n) for log in (first, second) for n in RESUMED_FROM.findall(log)}
+        assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
+        [checkpoint] = resumed
+        max_steps = load_spec(spec).data["training"]["maxSteps"]
+        assert_resumed_once([s for s, _ in losses(output)], checkpoint, max_steps)
+        status = node_cluster.lfk("status", str(spec))
+        assert status.returncode == 0, status.stderr
+        for rank in (0, 1):
+            assert re.search(rf"pod \S+ \(node rank {rank}\) Succeeded on \S+ GPUs 0", status.stdout), (
+                status.stdout
+            )
+        print(
+            f"two pods as a TrainJob of Kubeflow Trainer: {time.monotonic() - started:.0f} s for {max_steps} "
+            f"steps, rank 1 evicted after checkpoint {eviction.checkpoint}, the group restarted "
+            f"{jobset['status']['restarts']} time(s) and resumed from checkpoint {checkpoint}"
         )
     finally:
         eviction.stop.set()

@@ -1,5 +1,5 @@
 """The workload controllers' wiring into the local cluster (generator/cluster/engines.py), without starting them:
-Kueue's configuration and which of its webhooks are registered, and where they call."""
+Kueue's configuration, Trainer's flags and runtime, which webhooks are registered, and where they call."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import yaml
 
 from generator.cluster import engines
 from generator.cluster.state import State
+from generator.project import REPO_ROOT
 
 MANIFESTS = [
     {
@@ -61,7 +62,8 @@ def test_kueue_listens_on_loopback_only_and_manages_jobsets_only_beside_jobset(t
 
 
 def test_jobset_starts_before_kueue_and_listens_on_loopback_only(tmp_path: Path) -> None:
-    assert list(engines.ENGINES) == ["jobset", "kueue"]  # Kueue looks the JobSet kind up at its start
+    # Trainer watches the JobSets it makes, Kueue looks the JobSet kind up at its start
+    assert list(engines.ENGINES) == ["jobset", "trainer", "kueue"]
     state = State(tmp_path, ports={"jobset-health": 18091, "jobset-webhook": 19453})
     config = engines.jobset_config(state, tmp_path / "certs")
     assert (
@@ -70,3 +72,42 @@ def test_jobset_starts_before_kueue_and_listens_on_loopback_only(tmp_path: Path)
     )
     argv = engines.argv(state, engines.JOBSET, tmp_path, tmp_path / "config.yaml", tmp_path)
     assert "--metrics-bind-address=0" in argv and "--health-probe-bind-address=127.0.0.1:18091" in argv
+
+
+def test_trainer_listens_on_loopback_only_with_our_certificate_and_brings_jobset_along(
+    tmp_path: Path,
+) -> None:
+    state = State(tmp_path, ports={"trainer-health": 18101, "trainer-webhook": 19463})
+    argv = engines.argv(state, engines.TRAINER, tmp_path, tmp_path / "config.yaml", tmp_path)
+    assert argv[1:] == [
+        "--webhook-host=127.0.0.1",
+        "--webhook-port=19463",
+        f"--webhook-cert-dir={tmp_path / 'certs'}",
+        "--health-probe-bind-address=127.0.0.1:18101",
+    ]
+    assert engines.TRAINER.config is None and engines.NEEDS["trainer"] == ("jobset",)
+    manifests = tmp_path / "webhooks.yaml"
+    paths = ("clustertrainingruntime", "trainingruntime", "trainjob")
+    manifests.write_text(yaml.safe_dump({
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "validating-webhook-configuration"},
+        "webhooks": [{"name": f"validator.{p}.trainer.kubeflow.org", "clientConfig": {"service": {
+            "path": f"/validate-trainer-kubeflow-org-v1alpha1-{p}"}}} for p in paths],
+    }))  # fmt: skip
+    [doc] = engines.webhooks(manifests, "trainer", engines.TRAINER.webhook_paths(()), 19463, b"CA")
+    assert [h["clientConfig"]["url"] for h in doc["webhooks"]] == [
+        f"https://127.0.0.1:19463/validate-trainer-kubeflow-org-v1alpha1-{p}" for p in paths
+    ]
+
+
+def test_the_torch_distributed_runtime_gives_the_pods_the_charts_security_contexts() -> None:
+    """A TrainJob cannot set security contexts: the runtime it names must, or a namespace under Pod Security
+    `restricted` refuses its pods. The project's runtime carries the chart's defaults."""
+    chart = yaml.safe_load((REPO_ROOT / "charts" / "llama-factory" / "values.yaml").read_text())
+    runtime = yaml.safe_load(engines.RUNTIME.read_text())
+    assert runtime["kind"] == "ClusterTrainingRuntime" and runtime["metadata"]["name"] == "torch-distributed"
+    [job] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert job["name"] == "node"  # the chart's podSpecOverrides target it
+    pod = job["template"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == chart["podSecurityContext"]
+    [container] = pod["containers"]
+    assert container["name"] == "node" and container["securityContext"] == chart["securityContext"]

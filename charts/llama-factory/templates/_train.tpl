@@ -76,7 +76,8 @@ Environment of distributed training: LLaMA-Factory's launcher (torchrun undernea
 NODE_RANK, MASTER_ADDR, MASTER_PORT and NPROC_PER_NODE; several GPUs or DeepSpeed need FORCE_TORCHRUN. With
 RDZV_ID the launch is elastic: when a worker fails, torch restarts every worker of the group (up to
 MAX_RESTARTS), and each restart resumes from the run's last checkpoint. Operators that set Kubeflow's PET_*
-variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" <the first node's name>).
+variables instead (Trainer, the training operator) are mapped by train.sh; the rendezvous timeout and the CPU
+ranks' resume reach their pods too. Call with (dict "root" . "masterAddr" <the first node's name>).
 */}}
 {{- define "llama-factory.train.distributedEnv" -}}
 {{- $w := .root.Values.train }}
@@ -98,6 +99,8 @@ variables instead are mapped by train.sh. Call with (dict "root" . "masterAddr" 
   value: {{ .masterAddr | quote }}
 - name: MASTER_PORT
   value: {{ $d.masterPort | quote }}
+{{- end }}
+{{- if and (gt (int $d.nodes) 1) (ne $d.engine "rayjob") }}
 # how long the pods wait for each other: join_timeout of the elastic rendezvous, timeout of the static one
 - name: PET_RDZV_CONF
   value: {{ printf "join_timeout=%d,timeout=%d" (int $d.rendezvousTimeout) (int $d.rendezvousTimeout) | quote }}

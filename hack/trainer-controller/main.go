@@ -1,0 +1,90 @@
+// Kubeflow Trainer's controller manager as the local cluster runs it (hack/build-tools.sh trainer builds it
+// against the pinned github.com/kubeflow/trainer/v2 module). Upstream's command listens for webhooks on every
+// interface and makes its own certificate into a Secret; servers here listen on 127.0.0.1 only, and
+// generator/cluster/engines.py makes the serving certificate and registers the webhooks itself. So this
+// command sets the webhook server's address and certificate folder and leaves the certificate rotation out;
+// the controllers, runtimes and webhooks are Trainer's own, set up as upstream sets them up.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlpkg "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	jobsetv1alpha2 "sigs.k8s.io/jobset/api/jobset/v1alpha2"
+	schedulerpluginsv1alpha1 "sigs.k8s.io/scheduler-plugins/apis/scheduling/v1alpha1"
+
+	trainer "github.com/kubeflow/trainer/v2/pkg/apis/trainer/v1alpha1"
+	"github.com/kubeflow/trainer/v2/pkg/controller"
+	runtimecore "github.com/kubeflow/trainer/v2/pkg/runtime/core"
+	"github.com/kubeflow/trainer/v2/pkg/webhooks"
+)
+
+func main() {
+	var host, certDir, probeAddr string
+	var port int
+	flag.StringVar(&host, "webhook-host", "127.0.0.1", "Address the webhook server listens on.")
+	flag.IntVar(&port, "webhook-port", 9443, "Port the webhook server listens on.")
+	flag.StringVar(&certDir, "webhook-cert-dir", "", "Folder holding the webhook server's tls.crt and tls.key.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "Address of /healthz and /readyz.")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+	fail := func(err error, what string) {
+		log.Error(err, what)
+		os.Exit(1)
+	}
+
+	scheme := apiruntime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(trainer.AddToScheme(scheme))
+	utilruntime.Must(jobsetv1alpha2.AddToScheme(scheme))
+	utilruntime.Must(schedulerpluginsv1alpha1.AddToScheme(scheme))
+
+	// HTTP/2 stays off, as upstream keeps it off by default
+	http1 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:  scheme,
+		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: host, Port: port, CertDir: certDir, TLSOpts: []func(*tls.Config){http1},
+		}),
+		HealthProbeBindAddress: probeAddr,
+	})
+	if err != nil {
+		fail(err, "unable to create the manager")
+	}
+	ctx := ctrl.SetupSignalHandler()
+	runtimes, err := runtimecore.New(ctx, mgr.GetClient(), mgr.GetFieldIndexer())
+	if err != nil {
+		fail(err, "unable to set up the training runtimes")
+	}
+	if name, err := controller.SetupControllers(mgr, runtimes, ctrlpkg.Options{}); err != nil {
+		fail(err, "unable to set up controller "+name)
+	}
+	if name, err := webhooks.Setup(mgr, runtimes); err != nil {
+		fail(err, "unable to set up webhook "+name)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		fail(err, "unable to set up /healthz")
+	}
+	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		fail(err, "unable to set up /readyz")
+	}
+	if err := mgr.Start(ctx); err != nil {
+		fail(err, "the manager stopped")
+	}
+}
