@@ -28,6 +28,19 @@ done_marker() { printf '%s/.complete' "$1"; }
 # mod_dir MODULE@VERSION: download the module and print its source folder in the module cache
 mod_dir() { go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
 
+# scratch_build OUT BINARY MODULE@VERSION PACKAGE: PACKAGE built as OUT.tmp/BINARY in the scratch module $work
+# (new_scratch), which requires MODULE and may hold a main.go of ours (PACKAGE ".")
+scratch_build() {
+  local out=$1 binary=$2 module=$3 package=$4
+  mkdir -p "$out.tmp"
+  (
+    cd "$work"
+    printf 'module localbuild/%s\ngo 1.26.0\n' "$binary" >go.mod
+    go get "$module" >/dev/null
+    go build -trimpath -ldflags "-s -w" -o "$out.tmp/$binary" "$package"
+  )
+}
+
 # kube_module: make $work a wrapper module that requires k8s.io/kubernetes $KUBE_VERSION and replaces every
 # staging module k8s.io/<m> (which its go.mod points at ./staging/...) with its published twin v0.<minor>.<patch>
 kube_module() {
@@ -197,18 +210,12 @@ build_coredns() {
   [ -f "$(done_marker "$out")" ] && { log "coredns $COREDNS_VERSION cached in $out"; return; }
   local work; new_scratch
   log "building coredns $COREDNS_VERSION"
-  (
-    cd "$work"
-    printf 'module localbuild/coredns\ngo 1.26.0\n' >go.mod
-    # only the plugins the real node's Corefile names (generator/cluster/realnode.py corefile()), in the
-    # order of CoreDNS's core/dnsserver/zdirectives.go: its own main compiles every plugin, the cloud
-    # providers' SDKs among them, for a server that uses five
-    coredns_main >main.go
-    go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
-    mkdir -p "$out.tmp"
-    # its version is a constant; the Makefile stamps only the git commit, which a module has not
-    go build -trimpath -ldflags "-s -w" -o "$out.tmp/coredns" .
-  )
+  # only the plugins the real node's Corefile names (generator/cluster/realnode.py corefile()), in the
+  # order of CoreDNS's core/dnsserver/zdirectives.go: its own main compiles every plugin, the cloud
+  # providers' SDKs among them, for a server that uses five. Its version is a constant; the Makefile stamps
+  # only the git commit, which a module has not.
+  coredns_main >"$work/main.go"
+  scratch_build "$out" coredns "github.com/coredns/coredns@$COREDNS_VERSION" .
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
@@ -228,13 +235,14 @@ build_pause() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-# controller_files MODULE_DIR OUT: a kubebuilder controller's CRDs and webhook manifests beside its binary in
-# OUT.tmp, then OUT.tmp in place (generator/cluster/engines.py applies them)
+# controller_files MODULE_DIR OUT [CRD_DIR WEBHOOKS]: a kubebuilder controller's CRDs and webhook manifests
+# (where kubebuilder puts them unless given) beside its binary in OUT.tmp, then OUT.tmp in place
+# (generator/cluster/engines.py applies them)
 controller_files() {
-  local src=$1 out=$2
+  local src=$1 out=$2 crds=${3:-config/components/crd/bases} hooks=${4:-config/components/webhook/manifests.yaml}
   mkdir -p "$out.tmp/crds"
-  cp "$src"/config/components/crd/bases/*.yaml "$out.tmp/crds/"
-  cp "$src/config/components/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
+  cp "$src/$crds"/*_*.yaml "$out.tmp/crds/"
+  cp "$src/$hooks" "$out.tmp/webhooks.yaml"
   chmod -R u+w "$out.tmp"
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
@@ -248,13 +256,7 @@ build_jobset() {
   log "building jobset $JOBSET_VERSION (cold: about five minutes on 2 cores)"
   local src; src=$(mod_dir "sigs.k8s.io/jobset@$JOBSET_VERSION")
   local work; new_scratch
-  mkdir -p "$out.tmp"
-  (
-    cd "$work"
-    printf 'module localbuild/jobset\ngo 1.26.0\n' >go.mod
-    go get "sigs.k8s.io/jobset@$JOBSET_VERSION" >/dev/null
-    go build -trimpath -ldflags "-s -w" -o "$out.tmp/jobset" sigs.k8s.io/jobset
-  )
+  scratch_build "$out" jobset "sigs.k8s.io/jobset@$JOBSET_VERSION" sigs.k8s.io/jobset
   controller_files "$src" "$out"
 }
 
@@ -267,19 +269,9 @@ build_trainer() {
   log "building trainer $KUBEFLOW_TRAINER_VERSION (cold: about three minutes on 2 cores)"
   local src; src=$(mod_dir "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION")
   local work; new_scratch
-  mkdir -p "$out.tmp/crds"
   cp "$here/trainer-controller/main.go" "$work/"
-  (
-    cd "$work"
-    printf 'module localbuild/trainer\ngo 1.26.0\n' >go.mod
-    go get "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION" >/dev/null
-    go mod tidy >/dev/null
-    go build -trimpath -ldflags "-s -w" -o "$out.tmp/trainer" .
-  )
-  cp "$src"/manifests/base/crds/trainer.kubeflow.org_*.yaml "$out.tmp/crds/"
-  cp "$src/manifests/base/webhook/manifests.yaml" "$out.tmp/webhooks.yaml"
-  chmod -R u+w "$out.tmp"
-  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+  scratch_build "$out" trainer "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION" .
+  controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml
 }
 
 # Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py
