@@ -2,7 +2,7 @@
 (`lfk cluster up --engines jobset --engines trainer --engines kueue`).
 
 Each runs as a host process against the local API server like the other components, its CRDs applied from
-its own module (hack/build-tools.sh jobset kueue), with a serving certificate made here. Their admission
+its own module (hack/build-tools.sh jobset trainer kueue), with a serving certificate made here. Their admission
 webhooks are registered with the URL https://127.0.0.1:PORT/... instead of the in-cluster Service their
 manifests name, since the API server runs on this machine too; only the webhooks of the kinds an engine
 manages here are registered (one whose path it does not serve would refuse every object of its kind).

@@ -24,8 +24,8 @@ COMPONENT = "app.kubernetes.io/component"
 RUN_ID = "llamafactory-k8s/run-id"
 # the completion index of an Indexed Job's pod: its node rank in a multi-node training
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
-# JobSet's label on the pods of its Jobs: the only label of ours a TrainJob's pods carry (Trainer puts the
-# TrainJob's labels on the JobSet it makes, not on the pods)
+# JobSet's label on the pods of its Jobs: how a TrainJob's pods are found (Trainer puts the TrainJob's labels
+# on the JobSet it makes, not on the pods)
 JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 
 
