@@ -291,10 +291,13 @@ def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pe
         raise RunFailed(f"{step.component}: helm installed {step.release}, but no {engine} of it exists")
     job = max(current, key=lambda w: str(w["metadata"].get("creationTimestamp", "")))
     name, kind = job["metadata"]["name"], job.get("kind", "Job").lower()
-    # a plain Job's pods carry its name; an operator's carry our pod template's labels
+    # a plain Job's pods carry its name, a TrainJob's its JobSet's (Trainer does not give them our labels);
+    # another operator's carry our pod template's labels
     selector = (
         {"job-name": name}
         if engine == "job"
+        else {kube.JOBSET_NAME: name}
+        if engine == "trainjob"
         else {kube.INSTANCE: step.release, kube.RUN_ID: target.facts.run_id}
     )
     progress = _Progress(report)

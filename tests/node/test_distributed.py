@@ -293,9 +293,13 @@ def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_gr
     eviction = RankEviction(node_cluster, facts.releases["train"], output, "trainjob")
     eviction.start()
     started = time.monotonic()
-    install = node_cluster.lfk("install", str(spec), "--component", "train", timeout=600)
+    run = node_cluster.lfk("run", str(spec), "--components", "train", "--timeout", "600", timeout=900)
     try:
-        assert install.returncode == 0, install.stdout + install.stderr
+        # lfk run follows the ranks by their JobSet's name and waits through the group's restart
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert re.search(
+            r"train: trainjob \S+: \S+-node-0-0-\S+ Running on cpu-0, \S+-node-0-1-\S+ Running", run.stdout
+        ), run.stdout
 
         def finished() -> dict[str, Any] | None:
             jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "trainjob")
