@@ -46,6 +46,8 @@ class Engine:
     # its configuration file's content (state, certs, engines started); None: it takes flags only
     config: Callable[[State, Path, tuple[str, ...]], dict[str, Any]] | None
     webhook_paths: Callable[[tuple[str, ...]], tuple[str, ...]]  # substrings of the paths it serves here
+    # (collection, manifest) of the objects it comes with, created once its webhooks answer (they check them)
+    objects: tuple[tuple[str, Path], ...] = ()
 
     def folder(self) -> Path:
         folder = built_tool(self.name, self.version_key).parent
@@ -94,6 +96,8 @@ def jobset_config(state: State, certs: Path, started: tuple[str, ...] = ()) -> d
     }
 
 
+# the cluster training runtime our TrainJobs name by default, written by this project
+RUNTIME = Path(__file__).resolve().parent / "torch-distributed.yaml"
 KUEUE = Engine(
     "kueue", "KUEUE_VERSION", "kueue-system", kueue_config,
     lambda started: ("kueue-x-k8s-io", "batch-v1-job", *(("jobset-x-k8s-io",) if "jobset" in started else ())),
@@ -102,14 +106,13 @@ JOBSET = Engine(
     "jobset", "JOBSET_VERSION", "jobset-system", jobset_config, lambda started: ("jobset", "-v1-pod")
 )
 TRAINER = Engine(
-    "trainer", "KUBEFLOW_TRAINER_VERSION", "kubeflow-system", None, lambda started: ("trainer-kubeflow-org",)
-)
+    "trainer", "KUBEFLOW_TRAINER_VERSION", "kubeflow-system", None, lambda started: ("trainer-kubeflow-org",),
+    objects=(("/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes", RUNTIME),),
+)  # fmt: skip
 # in the order they start: Trainer watches the JobSets it makes, so JobSet's kind is served first; Kueue
 # manages JobSets only when their kind is served before it starts
 ENGINES = {e.name: e for e in (JOBSET, TRAINER, KUEUE)}
 NEEDS = {"trainer": ("jobset",)}  # engines an engine cannot run without, started with it
-RUNTIME = Path(__file__).resolve().parent / "torch-distributed.yaml"
-CLUSTER_RUNTIMES = "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes"
 
 
 def serving_certificate(folder: Path) -> bytes:
@@ -219,9 +222,8 @@ def start_engine(state: State, engine: Engine, started: tuple[str, ...], timeout
         kube.create(
             api, f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations", doc, replace=True
         )
-    if engine is TRAINER:  # its webhook checks runtimes: created once it answers
-        runtime = yaml.safe_load(RUNTIME.read_text(encoding="utf-8"))
-        kube.create(api, CLUSTER_RUNTIMES, runtime, replace=True)
+    for collection, manifest in engine.objects:
+        kube.create(api, collection, yaml.safe_load(manifest.read_text(encoding="utf-8")), replace=True)
     state.extra.setdefault("engines", []).append(engine.name)
     state.save()
 
