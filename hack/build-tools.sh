@@ -3,6 +3,7 @@
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
 #   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds jobset kueue trainer
+#                                         training-operator
 #                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
@@ -235,13 +236,15 @@ build_pause() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-# controller_files MODULE_DIR OUT [CRD_DIR WEBHOOKS]: a kubebuilder controller's CRDs and webhook manifests
-# (where kubebuilder puts them unless given) beside its binary in OUT.tmp, then OUT.tmp in place
+# controller_files MODULE_DIR OUT [CRD_DIR WEBHOOKS CRD_GLOB]: a kubebuilder controller's CRDs and webhook
+# manifests (where kubebuilder puts them unless given) beside its binary in OUT.tmp, then OUT.tmp in place
 # (generator/cluster/engines.py applies them)
 controller_files() {
   local src=$1 out=$2 crds=${3:-config/components/crd/bases} hooks=${4:-config/components/webhook/manifests.yaml}
+  local glob=${5:-*_*.yaml}
   mkdir -p "$out.tmp/crds"
-  cp "$src/$crds"/*_*.yaml "$out.tmp/crds/"
+  # shellcheck disable=SC2086 # the glob is meant to expand
+  cp "$src/$crds"/$glob "$out.tmp/crds/"
   cp "$src/$hooks" "$out.tmp/webhooks.yaml"
   chmod -R u+w "$out.tmp"
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
@@ -272,6 +275,20 @@ build_trainer() {
   cp "$here/trainer-controller/main.go" "$work/"
   scratch_build "$out" trainer "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION" .
   controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml
+}
+
+# The Kubeflow training operator's manager for PyTorchJobs, built from hack/training-operator/main.go (upstream's
+# command with its webhook server on 127.0.0.1 and a certificate folder of ours) in a scratch module that
+# requires the pinned module; beside it the PyTorchJob CRD and the operator's webhook manifests
+build_training-operator() {
+  local out="$TOOLS_DIR/training-operator-$KUBEFLOW_TRAINING_OPERATOR_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "training-operator $KUBEFLOW_TRAINING_OPERATOR_VERSION cached in $out"; return; }
+  log "building training-operator $KUBEFLOW_TRAINING_OPERATOR_VERSION (cold: a few minutes on 2 cores)"
+  local src; src=$(mod_dir "github.com/kubeflow/training-operator@$KUBEFLOW_TRAINING_OPERATOR_VERSION")
+  local work; new_scratch
+  cp "$here/training-operator/main.go" "$work/"
+  scratch_build "$out" training-operator "github.com/kubeflow/training-operator@$KUBEFLOW_TRAINING_OPERATOR_VERSION" .
+  controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml 'kubeflow.org_pytorchjobs.yaml'
 }
 
 # Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py
@@ -372,7 +389,7 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer helmfile containerd kube-node coredns pause)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer training-operator helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

@@ -1,5 +1,6 @@
-"""Workload controllers in the local cluster, beside the control plane: JobSet, Kubeflow Trainer and Kueue
-(`lfk cluster up --engines jobset --engines trainer --engines kueue`).
+"""Workload controllers in the local cluster, beside the control plane: JobSet, Kubeflow Trainer, the Kubeflow
+training operator (PyTorchJob) and Kueue (`lfk cluster up --engines jobset --engines trainer --engines
+training-operator --engines kueue`).
 
 Each runs as a host process against the local API server like the other components, its CRDs applied from
 its own module (hack/build-tools.sh jobset trainer kueue), with a serving certificate made here. Their admission
@@ -13,7 +14,11 @@ TrainJobs become JobSets) and is built from a command of ours that sets its webh
 certificate folder (hack/trainer-controller/main.go); the cluster training runtime our TrainJobs name by
 default, torch-distributed, is this project's (torch-distributed.yaml beside this module): Trainer's own
 example runtime has no security context, and the pods of a namespace under Pod Security `restricted` need
-one."""
+one. The training operator likewise runs a command of ours (hack/training-operator/main.go), PyTorchJobs only;
+its init container that makes a Worker wait for the Master's DNS name (alpine with nslookup, no security
+context) is left out with an empty template: a Worker waits for the Master in torch's own rendezvous, within
+the spec's rendezvous timeout, and a pod of that init container could neither be pulled here nor pass Pod
+Security `restricted`."""
 
 from __future__ import annotations
 
@@ -109,9 +114,13 @@ TRAINER = Engine(
     "trainer", "KUBEFLOW_TRAINER_VERSION", "kubeflow-system", None, lambda started: ("trainer-kubeflow-org",),
     objects=(("/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes", RUNTIME),),
 )  # fmt: skip
+TRAINING_OPERATOR = Engine(
+    "training-operator", "KUBEFLOW_TRAINING_OPERATOR_VERSION", "kubeflow", None,
+    lambda started: ("kubeflow-org-v1-pytorchjob",),
+)  # fmt: skip
 # in the order they start: Trainer watches the JobSets it makes, so JobSet's kind is served first; Kueue
 # manages JobSets only when their kind is served before it starts
-ENGINES = {e.name: e for e in (JOBSET, TRAINER, KUEUE)}
+ENGINES = {e.name: e for e in (JOBSET, TRAINER, TRAINING_OPERATOR, KUEUE)}
 NEEDS = {"trainer": ("jobset",)}  # engines an engine cannot run without, started with it
 
 
@@ -165,14 +174,20 @@ def wait_established(api: Any, names: list[str], timeout: float) -> None:
 
 def argv(state: State, engine: Engine, folder: Path, config: Path, home: Path) -> list[str]:
     binary = str(folder / engine.name)
-    if engine is TRAINER:
-        return [
+    if engine in (TRAINER, TRAINING_OPERATOR):
+        # commands of ours (hack/*/main.go): the webhook server's address and certificates are flags
+        command = [
             binary,
             "--webhook-host=127.0.0.1",
             f"--webhook-port={engine.port(state, 'webhook')}",
             f"--webhook-cert-dir={home / 'certs'}",
             f"--health-probe-bind-address=127.0.0.1:{engine.port(state, 'health')}",
         ]
+        if engine is TRAINING_OPERATOR:
+            template = home / "init-container.yaml"
+            template.write_text("[]\n", encoding="utf-8")  # no init container (see the module's docstring)
+            command.append(f"--pytorch-init-container-template-file={template}")
+        return command
     if engine is not KUEUE:
         # JobSet's flags would listen on every address and win over its config: loopback, or nothing
         health = f"127.0.0.1:{engine.port(state, 'health')}"

@@ -27,6 +27,24 @@ COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 # JobSet's label on the pods of its Jobs: how a TrainJob's pods are found (Trainer puts the TrainJob's labels
 # on the JobSet it makes, not on the pods)
 JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
+# the training operator's labels on a PyTorchJob's pods: Master (node rank 0) or Worker i (node rank i + 1)
+REPLICA_TYPE = "training.kubeflow.org/replica-type"
+REPLICA_INDEX = "training.kubeflow.org/replica-index"
+
+
+def node_rank(pod: dict[str, Any]) -> str | None:
+    """A training pod's node rank in a multi-node run: an Indexed Job's completion index (JobSet's and
+    Trainer's pods are those too), or a PyTorchJob's replica; None for a pod of neither."""
+    meta = pod["metadata"]
+    if (index := meta.get("annotations", {}).get(COMPLETION_INDEX)) is not None:
+        return str(index)
+    labels = meta.get("labels", {})
+    kind, index = labels.get(REPLICA_TYPE), labels.get(REPLICA_INDEX)
+    if kind == "master" and index is not None:
+        return str(index)
+    if kind == "worker" and str(index).isdigit():
+        return str(int(index) + 1)
+    return None
 
 
 # kubeconfig entries that name a file, resolved against the file that holds them (as kubectl does)

@@ -164,8 +164,7 @@ def summarise_pod(
         "run_id": pod["metadata"].get("labels", {}).get(kube.RUN_ID, ""),
         "phase": pod["status"].get("phase", ""),
         "node": node,
-        # the pod's place in a multi-node run (an Indexed Job's completion index: JobSet's and Trainer's too)
-        "rank": pod["metadata"].get("annotations", {}).get(kube.COMPLETION_INDEX),
+        "rank": kube.node_rank(pod),  # its place in a multi-node run
         "simulated": node in simulated,  # kwok played this node's kubelet: no container ran
         "gpus": kube.gpu_request(pod),
         "waiting": ", ".join(diagnose.waiting_reasons(pod)),

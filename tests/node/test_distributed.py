@@ -4,7 +4,8 @@ evicted right after the first checkpoint; the Job replaces it, the first pod's t
 both meet again and resume from the last checkpoint. The resumed two-pod run's losses match one uninterrupted
 process of the same global batch (run here from the same model, data and config), step for step. A rank that
 never meets the other is named by lfk status; the same two ranks as a JobSet, with JobSet's controller, and as
-a TrainJob, with Kubeflow Trainer's, restart as a group after an eviction and resume."""
+a TrainJob, with Kubeflow Trainer's, restart as a group after an eviction and resume; as a PyTorchJob, with the
+Kubeflow training operator's controller, the operator replaces the evicted pod and torch restarts the group."""
 
 from __future__ import annotations
 
@@ -66,8 +67,7 @@ class RankEviction(threading.Thread):
             if done:
                 [pod] = [
                     p for p in self.cluster.pods(self.selector())
-                    if p["metadata"].get("annotations", {}).get(kube.COMPLETION_INDEX) == "1"
-                    and p["status"].get("phase") == "Running"
+                    if kube.node_rank(p) == "1" and p["status"].get("phase") == "Running"
                 ]  # fmt: skip
                 name = pod["metadata"]["name"]
                 evict(self.cluster, name)
@@ -193,6 +193,15 @@ def test_the_two_pods_lose_as_one_process_of_their_global_batch(
         assert loss == pytest.approx(alone[step], rel=LOSS_TOLERANCE), (step, pods, alone)
 
 
+def assert_lose_as_the_job_engines_pods(output: Path, ddp_run: dict[str, Any]) -> None:
+    """Another engine's two ranks of the same spec lose as the job engine's (which lose as one process of their
+    global batch, above), step for step: the same DDP, only started by another operator."""
+    pods, job_engine = dict(losses(output)), dict(losses(ddp_run["output"]))
+    assert sorted(pods) == sorted(job_engine)
+    for step, loss in pods.items():
+        assert loss == pytest.approx(job_engine[step], rel=LOSS_TOLERANCE), (step, pods, job_engine)
+
+
 def test_a_rendezvous_that_never_completes_is_named_by_status(
     node_cluster: NodeCluster, ddp_run: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -272,14 +281,15 @@ def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
 
 
 def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_group(
-    node_cluster: NodeCluster, tmp_path: Path
+    node_cluster: NodeCluster, ddp_run: dict[str, Any], tmp_path: Path
 ) -> None:
     """The same two ranks as a TrainJob, with Kubeflow Trainer's controller (and JobSet's, which it runs on)
     started beside the node cluster: Trainer admits the TrainJob through its webhook, makes a JobSet of two pods
     on the project's torch-distributed runtime and hands them the group as PET_* variables; both train as one
     group of two, rank 0 alone writing checkpoints. Rank 1 is evicted after the first checkpoint: the runtime's
-    failure policy starts the group again and it resumes from the checkpoint, no step lost or repeated.
-    lfk status finds both ranks (Trainer labels the pods with its JobSet's name, not the release's)."""
+    failure policy starts the group again and it resumes from the checkpoint, no step lost or repeated, and the
+    losses are the job engine's. lfk status finds both ranks (Trainer labels the pods with its JobSet's name,
+    not the release's)."""
     engines.start(node_cluster.state, ("trainer",))
     assert {"jobset", "trainer"} <= set(node_cluster.state.extra["engines"])
 
@@ -332,6 +342,7 @@ def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_gr
         [checkpoint] = resumed
         max_steps = load_spec(spec).data["training"]["maxSteps"]
         assert_resumed_once([s for s, _ in losses(output)], checkpoint, max_steps)
+        assert_lose_as_the_job_engines_pods(output, ddp_run)
         status = node_cluster.lfk("status", str(spec))
         assert status.returncode == 0, status.stderr
         for rank in (0, 1):
@@ -342,6 +353,81 @@ def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_gr
             f"two pods as a TrainJob of Kubeflow Trainer: {time.monotonic() - started:.0f} s for {max_steps} "
             f"steps, rank 1 evicted after checkpoint {eviction.checkpoint}, the group restarted "
             f"{jobset['status']['restarts']} time(s) and resumed from checkpoint {checkpoint}"
+        )
+    finally:
+        eviction.stop.set()
+        node_cluster.uninstall(facts.releases["train"])
+
+
+def test_two_pods_on_the_training_operator_train_as_one_pytorchjob_and_resume(
+    node_cluster: NodeCluster, ddp_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """The same two ranks as a PyTorchJob (a Master and one Worker), with the Kubeflow training operator's
+    controller started beside the node cluster: the operator admits it through its webhook, makes both pods and
+    a Service per replica and hands them the group (PET_NNODES, PET_NODE_RANK, MASTER_ADDR). The Worker (node
+    rank 1) is evicted after the first checkpoint: the operator makes it again, the Master's torch elastic
+    agent restarts its rank, both meet again and resume from the checkpoint, no step lost or repeated, and the
+    losses are the job engine's; the PyTorchJob never failed."""
+    engines.start(node_cluster.state, ("training-operator",))
+    assert "training-operator" in node_cluster.state.extra["engines"]
+
+    def on_pytorchjob(d: dict[str, Any]) -> None:
+        two_pods(d)
+        d["distributed"]["engine"] = "pytorchjob"
+
+    spec = variant(tmp_path, "tiny-pytorchjob", on_pytorchjob)
+    facts = derive(load_spec(spec))
+    output = local(node_cluster.storage, facts.output_dir)
+    eviction = RankEviction(node_cluster, facts.releases["train"], output, "pytorchjob")
+    eviction.start()
+    started = time.monotonic()
+    run = node_cluster.lfk("run", str(spec), "--components", "train", "--timeout", "600", timeout=900)
+    try:
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert re.search(
+            r"train: pytorchjob \S+: \S+-master-0 Running on cpu-0, \S+-worker-0 Running", run.stdout
+        ), run.stdout
+
+        def finished() -> dict[str, Any] | None:
+            jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "pytorchjob")
+            return next((j for j in jobs if kube.workload_state(j)[0] in ("Complete", "Failed")), None)
+
+        job = wait_for("the two-pod PyTorchJob", finished, 900, 2)
+        eviction.stop.set()
+        name = job["metadata"]["name"]
+        assert kube.workload_state(job)[0] == "Complete", job["status"]
+        assert eviction.evicted == f"{name}-worker-0", eviction.evicted
+        pods = sorted(
+            node_cluster.pods({kube.INSTANCE: facts.releases["train"], kube.COMPONENT: "train"}),
+            key=kube.node_rank,
+        )
+        assert [p["metadata"]["name"] for p in pods] == [f"{name}-master-0", f"{name}-worker-0"], pods
+        master, worker = (node_cluster.log(p["metadata"]["name"]) for p in pods)
+        for rank, log in enumerate((master, worker)):
+            assert f"distributed: node {rank} of 2, 1 processes, rendezvous {name}-master-0:" in log, log[
+                -3000:
+            ]
+            assert "world size: 2, device: cpu" in log, log[-3000:]
+        saving = [
+            bool(re.search(r"Saving model checkpoint to \S+/checkpoint-\d+", log)) for log in (master, worker)
+        ]
+        assert saving == [True, False], saving
+        # the Master's container never stopped: its log holds both rounds, the second resuming
+        resumed = {int(n) for log in (master, worker) for n in RESUMED_FROM.findall(log)}
+        assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
+        [checkpoint] = resumed
+        max_steps = load_spec(spec).data["training"]["maxSteps"]
+        assert_resumed_once([s for s, _ in losses(output)], checkpoint, max_steps)
+        assert_lose_as_the_job_engines_pods(output, ddp_run)
+        status = node_cluster.lfk("status", str(spec))
+        assert status.returncode == 0, status.stderr
+        for rank in (0, 1):
+            assert re.search(rf"pod \S+ \(node rank {rank}\) Succeeded on \S+ GPUs 0", status.stdout), (
+                status.stdout
+            )
+        print(
+            f"two pods as a PyTorchJob: {time.monotonic() - started:.0f} s for {max_steps} steps, the Worker evicted "
+            f"after checkpoint {eviction.checkpoint}, replaced by the operator, resumed from checkpoint {checkpoint}"
         )
     finally:
         eviction.stop.set()

@@ -144,6 +144,33 @@ def test_train_sh_turns_cuda_out_of_memory_into_exit_4(
         assert "the GPU ran out of memory" in result.stderr
 
 
+def test_train_sh_hands_the_operators_group_to_the_launcher_and_keeps_its_rank_from_every_step_before(
+    tmp_path: Path,
+) -> None:
+    """The training operator sets PET_* and also WORLD_SIZE and RANK: the launcher gets the group as the names
+    LLaMA-Factory reads, and the preflight (whose argument parsing would join a process group at MASTER_ADDR
+    with RANK set: a replaced Worker then waits there for ever) and the launcher see no rank."""
+    import subprocess
+
+    env = fake_trainer(tmp_path, "", 0)
+    ranks = 'print("preflight sees", os.environ.get("WORLD_SIZE"), os.environ.get("RANK"))'
+    (tmp_path / "scripts" / "preflight.py").write_text(f"import os\n{ranks}\n")
+    (tmp_path / "bin" / "llamafactory-cli").write_text(
+        '#!/bin/bash\necho "launch: ${NNODES} ${NODE_RANK} ${MASTER_ADDR}:${MASTER_PORT} ${FORCE_TORCHRUN}'
+        ' ${WORLD_SIZE-none} ${RANK-none}"\n'
+    )
+    operator = {"PET_NNODES": "2", "PET_NODE_RANK": "1", "PET_NPROC_PER_NODE": "1", "MASTER_ADDR": "job-master-0",
+                "MASTER_PORT": "23456", "WORLD_SIZE": "2", "RANK": "1"}  # fmt: skip
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "train.sh")], env={**env, **operator},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "distributed: node 1 of 2, 1 processes, rendezvous job-master-0:23456" in result.stdout
+    assert "preflight sees None None" in result.stdout
+    assert "launch: 2 1 job-master-0:23456 1 none none" in result.stdout
+
+
 # ------------------------------------------------------------------------------------------ tokenize once
 @pytest.fixture()
 def tokenize_once() -> ModuleType:

@@ -63,7 +63,7 @@ def test_kueue_listens_on_loopback_only_and_manages_jobsets_only_beside_jobset(t
 
 def test_jobset_starts_before_kueue_and_listens_on_loopback_only(tmp_path: Path) -> None:
     # Trainer watches the JobSets it makes, Kueue looks the JobSet kind up at its start
-    assert list(engines.ENGINES) == ["jobset", "trainer", "kueue"]
+    assert list(engines.ENGINES) == ["jobset", "trainer", "training-operator", "kueue"]
     state = State(tmp_path, ports={"jobset-health": 18091, "jobset-webhook": 19453})
     config = engines.jobset_config(state, tmp_path / "certs")
     assert (
@@ -96,6 +96,36 @@ def test_trainer_listens_on_loopback_only_with_our_certificate_and_brings_jobset
     [doc] = engines.webhooks(manifests, "trainer", engines.TRAINER.webhook_paths(()), 19463, b"CA")
     assert [h["clientConfig"]["url"] for h in doc["webhooks"]] == [
         f"https://127.0.0.1:19463/validate-trainer-kubeflow-org-v1alpha1-{p}" for p in paths
+    ]
+
+
+def test_the_training_operator_listens_on_loopback_only_and_adds_no_init_container(tmp_path: Path) -> None:
+    """Its Workers' init container (alpine, nslookup, no security context) would be refused under Pod Security
+    restricted and cannot be pulled here: an empty template leaves it out (torch's rendezvous waits instead)."""
+    state = State(tmp_path, ports={"training-operator-health": 18102, "training-operator-webhook": 19464})
+    engine = engines.TRAINING_OPERATOR
+    argv = engines.argv(state, engine, tmp_path, tmp_path / "config.yaml", tmp_path)
+    template = tmp_path / "init-container.yaml"
+    assert argv[1:] == [
+        "--webhook-host=127.0.0.1",
+        "--webhook-port=19464",
+        f"--webhook-cert-dir={tmp_path / 'certs'}",
+        "--health-probe-bind-address=127.0.0.1:18102",
+        f"--pytorch-init-container-template-file={template}",
+    ]
+    assert yaml.safe_load(template.read_text()) == []
+    assert engine.config is None and engine.name not in engines.NEEDS
+    manifests = tmp_path / "webhooks.yaml"
+    kinds = ("mxjob", "pytorchjob", "tfjob")
+    manifests.write_text(yaml.safe_dump({
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "validating-webhook-configuration"},
+        "webhooks": [{"name": f"validator.{k}.training-operator.kubeflow.org", "clientConfig": {"service": {
+            "path": f"/validate-kubeflow-org-v1-{k}"}}} for k in kinds],
+    }))  # fmt: skip
+    # only PyTorchJob's: the command serves no other kind, and an unserved webhook refuses every object
+    [doc] = engines.webhooks(manifests, engine.name, engine.webhook_paths(()), 19464, b"CA")
+    assert [h["clientConfig"]["url"] for h in doc["webhooks"]] == [
+        "https://127.0.0.1:19464/validate-kubeflow-org-v1-pytorchjob"
     ]
 
 

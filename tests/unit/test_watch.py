@@ -1,15 +1,17 @@
 """core.watch and core.lossplot: the checkpoints listing, GPU utilisation from Prometheus and nvidia-smi with the
-guide's 80 % line, and the loss curve PNG."""
+guide's 80 % line, and the loss curve PNG; lfk status's table and the node ranks it names."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
 from generator.cli.run_commands import render_status
 from generator.core import trainlog, watch
 from generator.core.lossplot import loss_png, moving_average
+from generator.ops import kube
 
 pytestmark = pytest.mark.unit
 
@@ -89,6 +91,21 @@ def test_status_table_names_each_pod_of_a_multi_node_training_by_its_rank() -> N
     assert "pod t-0-x (node rank 0) Running on cpu-0 GPUs 0" in table
     assert "pod t-1-x (node rank 1) Pending on cpu-0 GPUs 0" in table
     assert "pod one Running on n GPUs 1" in table
+
+
+def test_a_pods_node_rank_is_its_completion_index_or_its_pytorchjob_replica() -> None:
+    def pod(annotations: dict[str, str], labels: dict[str, str]) -> dict[str, Any]:
+        return {"metadata": {"annotations": annotations, "labels": labels}}
+
+    assert kube.node_rank(pod({kube.COMPLETION_INDEX: "3"}, {})) == "3"  # Indexed Job, JobSet, Trainer
+    operator = {kube.REPLICA_TYPE: "master", kube.REPLICA_INDEX: "0"}
+    assert kube.node_rank(pod({}, operator)) == "0"
+    assert (
+        kube.node_rank(pod({}, {**operator, kube.REPLICA_TYPE: "worker"})) == "1"
+    )  # Worker 0 after the Master
+    assert kube.node_rank(pod({}, {kube.REPLICA_TYPE: "worker", kube.REPLICA_INDEX: "2"})) == "3"
+    assert kube.node_rank(pod({}, {})) is None  # one pod of a one-node run
+    assert kube.node_rank(pod({}, {kube.REPLICA_TYPE: "worker"})) is None
 
 
 def test_loss_curve_png_from_the_trainer_log_nan_included() -> None:

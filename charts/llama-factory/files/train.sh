@@ -16,6 +16,11 @@ if [ -n "${PET_NNODES:-}" ]; then
   export MASTER_ADDR="${MASTER_ADDR:-${PET_MASTER_ADDR:-127.0.0.1}}" MASTER_PORT="${MASTER_PORT:-${PET_MASTER_PORT:-29500}}"
   export NPROC_PER_NODE="${NPROC_PER_NODE:-${PET_NPROC_PER_NODE:-1}}" FORCE_TORCHRUN=1
   echo "distributed: node ${NODE_RANK} of ${NNODES}, ${NPROC_PER_NODE} processes, rendezvous ${MASTER_ADDR}:${MASTER_PORT}"
+  # the training operator also sets WORLD_SIZE and RANK (the node's): with them every Python step before the
+  # launch (the preflight's argument parsing) joins a process group of its own at MASTER_ADDR, and a replaced
+  # Worker's preflight waits there for a Master that is already in torch's next rendezvous. torchrun gives
+  # each training process its own.
+  unset WORLD_SIZE RANK
 fi
 
 # the values' extra packages (PIP_PACKAGES) are installed by boot.py, which starts this script

@@ -75,9 +75,11 @@ own while the Job is a hook, else the release's. (dict "root" . "hookAnnotations
 Environment of distributed training: LLaMA-Factory's launcher (torchrun underneath) reads NNODES,
 NODE_RANK, MASTER_ADDR, MASTER_PORT and NPROC_PER_NODE; several GPUs or DeepSpeed need FORCE_TORCHRUN. With
 RDZV_ID the launch is elastic: when a worker fails, torch restarts every worker of the group (up to
-MAX_RESTARTS), and each restart resumes from the run's last checkpoint. Operators that set Kubeflow's PET_*
-variables instead (Trainer, the training operator) are mapped by train.sh; the rendezvous timeout and the CPU
-ranks' resume reach their pods too. Call with (dict "root" . "masterAddr" <the first node's name>).
+MAX_RESTARTS), and each restart resumes from the run's last checkpoint. The Job and the PyTorchJob replace only
+the pod that failed, so torch restarts the group; JobSet and Trainer restart it themselves. Operators that set
+Kubeflow's PET_* variables instead (Trainer, the training operator) are mapped by train.sh; the rendezvous
+timeout and the CPU ranks' resume reach their pods too. Call with (dict "root" . "masterAddr" <the first
+node's name>).
 */}}
 {{- define "llama-factory.train.distributedEnv" -}}
 {{- $w := .root.Values.train }}
@@ -109,7 +111,7 @@ ranks' resume reach their pods too. Call with (dict "root" . "masterAddr" <the f
 - name: LFK_RANKS_ON_CPU
   value: "1"
 {{- end }}
-{{- if and (eq $d.engine "job") (gt (int $d.maxRestarts) 0) }}
+{{- if and (has $d.engine (list "job" "pytorchjob")) (gt (int $d.maxRestarts) 0) }}
 - name: RDZV_ID
   value: {{ .root.Values.experiment.runId | default .root.Release.Name | quote }}
 - name: MIN_NNODES
