@@ -23,7 +23,8 @@ KUEUE := $(TOOLS)/kueue-$(KUEUE_VERSION)/.complete
 JOBSET := $(TOOLS)/jobset-$(JOBSET_VERSION)/.complete
 TRAINER := $(TOOLS)/trainer-$(KUBEFLOW_TRAINER_VERSION)/.complete
 TRAINING_OPERATOR := $(TOOLS)/training-operator-$(KUBEFLOW_TRAINING_OPERATOR_VERSION)/.complete
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE) $(JOBSET) $(TRAINER) $(TRAINING_OPERATOR) $(KUEUE)
+KUBERAY := $(TOOLS)/kuberay-$(KUBERAY_VERSION)/.complete
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE) $(JOBSET) $(TRAINER) $(TRAINING_OPERATOR) $(KUBERAY) $(KUEUE)
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all
@@ -62,7 +63,7 @@ lock: venv ## Re-resolve requirements/llamafactory.txt from pyproject.toml (pip'
 venv: $(VENV)/.stamp-dev ## Create .venv with the generator and the test tools
 llamafactory: $(VENV)/.stamp-llamafactory ## Install the pinned LLaMA-Factory (+ CPU-capable torch) into .venv
 tools: $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) ## Build helm 3, helm 4, helm-unittest and helm-docs from the Go module proxy
-cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile, JobSet, Kubeflow Trainer, the training operator, Kueue; fetch operator and GitOps CRDs
+cluster-tools: $(CLUSTER_TOOLS) ## Build etcd, kube-apiserver/controller-manager/scheduler, kubectl, kwok, helmfile, JobSet, Kubeflow Trainer, the training operator, KubeRay, Kueue; fetch operator and GitOps CRDs
 # what `make demo` runs: helm 3 and the control plane with kwok; helm 4, helm-unittest, helm-docs, helmfile and
 # the operator and GitOps CRDs, JobSet and Kueue are only for the tests (a cold demo builds at least 4 minutes less: helm 4,
 # helm-unittest and helm-docs alone took 251 s cold)
@@ -140,6 +141,8 @@ $(TRAINER):
 	hack/build-tools.sh trainer
 $(TRAINING_OPERATOR):
 	hack/build-tools.sh training-operator
+$(KUBERAY):
+	hack/build-tools.sh kuberay
 $(KUEUE):
 	hack/build-tools.sh kueue
 $(TOOLS)/containerd-$(CONTAINERD_VERSION)/.complete:
@@ -270,7 +273,7 @@ GPUS ?= 8
 ENGINES ?=
 SCHEDULING ?= spread
 .PHONY: cluster-up cluster-down cluster-status
-cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES="jobset trainer training-operator kueue": those controllers too; SCHEDULING=binpack packs GPUs)
+cluster-up: venv cluster-tools images ## Start the local cluster: control plane, simulated GPU nodes (NODES=4 GPUS=8), the real node (ENGINES="jobset trainer training-operator kuberay kueue": those controllers too; SCHEDULING=binpack packs GPUs)
 	$(LFK) cluster up --nodes $(NODES) --gpus $(GPUS) --scheduling $(SCHEDULING) $(foreach e,$(ENGINES),--engines $(e))
 
 cluster-down: venv ## Stop the local control plane (by PID) and delete its state

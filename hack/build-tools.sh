@@ -3,7 +3,7 @@
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
 #   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds jobset kueue trainer
-#                                         training-operator
+#                                         training-operator kuberay
 #                                         containerd kube-node coredns pause (the real node)
 #
 # Kubernetes cannot be `go install`ed (its go.mod replaces every staging module with ./staging/...),
@@ -291,6 +291,23 @@ build_training-operator() {
   controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml 'kubeflow.org_pytorchjobs.yaml'
 }
 
+# KubeRay's operator (RayCluster, RayJob, RayService controllers) with its CRDs, from the ray-operator module:
+# its root package is the command, built in a scratch module that requires it (as JobSet). Its webhooks are off
+# unless ENABLE_WEBHOOKS=true, so it brings no webhook manifest
+build_kuberay() {
+  local out="$TOOLS_DIR/kuberay-$KUBERAY_VERSION"
+  [ -f "$(done_marker "$out")" ] && { log "kuberay $KUBERAY_VERSION cached in $out"; return; }
+  log "building kuberay $KUBERAY_VERSION (cold: a few minutes on 2 cores)"
+  local module=github.com/ray-project/kuberay/ray-operator
+  local src; src=$(mod_dir "$module@$KUBERAY_VERSION")
+  local work; new_scratch
+  scratch_build "$out" kuberay "$module@$KUBERAY_VERSION" "$module"
+  mkdir -p "$out.tmp/crds"
+  cp "$src"/config/crd/bases/ray.io_*.yaml "$out.tmp/crds/"
+  chmod -R u+w "$out.tmp"
+  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+}
+
 # Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py
 # starts it against the local API server and registers the webhooks on 127.0.0.1)
 build_kueue() {
@@ -389,7 +406,7 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer training-operator helmfile containerd kube-node coredns pause)" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer training-operator kuberay helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
 for t in "$@"; do
   start=$(date +%s)

@@ -50,7 +50,7 @@ def cluster() -> None:
     "--engines",
     "engines",
     multiple=True,
-    type=click.Choice(["jobset", "trainer", "training-operator", "kueue"]),
+    type=click.Choice(["jobset", "trainer", "training-operator", "kuberay", "kueue"]),
     help="Workload controllers to run in the cluster too (repeatable; built by make cluster-tools; trainer brings "
     "jobset along; kueue needs root).",
 )

@@ -1,6 +1,6 @@
 """Workload controllers in the local cluster, beside the control plane: JobSet, Kubeflow Trainer, the Kubeflow
-training operator (PyTorchJob) and Kueue (`lfk cluster up --engines jobset --engines trainer --engines
-training-operator --engines kueue`).
+training operator (PyTorchJob), KubeRay and Kueue (`lfk cluster up --engines jobset --engines trainer
+--engines training-operator --engines kuberay --engines kueue`).
 
 Each runs as a host process against the local API server like the other components, its CRDs applied from
 its own module (hack/build-tools.sh jobset trainer kueue), with a serving certificate made here. Their admission
@@ -12,13 +12,15 @@ Kueue without its in-cluster certificate manager reads its metrics certificate f
 there, so the host's /etc is never written (root only, like the real node). Trainer runs on JobSet (its
 TrainJobs become JobSets) and is built from a command of ours that sets its webhook server's address and
 certificate folder (hack/trainer-controller/main.go); the cluster training runtime our TrainJobs name by
-default, torch-distributed, is this project's (torch-distributed.yaml beside this module): Trainer's own
-example runtime has no security context, and the pods of a namespace under Pod Security `restricted` need
-one. The training operator likewise runs a command of ours (hack/training-operator/main.go), PyTorchJobs only;
+default, torch-distributed, is this project's (torch-distributed.yaml beside this module): it restarts the
+group when a rank fails, and carries the security contexts a namespace under Pod Security `restricted` needs,
+which Trainer's example runtime lacks. With Trainer or the training operator started, Kueue manages their
+TrainJobs or PyTorchJobs too. The training operator likewise runs a command of ours (hack/training-operator/main.go), PyTorchJobs only;
 its init container that makes a Worker wait for the Master's DNS name (alpine with nslookup, no security
 context) is left out with an empty template: a Worker waits for the Master in torch's own rendezvous, within
 the spec's rendezvous timeout, and a pod of that init container could neither be pulled here nor pass Pod
-Security `restricted`."""
+Security `restricted`. KubeRay's operator takes loopback addresses as flags and serves no webhook; no image here
+carries Ray, so the Ray clusters it makes run only on the simulated nodes."""
 
 from __future__ import annotations
 
@@ -64,9 +66,27 @@ class Engine:
         return state.ports[f"{self.name}-{what}"]
 
 
+# the workload kinds Kueue manages beside batch Jobs, each when the engine that runs them is started (Kueue
+# looks a kind up once, at its start: the engine starts first), with the path of its webhooks in Kueue's manifest
+KUEUE_MANAGES = {
+    "jobset": ("jobset.x-k8s.io/jobset", "jobset-x-k8s-io"),
+    "trainer": ("trainer.kubeflow.org/trainjob", "trainer-kubeflow-org-v1alpha1-trainjob"),
+    "training-operator": ("kubeflow.org/pytorchjob", "kubeflow-org-v1-pytorchjob"),
+    "kuberay": ("ray.io/rayjob", "ray-io-v1-rayjob"),
+}
+
+
 def kueue_frameworks(started: tuple[str, ...]) -> list[str]:
-    """The workload kinds Kueue manages here: batch Jobs (engine job), and JobSets when JobSet runs."""
-    return ["batch/job", *(["jobset.x-k8s.io/jobset"] if "jobset" in started else [])]
+    """The workload kinds Kueue manages here: batch Jobs (engine job), and those of the engines started."""
+    return ["batch/job", *(kind for engine, (kind, _) in KUEUE_MANAGES.items() if engine in started)]
+
+
+def kueue_webhook_paths(started: tuple[str, ...]) -> tuple[str, ...]:
+    return (
+        "kueue-x-k8s-io",
+        "batch-v1-job",
+        *(path for engine, (_, path) in KUEUE_MANAGES.items() if engine in started),
+    )
 
 
 def controller_config(engine: Engine, state: State, certs: Path) -> dict[str, Any]:
@@ -103,10 +123,7 @@ def jobset_config(state: State, certs: Path, started: tuple[str, ...] = ()) -> d
 
 # the cluster training runtime our TrainJobs name by default, written by this project
 RUNTIME = Path(__file__).resolve().parent / "torch-distributed.yaml"
-KUEUE = Engine(
-    "kueue", "KUEUE_VERSION", "kueue-system", kueue_config,
-    lambda started: ("kueue-x-k8s-io", "batch-v1-job", *(("jobset-x-k8s-io",) if "jobset" in started else ())),
-)  # fmt: skip
+KUEUE = Engine("kueue", "KUEUE_VERSION", "kueue-system", kueue_config, kueue_webhook_paths)
 JOBSET = Engine(
     "jobset", "JOBSET_VERSION", "jobset-system", jobset_config, lambda started: ("jobset", "-v1-pod")
 )
@@ -118,9 +135,11 @@ TRAINING_OPERATOR = Engine(
     "training-operator", "KUBEFLOW_TRAINING_OPERATOR_VERSION", "kubeflow", None,
     lambda started: ("kubeflow-org-v1-pytorchjob",),
 )  # fmt: skip
+# its webhooks are off unless ENABLE_WEBHOOKS=true: it serves none here
+KUBERAY = Engine("kuberay", "KUBERAY_VERSION", "ray-system", None, lambda started: ())
 # in the order they start: Trainer watches the JobSets it makes, so JobSet's kind is served first; Kueue
-# manages JobSets only when their kind is served before it starts
-ENGINES = {e.name: e for e in (JOBSET, TRAINER, TRAINING_OPERATOR, KUEUE)}
+# manages a kind only when it is served before Kueue starts
+ENGINES = {e.name: e for e in (JOBSET, TRAINER, TRAINING_OPERATOR, KUBERAY, KUEUE)}
 NEEDS = {"trainer": ("jobset",)}  # engines an engine cannot run without, started with it
 
 
@@ -188,6 +207,15 @@ def argv(state: State, engine: Engine, folder: Path, config: Path, home: Path) -
             template.write_text("[]\n", encoding="utf-8")  # no init container (see the module's docstring)
             command.append(f"--pytorch-init-container-template-file={template}")
         return command
+    if engine is KUBERAY:
+        # its flags' defaults listen on every address and elect a leader through the API: loopback, or nothing
+        return [
+            binary,
+            "--metrics-addr=0",
+            f"--health-probe-bind-address=127.0.0.1:{engine.port(state, 'health')}",
+            "--enable-leader-election=false",
+            "--log-stdout-encoder=console",
+        ]
     if engine is not KUEUE:
         # JobSet's flags would listen on every address and win over its config: loopback, or nothing
         health = f"127.0.0.1:{engine.port(state, 'health')}"
@@ -232,7 +260,12 @@ def start_engine(state: State, engine: Engine, started: tuple[str, ...], timeout
         state, engine.name, f"http://127.0.0.1:{engine.port(state, 'health')}/readyz", timeout
     )
     paths = engine.webhook_paths(started)
-    for doc in webhooks(folder / "webhooks.yaml", engine.name, paths, engine.port(state, "webhook"), ca):
+    hooks = (
+        webhooks(folder / "webhooks.yaml", engine.name, paths, engine.port(state, "webhook"), ca)
+        if paths
+        else []
+    )
+    for doc in hooks:
         kind = "mutating" if doc["kind"] == "MutatingWebhookConfiguration" else "validating"
         kube.create(
             api, f"/apis/admissionregistration.k8s.io/v1/{kind}webhookconfigurations", doc, replace=True

@@ -291,8 +291,8 @@ def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pe
         raise RunFailed(f"{step.component}: helm installed {step.release}, but no {engine} of it exists")
     job = max(current, key=lambda w: str(w["metadata"].get("creationTimestamp", "")))
     name, kind = job["metadata"]["name"], job.get("kind", "Job").lower()
-    # a plain Job's pods carry its name, a TrainJob's its JobSet's (Trainer does not give them our labels);
-    # another operator's carry our pod template's labels
+    # a plain Job's pods carry its name, a TrainJob's its JobSet's; another operator's carry our pod
+    # template's labels (and the run's id)
     selector = (
         {"job-name": name}
         if engine == "job"

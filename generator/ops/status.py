@@ -193,17 +193,6 @@ def workload_objects(target: Target, component: str, release: str) -> list[dict[
     return [summarise_deployment(d) for d in answer.get("items", [])]
 
 
-def component_pods(
-    target: Target, component: str, release: str, objects: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The pods of a release's component: by the release's labels, and a TrainJob's by its JobSet's name."""
-    found = kube.pods(target.api, target.namespace, {kube.INSTANCE: release, kube.COMPONENT: component})
-    if COMPONENTS[component].workload == "job" and target.engine(component) == "trainjob":
-        for obj in objects:
-            found += kube.pods(target.api, target.namespace, {kube.JOBSET_NAME: obj["name"]})
-    return found
-
-
 def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> dict[str, Any]:
     """Everything about the experiment's releases, as plain data (the CLI renders it as a table or JSON)."""
     out: dict[str, Any] = {
@@ -225,7 +214,9 @@ def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> 
         entry.objects = workload_objects(target, component, release)
         entry.pods = [
             summarise_pod(p, component, simulated, problem_of(target, p, component))
-            for p in component_pods(target, component, release, entry.objects)
+            for p in kube.pods(
+                target.api, target.namespace, {kube.INSTANCE: release, kube.COMPONENT: component}
+            )
         ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")

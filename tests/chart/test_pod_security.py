@@ -41,10 +41,12 @@ def pod_templates(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ]
         return [(f"{where}/{n}", g["template"]["spec"]) for n, g in groups]
     if kind == "TrainJob":
-        # the runtime owns the pod template; what the chart adds are the volumes (and the container's env)
+        # the runtime owns the pod template; the chart's runtime patch adds the volumes, the security contexts
+        # and the container's mounts (its env is spec.trainer's)
         return [
-            (f"{where}/override", {"volumes": o.get("volumes", []), "containers": []})
-            for o in spec["podSpecOverrides"]
+            (f"{where}/patch/{r['name']}", r["template"]["spec"]["template"]["spec"])
+            for patch in spec["runtimePatches"]
+            for r in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
         ]
     return []
 

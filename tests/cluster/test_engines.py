@@ -5,7 +5,11 @@ scheduler keeps a node whole for an 8-GPU pod where the default one strands it (
 second experiment waits in the queue until the first finishes, and `lfk status` says why in Kueue's words; a
 two-node run is admitted whole or not at all; a higher WorkloadPriorityClass preempts a running experiment,
 which Kueue readmits afterwards; a two-node run on the jobset engine is admitted by Kueue, and the JobSet
-controller starts its ranks and completes."""
+controller starts its ranks and completes; so does one on the trainjob engine (Kueue admits the TrainJob,
+Kubeflow Trainer makes its JobSet) and one on the pytorchjob engine (the training operator makes its Master
+and Worker), each admitted whole once the quota holds both ranks. A two-node run on the rayjob engine is
+admitted by Kueue and KubeRay makes its Ray cluster, head and both GPU workers; no image here carries Ray, so
+the simulated cluster never answers KubeRay's job submission and the run is stopped there."""
 
 from __future__ import annotations
 
@@ -48,10 +52,13 @@ def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     directory = tmp_path_factory.mktemp("kueue-cluster")
     try:
         state, _ = lifecycle.up(
-            directory, nodes.default_nodes(2, 8), engines=("jobset", "kueue"), scheduling="binpack"
+            directory,
+            nodes.default_nodes(2, 8),
+            engines=("jobset", "trainer", "training-operator", "kuberay", "kueue"),
+            scheduling="binpack",
         )
     except LfkError as exc:
-        pytest.fail(f"the local cluster with JobSet and Kueue did not start: {exc}")
+        pytest.fail(f"the local cluster with its engines and Kueue did not start: {exc}")
     try:
         api = state.api()
         kube.request(api, "POST", "/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
@@ -270,4 +277,84 @@ def test_a_two_node_run_on_the_jobset_engine_is_admitted_and_run_by_jobset(
         assert re.search(r"jobset ranks-train-\S+ run \S+: Complete", status), status
         assert "(node rank 0) Succeeded" in status and "(node rank 1) Succeeded" in status, status
     finally:
+        set_gpu_quota(api, 8)
+
+
+@pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
+def test_a_two_node_run_on_a_kubeflow_engine_is_admitted_whole_by_kueue_and_run_by_its_operator(
+    kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path, engine: str
+) -> None:
+    """Kueue manages TrainJobs and PyTorchJobs beside their operators: the two-node run waits in the queue with
+    no pod while the quota holds one rank, then Kueue unsuspends it and the operator makes both ranks at once
+    (Trainer through a JobSet, the training operator as Master and Worker)."""
+    kubeconfig, api = kueue_cluster
+    ranks, spec = install(kubeconfig, tmp_path, f"ranks-{engine}", "5s", nodes_=2, engine=engine)
+
+    def rank_pods() -> list[dict[str, Any]]:
+        [obj] = kube.workloads(api, NAMESPACE, ranks.releases["train"], "train", engine)
+        if engine == "pytorchjob":  # the operator keeps our pod template's labels
+            return running_pods(api, ranks)
+        pods = kube.pods(api, NAMESPACE, {kube.JOBSET_NAME: obj["metadata"]["name"]})
+        return [p for p in pods if p["status"].get("phase") == "Running"]
+
+    text = until("lfk status naming the missing quota", lambda: saying(kubeconfig, spec, "insufficient"))
+    assert "waiting in queue llm-team:" in text, text
+    time.sleep(3)
+    assert kube.workload_state(train_job(api, ranks, engine))[0] == "Suspended"
+    assert not rank_pods(), "never a rank before the run is admitted"
+    set_gpu_quota(api, 16)
+    try:
+        pods = until("both ranks running", lambda: [p] if len(p := rank_pods()) == 2 else None)[0]
+        assert sorted(kube.node_rank(p) for p in pods) == ["0", "1"], pods
+        assert {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu-0", "kwok-gpu-1"}
+        until(
+            f"the {engine} complete",
+            lambda: kube.workload_state(train_job(api, ranks, engine))[0] == "Complete",
+            120,
+        )
+        status = status_text(kubeconfig, spec)
+        assert re.search(rf"{engine} ranks-{engine}-train-\S+ run \S+: Complete", status), status
+        assert "(node rank 0) Succeeded" in status and "(node rank 1) Succeeded" in status, status
+    finally:
+        set_gpu_quota(api, 8)
+
+
+def test_a_two_node_run_on_the_rayjob_engine_is_admitted_by_kueue_and_kuberay_makes_its_ray_cluster(
+    kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path
+) -> None:
+    kubeconfig, api = kueue_cluster
+    ray, spec = install(kubeconfig, tmp_path, "ray", "600s", nodes_=2, engine="rayjob")
+    release = ray.releases["train"]
+    text = until("lfk status naming the missing quota", lambda: saying(kubeconfig, spec, "insufficient"))
+    assert "waiting in queue llm-team:" in text, text
+    assert kube.workload_state(train_job(api, ray, "rayjob"))[0] == "Suspended"
+    set_gpu_quota(api, 16)
+    try:
+        # Kueue unsuspends the RayJob; KubeRay makes its RayCluster: a head without GPU and the two GPU workers
+        def cluster() -> dict[str, Any] | None:
+            name = train_job(api, ray, "rayjob").get("status", {}).get("rayClusterName")
+            return (
+                kube.request(api, "GET", f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters/{name}")
+                if name
+                else None
+            )
+
+        raycluster = until("KubeRay's RayCluster of the run", cluster)
+        assert raycluster["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+
+        def ray_pods() -> list[dict[str, Any]] | None:
+            pods = kube.pods(api, NAMESPACE, {"ray.io/cluster": raycluster["metadata"]["name"]})
+            running = [p for p in pods if p["status"].get("phase") == "Running"]
+            return running if len(running) == 3 else None
+
+        pods = until("the head and both workers running", ray_pods)
+        kinds = sorted(p["metadata"]["labels"]["ray.io/node-type"] for p in pods)
+        assert kinds == ["head", "worker", "worker"], kinds
+        workers = [p for p in pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker"]
+        assert {p["spec"]["nodeName"] for p in workers} == {"kwok-gpu-0", "kwok-gpu-1"}
+        assert all(kube.gpu_request(p) == 8 for p in workers)
+        rayjob = train_job(api, ray, "rayjob")
+        assert rayjob["status"].get("jobDeploymentStatus") in ("Initializing", "Running"), rayjob["status"]
+    finally:
+        Helm(built_tool("helm", "HELM3_VERSION"), kubeconfig)("uninstall", release, "-n", NAMESPACE, "--wait")
         set_gpu_quota(api, 8)

@@ -45,7 +45,9 @@ def test_only_the_webhooks_of_what_kueue_manages_here_are_registered_and_they_ca
         assert "service" not in hook["clientConfig"] and hook["failurePolicy"] == "Fail"
 
 
-def test_kueue_listens_on_loopback_only_and_manages_jobsets_only_beside_jobset(tmp_path: Path) -> None:
+def test_kueue_listens_on_loopback_only_and_manages_each_engines_kind_only_beside_that_engine(
+    tmp_path: Path,
+) -> None:
     state = State(tmp_path, ports={"kueue-health": 18081, "kueue-webhook": 19443})
     config = engines.kueue_config(state, tmp_path / "certs", ("kueue",))
     assert config["health"]["healthProbeBindAddress"] == "127.0.0.1:18081"
@@ -59,11 +61,23 @@ def test_kueue_listens_on_loopback_only_and_manages_jobsets_only_beside_jobset(t
     ]
     assert "jobset-x-k8s-io" in engines.KUEUE.webhook_paths(both)
     assert "jobset-x-k8s-io" not in engines.KUEUE.webhook_paths(("kueue",))
+    every = ("jobset", "trainer", "training-operator", "kueue")
+    assert engines.kueue_config(state, tmp_path, every)["integrations"]["frameworks"] == [
+        "batch/job",
+        "jobset.x-k8s.io/jobset",
+        "trainer.kubeflow.org/trainjob",
+        "kubeflow.org/pytorchjob",
+    ]
+    paths = engines.KUEUE.webhook_paths(every)
+    assert "trainer-kubeflow-org-v1alpha1-trainjob" in paths and "kubeflow-org-v1-pytorchjob" in paths
+    # Kueue serves a kind's webhooks only when it manages the kind: one registered but not served would refuse
+    # every object of that kind
+    assert "kubeflow-org-v1-pytorchjob" not in engines.KUEUE.webhook_paths(("trainer", "kueue"))
 
 
 def test_jobset_starts_before_kueue_and_listens_on_loopback_only(tmp_path: Path) -> None:
     # Trainer watches the JobSets it makes, Kueue looks the JobSet kind up at its start
-    assert list(engines.ENGINES) == ["jobset", "trainer", "training-operator", "kueue"]
+    assert list(engines.ENGINES) == ["jobset", "trainer", "training-operator", "kuberay", "kueue"]
     state = State(tmp_path, ports={"jobset-health": 18091, "jobset-webhook": 19453})
     config = engines.jobset_config(state, tmp_path / "certs")
     assert (
@@ -129,14 +143,31 @@ def test_the_training_operator_listens_on_loopback_only_and_adds_no_init_contain
     ]
 
 
+def test_kuberay_listens_on_loopback_only_elects_no_leader_and_registers_no_webhook(tmp_path: Path) -> None:
+    state = State(tmp_path, ports={"kuberay-health": 18103, "kuberay-webhook": 19465})
+    argv = engines.argv(state, engines.KUBERAY, tmp_path, tmp_path / "config.yaml", tmp_path)
+    assert argv[1:] == [
+        "--metrics-addr=0",
+        "--health-probe-bind-address=127.0.0.1:18103",
+        "--enable-leader-election=false",
+        "--log-stdout-encoder=console",
+    ]
+    assert (
+        engines.KUBERAY.webhook_paths(("kuberay",)) == ()
+    )  # its webhooks are off unless ENABLE_WEBHOOKS=true
+    assert "ray.io/rayjob" in engines.kueue_frameworks(("kuberay", "kueue"))
+    assert "ray-io-v1-rayjob" in engines.KUEUE.webhook_paths(("kuberay", "kueue"))
+
+
 def test_the_torch_distributed_runtime_gives_the_pods_the_charts_security_contexts() -> None:
-    """A TrainJob cannot set security contexts: the runtime it names must, or a namespace under Pod Security
-    `restricted` refuses its pods. The project's runtime carries the chart's defaults."""
+    """The chart's TrainJob sets its pods' security contexts in its runtime patch; the project's runtime
+    carries the same defaults for a TrainJob made without the chart, which a namespace under Pod Security
+    `restricted` would otherwise refuse."""
     chart = yaml.safe_load((REPO_ROOT / "charts" / "llama-factory" / "values.yaml").read_text())
     runtime = yaml.safe_load(engines.RUNTIME.read_text())
     assert runtime["kind"] == "ClusterTrainingRuntime" and runtime["metadata"]["name"] == "torch-distributed"
     [job] = runtime["spec"]["template"]["spec"]["replicatedJobs"]
-    assert job["name"] == "node"  # the chart's podSpecOverrides target it
+    assert job["name"] == "node"  # the chart's runtime patch targets it
     pod = job["template"]["spec"]["template"]["spec"]
     assert pod["securityContext"] == chart["podSecurityContext"]
     [container] = pod["containers"]
