@@ -3,10 +3,11 @@ training operator (PyTorchJob), KubeRay and Kueue (`lfk cluster up --engines job
 --engines training-operator --engines kuberay --engines kueue`).
 
 Each runs as a host process against the local API server like the other components, its CRDs applied from
-its own module (hack/build-tools.sh jobset trainer kueue), with a serving certificate made here. Their admission
-webhooks are registered with the URL https://127.0.0.1:PORT/... instead of the in-cluster Service their
-manifests name, since the API server runs on this machine too; only the webhooks of the kinds an engine
-manages here are registered (one whose path it does not serve would refuse every object of its kind).
+its own module (hack/build-tools.sh jobset trainer training-operator kuberay kueue), with a serving
+certificate made here. Their admission webhooks are registered with the URL https://127.0.0.1:PORT/...
+instead of the in-cluster Service their manifests name, since the API server runs on this machine too; only
+the webhooks of the kinds an engine manages here are registered (one whose path it does not serve would
+refuse every object of its kind).
 Kueue without its in-cluster certificate manager reads its metrics certificate from the fixed path
 /etc/kueue/metrics/certs: it starts in a mount namespace of its own where an overlay puts the certificate
 there, so the host's /etc is never written (root only, like the real node). Trainer runs on JobSet (its
@@ -14,13 +15,13 @@ TrainJobs become JobSets) and is built from a command of ours that sets its webh
 certificate folder (hack/trainer-controller/main.go); the cluster training runtime our TrainJobs name by
 default, torch-distributed, is this project's (torch-distributed.yaml beside this module): it restarts the
 group when a rank fails, and carries the security contexts a namespace under Pod Security `restricted` needs,
-which Trainer's example runtime lacks. With Trainer or the training operator started, Kueue manages their
-TrainJobs or PyTorchJobs too. The training operator likewise runs a command of ours (hack/training-operator/main.go), PyTorchJobs only;
-its init container that makes a Worker wait for the Master's DNS name (alpine with nslookup, no security
-context) is left out with an empty template: a Worker waits for the Master in torch's own rendezvous, within
-the spec's rendezvous timeout, and a pod of that init container could neither be pulled here nor pass Pod
-Security `restricted`. KubeRay's operator takes loopback addresses as flags and serves no webhook; no image here
-carries Ray, so the Ray clusters it makes run only on the simulated nodes."""
+which Trainer's example runtime lacks. The training operator likewise runs a command of ours
+(hack/training-operator/main.go), PyTorchJobs only; its init container that makes a Worker wait for the
+Master's DNS name (alpine with nslookup, no security context) is left out with an empty template: a Worker
+waits for the Master in torch's own rendezvous, within the spec's rendezvous timeout, and a pod of that init
+container could neither be pulled here nor pass Pod Security `restricted`. KubeRay's operator takes loopback
+addresses as flags and serves no webhook; no image here carries Ray, so the Ray clusters it makes run only on
+the simulated nodes. Kueue manages the kinds of the engines started with it (KUEUE_MANAGES)."""
 
 from __future__ import annotations
 

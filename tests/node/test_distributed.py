@@ -13,6 +13,8 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,9 +53,9 @@ def two_pods(d: dict[str, Any]) -> None:
 class RankEviction(threading.Thread):
     """Evicts the pod of node rank 1 through the API as soon as the first checkpoint is complete."""
 
-    def __init__(self, cluster: NodeCluster, release: str, output: Path, engine: str = "job") -> None:
+    def __init__(self, cluster: NodeCluster, release: str, output: Path) -> None:
         super().__init__(daemon=True)
-        self.cluster, self.release, self.output, self.engine = cluster, release, output, engine
+        self.cluster, self.release, self.output = cluster, release, output
         self.stop = threading.Event()
         self.evicted: str | None = None
         self.checkpoint = 0
@@ -65,8 +67,9 @@ class RankEviction(threading.Thread):
                 int(p.parent.name.split("-")[1]) for p in self.output.glob("checkpoint-*/trainer_state.json")
             )
             if done:
+                # every engine's ranks carry the release's labels (a TrainJob's through the chart's patch)
                 [pod] = [
-                    p for p in self.cluster.pods(self.selector())
+                    p for p in self.cluster.pods({kube.INSTANCE: self.release, kube.COMPONENT: "train"})
                     if kube.node_rank(p) == "1" and p["status"].get("phase") == "Running"
                 ]  # fmt: skip
                 name = pod["metadata"]["name"]
@@ -74,13 +77,6 @@ class RankEviction(threading.Thread):
                 self.evicted, self.checkpoint, self.at = name, done[0], datetime.now(UTC)
                 return
             time.sleep(0.05)
-
-    def selector(self) -> dict[str, str]:
-        """The ranks' pods: the release's, or a TrainJob's (Trainer labels them with its JobSet's name only)."""
-        if self.engine != "trainjob":
-            return {kube.INSTANCE: self.release, kube.COMPONENT: "train"}
-        [trainjob] = kube.workloads(self.cluster.api, NAMESPACE, self.release, "train", "trainjob")
-        return {kube.JOBSET_NAME: trainjob["metadata"]["name"]}
 
 
 def install_with_eviction(cluster: NodeCluster, spec: Path) -> tuple[Any, Path, RankEviction, float]:
@@ -234,50 +230,117 @@ def test_a_rendezvous_that_never_completes_is_named_by_status(
         node_cluster.uninstall(facts.releases["train"])
 
 
+@dataclass
+class EngineRun:
+    """Two ranks of tiny-cpu run by an engine's own controller through lfk run, rank 1 evicted on the way."""
+
+    spec: Path
+    output: Path
+    eviction: RankEviction
+    started: float
+    workload: dict[str, Any]  # the finished JobSet, TrainJob, PyTorchJob
+    stdout: str  # lfk run's
+
+    def pods(self, cluster: NodeCluster) -> list[dict[str, Any]]:
+        release = derive(load_spec(self.spec)).releases["train"]
+        return sorted(
+            cluster.pods({kube.INSTANCE: release, kube.COMPONENT: "train"}),
+            key=lambda p: int(kube.node_rank(p) or 0),
+        )
+
+
+@contextmanager
+def two_ranks_on(cluster: NodeCluster, tmp_path: Path, engine: str) -> Iterator[EngineRun]:
+    """The two ranks on the engine through `lfk run --components train` (which follows them and waits through
+    a restart), rank 1 evicted after the first checkpoint; the run once its workload completed. The release
+    is uninstalled afterwards."""
+
+    def on_engine(d: dict[str, Any]) -> None:
+        two_pods(d)
+        d["distributed"]["engine"] = engine
+
+    spec = variant(tmp_path, f"tiny-{engine}", on_engine)
+    facts = derive(load_spec(spec))
+    output = local(cluster.storage, facts.output_dir)
+    eviction = RankEviction(cluster, facts.releases["train"], output)
+    eviction.start()
+    started = time.monotonic()
+    run = cluster.lfk("run", str(spec), "--components", "train", "--timeout", "600", timeout=900)
+    try:
+        assert run.returncode == 0, run.stdout + run.stderr
+
+        def finished() -> dict[str, Any] | None:
+            found = kube.workloads(cluster.api, NAMESPACE, facts.releases["train"], "train", engine)
+            return next((w for w in found if kube.workload_state(w)[0] in ("Complete", "Failed")), None)
+
+        workload = wait_for(f"the two-pod {engine}", finished, 900, 2)
+        eviction.stop.set()
+        assert kube.workload_state(workload)[0] == "Complete", workload["status"]
+        assert eviction.evicted, "the first checkpoint never appeared while the pods ran"
+        yield EngineRun(spec, output, eviction, started, workload, run.stdout)
+    finally:
+        eviction.stop.set()
+        cluster.uninstall(facts.releases["train"])
+
+
+def assert_one_group_resumed(
+    cluster: NodeCluster, run: EngineRun, rendezvous: str, ddp_run: dict[str, Any]
+) -> tuple[int, float]:
+    """Both ranks met at the rendezvous (the start of its address as rank 0's launcher logs it) as a group of
+    two, rank 0 alone saved checkpoints, the group resumed once from a checkpoint no older than the eviction's
+    with no step lost or repeated, the losses are the job engine's, and lfk status names both ranks; the
+    checkpoint it resumed from and the seconds from the eviction until both ranks had started from it again."""
+    logs = [cluster.log(p["metadata"]["name"]) for p in run.pods(cluster)]
+    assert len(logs) == 2, run.pods(cluster)
+    first = logs[0]
+    assert f"Initializing 1 distributed tasks at: {rendezvous}" in first, first[-3000:]
+    for log in logs:
+        assert "world size: 2, device: cpu" in log, log[-3000:]
+    saving = [bool(re.search(r"Saving model checkpoint to \S+/checkpoint-\d+", log)) for log in logs]
+    assert saving == [True, False], saving
+    # a rank whose container kept running logs both rounds, the second resuming
+    resumed = {int(n) for log in logs for n in RESUMED_FROM.findall(log)}
+    assert len(resumed) == 1 and min(resumed) >= run.eviction.checkpoint, resumed
+    [checkpoint] = resumed
+    max_steps = load_spec(run.spec).data["training"]["maxSteps"]
+    assert_resumed_once([s for s, _ in losses(run.output)], checkpoint, max_steps)
+    assert_lose_as_the_job_engines_pods(run.output, ddp_run)
+    status = cluster.lfk("status", str(run.spec))
+    assert status.returncode == 0, status.stderr
+    for rank in (0, 1):
+        assert re.search(rf"pod \S+ \(node rank {rank}\) Succeeded on \S+ GPUs 0", status.stdout), (
+            status.stdout
+        )
+    stamps = [
+        datetime.strptime(m, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+        for log in logs
+        for m in re.findall(
+            r"\[INFO\|(\S+ \S+)\] llamafactory\.hparams\.parser:\d+ >> Resuming training from", log
+        )
+    ]
+    assert stamps and run.eviction.at, "no resumed start logged"
+    # both ranks started again from the checkpoint: the later one's start ends the group's restart
+    return checkpoint, (max(stamps) - run.eviction.at).total_seconds()
+
+
 def test_two_pods_on_the_jobset_engine_restart_as_a_group_and_resume(
-    node_cluster: NodeCluster, tmp_path: Path
+    node_cluster: NodeCluster, ddp_run: dict[str, Any], tmp_path: Path
 ) -> None:
     """The same two ranks as a JobSet, with JobSet's controller started beside the node cluster: rank 1 is
     evicted after the first checkpoint, its Job fails (a JobSet's Jobs do not retry by themselves), and the
-    JobSet's failure policy starts the whole group again, which resumes from the checkpoint."""
+    JobSet's failure policy starts the whole group again, which resumes from the checkpoint with no step lost or
+    repeated, rank 0 alone saving; the losses are the job engine's."""
     engines.start(node_cluster.state, ("jobset",))
-
-    def on_jobset(d: dict[str, Any]) -> None:
-        two_pods(d)
-        d["distributed"]["engine"] = "jobset"
-
-    spec = variant(tmp_path, "tiny-jobset", on_jobset)
-    facts, output, eviction, started = install_with_eviction(node_cluster, spec)
-    try:
-
-        def finished() -> dict[str, Any] | None:
-            sets = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "jobset")
-            return next((j for j in sets if kube.workload_state(j)[0] in ("Complete", "Failed")), None)
-
-        jobset = wait_for("the two-pod JobSet", finished, 900, 2)
-        eviction.stop.set()
-        assert eviction.evicted, "the first checkpoint never appeared while the pods ran"
-        assert kube.workload_state(jobset)[0] == "Complete", jobset["status"]
-        assert jobset["status"].get("restarts", 0) >= 1, jobset["status"]  # the group started again
-        pods = node_cluster.pods({kube.INSTANCE: facts.releases["train"], kube.COMPONENT: "train"})
-        logs = [node_cluster.log(p["metadata"]["name"]) for p in pods]
-        assert len(logs) == 2 and all("world size: 2, device: cpu" in log for log in logs), logs
-        resumed = {int(n) for log in logs for n in RESUMED_FROM.findall(log)}
-        assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
-        [checkpoint] = resumed
-        max_steps = load_spec(spec).data["training"]["maxSteps"]
-        steps = [s for s, _ in losses(output)]
-        assert steps[len(steps) - (max_steps - checkpoint) :] == list(range(checkpoint + 1, max_steps + 1)), (
-            steps
-        )
+    with two_ranks_on(node_cluster, tmp_path, "jobset") as run:
+        name = run.workload["metadata"]["name"]
+        # the group started again
+        assert run.workload["status"].get("restarts", 0) >= 1, run.workload["status"]
+        checkpoint, seconds = assert_one_group_resumed(node_cluster, run, f"{name}-node-0-0.", ddp_run)
         print(
-            f"two pods as a JobSet: {time.monotonic() - started:.0f} s for {max_steps} steps, rank 1 evicted after "
-            f"checkpoint {eviction.checkpoint}, the group restarted {jobset['status']['restarts']} time(s) and "
-            f"resumed from checkpoint {checkpoint}"
+            f"two pods as a JobSet: {time.monotonic() - run.started:.0f} s for 48 steps, rank 1 evicted after "
+            f"checkpoint {run.eviction.checkpoint}, the group restarted {run.workload['status']['restarts']} "
+            f"time(s) and resumed from checkpoint {checkpoint} {seconds:.0f} s after the eviction"
         )
-    finally:
-        eviction.stop.set()
-        node_cluster.uninstall(facts.releases["train"])
 
 
 def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_group(
@@ -288,75 +351,26 @@ def test_two_pods_on_the_trainer_engine_train_as_one_trainjob_and_resume_as_a_gr
     on the project's torch-distributed runtime and hands them the group as PET_* variables; both train as one
     group of two, rank 0 alone writing checkpoints. Rank 1 is evicted after the first checkpoint: the runtime's
     failure policy starts the group again and it resumes from the checkpoint, no step lost or repeated, and the
-    losses are the job engine's. lfk status finds both ranks (Trainer labels the pods with its JobSet's name,
-    not the release's)."""
+    losses are the job engine's. lfk status finds both ranks by the release's labels (the chart's runtime
+    patch puts them on the pods)."""
     engines.start(node_cluster.state, ("trainer",))
     assert {"jobset", "trainer"} <= set(node_cluster.state.extra["engines"])
-
-    def on_trainer(d: dict[str, Any]) -> None:
-        two_pods(d)
-        d["distributed"]["engine"] = "trainjob"
-
-    spec = variant(tmp_path, "tiny-trainer", on_trainer)
-    facts = derive(load_spec(spec))
-    output = local(node_cluster.storage, facts.output_dir)
-    eviction = RankEviction(node_cluster, facts.releases["train"], output, "trainjob")
-    eviction.start()
-    started = time.monotonic()
-    run = node_cluster.lfk("run", str(spec), "--components", "train", "--timeout", "600", timeout=900)
-    try:
+    with two_ranks_on(node_cluster, tmp_path, "trainjob") as run:
         # lfk run follows the ranks by their JobSet's name and waits through the group's restart
-        assert run.returncode == 0, run.stdout + run.stderr
         assert re.search(
             r"train: trainjob \S+: \S+-node-0-0-\S+ Running on cpu-0, \S+-node-0-1-\S+ Running", run.stdout
         ), run.stdout
-
-        def finished() -> dict[str, Any] | None:
-            jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "trainjob")
-            return next((j for j in jobs if kube.workload_state(j)[0] in ("Complete", "Failed")), None)
-
-        trainjob = wait_for("the two-pod TrainJob", finished, 900, 2)
-        eviction.stop.set()
-        name = trainjob["metadata"]["name"]
-        assert kube.workload_state(trainjob)[0] == "Complete", trainjob["status"]
-        assert eviction.evicted, "the first checkpoint never appeared while the pods ran"
+        name = run.workload["metadata"]["name"]
         jobset = kube.workload(node_cluster.api, NAMESPACE, name, "jobset")
         assert jobset["status"].get("restarts", 0) >= 1, jobset["status"]  # the group started again
-        pods = sorted(
-            node_cluster.pods({kube.JOBSET_NAME: name}),
-            key=lambda p: p["metadata"]["annotations"][kube.COMPLETION_INDEX],
-        )
-        assert [p["metadata"]["annotations"][kube.COMPLETION_INDEX] for p in pods] == ["0", "1"], pods
-        first, second = (node_cluster.log(p["metadata"]["name"]) for p in pods)
-        for rank, log in enumerate((first, second)):
-            assert f"distributed: node {rank} of 2, 1 processes, rendezvous {name}-node-0-0.{name}:" in log, (
-                log[-3000:]
-            )
-            assert "world size: 2, device: cpu" in log, log[-3000:]
-        saving = [
-            bool(re.search(r"Saving model checkpoint to \S+/checkpoint-\d+", log)) for log in (first, second)
-        ]
-        assert saving == [True, False], saving
-        resumed = {int(n) for log in (first, second) for n in RESUMED_FROM.findall(log)}
-        assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
-        [checkpoint] = resumed
-        max_steps = load_spec(spec).data["training"]["maxSteps"]
-        assert_resumed_once([s for s, _ in losses(output)], checkpoint, max_steps)
-        assert_lose_as_the_job_engines_pods(output, ddp_run)
-        status = node_cluster.lfk("status", str(spec))
-        assert status.returncode == 0, status.stderr
-        for rank in (0, 1):
-            assert re.search(rf"pod \S+ \(node rank {rank}\) Succeeded on \S+ GPUs 0", status.stdout), (
-                status.stdout
-            )
+        assert [p["metadata"]["labels"][kube.JOBSET_NAME] for p in run.pods(node_cluster)] == [name, name]
+        checkpoint, seconds = assert_one_group_resumed(node_cluster, run, f"{name}-node-0-0.{name}:", ddp_run)
         print(
-            f"two pods as a TrainJob of Kubeflow Trainer: {time.monotonic() - started:.0f} s for {max_steps} "
-            f"steps, rank 1 evicted after checkpoint {eviction.checkpoint}, the group restarted "
-            f"{jobset['status']['restarts']} time(s) and resumed from checkpoint {checkpoint}"
+            f"two pods as a TrainJob of Kubeflow Trainer: {time.monotonic() - run.started:.0f} s for 48 steps, "
+            f"rank 1 evicted after checkpoint {run.eviction.checkpoint}, the group restarted "
+            f"{jobset['status']['restarts']} time(s) and resumed from checkpoint {checkpoint} {seconds:.0f} s after "
+            "the eviction"
         )
-    finally:
-        eviction.stop.set()
-        node_cluster.uninstall(facts.releases["train"])
 
 
 def test_two_pods_on_the_training_operator_train_as_one_pytorchjob_and_resume(
@@ -370,65 +384,17 @@ def test_two_pods_on_the_training_operator_train_as_one_pytorchjob_and_resume(
     losses are the job engine's; the PyTorchJob never failed."""
     engines.start(node_cluster.state, ("training-operator",))
     assert "training-operator" in node_cluster.state.extra["engines"]
-
-    def on_pytorchjob(d: dict[str, Any]) -> None:
-        two_pods(d)
-        d["distributed"]["engine"] = "pytorchjob"
-
-    spec = variant(tmp_path, "tiny-pytorchjob", on_pytorchjob)
-    facts = derive(load_spec(spec))
-    output = local(node_cluster.storage, facts.output_dir)
-    eviction = RankEviction(node_cluster, facts.releases["train"], output, "pytorchjob")
-    eviction.start()
-    started = time.monotonic()
-    run = node_cluster.lfk("run", str(spec), "--components", "train", "--timeout", "600", timeout=900)
-    try:
-        assert run.returncode == 0, run.stdout + run.stderr
+    with two_ranks_on(node_cluster, tmp_path, "pytorchjob") as run:
         assert re.search(
             r"train: pytorchjob \S+: \S+-master-0 Running on cpu-0, \S+-worker-0 Running", run.stdout
         ), run.stdout
-
-        def finished() -> dict[str, Any] | None:
-            jobs = kube.workloads(node_cluster.api, NAMESPACE, facts.releases["train"], "train", "pytorchjob")
-            return next((j for j in jobs if kube.workload_state(j)[0] in ("Complete", "Failed")), None)
-
-        job = wait_for("the two-pod PyTorchJob", finished, 900, 2)
-        eviction.stop.set()
-        name = job["metadata"]["name"]
-        assert kube.workload_state(job)[0] == "Complete", job["status"]
-        assert eviction.evicted == f"{name}-worker-0", eviction.evicted
-        pods = sorted(
-            node_cluster.pods({kube.INSTANCE: facts.releases["train"], kube.COMPONENT: "train"}),
-            key=kube.node_rank,
-        )
-        assert [p["metadata"]["name"] for p in pods] == [f"{name}-master-0", f"{name}-worker-0"], pods
-        master, worker = (node_cluster.log(p["metadata"]["name"]) for p in pods)
-        for rank, log in enumerate((master, worker)):
-            assert f"distributed: node {rank} of 2, 1 processes, rendezvous {name}-master-0:" in log, log[
-                -3000:
-            ]
-            assert "world size: 2, device: cpu" in log, log[-3000:]
-        saving = [
-            bool(re.search(r"Saving model checkpoint to \S+/checkpoint-\d+", log)) for log in (master, worker)
-        ]
-        assert saving == [True, False], saving
-        # the Master's container never stopped: its log holds both rounds, the second resuming
-        resumed = {int(n) for log in (master, worker) for n in RESUMED_FROM.findall(log)}
-        assert len(resumed) == 1 and min(resumed) >= eviction.checkpoint, resumed
-        [checkpoint] = resumed
-        max_steps = load_spec(spec).data["training"]["maxSteps"]
-        assert_resumed_once([s for s, _ in losses(output)], checkpoint, max_steps)
-        assert_lose_as_the_job_engines_pods(output, ddp_run)
-        status = node_cluster.lfk("status", str(spec))
-        assert status.returncode == 0, status.stderr
-        for rank in (0, 1):
-            assert re.search(rf"pod \S+ \(node rank {rank}\) Succeeded on \S+ GPUs 0", status.stdout), (
-                status.stdout
-            )
+        name = run.workload["metadata"]["name"]
+        assert run.eviction.evicted == f"{name}-worker-0", run.eviction.evicted
+        names = [p["metadata"]["name"] for p in run.pods(node_cluster)]
+        assert names == [f"{name}-master-0", f"{name}-worker-0"], names
+        checkpoint, seconds = assert_one_group_resumed(node_cluster, run, f"{name}-master-0:", ddp_run)
         print(
-            f"two pods as a PyTorchJob: {time.monotonic() - started:.0f} s for {max_steps} steps, the Worker evicted "
-            f"after checkpoint {eviction.checkpoint}, replaced by the operator, resumed from checkpoint {checkpoint}"
+            f"two pods as a PyTorchJob: {time.monotonic() - run.started:.0f} s for 48 steps, the Worker evicted "
+            f"after checkpoint {run.eviction.checkpoint}, replaced by the operator, resumed from checkpoint "
+            f"{checkpoint} {seconds:.0f} s after the eviction"
         )
-    finally:
-        eviction.stop.set()
-        node_cluster.uninstall(facts.releases["train"])
