@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,16 @@ def set_gpu_quota(api: pykube.HTTPClient, gpus: int) -> None:
     current = kube.request(api, "GET", f"{KUEUE}/clusterqueues/team")
     current["spec"]["resourceGroups"][0]["flavors"][0]["resources"][2]["nominalQuota"] = gpus
     kube.request(api, "PUT", f"{KUEUE}/clusterqueues/team", json=current)
+
+
+@contextmanager
+def gpu_quota(api: pykube.HTTPClient, gpus: int) -> Iterator[None]:
+    """The ClusterQueue's GPU quota at gpus for a while, then back at the 8 the other tests expect."""
+    set_gpu_quota(api, gpus)
+    try:
+        yield
+    finally:
+        set_gpu_quota(api, 8)
 
 
 def install(
@@ -212,8 +223,7 @@ def test_a_two_node_run_is_admitted_whole_or_not_at_all(
     assert not kube.pods(api, NAMESPACE, {kube.INSTANCE: wide.releases["train"], kube.COMPONENT: "train"}), (
         "never half the pods of a run"
     )
-    set_gpu_quota(api, 16)
-    try:
+    with gpu_quota(api, 16):
         pods = until("both pods at once", lambda: [p] if len(p := running_pods(api, wide)) == 2 else None)[0]
         assert {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu-0", "kwok-gpu-1"}
         until(
@@ -221,8 +231,6 @@ def test_a_two_node_run_is_admitted_whole_or_not_at_all(
             lambda: kube.workload_state(train_job(api, wide))[0] == "Complete",
             120,
         )
-    finally:
-        set_gpu_quota(api, 8)
 
 
 def test_an_urgent_experiment_preempts_a_routine_one_which_is_readmitted_afterwards(
@@ -258,8 +266,7 @@ def test_a_two_node_run_on_the_jobset_engine_is_admitted_and_run_by_jobset(
     kueue_cluster: tuple[str, pykube.HTTPClient], tmp_path: Path
 ) -> None:
     kubeconfig, api = kueue_cluster
-    set_gpu_quota(api, 16)
-    try:
+    with gpu_quota(api, 16):
         ranks, spec = install(kubeconfig, tmp_path, "ranks", "5s", nodes_=2, engine="jobset")
         # Kueue unsuspends the JobSet; the JobSet controller makes its Job, whose two pods are the ranks
         until("the JobSet admitted", lambda: train_job(api, ranks, "jobset")["spec"].get("suspend") is False)
@@ -276,8 +283,6 @@ def test_a_two_node_run_on_the_jobset_engine_is_admitted_and_run_by_jobset(
         status = status_text(kubeconfig, spec)
         assert re.search(r"jobset ranks-train-\S+ run \S+: Complete", status), status
         assert "(node rank 0) Succeeded" in status and "(node rank 1) Succeeded" in status, status
-    finally:
-        set_gpu_quota(api, 8)
 
 
 @pytest.mark.parametrize("engine", ["trainjob", "pytorchjob"])
@@ -302,8 +307,7 @@ def test_a_two_node_run_on_a_kubeflow_engine_is_admitted_whole_by_kueue_and_run_
     time.sleep(3)
     assert kube.workload_state(train_job(api, ranks, engine))[0] == "Suspended"
     assert not rank_pods(), "never a rank before the run is admitted"
-    set_gpu_quota(api, 16)
-    try:
+    with gpu_quota(api, 16):
         pods = until("both ranks running", lambda: [p] if len(p := rank_pods()) == 2 else None)[0]
         assert sorted(kube.node_rank(p) for p in pods) == ["0", "1"], pods
         assert {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu-0", "kwok-gpu-1"}
@@ -315,8 +319,6 @@ def test_a_two_node_run_on_a_kubeflow_engine_is_admitted_whole_by_kueue_and_run_
         status = status_text(kubeconfig, spec)
         assert re.search(rf"{engine} ranks-{engine}-train-\S+ run \S+: Complete", status), status
         assert "(node rank 0) Succeeded" in status and "(node rank 1) Succeeded" in status, status
-    finally:
-        set_gpu_quota(api, 8)
 
 
 def test_a_two_node_run_on_the_rayjob_engine_is_admitted_by_kueue_and_kuberay_makes_its_ray_cluster(
@@ -328,33 +330,36 @@ def test_a_two_node_run_on_the_rayjob_engine_is_admitted_by_kueue_and_kuberay_ma
     text = until("lfk status naming the missing quota", lambda: saying(kubeconfig, spec, "insufficient"))
     assert "waiting in queue llm-team:" in text, text
     assert kube.workload_state(train_job(api, ray, "rayjob"))[0] == "Suspended"
-    set_gpu_quota(api, 16)
-    try:
-        # Kueue unsuspends the RayJob; KubeRay makes its RayCluster: a head without GPU and the two GPU workers
-        def cluster() -> dict[str, Any] | None:
-            name = train_job(api, ray, "rayjob").get("status", {}).get("rayClusterName")
-            return (
-                kube.request(api, "GET", f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters/{name}")
-                if name
-                else None
+    with gpu_quota(api, 16):
+        try:
+            # Kueue unsuspends the RayJob; KubeRay makes its RayCluster: a head without GPU and the two GPU workers
+            def cluster() -> dict[str, Any] | None:
+                name = train_job(api, ray, "rayjob").get("status", {}).get("rayClusterName")
+                return (
+                    kube.request(api, "GET", f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters/{name}")
+                    if name
+                    else None
+                )
+
+            raycluster = until("KubeRay's RayCluster of the run", cluster)
+            assert raycluster["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+
+            def ray_pods() -> list[dict[str, Any]] | None:
+                pods = kube.pods(api, NAMESPACE, {"ray.io/cluster": raycluster["metadata"]["name"]})
+                running = [p for p in pods if p["status"].get("phase") == "Running"]
+                return running if len(running) == 3 else None
+
+            pods = until("the head and both workers running", ray_pods)
+            kinds = sorted(p["metadata"]["labels"]["ray.io/node-type"] for p in pods)
+            assert kinds == ["head", "worker", "worker"], kinds
+            workers = [p for p in pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker"]
+            assert {p["spec"]["nodeName"] for p in workers} == {"kwok-gpu-0", "kwok-gpu-1"}
+            assert all(kube.gpu_request(p) == 8 for p in workers)
+            rayjob = train_job(api, ray, "rayjob")
+            assert rayjob["status"].get("jobDeploymentStatus") in ("Initializing", "Running"), rayjob[
+                "status"
+            ]
+        finally:
+            Helm(built_tool("helm", "HELM3_VERSION"), kubeconfig)(
+                "uninstall", release, "-n", NAMESPACE, "--wait"
             )
-
-        raycluster = until("KubeRay's RayCluster of the run", cluster)
-        assert raycluster["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
-
-        def ray_pods() -> list[dict[str, Any]] | None:
-            pods = kube.pods(api, NAMESPACE, {"ray.io/cluster": raycluster["metadata"]["name"]})
-            running = [p for p in pods if p["status"].get("phase") == "Running"]
-            return running if len(running) == 3 else None
-
-        pods = until("the head and both workers running", ray_pods)
-        kinds = sorted(p["metadata"]["labels"]["ray.io/node-type"] for p in pods)
-        assert kinds == ["head", "worker", "worker"], kinds
-        workers = [p for p in pods if p["metadata"]["labels"]["ray.io/node-type"] == "worker"]
-        assert {p["spec"]["nodeName"] for p in workers} == {"kwok-gpu-0", "kwok-gpu-1"}
-        assert all(kube.gpu_request(p) == 8 for p in workers)
-        rayjob = train_job(api, ray, "rayjob")
-        assert rayjob["status"].get("jobDeploymentStatus") in ("Initializing", "Running"), rayjob["status"]
-    finally:
-        Helm(built_tool("helm", "HELM3_VERSION"), kubeconfig)("uninstall", release, "-n", NAMESPACE, "--wait")
-        set_gpu_quota(api, 8)

@@ -28,6 +28,18 @@ MANIFESTS = [
 ]  # fmt: skip
 
 
+def validating_webhooks(folder: Path, operator: str, paths: list[str]) -> Path:
+    """An operator's webhook manifest as its module has it: a ValidatingWebhookConfiguration with one webhook
+    per service path."""
+    manifests = folder / "webhooks.yaml"
+    manifests.write_text(yaml.safe_dump({
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "validating-webhook-configuration"},
+        "webhooks": [{"name": f"validator.{i}.{operator}", "clientConfig": {"service": {"path": path}}}
+                     for i, path in enumerate(paths)],
+    }))  # fmt: skip
+    return manifests
+
+
 def test_only_the_webhooks_of_what_kueue_manages_here_are_registered_and_they_call_127_0_0_1(
     tmp_path: Path,
 ) -> None:
@@ -100,13 +112,10 @@ def test_trainer_listens_on_loopback_only_with_our_certificate_and_brings_jobset
         "--health-probe-bind-address=127.0.0.1:18101",
     ]
     assert engines.TRAINER.config is None and engines.NEEDS["trainer"] == ("jobset",)
-    manifests = tmp_path / "webhooks.yaml"
     paths = ("clustertrainingruntime", "trainingruntime", "trainjob")
-    manifests.write_text(yaml.safe_dump({
-        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "validating-webhook-configuration"},
-        "webhooks": [{"name": f"validator.{p}.trainer.kubeflow.org", "clientConfig": {"service": {
-            "path": f"/validate-trainer-kubeflow-org-v1alpha1-{p}"}}} for p in paths],
-    }))  # fmt: skip
+    manifests = validating_webhooks(
+        tmp_path, "trainer.kubeflow.org", [f"/validate-trainer-kubeflow-org-v1alpha1-{p}" for p in paths]
+    )
     [doc] = engines.webhooks(manifests, "trainer", engines.TRAINER.webhook_paths(()), 19463, b"CA")
     assert [h["clientConfig"]["url"] for h in doc["webhooks"]] == [
         f"https://127.0.0.1:19463/validate-trainer-kubeflow-org-v1alpha1-{p}" for p in paths
@@ -129,13 +138,10 @@ def test_the_training_operator_listens_on_loopback_only_and_adds_no_init_contain
     ]
     assert yaml.safe_load(template.read_text()) == []
     assert engine.config is None and engine.name not in engines.NEEDS
-    manifests = tmp_path / "webhooks.yaml"
     kinds = ("mxjob", "pytorchjob", "tfjob")
-    manifests.write_text(yaml.safe_dump({
-        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "validating-webhook-configuration"},
-        "webhooks": [{"name": f"validator.{k}.training-operator.kubeflow.org", "clientConfig": {"service": {
-            "path": f"/validate-kubeflow-org-v1-{k}"}}} for k in kinds],
-    }))  # fmt: skip
+    manifests = validating_webhooks(
+        tmp_path, "training-operator.kubeflow.org", [f"/validate-kubeflow-org-v1-{k}" for k in kinds]
+    )
     # only PyTorchJob's: the command serves no other kind, and an unserved webhook refuses every object
     [doc] = engines.webhooks(manifests, engine.name, engine.webhook_paths(()), 19464, b"CA")
     assert [h["clientConfig"]["url"] for h in doc["webhooks"]] == [
