@@ -24,8 +24,7 @@ COMPONENT = "app.kubernetes.io/component"
 RUN_ID = "llamafactory-k8s/run-id"
 # the completion index of an Indexed Job's pod: its node rank in a multi-node training
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
-# JobSet's label on the pods of its Jobs: how lfk run follows the ranks of the TrainJob it started (its
-# JobSet has the TrainJob's name)
+# JobSet's label on the pods of its Jobs (a TrainJob's JobSet has the TrainJob's name)
 JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 # the training operator's labels on a PyTorchJob's pods: Master (node rank 0) or Worker i (node rank i + 1)
 REPLICA_TYPE = "training.kubeflow.org/replica-type"

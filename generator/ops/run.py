@@ -291,13 +291,11 @@ def wait_job(target: Target, step: helm.Step, report: Report, timeout: float, pe
         raise RunFailed(f"{step.component}: helm installed {step.release}, but no {engine} of it exists")
     job = max(current, key=lambda w: str(w["metadata"].get("creationTimestamp", "")))
     name, kind = job["metadata"]["name"], job.get("kind", "Job").lower()
-    # a plain Job's pods carry its name, a TrainJob's its JobSet's; another operator's carry our pod
-    # template's labels (and the run's id)
+    # a plain Job's pods carry its name; an operator's carry our pod template's labels (a TrainJob's through
+    # the chart's runtime patch), the run's id among them
     selector = (
         {"job-name": name}
         if engine == "job"
-        else {kube.JOBSET_NAME: name}
-        if engine == "trainjob"
         else {kube.INSTANCE: step.release, kube.RUN_ID: target.facts.run_id}
     )
     progress = _Progress(report)

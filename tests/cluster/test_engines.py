@@ -295,20 +295,16 @@ def test_a_two_node_run_on_a_kubeflow_engine_is_admitted_whole_by_kueue_and_run_
     kubeconfig, api = kueue_cluster
     ranks, spec = install(kubeconfig, tmp_path, f"ranks-{engine}", "5s", nodes_=2, engine=engine)
 
-    def rank_pods() -> list[dict[str, Any]]:
-        [obj] = kube.workloads(api, NAMESPACE, ranks.releases["train"], "train", engine)
-        if engine == "pytorchjob":  # the operator keeps our pod template's labels
-            return running_pods(api, ranks)
-        pods = kube.pods(api, NAMESPACE, {kube.JOBSET_NAME: obj["metadata"]["name"]})
-        return [p for p in pods if p["status"].get("phase") == "Running"]
-
     text = until("lfk status naming the missing quota", lambda: saying(kubeconfig, spec, "insufficient"))
     assert "waiting in queue llm-team:" in text, text
     time.sleep(3)
     assert kube.workload_state(train_job(api, ranks, engine))[0] == "Suspended"
-    assert not rank_pods(), "never a rank before the run is admitted"
+    release = {kube.INSTANCE: ranks.releases["train"], kube.COMPONENT: "train"}
+    assert not kube.pods(api, NAMESPACE, release), "never a rank before the run is admitted"
     with gpu_quota(api, 16):
-        pods = until("both ranks running", lambda: [p] if len(p := rank_pods()) == 2 else None)[0]
+        pods = until("both ranks running", lambda: [p] if len(p := running_pods(api, ranks)) == 2 else None)[
+            0
+        ]
         assert sorted(kube.node_rank(p) for p in pods) == ["0", "1"], pods
         assert {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu-0", "kwok-gpu-1"}
         until(
