@@ -237,15 +237,15 @@ build_pause() {
 }
 
 # controller_files MODULE_DIR OUT [CRD_DIR WEBHOOKS CRD_GLOB]: a kubebuilder controller's CRDs and webhook
-# manifests (where kubebuilder puts them unless given) beside its binary in OUT.tmp, then OUT.tmp in place
-# (generator/cluster/engines.py applies them)
+# manifests (where kubebuilder puts them unless given; WEBHOOKS "": it has none) beside its binary in OUT.tmp,
+# then OUT.tmp in place (generator/cluster/engines.py applies them)
 controller_files() {
-  local src=$1 out=$2 crds=${3:-config/components/crd/bases} hooks=${4:-config/components/webhook/manifests.yaml}
+  local src=$1 out=$2 crds=${3:-config/components/crd/bases} hooks=${4-config/components/webhook/manifests.yaml}
   local glob=${5:-*_*.yaml}
   mkdir -p "$out.tmp/crds"
   # shellcheck disable=SC2086 # the glob is meant to expand
   cp "$src/$crds"/$glob "$out.tmp/crds/"
-  cp "$src/$hooks" "$out.tmp/webhooks.yaml"
+  [ -z "$hooks" ] || cp "$src/$hooks" "$out.tmp/webhooks.yaml"
   chmod -R u+w "$out.tmp"
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
@@ -263,32 +263,31 @@ build_jobset() {
   controller_files "$src" "$out"
 }
 
-# Kubeflow Trainer's controller manager, built from hack/trainer-controller/main.go (upstream's command with
-# its webhook server on 127.0.0.1 and a certificate folder of ours) in a scratch module that requires the
-# pinned trainer module; beside it Trainer's CRDs and webhook manifests
-build_trainer() {
-  local out="$TOOLS_DIR/trainer-$KUBEFLOW_TRAINER_VERSION"
-  [ -f "$(done_marker "$out")" ] && { log "trainer $KUBEFLOW_TRAINER_VERSION cached in $out"; return; }
-  log "building trainer $KUBEFLOW_TRAINER_VERSION (cold: about three minutes on 2 cores)"
-  local src; src=$(mod_dir "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION")
+# build_our_command NAME VERSION MODULE COMMAND_DIR CRD_GLOB: an upstream controller built from a command of
+# ours (hack/COMMAND_DIR/main.go beside hack/controller-serving/serving.go: upstream's set-up with its webhook
+# server on 127.0.0.1 and a certificate folder of ours) in a scratch module that requires MODULE@VERSION;
+# beside it the CRDs matching CRD_GLOB and the webhook manifests from the module's manifests/base
+build_our_command() {
+  local name=$1 version=$2 module=$3 command=$4 glob=$5
+  local out="$TOOLS_DIR/$name-$version"
+  [ -f "$(done_marker "$out")" ] && { log "$name $version cached in $out"; return; }
+  log "building $name $version (cold: a few minutes on 2 cores)"
+  local src; src=$(mod_dir "$module@$version")
   local work; new_scratch
-  cp "$here/trainer-controller/main.go" "$work/"
-  scratch_build "$out" trainer "github.com/kubeflow/trainer/v2@$KUBEFLOW_TRAINER_VERSION" .
-  controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml
+  cp "$here/$command/main.go" "$here/controller-serving/serving.go" "$work/"
+  scratch_build "$out" "$name" "$module@$version" .
+  controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml "$glob"
 }
 
-# The Kubeflow training operator's manager for PyTorchJobs, built from hack/training-operator/main.go (upstream's
-# command with its webhook server on 127.0.0.1 and a certificate folder of ours) in a scratch module that
-# requires the pinned module; beside it the PyTorchJob CRD and the operator's webhook manifests
+# Kubeflow Trainer's controller manager with its CRDs (TrainJob and the training runtimes)
+build_trainer() {
+  build_our_command trainer "$KUBEFLOW_TRAINER_VERSION" github.com/kubeflow/trainer/v2 trainer-controller '*_*.yaml'
+}
+
+# The Kubeflow training operator's manager, PyTorchJobs only, with the PyTorchJob CRD
 build_training-operator() {
-  local out="$TOOLS_DIR/training-operator-$KUBEFLOW_TRAINING_OPERATOR_VERSION"
-  [ -f "$(done_marker "$out")" ] && { log "training-operator $KUBEFLOW_TRAINING_OPERATOR_VERSION cached in $out"; return; }
-  log "building training-operator $KUBEFLOW_TRAINING_OPERATOR_VERSION (cold: a few minutes on 2 cores)"
-  local src; src=$(mod_dir "github.com/kubeflow/training-operator@$KUBEFLOW_TRAINING_OPERATOR_VERSION")
-  local work; new_scratch
-  cp "$here/training-operator/main.go" "$work/"
-  scratch_build "$out" training-operator "github.com/kubeflow/training-operator@$KUBEFLOW_TRAINING_OPERATOR_VERSION" .
-  controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml 'kubeflow.org_pytorchjobs.yaml'
+  build_our_command training-operator "$KUBEFLOW_TRAINING_OPERATOR_VERSION" github.com/kubeflow/training-operator \
+    training-operator kubeflow.org_pytorchjobs.yaml
 }
 
 # KubeRay's operator (RayCluster, RayJob, RayService controllers) with its CRDs, from the ray-operator module:
@@ -302,10 +301,7 @@ build_kuberay() {
   local src; src=$(mod_dir "$module@$KUBERAY_VERSION")
   local work; new_scratch
   scratch_build "$out" kuberay "$module@$KUBERAY_VERSION" "$module"
-  mkdir -p "$out.tmp/crds"
-  cp "$src"/config/crd/bases/ray.io_*.yaml "$out.tmp/crds/"
-  chmod -R u+w "$out.tmp"
-  rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
+  controller_files "$src" "$out" config/crd/bases "" 'ray.io_*.yaml'
 }
 
 # Kueue's controller with its CRDs and webhook manifests, all from its Go module (generator/cluster/engines.py

@@ -212,11 +212,10 @@ def status(target: Target, from_cluster: bool = False, prometheus: str = "") -> 
             component, release, info.get("info", {}).get("status", "unknown"), info.get("version")
         )
         entry.objects = workload_objects(target, component, release)
+        selector = {kube.INSTANCE: release, kube.COMPONENT: component}
         entry.pods = [
             summarise_pod(p, component, simulated, problem_of(target, p, component))
-            for p in kube.pods(
-                target.api, target.namespace, {kube.INSTANCE: release, kube.COMPONENT: component}
-            )
+            for p in kube.pods(target.api, target.namespace, selector)
         ]
         out["releases"].append(asdict(entry))
     installed = any(r["helm"] != "not installed" for r in out["releases"] if r["component"] == "train")

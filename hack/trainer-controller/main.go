@@ -5,20 +5,18 @@
 // generator/cluster/engines.py makes, and it registers the webhooks itself. So this command sets the webhook
 // server's address and certificate folder and leaves the certificate management out; the configuration is
 // upstream's defaults, and the controllers, runtimes and webhooks are Trainer's own, set up as upstream sets
-// them up (the status server stays off, as its feature gate is by default).
+// them up (the status server stays off, as its feature gate is by default). The flags, probes and start are
+// hack/controller-serving/serving.go's.
 package main
 
 import (
 	"crypto/tls"
-	"flag"
-	"os"
 
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlpkg "sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -35,21 +33,7 @@ import (
 )
 
 func main() {
-	var host, certDir, probeAddr string
-	var port int
-	flag.StringVar(&host, "webhook-host", "127.0.0.1", "Address the webhook server listens on.")
-	flag.IntVar(&port, "webhook-port", 9443, "Port the webhook server listens on.")
-	flag.StringVar(&certDir, "webhook-cert-dir", "", "Folder holding the webhook server's tls.crt and tls.key.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "Address of /healthz and /readyz.")
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
-	log := ctrl.Log.WithName("setup")
-	fail := func(err error, what string) {
-		log.Error(err, what)
-		os.Exit(1)
-	}
+	serve := parseServingFlags(zap.Options{})
 
 	scheme := apiruntime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -66,11 +50,11 @@ func main() {
 	}
 	// HTTP/2 stays off, as upstream keeps it off by default
 	http1 := func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
-	options.WebhookServer = webhook.NewServer(webhook.Options{
-		Host: host, Port: port, CertDir: certDir, TLSOpts: []func(*tls.Config){http1},
-	})
+	webhookOptions := serve.webhookOptions()
+	webhookOptions.TLSOpts = []func(*tls.Config){http1}
+	options.WebhookServer = webhook.NewServer(webhookOptions)
 	options.Metrics = metricsserver.Options{BindAddress: "0"}
-	options.HealthProbeBindAddress = probeAddr
+	options.HealthProbeBindAddress = serve.probeAddr
 	options.LeaderElection = false
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), options)
 	if err != nil {
@@ -87,13 +71,5 @@ func main() {
 	if name, err := webhooks.Setup(mgr, runtimes); err != nil {
 		fail(err, "unable to set up webhook "+name)
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		fail(err, "unable to set up /healthz")
-	}
-	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		fail(err, "unable to set up /readyz")
-	}
-	if err := mgr.Start(ctx); err != nil {
-		fail(err, "the manager stopped")
-	}
+	runWithProbes(ctx, mgr)
 }

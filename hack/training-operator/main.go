@@ -4,19 +4,18 @@
 // Secret; servers here listen on 127.0.0.1 only, and generator/cluster/engines.py makes the serving
 // certificate and registers the webhooks itself. So this command sets the webhook server's address and
 // certificate folder and leaves the certificate rotation out; the PyTorchJob controller and webhook are the
-// operator's own, set up as upstream sets them up (no gang scheduler: Kueue admits whole jobs here).
+// operator's own, set up as upstream sets them up (no gang scheduler: Kueue admits whole jobs here). The
+// serving flags, probes and start are hack/controller-serving/serving.go's.
 package main
 
 import (
 	"flag"
-	"os"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -30,12 +29,7 @@ import (
 )
 
 func main() {
-	var host, certDir, probeAddr string
-	var port, threads int
-	flag.StringVar(&host, "webhook-host", "127.0.0.1", "Address the webhook server listens on.")
-	flag.IntVar(&port, "webhook-port", 9443, "Port the webhook server listens on.")
-	flag.StringVar(&certDir, "webhook-cert-dir", "", "Folder holding the webhook server's tls.crt and tls.key.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", "127.0.0.1:8081", "Address of /healthz and /readyz.")
+	var threads int
 	flag.IntVar(&threads, "controller-threads", 1, "Worker threads of the PyTorchJob controller.")
 	// the init container that makes a Worker wait for the Master's name: upstream's flags
 	flag.StringVar(&config.Config.PyTorchInitContainerImage, "pytorch-init-container-image",
@@ -44,15 +38,7 @@ func main() {
 		config.PyTorchInitContainerTemplateFileDefault, "Template file of the Workers' init container.")
 	flag.IntVar(&config.Config.PyTorchInitContainerMaxTries, "pytorch-init-container-max-tries",
 		config.PyTorchInitContainerMaxTriesDefault, "Tries of the Workers' init container.")
-	opts := zap.Options{Development: true, StacktraceLevel: zapcore.DPanicLevel}
-	opts.BindFlags(flag.CommandLine)
-	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
-	log := ctrl.Log.WithName("setup")
-	fail := func(err error, what string) {
-		log.Error(err, what)
-		os.Exit(1)
-	}
+	serve := parseServingFlags(zap.Options{Development: true, StacktraceLevel: zapcore.DPanicLevel})
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -62,8 +48,8 @@ func main() {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
-		WebhookServer:          webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir}),
-		HealthProbeBindAddress: probeAddr,
+		WebhookServer:          webhook.NewServer(serve.webhookOptions()),
+		HealthProbeBindAddress: serve.probeAddr,
 	})
 	if err != nil {
 		fail(err, "unable to create the manager")
@@ -76,13 +62,5 @@ func main() {
 	if err := webhooks.SupportedSchemeWebhook[kind](mgr); err != nil {
 		fail(err, "unable to set up the PyTorchJob webhook")
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		fail(err, "unable to set up /healthz")
-	}
-	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		fail(err, "unable to set up /readyz")
-	}
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
-		fail(err, "the manager stopped")
-	}
+	runWithProbes(ctrl.SetupSignalHandler(), mgr)
 }
