@@ -137,9 +137,9 @@ $(HELMFILE):
 	hack/build-tools.sh helmfile
 $(JOBSET):
 	hack/build-tools.sh jobset
-$(TRAINER):
+$(TRAINER): hack/trainer-controller/main.go hack/controller-serving/serving.go
 	hack/build-tools.sh trainer
-$(TRAINING_OPERATOR):
+$(TRAINING_OPERATOR): hack/training-operator/main.go hack/controller-serving/serving.go
 	hack/build-tools.sh training-operator
 $(KUBERAY):
 	hack/build-tools.sh kuberay

@@ -269,13 +269,20 @@ build_jobset() {
 # beside it the CRDs matching CRD_GLOB and the webhook manifests from the module's manifests/base
 build_our_command() {
   local name=$1 version=$2 module=$3 command=$4 glob=$5
-  local out="$TOOLS_DIR/$name-$version"
-  [ -f "$(done_marker "$out")" ] && { log "$name $version cached in $out"; return; }
+  local out="$TOOLS_DIR/$name-$version" sources=("$here/$command/main.go" "$here/controller-serving/serving.go")
+  # cached by version and by our sources: an edited command is built again
+  local sum; sum=$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)
+  if [ -f "$(done_marker "$out")" ] && [ "$(cat "$out/.source" 2>/dev/null)" = "$sum" ]; then
+    touch "$(done_marker "$out")"  # newer than the sources, for make
+    log "$name $version cached in $out"
+    return
+  fi
   log "building $name $version (cold: a few minutes on 2 cores)"
   local src; src=$(mod_dir "$module@$version")
   local work; new_scratch
-  cp "$here/$command/main.go" "$here/controller-serving/serving.go" "$work/"
+  cp "${sources[@]}" "$work/"
   scratch_build "$out" "$name" "$module@$version" .
+  printf '%s\n' "$sum" >"$out.tmp/.source"
   controller_files "$src" "$out" manifests/base/crds manifests/base/webhook/manifests.yaml "$glob"
 }
 
