@@ -81,7 +81,7 @@ disk-check-demo:
 disk-check-test:
 	@$(PYTHON) hack/disk-check.py test $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) $(CLUSTER_TOOLS) $(NODE_TOOLS)
 
-.PHONY: images image-archives browser setup-demo setup-test demo-specs
+.PHONY: images image-archives browser setup-demo setup-test demo-specs drop-go-caches
 images: node-tools image-archives ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
 # the archives need only the pause binary of the node's tools, so they can build beside the others
 image-archives: $(PAUSE)
@@ -107,9 +107,13 @@ define two_lanes
 	[ $$rest -eq 0 ] && [ $$archives -eq 0 ]
 endef
 setup-demo: $(PAUSE)
-	$(call two_lanes,demo-specs $(DEMO_TOOLS) node-tools)
+	$(call two_lanes,demo-specs $(DEMO_TOOLS) node-tools drop-go-caches)
 setup-test: $(PAUSE)
 	$(call two_lanes,venv llamafactory tools cluster-tools node-tools browser)
+# once the demo's tools are built, Go's caches (about 10 GB) go before the images are imported: the disk's peak
+# (LFK_KEEP_GO_CACHES=1 keeps them for quicker builds of the tools only make test uses)
+drop-go-caches:
+	hack/build-tools.sh drop-go-caches
 # the demo's first step needs no images and no cluster: it shows while they build (after LLaMA-Factory is
 # installed: its last pip install rewrites the lfk script this runs)
 demo-specs: llamafactory

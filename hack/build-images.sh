@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the images the real node runs, with no registry at all: a Debian bookworm base made with debootstrap
 # and imported under the name the Containerfiles start FROM, then each images/<name>/Containerfile built with
-# buildah and written as an OCI image archive (uncompressed layers) for `ctr -n k8s.io images import`.
+# buildah and written as an OCI image archive (zstd-compressed layers) for `ctr -n k8s.io images import`.
 # Each archive is named by a hash of everything that goes into it, so a second run rebuilds nothing.
 #
 #   hack/build-images.sh NAME...      NAME: llamafactory vllm-cpu pause, or all
@@ -38,9 +38,13 @@ declare -A IMAGE_REFS=(
 ALL_IMAGES=(llamafactory vllm-cpu pause)
 # how buildah builds: part of every image's hash (change it, and every image is rebuilt)
 BUD_FLAGS=(--layers --pull=never --isolation=chroot --network=host --format=oci --identity-label=false)
-# how the archive is written: skopeo, because buildah 1.28 push compresses layers despite --disable-compression;
-# uncompressed layers are much quicker to write and to import on a small machine
-COPY_FLAGS=(--dest-oci-accept-uncompressed-layers)
+# how the archive is written: skopeo (buildah 1.28's push picks its own compression), layers in zstd: the two
+# archives take 6.1 GB instead of 13.3 uncompressed, written in about 40 s each on one core, and containerd
+# unpacks them as quickly (it needs the layers' uncompressed digests only, which stay the same)
+COPY_FLAGS=(--dest-compress --dest-compress-format zstd)
+# archives written before the layers were compressed: one of these is compressed into the new archive instead
+# of building the image again (the image is the same)
+UNCOMPRESSED_COPY_FLAGS=(--dest-oci-accept-uncompressed-layers)
 
 t0=$(date +%s)
 elapsed() { local s=$(($(date +%s) - ${1:-$t0})); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
@@ -190,12 +194,13 @@ context_of() {
   printf '%s\n' "$ctx"
 }
 
-# hash_of NAME CONTEXT: everything that decides the image: its files, its name, the build flags and, for an
-# image FROM the base, the base's recipe
+# hash_of NAME CONTEXT [COPY_FLAGS...]: everything that decides the archive: the image's files, its name, the
+# build flags, how the archive is written (COPY_FLAGS unless given) and, for an image FROM the base, the base's recipe
 hash_of() {
-  local name=$1 ctx=$2
+  local name=$1 ctx=$2 copy
+  if [ $# -gt 2 ]; then copy="${*:3}"; else copy="${COPY_FLAGS[*]}"; fi
   {
-    echo "ref=${IMAGE_REFS[$name]} bud=${BUD_FLAGS[*]} copy=${COPY_FLAGS[*]}"
+    echo "ref=${IMAGE_REFS[$name]} bud=${BUD_FLAGS[*]} copy=$copy"
     grep -qE "^FROM +$BASE_REF" "$ctx/Containerfile" && echo "base=$BASE_HASH"
     (cd "$ctx" && find . -type f ! -name README.md ! -name DIFFERENCES.md -print0 | LC_ALL=C sort -z |
       xargs -0 sha256sum)
@@ -203,23 +208,52 @@ hash_of() {
   } | sha_of_text
 }
 
+# prepare_run: once per run, before the first image is built or written: the Debian packages, the lock on the
+# storage, and no working containers an interrupted run left behind
+prepare_run() {
+  [ -z "${prepared:-}" ] || return 0
+  "$here/install-debs.sh" images
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/build-images.lock"
+  flock -n 9 || { log "waiting for another run of build-images to finish"; flock 9; }
+  bh rm --all >/dev/null 2>&1 || true
+  prepared=1
+}
+
+# write_archive NAME SOURCE OUT REF SIZE: skopeo copies SOURCE (an image of SIZE bytes, uncompressed) into the
+# archive OUT; older archives of the image go (each is gigabytes)
+write_archive() {
+  local name=$1 source=$2 out=$3 ref=$4 size=$5 start need free
+  start=$(date +%s)
+  mkdir -p "$OUT_DIR" "$CACHE/tmp"
+  rm -f "$out.tmp"
+  # skopeo writes the image into a temporary OCI layout first, then into the archive: twice the compressed
+  # size, which is at most the image's
+  need=$((size + 1024 * 1024 * 1024))
+  free=$(($(df --output=avail -k "$OUT_DIR" | tail -n1) * 1024))
+  [ "$free" -ge "$need" ] || die "$name: writing its archive needs about $((need >> 30)) GiB free in $OUT_DIR, $((free >> 30)) GiB are"
+  TMPDIR=$CACHE/tmp with_heartbeat "writing $name" indented skopeo copy --quiet "${COPY_FLAGS[@]}" \
+    "$source" "oci-archive:$out.tmp:$ref"
+  mv "$out.tmp" "$out"
+  log "$name: $out ($(du -m "$out" | cut -f1) MB, zstd layers) written in $(elapsed "$start")"
+  find "$OUT_DIR" -maxdepth 1 -name "$name-*.tar" ! -path "$out" -delete
+}
+
 build_image() {
-  local name=$1 ref=${IMAGE_REFS[$1]} ctx hash out start
+  local name=$1 ref=${IMAGE_REFS[$1]} ctx hash out start old
   ctx=$(context_of "$name")
   hash=$(hash_of "$name" "$ctx")
   out=$OUT_DIR/$name-${hash:0:16}.tar
+  old=$OUT_DIR/$name-$(hash_of "$name" "$ctx" "${UNCOMPRESSED_COPY_FLAGS[@]}" | cut -c1-16).tar
   if [ -f "$out" ]; then
     log "$name: cached ($out)"
+  elif [ -f "$old" ]; then
+    prepare_run
+    log "$name: the same image is archived with uncompressed layers ($old): compressing it"
+    # skopeo unpacks the old archive into its temporary folder first: room for it too
+    write_archive "$name" "oci-archive:$old" "$out" "$ref" "$((2 * $(stat -c %s "$old")))"
   else
-    if [ -z "${prepared:-}" ]; then
-      "$here/install-debs.sh" images
-      # one run at a time on the storage; working containers an interrupted run left behind go
-      mkdir -p "$CACHE"
-      exec 9>"$CACHE/build-images.lock"
-      flock -n 9 || { log "waiting for another run of build-images to finish"; flock 9; }
-      bh rm --all >/dev/null 2>&1 || true
-      prepared=1
-    fi
+    prepare_run
     if grep -qE "^FROM +$BASE_REF" "$ctx/Containerfile"; then ensure_base; fi
     start=$(date +%s)
     local args=()
@@ -235,22 +269,10 @@ build_image() {
     fi
     log "$name: building $ref from $ctx (hash ${hash:0:16})"
     with_heartbeat "building $name" indented bh bud "${BUD_FLAGS[@]}" "${args[@]}" -f "$ctx/Containerfile" -t "$ref" "$ctx"
-    log "$name: built in $(elapsed "$start"); writing the archive (uncompressed layers)"
-    local pstart; pstart=$(date +%s)
-    mkdir -p "$OUT_DIR" "$CACHE/tmp"
-    rm -f "$out.tmp"
-    # skopeo writes the image into a temporary OCI layout first, then into the archive: twice its size
-    local size need free
-    size=$(bh images --noheading --format '{{.Size}}' "$ref" | tr -d ' B' | numfmt --from=si)
-    need=$((2 * size + 1024 * 1024 * 1024))
-    free=$(($(df --output=avail -k "$OUT_DIR" | tail -n1) * 1024))
-    [ "$free" -ge "$need" ] || die "$name: writing its archive needs about $((need >> 30)) GiB free in $OUT_DIR, $((free >> 30)) GiB are"
-    TMPDIR=$CACHE/tmp with_heartbeat "writing $name" indented skopeo copy --quiet "${COPY_FLAGS[@]}" \
-      "containers-storage:[overlay@$STORE/storage+$STORE/run]$ref" "oci-archive:$out.tmp:$ref"
-    mv "$out.tmp" "$out"
-    log "$name: $out ($(du -m "$out" | cut -f1) MB) written in $(elapsed "$pstart"); $name took $(elapsed "$start")"
-    # older archives of the image go: each is gigabytes
-    find "$OUT_DIR" -maxdepth 1 -name "$name-*.tar" ! -path "$out" -delete
+    log "$name: built in $(elapsed "$start"); writing the archive"
+    write_archive "$name" "containers-storage:[overlay@$STORE/storage+$STORE/run]$ref" "$out" "$ref" \
+      "$(bh images --noheading --format '{{.Size}}' "$ref" | tr -d ' B' | numfmt --from=si)"
+    log "$name took $(elapsed "$start")"
     if [ "${LFK_KEEP_BUILD_LAYERS:-0}" != 1 ]; then
       # the archive holds the image whole: buildah's copy (its size again) goes before the next image builds
       bh rmi --force "$ref" >/dev/null 2>&1 || true

@@ -2,6 +2,7 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
+#   hack/build-tools.sh drop-go-caches   removes Go's caches of this script (LFK_KEEP_GO_CACHES=1: keeps them)
 #   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds jobset kueue trainer
 #                                         training-operator kuberay
 #                                         containerd kube-node coredns pause (the real node)
@@ -15,6 +16,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
 TOOLS_DIR=${TOOLS_DIR:-$(cd "$here/.." && pwd)/.tools}
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
+# Go's build and module caches of our own, beside the images' cache: the set-up can drop them once its tools are
+# built (make demo does, with drop-go-caches) and the caches of your own Go work stay as they are
+GO_CACHES=${LFK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/llamafactory-k8s}/go
+export GOCACHE=$GO_CACHES/build GOMODCACHE=$GO_CACHES/mod
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 
@@ -408,6 +413,20 @@ build_helmfile() {
   )
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
+
+# drop-go-caches: Go's caches go (about 10 GB once the demo's tools are built); every tool stays under .tools
+drop_go_caches() {
+  [ -d "$GO_CACHES" ] || return 0
+  local size; size=$(du -sh "$GO_CACHES" | cut -f1)
+  if [ "${LFK_KEEP_GO_CACHES:-0}" = 1 ]; then
+    log "Go's caches kept ($size in $GO_CACHES, LFK_KEEP_GO_CACHES=1)"
+    return
+  fi
+  go clean -cache -modcache
+  rm -rf "$GO_CACHES"
+  log "Go's caches dropped ($size in $GO_CACHES): the tools are built; the tools only make test uses build from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
+}
+if [ "${1:-}" = drop-go-caches ] && [ $# -eq 1 ]; then drop_go_caches; exit 0; fi
 
 [ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer training-operator kuberay helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
