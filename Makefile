@@ -114,9 +114,9 @@ setup-test: $(PAUSE)
 # (LFK_KEEP_GO_CACHES=1 keeps them for quicker builds of the tools only make test uses)
 drop-go-caches:
 	hack/build-tools.sh drop-go-caches
-# the demo's first step needs no images and no cluster: it shows while they build (after LLaMA-Factory is
-# installed: its last pip install rewrites the lfk script this runs)
-demo-specs: llamafactory
+# the demo's first step needs no images and no cluster: it shows while they build. The demo needs no
+# LLaMA-Factory in .venv (6.6 GB with torch): the tiny model is made in a pod of the image (make test installs it)
+demo-specs: venv
 	$(PY) hack/demo.py specs
 
 $(HELM3):

@@ -2,7 +2,10 @@
 made on the spot from a few sentences: nothing is downloaded. LLaMA-Factory trains and exports it, vLLM on
 CPU serves it, transformers loads it.
 
-    python -m tests.support.tinymodel OUT_DIR [TEXT_FILE...]
+    python -m tests.support.tinymodel [--hidden-size N --heads N] OUT_DIR [ROWS_FILE...]
+
+Needs torch, transformers and tokenizers only (no project code): it also runs alone, as a file, in a pod of
+the llamafactory image (tests/support/tiny.py, make demo).
 """
 
 from __future__ import annotations
@@ -151,12 +154,21 @@ def corpus(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0])
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="tinymodel")
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "rows_files", nargs="*", type=Path, help="alpaca or ShareGPT rows (JSON) to learn from"
+    )
+    args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
-    for name in argv[1:]:
-        rows += json.loads(Path(name).read_text(encoding="utf-8"))
-    build_model(out, corpus(rows))
-    print(f"tiny model in {out}")
+    for name in args.rows_files:
+        rows += json.loads(name.read_text(encoding="utf-8"))
+    build_model(args.out, corpus(rows), hidden_size=args.hidden_size, heads=args.heads)
+    print(f"tiny model in {args.out}")
     return 0
 
 
