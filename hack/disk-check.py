@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +22,20 @@ GB = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 MB = 10**6
 # measured here from empty caches (docs/testing.md): the peak each step reaches while it runs, and what stays
+VENV_DEV = 1 * GB  # the generator and the test tools (make demo needs no more)
 # the locked packages a few at a time (hack/pip-stepwise.py): at most a 0.5 GB wheel beside what is installed
 VENV_LLAMAFACTORY_PEAK = 7 * GB
 VENV_LLAMAFACTORY_STAYS = 6600 * MB
-# Go's caches once the target's tools are built: the demo's left the build cache 6.3 GB and the module cache
-# 3.4 GB; every tool, 13 and 6.7 GB before the training operator and KubeRay joined them (with those two, and
-# earlier versions of Trainer and JobSet left in the caches, 16 and 7.6 GB)
+# Go's caches (hack/build-tools.sh keeps its own, under the images' cache) once the target's tools are built: the
+# demo's left the build cache 6.3 GB and the module cache 3.4 GB, and make demo drops them once its tools are
+# built (unless LFK_KEEP_GO_CACHES=1); every tool's, 16 and 7.6 GB, stay for the next version's builds
 GO_CACHES = {"demo": 10 * GB, "test": 23 * GB}
 GO_TOOL_STAYS = 80 * MB  # .tools holds 1.5 GB for all 19 tools
-# per image: buildah's layers, the OCI archive, containerd's copy; the archive stays
-IMAGES = {"llamafactory": 19 * GB, "vllm-cpu": 21 * GB, "pause": GB // 10}
-IMAGE_ARCHIVES = {"llamafactory": 6300 * MB, "vllm-cpu": 7000 * MB, "pause": 1 * MB}
+# per image at its peak: buildah's layers and the copy of a layer buildah commits, then the archive (zstd layers)
+# beside skopeo's temporary layout, then the archive and its layers' blobs in containerd while it unpacks them;
+# what stays: the archive and containerd's unpacked copy
+IMAGES = {"llamafactory": 13 * GB, "vllm-cpu": 14 * GB, "pause": GB // 10}
+IMAGE_STAYS = {"llamafactory": 9200 * MB, "vllm-cpu": 10100 * MB, "pause": 1 * MB}
 DEBIAN_PACKAGES = 1 * GB  # runc, the CNI plugins, buildah, skopeo, Chromium
 # the images each target runs
 TARGETS = {"demo": ("llamafactory", "vllm-cpu", "pause"), "test": ("llamafactory", "vllm-cpu", "pause")}
@@ -52,16 +54,6 @@ def cache_dir() -> Path:
     if base:
         return Path(base)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llamafactory-k8s"
-
-
-def go_env(name: str, default: Path) -> Path:
-    try:
-        out = subprocess.run(
-            ["go", "env", name], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return default
-    return Path(out.strip() or default)
 
 
 def folder_size(path: Path) -> int:
@@ -93,28 +85,28 @@ def archived(cache: Path, image: str) -> bool:
 def steps_left(target: str, root: Path, cache: Path, tool_files: list[str]) -> list[Step]:
     """What `make TARGET` still has to build, each with the disk it needs at its peak."""
     left = []
-    if not (root / ".venv" / ".stamp-llamafactory").is_file():
+    venv = root / ".venv"
+    if not (venv / ".stamp-dev").is_file():
+        left.append(Step("the generator and the test tools in .venv", venv, VENV_DEV, VENV_DEV))
+    if target == "test" and not (venv / ".stamp-llamafactory").is_file():
         left.append(
-            Step(
-                "LLaMA-Factory and torch in .venv",
-                root / ".venv",
-                VENV_LLAMAFACTORY_PEAK,
-                VENV_LLAMAFACTORY_STAYS,
-            )
+            Step("LLaMA-Factory and torch in .venv", venv, VENV_LLAMAFACTORY_PEAK, VENV_LLAMAFACTORY_STAYS)
         )
     missing_tools = [t for t in tool_files if not (root / t).exists()]
     if missing_tools:
-        go_cache = go_env("GOCACHE", Path.home() / ".cache" / "go-build")
-        mod_cache = go_env("GOMODCACHE", Path.home() / "go" / "pkg" / "mod")
-        filled = sum(folder_size(p) for p in (go_cache, mod_cache) if p.is_dir())
-        caches_left = max(0, GO_CACHES[target] - filled)  # Go keeps its caches: what fills them stays
+        go_caches = cache / "go"
+        filled = folder_size(go_caches) if go_caches.is_dir() else 0
+        caches_left = max(0, GO_CACHES[target] - filled)
+        tools = GO_TOOL_STAYS * len(missing_tools)
+        dropped = target == "demo" and os.environ.get("LFK_KEEP_GO_CACHES") != "1"
         left.append(
             Step(
                 f"{len(missing_tools)} Go-built tools ({', '.join(Path(t).parts[1] for t in missing_tools[:4])}"
-                f"{', ...' if len(missing_tools) > 4 else ''}) and Go's caches",
-                go_cache,
-                max(GB, caches_left + GO_TOOL_STAYS * len(missing_tools)),
-                caches_left + GO_TOOL_STAYS * len(missing_tools),
+                f"{', ...' if len(missing_tools) > 4 else ''}) and Go's caches"
+                f"{' (dropped once built)' if dropped else ''}",
+                go_caches,
+                max(GB, caches_left + tools),
+                tools if dropped else caches_left + tools,
             )
         )
     for image in TARGETS[target]:
@@ -124,7 +116,7 @@ def steps_left(target: str, root: Path, cache: Path, tool_files: list[str]) -> l
                     f"the {image} image (built, archived, imported)",
                     cache,
                     IMAGES[image],
-                    IMAGE_ARCHIVES[image],
+                    IMAGE_STAYS[image],
                 )
             )
     if target == "test" and not shutil.which("chromium"):

@@ -33,6 +33,7 @@ disk = load()
 def built(root: Path, cache: Path) -> list[str]:
     """root and cache as after a complete set-up; the tool files it has."""
     (root / ".venv").mkdir(parents=True)
+    (root / ".venv" / ".stamp-dev").touch()
     (root / ".venv" / ".stamp-llamafactory").touch()
     tools = [".tools/helm-v3.22.0/helm", ".tools/kube-v1.37.2/.complete"]
     for tool in tools:
@@ -50,47 +51,66 @@ def test_nothing_is_left_after_a_complete_set_up(tmp_path: Path) -> None:
     root, cache = tmp_path / "repo", tmp_path / "cache"
     tools = built(root, cache)
     assert disk.steps_left("demo", root, cache, tools) == []
+    assert disk.steps_left("test", root, cache, tools) == []
 
 
 def test_each_missing_piece_is_named_with_the_disk_it_needs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("GOCACHE", "GOMODCACHE"):  # empty Go caches, not this machine's
-        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.delenv("LFK_KEEP_GO_CACHES", raising=False)
     root, cache = tmp_path / "repo", tmp_path / "cache"
     tools = built(root, cache)
     (root / ".venv" / ".stamp-llamafactory").unlink()
     (root / tools[1]).unlink()
     (cache / "images" / "vllm-cpu-0123.tar").unlink()  # named as current, but gone
-    left = disk.steps_left("demo", root, cache, [*tools, ".tools/etcd-v3.6.16/.complete"])
-    names = [s.name for s in left]
-    assert names == [
+    left = disk.steps_left("test", root, cache, [*tools, ".tools/etcd-v3.6.16/.complete"])
+    assert [s.name for s in left] == [
         "LLaMA-Factory and torch in .venv",
         "2 Go-built tools (kube-v1.37.2, etcd-v3.6.16) and Go's caches",
         "the vllm-cpu image (built, archived, imported)",
     ]
     assert left[0].need == disk.VENV_LLAMAFACTORY_PEAK and left[2].need == disk.IMAGES["vllm-cpu"]
-    assert left[0].stays == disk.VENV_LLAMAFACTORY_STAYS and left[2].stays == disk.IMAGE_ARCHIVES["vllm-cpu"]
+    assert left[0].stays == disk.VENV_LLAMAFACTORY_STAYS and left[2].stays == disk.IMAGE_STAYS["vllm-cpu"]
     assert left[0].where == root / ".venv" and left[2].where == cache
-    assert left[1].where == tmp_path / "GOCACHE"
-    # empty caches: what fills them stays, with the tools
-    assert left[1].need == left[1].stays == disk.GO_CACHES["demo"] + 2 * disk.GO_TOOL_STAYS
+    # the project's own Go caches, empty: what fills them stays, with the tools
+    assert left[1].where == cache / "go"
+    assert left[1].need == left[1].stays == disk.GO_CACHES["test"] + 2 * disk.GO_TOOL_STAYS
     assert all(s.stays <= s.need for s in left)
+
+
+def test_the_demo_needs_no_llamafactory_and_drops_gos_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """make demo's .venv has the generator only, and its Go caches go once its tools are built: at its peak
+    they count, afterwards only the tools stay (unless LFK_KEEP_GO_CACHES=1)."""
+    monkeypatch.delenv("LFK_KEEP_GO_CACHES", raising=False)
+    root = tmp_path / "repo"
+    (root / ".venv").mkdir(parents=True)
+    tools = [".tools/helm-v3.22.0/helm"]
+    left = disk.steps_left("demo", root, tmp_path / "cache", tools)
+    assert [s.name for s in left][:2] == [
+        "the generator and the test tools in .venv",
+        "1 Go-built tools (helm-v3.22.0) and Go's caches (dropped once built)",
+    ]
+    venv, go = left[:2]
+    assert venv.need == venv.stays == disk.VENV_DEV
+    assert go.need == disk.GO_CACHES["demo"] + disk.GO_TOOL_STAYS and go.stays == disk.GO_TOOL_STAYS
+    monkeypatch.setenv("LFK_KEEP_GO_CACHES", "1")
+    kept = disk.steps_left("demo", root, tmp_path / "cache", tools)[1]
+    assert kept.name.endswith("Go's caches") and kept.stays == kept.need
 
 
 def test_filled_go_caches_leave_only_the_tools_to_stay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("GOCACHE", "GOMODCACHE"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-        (tmp_path / name).mkdir()
-    (tmp_path / "GOCACHE" / "filled").write_bytes(b"x" * 1000)
-    # the caches already hold everything the builds fill them with
-    monkeypatch.setattr(disk, "GO_CACHES", {"demo": 1000, "test": 1000})
     root, cache = tmp_path / "repo", tmp_path / "cache"
     tools = built(root, cache)
+    (cache / "go" / "build").mkdir(parents=True)
+    (cache / "go" / "build" / "filled").write_bytes(b"x" * 1000)
+    # the caches already hold everything the builds fill them with
+    monkeypatch.setattr(disk, "GO_CACHES", {"demo": 1000, "test": 1000})
     (root / tools[0]).unlink()
-    [go] = disk.steps_left("demo", root, cache, tools)
+    [go] = disk.steps_left("test", root, cache, tools)
     assert go.need == disk.GB and go.stays == disk.GO_TOOL_STAYS
 
 
@@ -114,10 +134,10 @@ def run_script(tmp_path: Path, cache: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_room_for_what_stays_but_not_the_peak_warns_and_goes_on(tmp_path: Path) -> None:
-    """The images' peak (about 40 GB) is more than a small file system's free space; what stays (13 GB of
-    archives) fits in one with 14 GB or more free: a warning, exit 0. /dev/shm or the tmp_path folder, whichever
-    fits between the two."""
-    archives, peak = sum(disk.IMAGE_ARCHIVES.values()), sum(disk.IMAGES.values())
+    """The images' peak (about 27 GB) is more than a small file system's free space; what stays (19 GB: the
+    archives and containerd's unpacked copy) fits in one with 20 GB or more free: a warning, exit 0. /dev/shm or
+    the tmp_path folder, whichever fits between the two."""
+    archives, peak = sum(disk.IMAGE_STAYS.values()), sum(disk.IMAGES.values())
     for folder in ("/dev/shm", str(tmp_path)):
         if archives < disk.shutil.disk_usage(folder).free < peak:
             break
@@ -143,7 +163,7 @@ def test_no_room_for_what_stays_stops_make_and_says_what_to_free(
     monkeypatch.setattr(disk, "ROOT", root)
     monkeypatch.setenv("LFK_CACHE_DIR", str(cache))
     free = disk.shutil.disk_usage(tmp_path).free
-    monkeypatch.setitem(disk.IMAGE_ARCHIVES, "vllm-cpu", free + 3 * disk.GB)
+    monkeypatch.setitem(disk.IMAGE_STAYS, "vllm-cpu", free + 3 * disk.GB)
     monkeypatch.setitem(disk.IMAGES, "vllm-cpu", free + 5 * disk.GB)
     assert disk.main(["demo"]) == 1
     out, err = capsys.readouterr()
