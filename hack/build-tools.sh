@@ -2,7 +2,8 @@
 # Builds the project's tools from the Go module proxy, each pinned (hack/versions.env) and cached by version
 # under $TOOLS_DIR/<name>-<version>/, so a second run rebuilds nothing.
 #
-#   hack/build-tools.sh drop-go-caches   removes Go's caches of this script (LFK_KEEP_GO_CACHES=1: keeps them)
+#   hack/build-tools.sh drop-go-caches | drop-go-build-cache   removes Go's caches of this script, both or the
+#                                         build cache only (LFK_KEEP_GO_CACHES=1: keeps them)
 #   hack/build-tools.sh TOOL...     TOOL: helm3 helm4 helm-unittest helm-docs helmfile etcd kwok kube crds gitops-crds jobset kueue trainer
 #                                         training-operator kuberay
 #                                         containerd kube-node coredns pause (the real node)
@@ -414,19 +415,26 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
-# drop-go-caches: Go's caches go (about 10 GB once the demo's tools are built); every tool stays under .tools
+# drop-go-caches: Go's caches go (about 10 GB once the demo's tools are built); every tool stays under .tools.
+# drop-go-build-cache: the build cache only (make demo, once Kubernetes' commands are built: what the other tools
+# share with them is little, and the cache was the larger part of the disk's peak beside the images' builds)
 drop_go_caches() {
-  [ -d "$GO_CACHES" ] || return 0
-  local size; size=$(du -sh "$GO_CACHES" | cut -f1)
+  local what=$1 folder=$GO_CACHES flags=(-cache -modcache) size
+  if [ "$what" = build ]; then folder=$GOCACHE flags=(-cache); fi
+  [ -d "$folder" ] || return 0
+  size=$(du -sh "$folder" | cut -f1)
   if [ "${LFK_KEEP_GO_CACHES:-0}" = 1 ]; then
-    log "Go's caches kept ($size in $GO_CACHES, LFK_KEEP_GO_CACHES=1)"
+    log "Go's caches kept ($size in $folder, LFK_KEEP_GO_CACHES=1)"
     return
   fi
-  go clean -cache -modcache
-  rm -rf "$GO_CACHES"
-  log "Go's caches dropped ($size in $GO_CACHES): the tools are built; the tools only make test uses build from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
+  go clean "${flags[@]}"
+  rm -rf "$folder"
+  log "Go's caches dropped ($size in $folder): the tools built are kept under .tools; the tools only make test uses build from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
 }
-if [ "${1:-}" = drop-go-caches ] && [ $# -eq 1 ]; then drop_go_caches; exit 0; fi
+case "${1:-}:$#" in
+  drop-go-caches:1) drop_go_caches all; exit 0 ;;
+  drop-go-build-cache:1) drop_go_caches build; exit 0 ;;
+esac
 
 [ $# -gt 0 ] || { echo "usage: $0 TOOL... (helm3 helm4 helm-unittest helm-docs etcd kwok kube crds gitops-crds jobset kueue trainer training-operator kuberay helmfile containerd kube-node coredns pause)" >&2; exit 2; }
 mkdir -p "$TOOLS_DIR"
