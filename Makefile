@@ -109,15 +109,18 @@ endef
 setup-demo: $(PAUSE)
 	$(call two_lanes,demo-specs $(KUBE_BUILDS) drop-go-build-cache $(DEMO_TOOLS) node-tools drop-go-caches)
 setup-test: $(PAUSE)
-	$(call two_lanes,venv llamafactory tools cluster-tools node-tools browser)
+	$(call two_lanes,venv llamafactory tools cluster-tools node-tools browser drop-go-caches)
 # The demo's disk peak is its Go caches beside an image being built: Kubernetes' commands (control plane and
 # node, which share most of their packages) build first, then Go's build cache goes, then the other tools; once
-# they are built, both caches go before the images are imported. Measured from empty caches (docs/testing.md).
-# LFK_KEEP_GO_CACHES=1 keeps them, for quicker builds of the tools only make test uses.
+# they are built, both caches go before the images are imported. make test drops them too once its tools are
+# built (14 GB): every tool is kept under .tools, and the tools built from empty caches after the demo's took
+# no longer than with warm ones. Measured from empty caches (docs/testing.md). LFK_KEEP_GO_CACHES=1 keeps them.
 KUBE_BUILDS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete
 .PHONY: drop-go-build-cache
-drop-go-caches drop-go-build-cache:
-	hack/build-tools.sh $@
+drop-go-build-cache:
+	hack/build-tools.sh drop-go-build-cache
+drop-go-caches:
+	hack/build-tools.sh drop-go-caches
 # the demo's first step needs no images and no cluster: it shows while they build. The demo needs no
 # LLaMA-Factory in .venv (6.6 GB with torch): the tiny model is made in a pod of the image (make test installs it)
 demo-specs: venv

@@ -26,10 +26,10 @@ VENV_DEV = 1 * GB  # the generator and the test tools (make demo needs no more)
 # the locked packages a few at a time (hack/pip-stepwise.py): at most a 0.5 GB wheel beside what is installed
 VENV_LLAMAFACTORY_PEAK = 7 * GB
 VENV_LLAMAFACTORY_STAYS = 6600 * MB
-# Go's caches (hack/build-tools.sh keeps its own, under the images' cache) once the target's tools are built: the
-# demo's left the build cache 6.3 GB and the module cache 3.4 GB, and make demo drops them once its tools are
-# built (unless LFK_KEEP_GO_CACHES=1); every tool's, 16 and 7.6 GB, stay for the next version's builds
-GO_CACHES = {"demo": 10 * GB, "test": 23 * GB}
+# Go's caches (hack/build-tools.sh keeps its own, under the images' cache) at their fullest: the demo's tools
+# 9.7 GB, every tool's 14 GB; make demo and make test drop them once their tools are built (unless
+# LFK_KEEP_GO_CACHES=1)
+GO_CACHES = {"demo": 10 * GB, "test": 14 * GB}
 GO_TOOL_STAYS = 80 * MB  # .tools holds 1.5 GB for all 19 tools
 # per image at its peak: buildah's layers and the copy of a layer buildah commits, then the archive (zstd layers)
 # beside skopeo's temporary layout, then the archive and its layers' blobs in containerd while it unpacks them;
@@ -98,7 +98,7 @@ def steps_left(target: str, root: Path, cache: Path, tool_files: list[str]) -> l
         filled = folder_size(go_caches) if go_caches.is_dir() else 0
         caches_left = max(0, GO_CACHES[target] - filled)
         tools = GO_TOOL_STAYS * len(missing_tools)
-        dropped = target == "demo" and os.environ.get("LFK_KEEP_GO_CACHES") != "1"
+        dropped = os.environ.get("LFK_KEEP_GO_CACHES") != "1"
         left.append(
             Step(
                 f"{len(missing_tools)} Go-built tools ({', '.join(Path(t).parts[1] for t in missing_tools[:4])}"

@@ -66,23 +66,24 @@ def test_each_missing_piece_is_named_with_the_disk_it_needs(
     left = disk.steps_left("test", root, cache, [*tools, ".tools/etcd-v3.6.16/.complete"])
     assert [s.name for s in left] == [
         "LLaMA-Factory and torch in .venv",
-        "2 Go-built tools (kube-v1.37.2, etcd-v3.6.16) and Go's caches",
+        "2 Go-built tools (kube-v1.37.2, etcd-v3.6.16) and Go's caches (dropped once built)",
         "the vllm-cpu image (built, archived, imported)",
     ]
     assert left[0].need == disk.VENV_LLAMAFACTORY_PEAK and left[2].need == disk.IMAGES["vllm-cpu"]
     assert left[0].stays == disk.VENV_LLAMAFACTORY_STAYS and left[2].stays == disk.IMAGE_STAYS["vllm-cpu"]
     assert left[0].where == root / ".venv" and left[2].where == cache
-    # the project's own Go caches, empty: what fills them stays, with the tools
+    # the project's own Go caches, empty: they fill up, then go once the tools are built
     assert left[1].where == cache / "go"
-    assert left[1].need == left[1].stays == disk.GO_CACHES["test"] + 2 * disk.GO_TOOL_STAYS
+    assert left[1].need == disk.GO_CACHES["test"] + 2 * disk.GO_TOOL_STAYS
+    assert left[1].stays == 2 * disk.GO_TOOL_STAYS
     assert all(s.stays <= s.need for s in left)
 
 
-def test_the_demo_needs_no_llamafactory_and_drops_gos_caches(
+def test_the_demo_needs_no_llamafactory_and_keeps_gos_caches_only_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """make demo's .venv has the generator only, and its Go caches go once its tools are built: at its peak
-    they count, afterwards only the tools stay (unless LFK_KEEP_GO_CACHES=1)."""
+    """make demo's .venv has the generator only, and Go's caches go once its tools are built: at its peak they
+    count, afterwards only the tools stay (unless LFK_KEEP_GO_CACHES=1)."""
     monkeypatch.delenv("LFK_KEEP_GO_CACHES", raising=False)
     root = tmp_path / "repo"
     (root / ".venv").mkdir(parents=True)
@@ -103,6 +104,7 @@ def test_the_demo_needs_no_llamafactory_and_drops_gos_caches(
 def test_filled_go_caches_leave_only_the_tools_to_stay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LFK_KEEP_GO_CACHES", "1")  # kept: what is already in them is not counted again
     root, cache = tmp_path / "repo", tmp_path / "cache"
     tools = built(root, cache)
     (cache / "go" / "build").mkdir(parents=True)
