@@ -429,7 +429,7 @@ drop_go_caches() {
   fi
   go clean "${flags[@]}"
   rm -rf "$folder"
-  log "Go's caches dropped ($size in $folder): the tools built are kept under .tools; the tools only make test uses build from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
+  log "Go's caches dropped ($size in $folder): the tools built stay under .tools, a tool not built yet builds from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
 }
 case "${1:-}:$#" in
   drop-go-caches:1) drop_go_caches all; exit 0 ;;
