@@ -5,7 +5,8 @@ which is which.
 1. validate, render and describe every example in values/;
 2. start the local cluster (control plane, simulated GPU nodes, one real node; its context selected in your
    kubeconfig, as kind does);
-3. the tiny-cpu example end to end on the real node: its model made on the spot, its data tokenized once,
+3. the tiny-cpu example end to end on the real node: its model made on the spot (by `lfk exec`, in a pod of
+   the training's image: this .venv has no torch), its data tokenized once,
    trained, merged, scored against the base model by the evaluation gate, served by real vLLM on CPU,
    LlamaBoard up; then one real question to vLLM, and its answer printed;
 4. the guide's GPU example (llama31-qa) on the simulated GPU nodes: scheduled and admitted by the real control
@@ -15,8 +16,8 @@ Every step prints what it is doing and the time since the demo began. The cluste
 
     hack/demo.py [specs|cluster]     step 1 only, steps 2-4 only, or all four (the default)
 
-`make demo` runs step 1 as soon as LLaMA-Factory is in .venv, while the images and the node's tools still
-build (it needs neither), then the rest once they are there.
+`make demo` runs step 1 as soon as .venv has the generator, while the images and the node's tools still build
+(it needs neither), then the rest once they are there.
 """
 
 from __future__ import annotations
