@@ -81,7 +81,7 @@ disk-check-demo:
 disk-check-test:
 	@$(PYTHON) hack/disk-check.py test $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) $(CLUSTER_TOOLS) $(NODE_TOOLS)
 
-.PHONY: images image-archives browser setup-demo setup-test demo-specs drop-go-caches
+.PHONY: images image-archives browser setup-demo setup-test demo-specs drop-go-caches drop-go-build-cache
 images: node-tools image-archives ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
 # the archives need only the pause binary of the node's tools, so they can build beside the others
 image-archives: $(PAUSE)
@@ -116,7 +116,6 @@ setup-test: $(PAUSE)
 # built (14 GB): every tool is kept under .tools, and the tools built from empty caches after the demo's took
 # no longer than with warm ones. Measured from empty caches (docs/testing.md). LFK_KEEP_GO_CACHES=1 keeps them.
 KUBE_BUILDS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete
-.PHONY: drop-go-build-cache
 drop-go-build-cache:
 	hack/build-tools.sh drop-go-build-cache
 drop-go-caches:

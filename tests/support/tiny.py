@@ -56,8 +56,7 @@ def prepare(storage_root: Path, spec_path: Path = SPEC, in_pod: bool = False) ->
         else:
             tinymodel.build_model(model, tinymodel.corpus(rows), hidden_size=HIDDEN_SIZE, heads=HEADS)
     if make_model and in_pod:
-        model.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(Path(tinymodel.__file__), storage_root / SCRIPT_ON_STORAGE)
+        model.parent.mkdir(parents=True, exist_ok=True)  # made writable below: the pod writes the model there
     for path in [storage_root, *storage_root.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)  # the pods run as uid 1000, this as root
     if make_model and in_pod:
@@ -75,6 +74,7 @@ def make_model_in_pod(storage_root: Path, spec_path: Path, model: Path, rows_fil
     def in_pod(path: Path) -> str:
         return f"{STORAGE_ROOT}/{path.relative_to(storage_root)}"
 
+    shutil.copy(Path(tinymodel.__file__), storage_root / SCRIPT_ON_STORAGE)  # readable by all, as copied
     lfk = Path(sys.executable).parent / "lfk"
     command = [
         "python", in_pod(storage_root / SCRIPT_ON_STORAGE), "--hidden-size", str(HIDDEN_SIZE),
