@@ -42,6 +42,7 @@ def rank_env(ws: smoke.Workspace, rank: int, port: int) -> dict[str, str]:
         "NODE_RANK": str(rank),
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(port),
+        "TMPDIR": str(ws.scratch),
     }
 
 
@@ -85,6 +86,7 @@ def test_two_ranks_train_as_one_process_of_their_global_batch_and_only_rank_0_sa
     codes = train_together(ws, logs)
     texts = [log.read_text(errors="replace") for log in logs]
     assert codes == [0, 0], texts[0][-3000:] + texts[1][-3000:]
+    assert smoke.leftovers(ws) == [], "each rank's output copy and site folder (LFK_RANKS_ON_CPU) go with it"
     for text in texts:
         assert re.search(r"world size: 2, device: cpu", text), text[-2000:]
     ranks = losses(ws.output_dir)

@@ -79,6 +79,15 @@ def test_the_restarted_run_resumes_and_finishes_at_the_planned_step(
     assert (workspace.output_dir / "adapter_model.safetensors").is_file()
 
 
+def test_train_sh_takes_its_temporary_files_with_it(
+    trained: dict[str, Any], workspace: smoke.Workspace
+) -> None:
+    """Outside a pod /tmp is shared and outlives the script: its trainer's output copy goes with it, whether
+    the trainer was killed (the first run) or finished."""
+    assert (trained["first"], trained["second"]) == (137, 0)
+    assert smoke.leftovers(workspace) == []
+
+
 def test_progress_parses_from_the_real_trainer_log(
     trained: dict[str, Any], workspace: smoke.Workspace
 ) -> None:

@@ -98,6 +98,13 @@ class Workspace:
     def base_model(self) -> Path:
         return self.local(self.facts.base_model)
 
+    @property
+    def scratch(self) -> Path:
+        """The scripts' TMPDIR in these runs: what they leave behind shows here, not among the host's /tmp."""
+        folder = self.root / "tmp"
+        folder.mkdir(exist_ok=True)
+        return folder
+
 
 def environment() -> dict[str, str]:
     """CPU only, offline, quiet: what LLaMA-Factory gets in these runs."""
@@ -182,7 +189,12 @@ def train(ws: Workspace, log: Path, preempt: bool = False, timeout: float = 600)
     """Run the chart's train.sh (preflight, then llamafactory-cli train on the tokenized set when there is
     one). With preempt, the trainer is killed right after it wrote its first checkpoint. Returns the exit code
     (137: the trainer got SIGKILL)."""
-    env = {**environment(), "TRAIN_CONFIG": str(ws.train_config), "TOKENIZED_ROOT": str(ws.tokenized_root)}
+    env = {
+        **environment(),
+        "TRAIN_CONFIG": str(ws.train_config),
+        "TOKENIZED_ROOT": str(ws.tokenized_root),
+        "TMPDIR": str(ws.scratch),
+    }
     if preempt:
         env.update(LFK_SMOKE_PREEMPT="1", PYTHONPATH=str(PREEMPT_HOOK))
     return run_script("train.sh", env, log, timeout)
@@ -203,6 +215,11 @@ def train_alone(config: dict[str, Any], output: Path, timeout: float = 900) -> P
             f"llamafactory-cli train {path} exited {result.returncode}:\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
         )
     return output
+
+
+def leftovers(ws: Workspace) -> list[str]:
+    """What train.sh made in its TMPDIR and left there: the trainer's output copy, the CPU ranks' site folder."""
+    return sorted(p.name for p in ws.scratch.iterdir() if p.name.startswith(("train-output.", "lfk-site.")))
 
 
 def run_script(script: str, env: dict[str, str], log: Path, timeout: float) -> int:

@@ -44,14 +44,18 @@ if [ -n "${TOKENIZED_ROOT:-}" ]; then
 fi
 # ranks on CPU (a rehearsal without GPUs): torch learns to load a checkpoint saved from a cpu:N device
 TRAINER_ENV=()
+# this script's own temporary files go with it: where it runs outside a pod (the LLaMA-Factory test tier, a
+# person's machine) /tmp is shared and outlives it
+site="" OUTPUT=""
+trap 'rm -rf "${site}" "${OUTPUT}"' EXIT
 if [ "${LFK_RANKS_ON_CPU:-0}" = "1" ]; then
-  site=$(mktemp -d /tmp/lfk-site.XXXXXX) && cp "${SCRIPTS}/cpu_ranks.py" "${site}/sitecustomize.py" || exit 1
+  site=$(mktemp -d "${TMPDIR:-/tmp}/lfk-site.XXXXXX") && cp "${SCRIPTS}/cpu_ranks.py" "${site}/sitecustomize.py" || exit 1
   TRAINER_ENV+=("PYTHONPATH=${site}${PYTHONPATH:+:${PYTHONPATH}}")
 fi
 echo "starting: llamafactory-cli train ${CONFIG}${TRAIN_ARGS[*]:+ ${TRAIN_ARGS[*]}}"
 # the trainer runs as a child, its output also kept, so a CUDA out-of-memory error can fail the Job at once
 # (exit 4, in the podFailurePolicy) instead of being retried; SIGTERM (preemption) is passed on to it
-OUTPUT=$(mktemp /tmp/train-output.XXXXXX) || exit 1  # its own: ranks sharing a /tmp keep their output apart
+OUTPUT=$(mktemp "${TMPDIR:-/tmp}/train-output.XXXXXX") || exit 1  # its own: ranks sharing a /tmp keep their output apart
 : >"${OUTPUT}"
 env "${TRAINER_ENV[@]}" llamafactory-cli train "${CONFIG}" "${TRAIN_ARGS[@]}" >>"${OUTPUT}" 2>&1 &
 trainer=$!
