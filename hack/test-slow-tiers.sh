@@ -21,7 +21,8 @@ tier() {
   "$@" --basetemp="$work/$name" >"$work/$name.log" 2>&1
   local rc=$?
   echo "$rc" >"$work/$name.rc"
-  echo "(background) the $name tier ended: exit $rc; its output follows the node tier's"
+  # on a line of its own: the node tier's progress dots may be mid-line
+  printf "\n(background) the %s tier ended: exit %s; its output follows the node tier's\n" "$name" "$rc"
 }
 (
   tier chart "$pytest" -m chart -n 2 "$@"
