@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from generator.core.spec import load_spec
+from generator.core.storage import local
 from tests.support import tiny
 
 from .conftest import TINY, NodeCluster, variant
@@ -20,12 +22,12 @@ def test_the_demos_tiny_model_made_in_a_pod_is_the_one_made_here(
     node_cluster: NodeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = variant(tmp_path, "tiny-in-pod", lambda d: d["model"].update(path="/storage/models/tiny-in-pod"))
-    shutil.copytree(
-        TINY.parent / "data", spec.parent / "data"
-    )  # tiny-cpu's datasets, which the model learns from
+    # tiny-cpu's datasets, which the model learns from
+    shutil.copytree(TINY.parent / "data", spec.parent / "data")
     for name in ("KUBECONFIG", "LFK_HELM"):  # the lfk exec that prepare runs talks to this tier's cluster
         monkeypatch.setenv(name, node_cluster.env[name])
-    made_here = node_cluster.storage / "models" / "tiny-llama"
+    # the model the tier made here (the node_cluster fixture), at tiny-cpu's own model path
+    made_here = local(node_cluster.storage, load_spec(TINY).data["model"]["path"])
     in_pod = tiny.prepare(node_cluster.storage, spec, in_pod=True)
     try:
         assert in_pod == node_cluster.storage / "models" / "tiny-in-pod"

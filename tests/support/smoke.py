@@ -100,10 +100,9 @@ class Workspace:
 
     @property
     def scratch(self) -> Path:
-        """The scripts' TMPDIR in these runs: what they leave behind shows here, not among the host's /tmp."""
-        folder = self.root / "tmp"
-        folder.mkdir(exist_ok=True)
-        return folder
+        """The scripts' TMPDIR in these runs (made by prepare): what they leave behind shows here, not among the
+        host's /tmp."""
+        return self.root / "tmp"
 
 
 def environment() -> dict[str, str]:
@@ -122,6 +121,7 @@ def prepare(root: Path, spec_text: str = SPEC, build: Any = tinymodel.build_mode
     """Model (build: the tiny Llama, or another builder of the same signature), datasets (registered through
     the spec, like `lfk data sync`), rendered and localised configs."""
     (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)  # Workspace.scratch
     spec = spec_from_text(spec_text, str(root / "values" / "experiment.yaml"))
     build(local(root, spec.data["model"]["path"]), tinymodel.corpus(ALPACA + SHAREGPT))
     for file_name in DATA_FILES.values():
