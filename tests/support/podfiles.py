@@ -11,6 +11,7 @@ import struct
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 FILES = Path(__file__).resolve().parents[2] / "charts" / "llama-factory" / "files"
 # bytes per element of the safetensors dtypes the tests use
@@ -64,3 +65,22 @@ def model_folder(folder: Path, tensors: dict[str, tuple[str, list[int]]]) -> Pat
     (folder / "tokenizer.json").write_text("{}")
     write_safetensors(folder / "model.safetensors", tensors)
     return folder
+
+
+def ready_training(folder: Path) -> dict[str, Any]:
+    """A training config LLaMA-Factory accepts, its model folder and registered dataset made in folder (a
+    model whose files are placeholders: the preflight and the argument parse read no weights)."""
+    model, data = folder / "model", folder / "data"
+    model.mkdir()
+    data.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "tokenizer_config.json").write_text("{}")
+    (model / "tokenizer.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"\0" * 16)
+    (data / "qa.json").write_text('[{"instruction": "q", "output": "a"}]')
+    (data / "dataset_info.json").write_text('{"qa": {"file_name": "qa.json"}}')
+    return {
+        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "dataset": "qa", "dataset_dir": str(data), "template": "llama3",
+        "output_dir": str(folder / "output"), "report_to": "none",
+    }  # fmt: skip

@@ -99,18 +99,22 @@ def test_a_stale_lock_is_taken_over(
 
 
 def fake_trainer(tmp_path: Path, output: str, code: int, real_preflight: bool = False) -> dict[str, str]:
-    """A stand-in `llamafactory-cli` on PATH and the pods' /scripts: train.sh's own logic runs for real. The
-    preflight is the real one (it then needs a ready config) or, where only train.sh's handling of the trainer's
-    exit is tested, one that passes at once."""
+    """Stand-ins for the trainer on PATH and in the pods' /scripts: train.sh's own logic runs for real. The
+    trainer is `llamafactory-cli` (the launch of several processes, FORCE_TORCHRUN) and train_in_process.py
+    (the one-process training); both print output and exit with code. The preflight is the real one (it then
+    needs a ready config; train_in_process.py is then the real one too) or, where only train.sh's handling of
+    the trainer's exit is tested, one that passes at once."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "llamafactory-cli").write_text(f"#!/bin/bash\nprintf '%s\\n' {output!r}\nexit {code}\n")
     (bin_dir / "llamafactory-cli").chmod(0o755)
     scripts = scripts_folder(
-        tmp_path / "scripts", "train.sh", "preflight.py", "readiness.py", "tokenize_once.py"
-    )
+        tmp_path / "scripts", "train.sh", "preflight.py", "readiness.py", "tokenize_once.py",
+        "train_in_process.py", "prompt_parity.py",
+    )  # fmt: skip
     if not real_preflight:
         (scripts / "preflight.py").write_text("import sys\nsys.exit(0)\n")
+        (scripts / "train_in_process.py").write_text(f"import sys\nprint({output!r})\nsys.exit({code})\n")
     return {
         **os.environ,
         # python3 is this environment's, which has LLaMA-Factory (the image's version) for the real preflight
@@ -121,6 +125,11 @@ def fake_trainer(tmp_path: Path, output: str, code: int, real_preflight: bool = 
     }
 
 
+# the launch train.sh makes: one process (train_in_process.py), or llamafactory-cli's of several
+LAUNCHES = {"one process": {}, "llamafactory-cli": {"FORCE_TORCHRUN": "1"}}
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
 @pytest.mark.parametrize(
     ("output", "code", "expected"),
     [
@@ -130,11 +139,11 @@ def fake_trainer(tmp_path: Path, output: str, code: int, real_preflight: bool = 
     ],
 )
 def test_train_sh_turns_cuda_out_of_memory_into_exit_4(
-    tmp_path: Path, output: str, code: int, expected: int
+    tmp_path: Path, output: str, code: int, expected: int, launch: str
 ) -> None:
     import subprocess
 
-    env = fake_trainer(tmp_path, output, code)
+    env = {**fake_trainer(tmp_path, output, code), **LAUNCHES[launch]}
     result = subprocess.run(
         ["bash", str(tmp_path / "scripts" / "train.sh")], env=env, capture_output=True, text=True, timeout=60
     )
@@ -305,7 +314,8 @@ def test_train_sh_hands_the_tokenized_set_to_the_trainer_only_when_it_exists(
     import yaml
 
     # the real preflight once (LLaMA-Factory's parse takes seconds): the whole start, as the pod runs it
-    env = fake_trainer(tmp_path, "trained", 0, real_preflight=tokenized)
+    # the launch of several processes; train_in_process.py takes the same arguments (its own tests)
+    env = {**fake_trainer(tmp_path, "trained", 0, real_preflight=tokenized), **LAUNCHES["llamafactory-cli"]}
     (tmp_path / "bin" / "llamafactory-cli").write_text('#!/bin/bash\necho "args: $*"\n')
     config = data_and_model(tmp_path)
     (tmp_path / "model" / "config.json").write_text('{"model_type": "llama"}')
@@ -345,14 +355,15 @@ def test_the_report_reads_each_dataset_file_hash_from_what_the_set_was_made_from
     assert parse_data(None) is None and parse_data("not json") is None
 
 
+@pytest.mark.parametrize("launch", LAUNCHES)
 def test_train_sh_stops_at_a_config_error_the_real_preflight_finds_before_the_trainer_starts(
-    tmp_path: Path,
+    tmp_path: Path, launch: str
 ) -> None:
     import subprocess
 
     import yaml
 
-    env = fake_trainer(tmp_path, "the trainer ran", 0, real_preflight=True)
+    env = {**fake_trainer(tmp_path, "the trainer ran", 0, real_preflight=True), **LAUNCHES[launch]}
     config = {**data_and_model(tmp_path), "do_train": True, "finetuning_type": "lora"}
     (tmp_path / "model" / "model.safetensors").unlink()
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
@@ -361,7 +372,7 @@ def test_train_sh_stops_at_a_config_error_the_real_preflight_finds_before_the_tr
     )
     assert result.returncode == 3, "configError: the Job's podFailurePolicy fails it at once"
     assert "✗ base model:" in result.stdout and "weights (*.safetensors)" in result.stdout
-    assert "the trainer ran" not in result.stdout
+    assert "the trainer ran" not in result.stdout and "starting:" not in result.stdout
 
 
 def test_extra_packages_are_installed_in_one_place_boot_py() -> None:

@@ -21,28 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.podfiles import FILES, load
+from tests.support.podfiles import FILES, load, ready_training
 
 EXIT = json.loads((FILES / "contract.json").read_text())["exitCodes"]
 
 
 @pytest.fixture()
 def ready(tmp_path: Path) -> dict[str, Any]:
-    """A config LLaMA-Factory accepts, with its model folder and registered dataset."""
-    model, data = tmp_path / "model", tmp_path / "data"
-    model.mkdir()
-    data.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    (model / "tokenizer_config.json").write_text("{}")
-    (model / "tokenizer.json").write_text("{}")
-    (model / "model.safetensors").write_bytes(b"\0" * 16)
-    (data / "qa.json").write_text('[{"instruction": "q", "output": "a"}]')
-    (data / "dataset_info.json").write_text('{"qa": {"file_name": "qa.json"}}')
-    return {
-        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
-        "dataset": "qa", "dataset_dir": str(data), "template": "llama3",
-        "output_dir": str(tmp_path / "output"), "report_to": "none",
-    }  # fmt: skip
+    return ready_training(tmp_path)
 
 
 def preflight(

@@ -136,6 +136,7 @@ def check_mlflow(config: dict[str, Any], server: bool) -> None:
 def check_arguments(config: dict[str, Any], cpu: bool) -> None:
     """LLaMA-Factory's own argument checks. As one process on one GPU (the launcher spreads the real run over
     every GPU afterwards, and DeepSpeed only parses under torchrun); with --cpu, as the GPU-less Job."""
+    saved = {name: os.environ.get(name) for name in ("DISABLE_VERSION_CHECK", "CUDA_VISIBLE_DEVICES")}
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     os.environ["CUDA_VISIBLE_DEVICES"] = "" if cpu else (visible.split(",")[0] if visible else "0")
@@ -149,38 +150,52 @@ def check_arguments(config: dict[str, Any], cpu: bool) -> None:
     except (ValueError, TypeError) as exc:
         item(False, "LLaMA-Factory arguments", str(exc), "run `lfk validate --deep` on the spec")
         return
+    finally:  # the trainer that may follow in this process (train_in_process.py) sees the pod's own
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     item(True, "LLaMA-Factory arguments", "accepted")
 
 
-def main() -> int:
+def checklist(config: dict[str, Any], cpu: bool = False, check_mlflow_server: bool = False) -> int:
+    """Every item for a loaded config, printed; the exit code (configError when any item failed)."""
+    failures.clear()  # each call judges its own config
+    # the training pod itself makes sure the run can resume; with several nodes only the first does, since
+    # a later rank restarting on its own could otherwise remove the checkpoint the first is writing
+    if not cpu and os.environ.get("NODE_RANK", os.environ.get("PET_NODE_RANK", "0")) == "0":
+        drop_incomplete_checkpoints(config.get("output_dir", ""))
+    check_model(str(config.get("model_name_or_path", "")))
+    check_adapters(config)
+    check_datasets(config)
+    check_packages(config)
+    check_mlflow(config, check_mlflow_server)
+    if not failures:  # the parse reads the model's files
+        check_arguments(config, cpu)
+    if failures:
+        print(f"preflight: {len(failures)} problem(s): {', '.join(failures)}", file=sys.stderr, flush=True)
+        return CONFIG_ERROR
+    print("preflight: config, model, datasets and reporting are in order", flush=True)
+    return EXIT["ok"]
+
+
+def load_config(path: str) -> dict[str, Any]:
     import yaml
 
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the before-training checklist")
     parser.add_argument("config")
     parser.add_argument("--cpu", action="store_true", help="no GPU here: parse as a CPU run")
     parser.add_argument(
         "--check-mlflow-server", action="store_true", help="also check the tracking server answers"
     )
-    args = parser.parse_args()
-    with open(args.config, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-
-    # the training pod itself makes sure the run can resume; with several nodes only the first does, since
-    # a later rank restarting on its own could otherwise remove the checkpoint the first is writing
-    if not args.cpu and os.environ.get("NODE_RANK", os.environ.get("PET_NODE_RANK", "0")) == "0":
-        drop_incomplete_checkpoints(config.get("output_dir", ""))
-    check_model(str(config.get("model_name_or_path", "")))
-    check_adapters(config)
-    check_datasets(config)
-    check_packages(config)
-    check_mlflow(config, args.check_mlflow_server)
-    if not failures:  # the parse reads the model's files
-        check_arguments(config, args.cpu)
-    if failures:
-        print(f"preflight: {len(failures)} problem(s): {', '.join(failures)}", file=sys.stderr, flush=True)
-        return CONFIG_ERROR
-    print("preflight: config, model, datasets and reporting are in order", flush=True)
-    return EXIT["ok"]
+    args = parser.parse_args(argv)
+    return checklist(load_config(args.config), args.cpu, args.check_mlflow_server)
 
 
 if __name__ == "__main__":

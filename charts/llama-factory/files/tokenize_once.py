@@ -5,6 +5,7 @@ the tokens; every training start of the same data then loads the tokenized set i
                                           run's output_dir
     tokenize_once.py resolve CONFIG ROOT  prints the set to train on: the one noted for the run, else ROOT/<key>
     tokenize_once.py path CONFIG ROOT     prints ROOT/<key>, computed from the inputs
+    tokenize_once.py overrides CONFIG ROOT  prints the trainer's argument for that set (none when it is not there)
 
 The train release runs `run` in a GPU-less hook Job before the training Job, so GPUs never wait on tokenizing
 and a multi-node run's rank 0 never tokenizes past the distributed timeout. The key covers the config keys
@@ -142,6 +143,17 @@ def resolve(config_file: str, root: str) -> Path:
     return Path(root) / key(config)
 
 
+def trainer_overrides(config_file: str, root: str) -> list[str]:
+    """The trainer's arguments for the set resolve() names: tokenized_path=<the set> when it is there; none
+    when it is not (said on stderr), and the trainer tokenizes the data itself. train.sh's launch and
+    train_in_process.py both take them from here."""
+    tokenized = resolve(config_file, root)
+    if tokenized.is_dir():
+        return [f"tokenized_path={tokenized}"]
+    print(f"train: no tokenized set at {tokenized}; the trainer tokenizes the data itself", file=sys.stderr)
+    return []
+
+
 def write_note(config: dict[str, Any], tokenized: Path) -> None:
     output_dir = config.get("output_dir")
     if not output_dir:
@@ -194,7 +206,7 @@ def run(config_file: str, root: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in ("path", "resolve", "run"):
+    if len(argv) != 3 or argv[0] not in ("path", "resolve", "overrides", "run"):
         print(__doc__, file=sys.stderr)
         return EXIT["usage"]
     command, config_file, root = argv
@@ -203,6 +215,10 @@ def main(argv: list[str]) -> int:
         return EXIT["ok"]
     if command == "resolve":
         print(resolve(config_file, root))
+        return EXIT["ok"]
+    if command == "overrides":
+        for argument in trainer_overrides(config_file, root):
+            print(argument)
         return EXIT["ok"]
     return run(config_file, root)
 

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Training container entrypoint (the LLaMA-Factory image has none). A preflight first, so that a
 # configuration error exits 3 - which the Job's podFailurePolicy turns into an immediate failure - instead
-# of burning retries or holding GPUs; then `llamafactory-cli train`, which resumes from the run's last
-# checkpoint because output_dir is per run and overwrite_output_dir is false. Exit 4: the GPU ran out of memory.
+# of burning retries or holding GPUs; then LLaMA-Factory's training (`llamafactory-cli train`), which resumes
+# from the run's last checkpoint because output_dir is per run and overwrite_output_dir is false. Exit 4: the
+# GPU ran out of memory.
 # Started as `python3 /scripts/boot.py train.sh` when the values name extra Python packages.
 set -uo pipefail
 # the pod mounts the config at /config and the scripts at /scripts; both can be pointed elsewhere
@@ -27,20 +28,28 @@ fi
 # the exit code of a GPU out of memory, from the contract (contract.json, read by podlib.py beside this script)
 OOM_EXIT=$(python3 "${SCRIPTS}/podlib.py" exitCodes.gpuOutOfMemory) || exit 1
 
-# on Ray the entrypoint runs on the GPU-less head; the workers get the GPUs
-PREFLIGHT_FLAGS=()
-[ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
-python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
-# the data tokenized once by the release's GPU-less tokenize hook (the set it noted for this run, else the one
-# keyed by the inputs), when it is there; otherwise the trainer tokenizes as usual
-TRAIN_ARGS=()
-if [ -n "${TOKENIZED_ROOT:-}" ]; then
-  tokenized=$(python3 "${SCRIPTS}/tokenize_once.py" resolve "${CONFIG}" "${TOKENIZED_ROOT}") || exit $?
-  if [ -d "${tokenized}" ]; then
-    TRAIN_ARGS+=("tokenized_path=${tokenized}")
-  else
-    echo "train: no tokenized set at ${tokenized}; the trainer tokenizes the data itself" >&2
+# One process (one GPU or none: the chart sets FORCE_TORCHRUN for more, and for several nodes or DeepSpeed; not
+# on Ray): the preflight, the training and the prompt record run in one Python process, which imports
+# LLaMA-Factory once instead of three times (train_in_process.py). Otherwise each step is its own process:
+# torchrun starts every rank afresh.
+ONE_PROCESS=0
+if [ -z "${FORCE_TORCHRUN:-}" ] && [ "${USE_RAY:-0}" != "1" ]; then
+  ONE_PROCESS=1
+  TRAINER=(python3 "${SCRIPTS}/train_in_process.py" "${CONFIG}")
+else
+  # on Ray the entrypoint runs on the GPU-less head; the workers get the GPUs
+  PREFLIGHT_FLAGS=()
+  [ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
+  python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
+  # the data tokenized once by the release's GPU-less tokenize hook (the set it noted for this run, else the one
+  # keyed by the inputs), when it is there; otherwise the trainer tokenizes as usual
+  TRAIN_ARGS=()
+  if [ -n "${TOKENIZED_ROOT:-}" ]; then
+    overrides=$(python3 "${SCRIPTS}/tokenize_once.py" overrides "${CONFIG}" "${TOKENIZED_ROOT}") || exit $?
+    [ -n "${overrides}" ] && mapfile -t TRAIN_ARGS <<<"${overrides}"
   fi
+  TRAINER=(llamafactory-cli train "${CONFIG}" "${TRAIN_ARGS[@]}")
+  echo "starting: ${TRAINER[*]}"
 fi
 # ranks on CPU (a rehearsal without GPUs): torch learns to load a checkpoint saved from a cpu:N device
 TRAINER_ENV=()
@@ -52,12 +61,11 @@ if [ "${LFK_RANKS_ON_CPU:-0}" = "1" ]; then
   site=$(mktemp -d "${TMPDIR:-/tmp}/lfk-site.XXXXXX") && cp "${SCRIPTS}/cpu_ranks.py" "${site}/sitecustomize.py" || exit 1
   TRAINER_ENV+=("PYTHONPATH=${site}${PYTHONPATH:+:${PYTHONPATH}}")
 fi
-echo "starting: llamafactory-cli train ${CONFIG}${TRAIN_ARGS[*]:+ ${TRAIN_ARGS[*]}}"
 # the trainer runs as a child, its output also kept, so a CUDA out-of-memory error can fail the Job at once
 # (exit 4, in the podFailurePolicy) instead of being retried; SIGTERM (preemption) is passed on to it
 OUTPUT=$(mktemp "${TMPDIR:-/tmp}/train-output.XXXXXX") || exit 1  # its own: ranks sharing a /tmp keep their output apart
 : >"${OUTPUT}"
-env "${TRAINER_ENV[@]}" llamafactory-cli train "${CONFIG}" "${TRAIN_ARGS[@]}" >>"${OUTPUT}" 2>&1 &
+env "${TRAINER_ENV[@]}" "${TRAINER[@]}" >>"${OUTPUT}" 2>&1 &
 trainer=$!
 tail -n +1 -f --pid="${trainer}" "${OUTPUT}" &  # the pod's log: prints to the end, then exits with the trainer
 follower=$!
@@ -73,7 +81,7 @@ if [ "${code}" -ne 0 ] && grep -qE "CUDA out of memory|OutOfMemoryError" "${OUTP
   echo "train: the GPU ran out of memory (CUDA OOM); lfk status SPEC shows the estimate and what to change" >&2
   exit "${OOM_EXIT}"
 fi
-if [ "${code}" -eq 0 ] && [ "${NODE_RANK:-0}" = "0" ]; then
+if [ "${code}" -eq 0 ] && [ "${ONE_PROCESS}" = 0 ] && [ "${NODE_RANK:-0}" = "0" ]; then
   # beside the result, the prompts as LLaMA-Factory formats them and its template's stop tokens: helm test of
   # the served model compares them with what vLLM builds. A missing record is reported there, not here.
   python3 "${SCRIPTS}/prompt_parity.py" write "${CONFIG}" \

@@ -1,5 +1,5 @@
 """Loaded by every Python process of a run started with this folder on PYTHONPATH and LFK_SMOKE_PREEMPT=1:
-once the trainer has saved its first checkpoint, `llamafactory-cli` kills itself with SIGKILL, as a
+once the trainer has saved its first checkpoint, its process kills itself with SIGKILL, as a
 preempted pod would be killed. A tiny model trains all its steps in a fraction of a second, too fast to
 interrupt from outside at a chosen point."""
 
@@ -24,5 +24,7 @@ def _preempt_after_first_save() -> None:
     Trainer.__init__ = patched
 
 
-if os.environ.get("LFK_SMOKE_PREEMPT") == "1" and os.path.basename(sys.argv[0]) == "llamafactory-cli":
+# the trainer's process: llamafactory-cli's, or train.sh's one-process training
+TRAINERS = ("llamafactory-cli", "train_in_process.py")
+if os.environ.get("LFK_SMOKE_PREEMPT") == "1" and os.path.basename(sys.argv[0]) in TRAINERS:
     _preempt_after_first_save()
