@@ -144,18 +144,15 @@ def test_the_merge_record_names_the_adapter_merged(tmp_path: Path, base: Path) -
 
 # ------------------------------------------------------------------------------------------------ merge.sh
 def run_merge(tmp_path: Path, base: Path, export_from: Path | None) -> subprocess.CompletedProcess[str]:
-    """merge.sh from a copy of the pods' /scripts; `llamafactory-cli export` stands in by copying a prepared
-    model into the export_dir it is given (merge.sh's own staging, checking and publishing run for real)."""
+    """merge.sh from a copy of the pods' /scripts; the export (export_in_process.py) stands in by copying a
+    prepared model into the export folder it is given (merge.sh's own staging, checking and publishing run for
+    real)."""
     scripts = scripts_folder(tmp_path / "scripts", "merge.sh", "verify_merge.py")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "llamafactory-cli").write_text(
-        '#!/bin/bash\nout="${3#export_dir=}"\nmkdir -p "$(dirname "$out")"\ncp -r "$EXPORT_FROM" "$out"\n'
+    (scripts / "export_in_process.py").write_text(
+        "import os, shutil, sys\nshutil.copytree(os.environ['EXPORT_FROM'], sys.argv[2])\n"
     )
-    (bin_dir / "llamafactory-cli").chmod(0o755)
     env = {
         **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "MERGE_CONFIG": str(tmp_path / "merge.yaml"),
         "EXPORT_DIR": str(tmp_path / "models" / "merged" / "demo"),
         "ADAPTER_DIR": str(tmp_path / "adapter"),

@@ -25,12 +25,10 @@ if [ ! -f "${ADAPTER_DIR}/adapter_config.json" ]; then
 fi
 
 rm -rf "${STAGING}"
-echo "merge: llamafactory-cli export ${CONFIG} export_dir=${STAGING}"
-llamafactory-cli export "${CONFIG}" "export_dir=${STAGING}"
-# the prompts as LLaMA-Factory formats them for the merged model, the same ones as the training's record
-python3 "${SCRIPTS}/prompt_parity.py" write "${CONFIG}" --output-dir "${STAGING}" \
-  --conversations-from "${ADAPTER_DIR}/$(python3 "${SCRIPTS}/podlib.py" files.promptParityRecord)" \
-  || echo "merge: the prompt parity record was not written; helm test of the served model will say so" >&2
+echo "merge: llamafactory-cli export ${CONFIG} export_dir=${STAGING}, then its prompt record (one process)"
+# then the prompts as LLaMA-Factory formats them for the merged model, the same ones as the training's record
+RECORD=$(python3 "${SCRIPTS}/podlib.py" files.promptParityRecord)
+python3 "${SCRIPTS}/export_in_process.py" "${CONFIG}" "${STAGING}" "${ADAPTER_DIR}/${RECORD}"
 "${VERIFY[@]}" --record "${STAGING}"
 
 mkdir -p "$(dirname "${TARGET}")"
