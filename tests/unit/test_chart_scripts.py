@@ -153,6 +153,38 @@ def test_train_sh_turns_cuda_out_of_memory_into_exit_4(
         assert "the GPU ran out of memory" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("switches", "launch"),
+    [
+        ({}, "one process"),
+        ({"FORCE_TORCHRUN": "0"}, "one process"),
+        ({"FORCE_TORCHRUN": "1"}, "llamafactory-cli"),
+        ({"FORCE_TORCHRUN": "True"}, "llamafactory-cli"),
+        ({"USE_RAY": "y"}, "llamafactory-cli"),
+        ({"USE_MCA": "1"}, "llamafactory-cli"),
+    ],
+)
+def test_train_sh_trains_in_one_process_unless_llamafactorys_launcher_would_start_torchrun_or_ray(
+    tmp_path: Path, switches: dict[str, str], launch: str
+) -> None:
+    """The switches as LLaMA-Factory's launcher reads them (true, y or 1, in any case), so what runs under
+    torchrun or on Ray still goes through it, also when a person sets one in train.extraEnv."""
+    import subprocess
+
+    env = fake_trainer(tmp_path, "", 0)
+    (tmp_path / "scripts" / "train_in_process.py").write_text("print('trained in one process')\n")
+    (tmp_path / "bin" / "llamafactory-cli").write_text("#!/bin/bash\necho 'trained by llamafactory-cli'\n")
+    for name in ("FORCE_TORCHRUN", "USE_RAY", "USE_MCA"):
+        env.pop(name, None)
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "train.sh")], env={**env, **switches},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    trained = "trained in one process" if launch == "one process" else "trained by llamafactory-cli"
+    assert trained in result.stdout and result.stdout.count("trained ") == 1, result.stdout
+
+
 def test_train_sh_hands_the_operators_group_to_the_launcher_and_keeps_its_rank_from_every_step_before(
     tmp_path: Path,
 ) -> None:

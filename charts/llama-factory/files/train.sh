@@ -28,18 +28,20 @@ fi
 # the exit code of a GPU out of memory, from the contract (contract.json, read by podlib.py beside this script)
 OOM_EXIT=$(python3 "${SCRIPTS}/podlib.py" exitCodes.gpuOutOfMemory) || exit 1
 
+# a switch of LLaMA-Factory's launcher, read as it reads them (true, y or 1, in any case)
+enabled() { case "${1,,}" in true | y | 1) return 0 ;; *) return 1 ;; esac }
 # One process (one GPU or none: the chart sets FORCE_TORCHRUN for more, and for several nodes or DeepSpeed; not
-# on Ray): the preflight, the training and the prompt record run in one Python process, which imports
-# LLaMA-Factory once instead of three times (train_in_process.py). Otherwise each step is its own process:
-# torchrun starts every rank afresh.
+# on Ray, nor with Megatron's USE_MCA, which the launcher runs under torchrun): the preflight, the training and
+# the prompt record run in one Python process, which imports LLaMA-Factory once instead of three times
+# (train_in_process.py). Otherwise each step is its own process: torchrun starts every rank afresh.
 ONE_PROCESS=0
-if [ -z "${FORCE_TORCHRUN:-}" ] && [ "${USE_RAY:-0}" != "1" ]; then
+if ! enabled "${FORCE_TORCHRUN:-0}" && ! enabled "${USE_RAY:-0}" && ! enabled "${USE_MCA:-0}"; then
   ONE_PROCESS=1
   TRAINER=(python3 "${SCRIPTS}/train_in_process.py" "${CONFIG}")
 else
   # on Ray the entrypoint runs on the GPU-less head; the workers get the GPUs
   PREFLIGHT_FLAGS=()
-  [ "${USE_RAY:-0}" = "1" ] && PREFLIGHT_FLAGS+=(--cpu)
+  enabled "${USE_RAY:-0}" && PREFLIGHT_FLAGS+=(--cpu)
   python3 "${SCRIPTS}/preflight.py" "${CONFIG}" "${PREFLIGHT_FLAGS[@]}" || exit $?
   # the data tokenized once by the release's GPU-less tokenize hook (the set it noted for this run, else the one
   # keyed by the inputs), when it is there; otherwise the trainer tokenizes as usual
