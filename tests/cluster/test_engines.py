@@ -24,7 +24,7 @@ import pykube
 import pytest
 
 from generator.cluster import lifecycle, nodes
-from generator.errors import LfkError
+from generator.errors import KubeError, LfkError
 from generator.ops import kube
 from generator.project import built_tool
 from tests.support.kube import KUEUE, gpu_placement, kueue_create
@@ -331,11 +331,17 @@ def test_a_two_node_run_on_the_rayjob_engine_is_admitted_by_kueue_and_kuberay_ma
             # Kueue unsuspends the RayJob; KubeRay makes its RayCluster: a head without GPU and the two GPU workers
             def cluster() -> dict[str, Any] | None:
                 name = train_job(api, ray, "rayjob").get("status", {}).get("rayClusterName")
-                return (
-                    kube.request(api, "GET", f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters/{name}")
-                    if name
-                    else None
-                )
+                if not name:
+                    return None
+                try:
+                    found: dict[str, Any] = kube.request(
+                        api, "GET", f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters/{name}"
+                    )
+                except KubeError as exc:  # the RayJob's status may name its cluster before KubeRay made it
+                    if exc.status == 404:
+                        return None
+                    raise
+                return found
 
             raycluster = until("KubeRay's RayCluster of the run", cluster)
             assert raycluster["metadata"]["ownerReferences"][0]["kind"] == "RayJob"

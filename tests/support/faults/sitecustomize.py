@@ -1,7 +1,7 @@
 """A fault for the node tier to rehearse, loaded through PYTHONPATH by every Python process of a pod that
-mounts this folder: with LFK_FAULT=drop-weights, `llamafactory-cli export` loses the weights it wrote when it
-exits, as an export interrupted by a full disk or a killed pod would. The merge Job's own verification must
-then refuse the model and never publish it."""
+mounts this folder: with LFK_FAULT=drop-weights, the export (`llamafactory-cli export`) loses the weights it
+wrote when it exits, as an export interrupted by a full disk or a killed pod would. The merge Job's own
+verification must then refuse the model and never publish it."""
 
 import atexit
 import glob
@@ -17,5 +17,7 @@ def _drop_weights() -> None:
             print(f"fault: removed {weights}", flush=True)
 
 
-if os.environ.get("LFK_FAULT") == "drop-weights" and os.path.basename(sys.argv[0]) == "llamafactory-cli":
+# the export's process: llamafactory-cli's, or merge.sh's export in one process (its argv names export_dir= too)
+EXPORTERS = ("llamafactory-cli", "export_in_process.py")
+if os.environ.get("LFK_FAULT") == "drop-weights" and os.path.basename(sys.argv[0]) in EXPORTERS:
     atexit.register(_drop_weights)
