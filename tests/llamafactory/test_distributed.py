@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generator.core.contract import PROMPT_PARITY_RECORD
 from tests.support import smoke
 from tests.support.podcommand import localised
 
@@ -89,6 +90,9 @@ def test_two_ranks_train_as_one_process_of_their_global_batch_and_only_rank_0_sa
     assert smoke.leftovers(ws) == [], "each rank's output copy and site folder (LFK_RANKS_ON_CPU) go with it"
     for text in texts:
         assert re.search(r"world size: 2, device: cpu", text), text[-2000:]
+    # node rank 0's train.sh writes the prompt record once the launch has finished, the other does not
+    record = ws.output_dir / PROMPT_PARITY_RECORD
+    assert [f"written to {record}" in text for text in texts] == [True, False], texts[0][-2000:]
     ranks = losses(ws.output_dir)
     assert sorted(ranks) == list(range(1, smoke.MAX_STEPS + 1))
     # checkpoints come from global rank 0 alone (the rendezvous ranks the processes, here by pid: either

@@ -157,6 +157,20 @@ def test_a_record_that_is_not_one_is_refused(tmp_path: Path, broken: Any) -> Non
         parity.load_record(str(path))
 
 
+def test_a_record_written_after_a_step_says_a_failure_and_leaves_the_step_succeeded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.sh's launch of several processes writes the record with --after train, as the one-process
+    training and the merge do in their own process: a record that cannot be written is said, exit 0."""
+    config = tmp_path / "train.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'never-made'}\n")
+    assert parity.main(["write", str(config)]) == 2, "on its own, no folder to write into is an error"
+    assert parity.main(["write", str(config), "--after", "train"]) == 0
+    err = capsys.readouterr().err
+    assert "prompt parity: no folder to write into" in err
+    assert "train: the prompt parity record was not written; helm test of the served model will say so" in err
+
+
 # --------------------------------------------------------------------------- the questions put to vLLM
 Vllm = tuple[str, list[dict[str, Any]], dict[str, Callable[[dict[str, Any]], Any]]]
 

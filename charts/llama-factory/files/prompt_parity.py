@@ -389,7 +389,13 @@ def main(argv: list[str]) -> int:
     write_cmd.add_argument("config", help="the training or export config (YAML)")
     write_cmd.add_argument("--output-dir", help="where to write it (default: the config's output_dir)")
     write_cmd.add_argument("--conversations-from", help="an earlier record whose conversations to encode")
+    write_cmd.add_argument(
+        "--after", metavar="STEP", help="the step that made the model (train): a failure is said, exit 0"
+    )
     args = parser.parse_args(argv)
+    if args.after:
+        write_reported(args.config, args.output_dir, args.conversations_from, args.after)
+        return EXIT["ok"]
     return write(args.config, args.output_dir, args.conversations_from)
 
 

@@ -86,7 +86,6 @@ fi
 if [ "${code}" -eq 0 ] && [ "${ONE_PROCESS}" = 0 ] && [ "${NODE_RANK:-0}" = "0" ]; then
   # beside the result, the prompts as LLaMA-Factory formats them and its template's stop tokens: helm test of
   # the served model compares them with what vLLM builds. A missing record is reported there, not here.
-  python3 "${SCRIPTS}/prompt_parity.py" write "${CONFIG}" \
-    || echo "train: the prompt parity record was not written; helm test of the served model will say so" >&2
+  python3 "${SCRIPTS}/prompt_parity.py" write "${CONFIG}" --after train
 fi
 exit "${code}"
