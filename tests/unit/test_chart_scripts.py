@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support.podfiles import load, scripts_folder
+from tests.support.podfiles import load, ready_training, scripts_folder
 
 
 @pytest.fixture()
@@ -219,20 +219,14 @@ def tokenize_once() -> ModuleType:
 
 
 def data_and_model(tmp_path: Path) -> dict[str, object]:
-    """A dataset folder with dataset_info.json, a model folder with tokenizer files, and the config using them."""
-    data, model = tmp_path / "data", tmp_path / "model"
-    data.mkdir()
-    model.mkdir()
-    (data / "qa.json").write_text('[{"instruction": "Co to jest LLaMA?", "output": "Model."}]')
-    (data / "dataset_info.json").write_text('{"qa": {"file_name": "qa.json"}}')
-    (model / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
-    (model / "tokenizer_config.json").write_text('{"chat_template": "x"}')
-    (model / "model.safetensors").write_bytes(b"\0" * 16)
-    return {
-        "model_name_or_path": str(model), "dataset_dir": str(data), "dataset": "qa", "template": "llama3",
-        "cutoff_len": 128, "stage": "sft", "learning_rate": 1e-4, "output_dir": "/storage/outputs/a",
-        "preprocessing_num_workers": 4,
-    }  # fmt: skip
+    """A training's dataset and model folders (podfiles.ready_training) with a tokenizer of its own (the key
+    reads the tokenizer's files), and the config with the keys that do and do not shape the tokens."""
+    config = ready_training(tmp_path)
+    (tmp_path / "data" / "qa.json").write_text('[{"instruction": "Co to jest LLaMA?", "output": "Model."}]')
+    (tmp_path / "model" / "tokenizer.json").write_text('{"model": {"vocab": {"a": 0}}}')
+    (tmp_path / "model" / "tokenizer_config.json").write_text('{"chat_template": "x"}')
+    return {**config, "cutoff_len": 128, "learning_rate": 1e-4, "output_dir": "/storage/outputs/a",
+            "preprocessing_num_workers": 4}  # fmt: skip
 
 
 def test_the_key_changes_with_everything_that_changes_the_tokens(
