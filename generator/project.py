@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -68,6 +67,8 @@ def helm_binary() -> str:
     built = built_tool("helm", "HELM3_VERSION")
     if built.is_file():
         return str(built)
+    import shutil  # imports compression modules: only where a tool is looked up on PATH
+
     return shutil.which("helm") or "helm"
 
 
@@ -78,6 +79,8 @@ def kubectl_binary() -> str:
     built = built_tool("kube", "KUBE_VERSION", "kubectl")
     if built.is_file():
         return str(built)
+    import shutil
+
     found = shutil.which("kubectl")
     if found is None:
         raise ToolMissing("kubectl not found: `make cluster-tools` builds one (or set LFK_KUBECTL)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -210,6 +209,8 @@ def _narrow(error: ValidationError) -> ValidationError:
 
 
 def _closest(key: str, allowed: list[str]) -> str:
+    import difflib  # only for a spec with an unknown key
+
     close = difflib.get_close_matches(key, allowed, n=1)
     return f"did you mean {close[0]!r}?" if close else ""
 

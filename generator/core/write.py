@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -75,6 +74,8 @@ def write(rendered: list[Rendered], out_dir: Path, check: bool = False) -> Write
             continue
         result.written.append(path)
         if check:
+            import difflib  # only when a committed file differs
+
             result.diffs.append(
                 "".join(
                     difflib.unified_diff(
