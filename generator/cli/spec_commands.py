@@ -126,7 +126,6 @@ def render_cmd(
     if chart_ref != "git" and not chart_ref.startswith("oci://"):
         raise click.BadParameter("`git` or oci://HOST/PATH/llama-factory", param_hint="--chart")
     from ..core.render import render
-    from ..core.write import write
 
     failed = False
     for path in specs:
@@ -151,6 +150,8 @@ def render_cmd(
             for item in rendered:
                 click.echo(f"---\n# {out_dir / (item.component + '.yaml')}\n{item.text}", nl=False)
             continue
+        from ..core.write import write  # atomic writes and diffs: not for --stdout
+
         result = write(rendered, out_dir, check=check)
         if check:
             for diff in result.diffs:

@@ -125,6 +125,17 @@ def _node_problem(root: yaml.Node) -> str | None:
     return None
 
 
+def _too_deep(root: yaml.Node) -> str | None:
+    """_node_problem for a tree (no aliases): its depth, counted level by level."""
+    level, depth = [root], 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        level = [child for node in level for child in _children(node)]
+    return None
+
+
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
@@ -142,7 +153,8 @@ def parse_yaml(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        problem = _node_problem(node)
+        # no `&`, no anchor, so no alias: the document is a tree and only its depth can be too much
+        problem = _node_problem(node) if "&" in text else _too_deep(node)
         if problem:
             raise SpecError(source, [Problem("$", f"refused YAML: {problem}")])
         return loader.construct_document(node)

@@ -152,9 +152,8 @@ def no_literal_secrets(spec: Spec, facts: Facts) -> Iterator[Problem]:
                 f"use {field} (a Secret reference)" if field else f"store it in a Secret: {_SECRET_REFS}",
             )
     for parts, value in _strings(spec.raw, []):
-        path = json_path(parts)
-        found = None if path in reported else secret_in_text(value)
-        if found is None:
+        found = secret_in_text(value)  # before the path: nearly every string holds none
+        if found is None or (path := json_path(parts)) in reported:
             continue
         reported.add(path)
         mlflow = parts[:2] == ["tracking", "mlflow"]
