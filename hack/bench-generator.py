@@ -66,7 +66,7 @@ def side_by_side(rounds: int = 15) -> None:
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f"side by side, fresh processes, {rounds} rounds taken in turn (median, min):")
     for name, t in times.items():
-        print(f"  {name:<48} {medians[name]:6.0f} ms  {min(t):6.0f} ms")
+        print(f"  {name:<52} {medians[name]:6.0f} ms  {min(t):6.0f} ms")
     validate, render, render_all, helm = medians.values()
     print(
         f"  validate {validate:.0f} ms (target <= {VALIDATE_TARGET_MS} ms); "
