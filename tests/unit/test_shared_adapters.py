@@ -682,3 +682,34 @@ def test_an_adapter_config_that_is_not_json_or_too_large_is_named(tmp_path: Path
     (folder / "adapter_config.json").write_text("x" * ((1 << 20) + 1))
     [problem] = load("adapter_share").problems(folder, 16)
     assert "an unreadable adapter_config.json" in problem
+
+
+def test_the_sidecar_stops_at_once_on_sigterm(tmp_path: Path) -> None:
+    """The container's first process: without its own handler it would ignore SIGTERM (PID 1), and each
+    deleted replica would wait out the pod's whole grace period. Here a handler is what tells a clean exit 0
+    from a death by the signal (-15)."""
+    import signal
+    import subprocess
+    import sys
+
+    from generator.project import CHART_DIR
+
+    env = {
+        **os.environ,
+        "REGISTRY": str(tmp_path / "registry"),
+        "VLLM_URL": "http://127.0.0.1:1",  # nothing listens: the sidecar waits for vLLM
+        "SYNC_INTERVAL_SECONDS": "60",
+        "HOSTNAME": "vllm-a",
+    }
+    sidecar = subprocess.Popen(
+        [sys.executable, str(CHART_DIR / "files" / "adapter_sync.py")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert sidecar.stdout is not None
+        assert sidecar.stdout.readline().startswith("adapter-sync: ")  # started, then asleep between rounds
+        sidecar.send_signal(signal.SIGTERM)
+        assert sidecar.wait(timeout=10) == 0
+        assert "adapter-sync: stopping (SIGTERM)" in sidecar.stdout.read()
+    finally:
+        sidecar.kill()

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -249,7 +250,16 @@ class Sync:
         return status
 
 
+def stop(signum: int, frame: Any) -> None:
+    """SIGTERM ends the sidecar at once. As its container's first process it would otherwise ignore the signal
+    (the kernel's rule for PID 1 without a handler), and every deleted replica would wait out its whole grace
+    period (a minute) before the node gave its CPU and memory to the next one."""
+    print("adapter-sync: stopping (SIGTERM)", flush=True)
+    sys.exit(0)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, stop)
     registry = Path(os.environ["REGISTRY"])
     root = os.environ.get("OUTPUT_ROOT") or OUTPUT_ROOT
     vllm = os.environ.get("VLLM_URL", f"http://127.0.0.1:{VLLM_PORT}").rstrip("/")
