@@ -210,15 +210,14 @@ lint: venv ## ruff, mypy and shellcheck over the generator, tests, hack/ and the
 
 # ----------------------------------------------------------------------------------------------- tests
 .PHONY: test test-unit test-chart test-cluster test-node test-llamafactory smoke gpu-smoke
-# The unit tier first, so a broken unit test fails in a minute (on two pytest-xdist workers); then the
-# node tier, which owns the real node and sets the pace, with the chart tier (two workers), the cluster
-# tier (three, mostly waiting on their API servers) and the LLaMA-Factory tier (CPU training, at a lower
-# priority) one after the other beside it, in the CPU its pods leave idle (hack/test-slow-tiers.sh).
-# Each run lists its slowest tests.
+# The node tier owns the real node and sets the pace: it starts first, in the background, while the unit
+# tier runs (two pytest-xdist workers), so a broken unit test still fails the run in a minute; then the
+# chart tier (two workers), the cluster tier (three, mostly waiting on their API servers) and the
+# LLaMA-Factory tier (CPU training, at a lower priority) one after the other beside it, in the CPU its pods
+# leave idle (hack/test-tiers.sh). Each slow tier lists its slowest tests.
 test: disk-check-test setup-test ## Run every test tier (sets up everything first)
 	$(LFK) render --check $(SPECS)
-	$(PYTEST) -m unit -n 2 $(PYTEST_ARGS)
-	hack/test-slow-tiers.sh $(PYTEST) --durations=20 $(PYTEST_ARGS)
+	hack/test-tiers.sh $(PYTEST) $(PYTEST_ARGS)
 
 test-unit: venv ## Unit tier: generator core, schema, golden cases, CLI
 	$(PYTEST) -m unit $(PYTEST_ARGS)
