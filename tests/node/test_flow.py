@@ -393,7 +393,9 @@ def test_no_request_is_lost_when_a_served_replica_is_deleted_under_load(
     """tiny-cpu's vLLM with two replicas behind its Service, a bounded load from a pod (120 requests, 4 at a
     time) and one replica deleted after 30 answers: every request sent once the deletion began is answered
     (readiness, the preStop sleep and the grace period make that hold). The figures are printed, not asserted;
-    make bench-node prints them too."""
+    make bench-node prints them too. The release is left with its two replicas, both ready: the next test
+    that serves tiny-cpu installs its own values (the API key), and a vLLM pod replaced while its engine
+    starts holds the node's CPU for its whole grace period (60 s), so nothing is left starting."""
     release = FACTS.releases["vllm"]
     values = TINY.parent / "vllm.yaml"
     # two replicas on the 2-core node: small requests (the limits stay), so the replacement of the deleted
@@ -425,19 +427,11 @@ def test_no_request_is_lost_when_a_served_replica_is_deleted_under_load(
         )
         assert not figures.failures_after_deletion, figures.failures_after_deletion
     finally:
-        restored = node_cluster.helm(
-            "upgrade",
-            release,
-            str(CHART_DIR),
-            "-n",
-            NAMESPACE,
-            "-f",
-            str(values),
-            "--wait",
-            "--timeout",
-            "600s",
+        wait_for(
+            "the deleted replica's successor ready",
+            lambda: kube.deployment(node_cluster.api, NAMESPACE, release)["status"].get("readyReplicas") == 2,
+            timeout=420,
         )
-        assert restored.returncode == 0, restored.stderr
 
 
 def test_logs_and_exec_reach_the_pods_through_the_real_kubelet(
