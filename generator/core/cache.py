@@ -81,11 +81,11 @@ def fast_validator(schema_path: Path) -> Callable[[Any], Any]:
     stored (this interpreter's marshal format) under a key that covers the schema's text, the fastjsonschema
     version that generates it and the interpreter, and executed only after its digest checks out.
     """
-    import fastjsonschema
-
     stored, key = validator_file(schema_path)
     code = _loaded_code(stored, key)
     if code is None:
+        import fastjsonschema
+
         schema = json.loads(schema_path.read_text(encoding="utf-8"))
         generated = fastjsonschema.compile_to_code(schema, use_default=False)
         code = compile(_lazy_patterns(generated), f"<validator of {schema_path.name}>", "exec")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..facts import Facts
-from .common import common, workload
+from .common import common, secret_ref, workload
 from .yamltext import Block
 
 
@@ -28,7 +28,7 @@ def values(spec: dict[str, Any], facts: Facts) -> Block:
     )
     secret = host_serve.get("apiKeySecret")
     if secret is not None:
-        target.add("apiKey", Block(("secretName", secret["name"]), ("secretKey", secret["key"])))
+        target.add("apiKey", secret_ref(secret))
     adapter.add("host", target)
     values = common(spec, facts)
     values.comment(

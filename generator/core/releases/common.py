@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..facts import Facts, shm_size
+from ..lfinfo import MEDIA_ARGS
 from .yamltext import Block
 
 
@@ -16,6 +17,18 @@ def image_ref(ref: str) -> dict[str, str]:
     if ":" in name.rsplit("/", 1)[-1]:
         repository, _, tag = name.rpartition(":")
     return {"repository": repository, "tag": tag, "digest": digest}
+
+
+def secret_ref(secret: dict[str, str]) -> Block:
+    """A Secret reference as the chart takes it: its name and the key that holds the value."""
+    return Block(("secretName", secret["name"]), ("secretKey", secret["key"]))
+
+
+def media_args(spec: dict[str, Any]) -> Block:
+    """LLaMA-Factory's pixel, frame and sampling arguments the spec's data.media sets (training and evaluation
+    read the media alike)."""
+    media = spec["data"].get("media", {})
+    return Block(*((key, media[field]) for key, field in MEDIA_ARGS.items() if field in media))
 
 
 def common(spec: dict[str, Any], facts: Facts) -> Block:
@@ -32,7 +45,7 @@ def common(spec: dict[str, Any], facts: Facts) -> Block:
         ))  # fmt: skip
     token = spec["model"].get("hub", {}).get("tokenSecret")
     if token is not None:
-        values.add("hfToken", Block(("secretName", token["name"]), ("secretKey", token["key"])))
+        values.add("hfToken", secret_ref(token))
     mlflow = spec["tracking"].get("mlflow")
     if mlflow is not None:
         tracking = Block(

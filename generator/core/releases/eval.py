@@ -7,8 +7,7 @@ from typing import Any
 
 from ..contract import GATE_LIKELIHOOD_METRICS
 from ..facts import Facts, gate_metric
-from .common import common, workload
-from .train import media_args
+from .common import common, media_args, workload
 from .yamltext import Bare, Block
 
 
@@ -35,24 +34,26 @@ def values(spec: dict[str, Any], facts: Facts) -> Block:
         "LLaMA-Factory's prediction of each model on the same data (llamafactory-cli train /config/<model>.yaml)"
     )
     # the model before this training: the base, or the base with the adapter it trained further
-    gate.add("baseConfig", prediction(spec, facts, facts.base_model, facts.start_adapter, "base", gpus))
+    # a likelihood metric (eval_gate.py scores it with likelihood.py) generates nothing
+    generates = metric not in GATE_LIKELIHOOD_METRICS
+    base = prediction(spec, facts, facts.base_model, facts.start_adapter, "base", gpus, generates)
+    gate.add("baseConfig", base)
     if facts.merged_dir:
-        tuned = prediction(spec, facts, facts.merged_dir, None, "tuned", gpus)
+        tuned = prediction(spec, facts, facts.merged_dir, None, "tuned", gpus, generates)
     elif spec["method"]["type"] in ("lora", "qlora"):
-        tuned = prediction(spec, facts, facts.base_model, facts.output_dir, "tuned", gpus)
+        tuned = prediction(spec, facts, facts.base_model, facts.output_dir, "tuned", gpus, generates)
     else:
-        tuned = prediction(spec, facts, facts.output_dir, None, "tuned", gpus)
+        tuned = prediction(spec, facts, facts.output_dir, None, "tuned", gpus, generates)
     gate.add("tunedConfig", tuned)
     return common(spec, facts).add("eval", gate)
 
 
 def prediction(
-    spec: dict[str, Any], facts: Facts, model: str, adapter: str | None, out: str, gpus: int
+    spec: dict[str, Any], facts: Facts, model: str, adapter: str | None, out: str, gpus: int, generates: bool
 ) -> Block:
-    """One model's LLaMA-Factory config for the gate's data. A likelihood metric (eval_gate.py scores it with
-    likelihood.py) generates nothing: no prediction settings."""
+    """One model's LLaMA-Factory config for the gate's data; the prediction settings only when the gate's
+    metric is scored on generated answers."""
     e = spec["evaluate"]
-    generates = gate_metric(spec) not in GATE_LIKELIHOOD_METRICS
     config = Block(("model_name_or_path", model))
     if adapter:
         config.add("adapter_name_or_path", adapter)

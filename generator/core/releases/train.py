@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..facts import Facts
-from ..lfinfo import MEDIA_ARGS
-from .common import common, workload
+from .common import common, media_args, workload
 from .yamltext import Bare, Block
 
 DEEPSPEED_DIR = Path(__file__).resolve().parent.parent / "data" / "deepspeed"
@@ -25,12 +24,6 @@ def deepspeed_config(stage: str) -> dict[str, Any]:
     """The project's DeepSpeed config of a ZeRO stage (zero2, zero3)."""
     config: dict[str, Any] = json.loads(_deepspeed_text(stage))
     return config
-
-
-def media_args(spec: dict[str, Any]) -> Block:
-    """LLaMA-Factory's pixel, frame and sampling arguments the spec's data.media sets."""
-    media = spec["data"].get("media", {})
-    return Block(*((key, media[field]) for key, field in MEDIA_ARGS.items() if field in media))
 
 
 def values(spec: dict[str, Any], facts: Facts) -> Block:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..facts import Facts
-from .common import common, workload
+from .common import common, secret_ref, workload
 from .yamltext import Block
 
 
@@ -51,7 +51,7 @@ def values(spec: dict[str, Any], facts: Facts) -> Block:
         vllm.add("multimodal", multimodal)
     secret = s.get("apiKeySecret")
     if secret is not None:
-        vllm.add("apiKey", Block(("secretName", secret["name"]), ("secretKey", secret["key"])))
+        vllm.add("apiKey", secret_ref(secret))
     vllm.add("replicas", s["replicas"])
     placement = spec["resources"]
     if placement["nodeSelector"] or placement["tolerations"]:
