@@ -78,10 +78,11 @@ node-tools: $(NODE_TOOLS) ## Build containerd, kubelet, kube-proxy, CoreDNS, pau
 .PHONY: disk-check-demo disk-check-test
 disk-check-demo:
 	@$(PYTHON) hack/disk-check.py demo $(DEMO_TOOLS) $(NODE_TOOLS)
+TEST_TOOLS = $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) $(CLUSTER_TOOLS) $(NODE_TOOLS)
 disk-check-test:
-	@$(PYTHON) hack/disk-check.py test $(HELM3) $(HELM4) $(HELM_UNITTEST) $(HELM_DOCS) $(CLUSTER_TOOLS) $(NODE_TOOLS)
+	@$(PYTHON) hack/disk-check.py test $(TEST_TOOLS)
 
-.PHONY: images image-archives browser setup-demo setup-test demo-specs drop-go-caches drop-go-build-cache
+.PHONY: images image-archives browser setup-demo setup-test demo-specs drop-go-caches
 images: node-tools image-archives ## Build the real node's images (llamafactory, vllm-cpu, pause) as OCI archives, cached by a hash of their inputs
 # the archives need only the pause binary of the node's tools, so they can build beside the others
 image-archives: $(PAUSE)
@@ -98,26 +99,29 @@ browser: venv ## Headless Chromium (Debian) for the node tier's LlamaBoard check
 # Two sub-makes, not make -j2, which picks the order of its jobs itself (it started the images last). Each
 # step's lines keep their own prefix ([build-images], [build-tools], ...). The pause binary comes first: both
 # lanes need it. The + runs the sub-makes under make -n too (they inherit the -n), as a plain $(MAKE) line would.
-define two_lanes
-	+@$(MAKE) --no-print-directory image-archives & images=$$!; \
-	$(MAKE) --no-print-directory $(1); rest=$$?; \
+# Where the disk cannot hold both lanes' peaks at once (hack/disk-check.py lanes), or LFK_ONE_LANE=1 asks, the
+# images build after the rest, once Go's caches are gone.
+define set_up
+	+@lanes=$$($(PYTHON) hack/disk-check.py lanes $(1)) || exit 1; \
+	if [ "$$lanes" = 1 ]; then \
+	  $(MAKE) --no-print-directory $(2) && $(MAKE) --no-print-directory image-archives; exit; \
+	fi; \
+	$(MAKE) --no-print-directory image-archives & images=$$!; \
+	$(MAKE) --no-print-directory $(2); rest=$$?; \
 	[ $$rest -eq 0 ] || echo "make: a set-up step failed (its output is above); the image archives still build, then make stops" >&2; \
 	wait $$images; archives=$$?; \
 	[ $$archives -eq 0 ] || echo "make: building the image archives failed (their output is above)" >&2; \
 	[ $$rest -eq 0 ] && [ $$archives -eq 0 ]
 endef
 setup-demo: $(PAUSE)
-	$(call two_lanes,demo-specs $(KUBE_BUILDS) drop-go-build-cache $(DEMO_TOOLS) node-tools drop-go-caches)
+	$(call set_up,demo $(DEMO_TOOLS) $(NODE_TOOLS),demo-specs $(KUBE_BUILDS) $(DEMO_TOOLS) node-tools drop-go-caches)
 setup-test: $(PAUSE)
-	$(call two_lanes,venv llamafactory tools cluster-tools node-tools browser drop-go-caches)
-# The demo's disk peak is its Go caches beside an image being built: Kubernetes' commands (control plane and
-# node, which share most of their packages) build first, then Go's build cache goes, then the other tools; once
-# they are built, both caches go before the images are imported. make test drops them too once its tools are
-# built (14 GB): every tool is kept under .tools, and the tools built from empty caches after the demo's took
-# no longer than with warm ones. Measured from empty caches (docs/testing.md). LFK_KEEP_GO_CACHES=1 keeps them.
+	$(call set_up,test $(TEST_TOOLS),venv llamafactory $(KUBE_BUILDS) tools cluster-tools node-tools browser drop-go-caches)
+# The disk's peak is Go's caches beside an image being built. hack/build-tools.sh keeps one family of tools in
+# Go's caches at a time (Kubernetes' commands for the control plane and the node, which share most of their
+# packages, build first), and both caches go once the tools are built: every tool is kept under .tools.
+# Measured from empty caches (docs/testing.md). LFK_KEEP_GO_CACHES=1 keeps them.
 KUBE_BUILDS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/kube-node-$(KUBE_VERSION)/.complete
-drop-go-build-cache:
-	hack/build-tools.sh drop-go-build-cache
 drop-go-caches:
 	hack/build-tools.sh drop-go-caches
 # the demo's first step needs no images and no cluster: it shows while they build. The demo needs no

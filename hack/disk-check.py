@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
 """Before `make demo` or `make test` builds anything: what is left to build, the disk it needs at its peak
-(figures measured on this project's machine), and the disk free where it goes. Stops at once, with the
-figures, when a file system cannot even hold what the builds leave behind, instead of failing an hour later
-with "no space left on device"; warns and goes on when it holds that but not the peak (a peak is an estimate:
-buildah's layers and Go's work folders are freed as the step ends, and a machine that has room for what stays may
-well get through). Standard library only: it runs before .venv exists.
+(figures measured on this project's machine), the disk free where it goes, and whether the set-up's two lanes
+fit. Stops at once, with the figures, when a file system cannot even hold what the builds leave behind, instead
+of failing an hour later with "no space left on device". The images build in one lane beside the venv and the
+Go tools in the other, which is quicker, but their peaks can meet: where the two lanes' peaks together do not
+fit, the set-up builds one step after the other (about 15 minutes longer from empty caches), and where even that
+does not fit it warns and goes on (a peak is an estimate: buildah's layers and Go's work folders are freed as the
+step ends, and a machine with room for what stays may well get through). Standard library only: it runs before
+.venv exists.
 
-    hack/disk-check.py TARGET TOOL_FILE...     TARGET: demo or test; TOOL_FILE: the Go-built tools it needs
+    hack/disk-check.py TARGET TOOL_FILE...        the figures; exit 1 when what stays does not fit
+    hack/disk-check.py lanes TARGET TOOL_FILE...  prints 2 (two lanes fit) or 1 (one step after the other)
+
+TARGET: demo or test; TOOL_FILE: the Go-built tools it needs. LFK_ONE_LANE=1 builds one step after the other
+whatever the figures say (a disk that other work fills meanwhile, say).
 """
 
 from __future__ import annotations
@@ -26,10 +33,11 @@ VENV_DEV = 1 * GB  # the generator and the test tools (make demo needs no more)
 # the locked packages a few at a time (hack/pip-stepwise.py): at most a 0.5 GB wheel beside what is installed
 VENV_LLAMAFACTORY_PEAK = 7 * GB
 VENV_LLAMAFACTORY_STAYS = 6600 * MB
-# Go's caches (hack/build-tools.sh keeps its own, under the images' cache) at their fullest: the demo's tools
-# 9.7 GB, every tool's 14 GB; make demo and make test drop them once their tools are built (unless
-# LFK_KEEP_GO_CACHES=1)
-GO_CACHES = {"demo": 10 * GB, "test": 14 * GB}
+# Go's caches (hack/build-tools.sh keeps its own, under the images' cache) at their fullest. They hold one family
+# of tools at a time, the largest Kubernetes' commands (KUBE_FAMILY); LFK_KEEP_GO_CACHES=1 keeps every tool's:
+# the demo's 9.7 GB, make test's 21.5 GB
+GO_CACHES_ONE_FAMILY = 6 * GB
+GO_CACHES_KEPT = {"demo": 10 * GB, "test": 22 * GB}
 GO_TOOL_STAYS = 80 * MB  # .tools holds 1.5 GB for all 19 tools
 # per image at its peak: buildah's layers and the copy of a layer buildah commits, then the archive (zstd layers)
 # beside skopeo's temporary layout, then the archive and its layers' blobs in containerd while it unpacks them;
@@ -47,6 +55,7 @@ class Step:
     where: Path  # the folder it writes into (its file system is the one that must have room)
     need: int  # bytes at its peak
     stays: int  # bytes still there when it has ended
+    lane: str = "tools"  # the set-up's lane it builds in: "tools" or "images"
 
 
 def cache_dir() -> Path:
@@ -96,14 +105,14 @@ def steps_left(target: str, root: Path, cache: Path, tool_files: list[str]) -> l
     if missing_tools:
         go_caches = cache / "go"
         filled = folder_size(go_caches) if go_caches.is_dir() else 0
-        caches_left = max(0, GO_CACHES[target] - filled)
-        tools = GO_TOOL_STAYS * len(missing_tools)
         dropped = os.environ.get("LFK_KEEP_GO_CACHES") != "1"
+        caches_left = max(0, (GO_CACHES_ONE_FAMILY if dropped else GO_CACHES_KEPT[target]) - filled)
+        tools = GO_TOOL_STAYS * len(missing_tools)
         left.append(
             Step(
                 f"{len(missing_tools)} Go-built tools ({', '.join(Path(t).parts[1] for t in missing_tools[:4])}"
                 f"{', ...' if len(missing_tools) > 4 else ''}) and Go's caches"
-                f"{' (dropped once built)' if dropped else ''}",
+                f"{' (one family of tools at a time)' if dropped else ''}",
                 go_caches,
                 max(GB, caches_left + tools),
                 tools if dropped else caches_left + tools,
@@ -117,6 +126,7 @@ def steps_left(target: str, root: Path, cache: Path, tool_files: list[str]) -> l
                     cache,
                     IMAGES[image],
                     IMAGE_STAYS[image],
+                    "images",
                 )
             )
     if target == "test" and not shutil.which("chromium"):
@@ -134,13 +144,31 @@ class Room:
     free: int
     steps: list[Step]
 
+    def lane(self, name: str) -> list[Step]:
+        return [s for s in self.steps if s.lane == name]
+
     @property
-    def peak(self) -> int:
-        return sum(s.need for s in self.steps)
+    def peak_two_lanes(self) -> int:
+        """Each lane's own peak, as if the two met (they may)."""
+        return one_after_the_other(self.lane("tools")) + one_after_the_other(self.lane("images"))
+
+    @property
+    def peak_one_lane(self) -> int:
+        """The tools' lane, then the images (Go's caches are gone by then)."""
+        return one_after_the_other(self.lane("tools") + self.lane("images"))
 
     @property
     def stays(self) -> int:
         return sum(s.stays for s in self.steps)
+
+
+def one_after_the_other(steps: list[Step]) -> int:
+    """The peak of steps built in this order: what the earlier ones left, and this one's own peak."""
+    peak = held = 0
+    for step in steps:
+        peak = max(peak, held + step.need)
+        held += step.stays
+    return peak
 
 
 def rooms(left: list[Step]) -> list[Room]:
@@ -155,34 +183,66 @@ def rooms(left: list[Step]) -> list[Room]:
     return out
 
 
+def lanes(rooms_left: list[Room]) -> int:
+    """2 where both lanes' peaks fit every file system together (or LFK_ONE_LANE=1 asks for one), else 1."""
+    if os.environ.get("LFK_ONE_LANE") == "1":
+        return 1
+    return 2 if all(room.peak_two_lanes <= room.free for room in rooms_left) else 1
+
+
+def report(target: str, rooms_left: list[Room]) -> bool:
+    """Print each file system's figures and the set-up's layout; False when what stays does not fit."""
+    fits = True
+    layout = lanes(rooms_left)
+    for room in rooms_left:
+        peak = room.peak_two_lanes if layout == 2 else room.peak_one_lane
+        figures = (
+            f"{room.where} has {room.free / GB:.1f} GB free, and what make {target} builds there needs about "
+            f"{peak / GB:.1f} GB at its peak ({'two lanes' if layout == 2 else 'one step after the other'}), "
+            f"{room.stays / GB:.1f} GB of which stay"
+        )
+        if room.stays > room.free:
+            fits = False
+            print(
+                f"error: {figures}: free {(room.stays - room.free) / GB:.1f} GB or more (better "
+                f"{(peak - room.free) / GB:.1f}), then run it again (README.md, Before you start)",
+                file=sys.stderr,
+            )
+        elif peak > room.free:
+            print(f"warning: {figures}: it may run short at the peak; going on", file=sys.stderr)
+        else:
+            print(f"disk: {figures}")
+    if layout == 1 and os.environ.get("LFK_ONE_LANE") == "1":
+        print("disk: one step after the other, as LFK_ONE_LANE=1 asks")
+    elif layout == 1:
+        short = [r for r in rooms_left if r.peak_two_lanes > r.free]
+        print(
+            "disk: the images build after the other steps, not beside them (about 15 minutes longer from empty "
+            "caches): the two lanes' peaks together need about "
+            + ", ".join(f"{r.peak_two_lanes / GB:.1f} GB in {r.where}" for r in short)
+        )
+    return fits
+
+
 def main(argv: list[str]) -> int:
+    asks_lanes = bool(argv) and argv[0] == "lanes"
+    if asks_lanes:
+        argv = argv[1:]
     if len(argv) < 1 or argv[0] not in TARGETS:
-        print(f"usage: disk-check.py {'|'.join(TARGETS)} TOOL_FILE...", file=sys.stderr)
+        print(f"usage: disk-check.py [lanes] {'|'.join(TARGETS)} TOOL_FILE...", file=sys.stderr)
         return 2
     target, tools = argv[0], argv[1:]
     left = steps_left(target, ROOT, cache_dir(), tools)
+    if asks_lanes:
+        print(lanes(rooms(left)))
+        return 0
     free = shutil.disk_usage(existing(ROOT)).free
     if not left:
         print(f"disk: nothing left to build for make {target}; {free / GB:.0f} GB free here")
         return 0
     needs = ", ".join(f"{s.name} (about {s.need / GB:.0f} GB)" for s in left)
     print(f"disk: make {target} still builds {needs}")
-    short = False
-    for room in rooms(left):
-        figures = (
-            f"{room.where} has {room.free / GB:.1f} GB free, and what make {target} builds there needs about "
-            f"{room.peak / GB:.1f} GB at its peak, {room.stays / GB:.1f} GB of which stay"
-        )
-        if room.stays > room.free:
-            short = True
-            print(
-                f"error: {figures}: free {(room.stays - room.free) / GB:.1f} GB or more (better "
-                f"{(room.peak - room.free) / GB:.1f}), then run it again (README.md, Before you start)",
-                file=sys.stderr,
-            )
-        elif room.peak > room.free:
-            print(f"warning: {figures}: it may run short at the peak; going on", file=sys.stderr)
-    return 1 if short else 0
+    return 0 if report(target, rooms(left)) else 1
 
 
 if __name__ == "__main__":

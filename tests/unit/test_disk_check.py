@@ -1,7 +1,8 @@
 """hack/disk-check.py, which `make demo` and `make test` run before building: what is left to build is read
 from the files the builds leave (the .venv stamp, the tools' files, the images' archives), and a file system
-without room for what the builds leave stops the build with the figures; one with room for that but not for
-the peak gets a warning and the build goes on."""
+without room for what the builds leave stops the build with the figures; where the set-up's two lanes' peaks
+do not fit together, the images build after the rest; where even that peak does not fit, a warning and the
+build goes on."""
 
 from __future__ import annotations
 
@@ -66,24 +67,25 @@ def test_each_missing_piece_is_named_with_the_disk_it_needs(
     left = disk.steps_left("test", root, cache, [*tools, ".tools/etcd-v3.6.16/.complete"])
     assert [s.name for s in left] == [
         "LLaMA-Factory and torch in .venv",
-        "2 Go-built tools (kube-v1.37.2, etcd-v3.6.16) and Go's caches (dropped once built)",
+        "2 Go-built tools (kube-v1.37.2, etcd-v3.6.16) and Go's caches (one family of tools at a time)",
         "the vllm-cpu image (built, archived, imported)",
     ]
     assert left[0].need == disk.VENV_LLAMAFACTORY_PEAK and left[2].need == disk.IMAGES["vllm-cpu"]
     assert left[0].stays == disk.VENV_LLAMAFACTORY_STAYS and left[2].stays == disk.IMAGE_STAYS["vllm-cpu"]
     assert left[0].where == root / ".venv" and left[2].where == cache
-    # the project's own Go caches, empty: they fill up, then go once the tools are built
+    # the project's own Go caches, empty: one family's fill them, then go before the next family's
     assert left[1].where == cache / "go"
-    assert left[1].need == disk.GO_CACHES["test"] + 2 * disk.GO_TOOL_STAYS
+    assert left[1].need == disk.GO_CACHES_ONE_FAMILY + 2 * disk.GO_TOOL_STAYS
     assert left[1].stays == 2 * disk.GO_TOOL_STAYS
     assert all(s.stays <= s.need for s in left)
 
 
-def test_the_demo_needs_no_llamafactory_and_keeps_gos_caches_only_when_asked(
+def test_the_demo_needs_no_llamafactory_and_keeps_every_tools_go_caches_only_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """make demo's .venv has the generator only, and Go's caches go once its tools are built: at its peak they
-    count, afterwards only the tools stay (unless LFK_KEEP_GO_CACHES=1)."""
+    """make demo's .venv has the generator only, and Go's caches hold one family of tools at a time, gone once
+    the tools are built: at its peak they count, afterwards only the tools stay. LFK_KEEP_GO_CACHES=1 keeps
+    every tool's."""
     monkeypatch.delenv("LFK_KEEP_GO_CACHES", raising=False)
     root = tmp_path / "repo"
     (root / ".venv").mkdir(parents=True)
@@ -91,14 +93,15 @@ def test_the_demo_needs_no_llamafactory_and_keeps_gos_caches_only_when_asked(
     left = disk.steps_left("demo", root, tmp_path / "cache", tools)
     assert [s.name for s in left][:2] == [
         "the generator and the test tools in .venv",
-        "1 Go-built tools (helm-v3.22.0) and Go's caches (dropped once built)",
+        "1 Go-built tools (helm-v3.22.0) and Go's caches (one family of tools at a time)",
     ]
     venv, go = left[:2]
     assert venv.need == venv.stays == disk.VENV_DEV
-    assert go.need == disk.GO_CACHES["demo"] + disk.GO_TOOL_STAYS and go.stays == disk.GO_TOOL_STAYS
+    assert go.need == disk.GO_CACHES_ONE_FAMILY + disk.GO_TOOL_STAYS and go.stays == disk.GO_TOOL_STAYS
     monkeypatch.setenv("LFK_KEEP_GO_CACHES", "1")
     kept = disk.steps_left("demo", root, tmp_path / "cache", tools)[1]
     assert kept.name.endswith("Go's caches") and kept.stays == kept.need
+    assert kept.need == disk.GO_CACHES_KEPT["demo"] + disk.GO_TOOL_STAYS
 
 
 def test_filled_go_caches_leave_only_the_tools_to_stay(
@@ -110,7 +113,7 @@ def test_filled_go_caches_leave_only_the_tools_to_stay(
     (cache / "go" / "build").mkdir(parents=True)
     (cache / "go" / "build" / "filled").write_bytes(b"x" * 1000)
     # the caches already hold everything the builds fill them with
-    monkeypatch.setattr(disk, "GO_CACHES", {"demo": 1000, "test": 1000})
+    monkeypatch.setattr(disk, "GO_CACHES_KEPT", {"demo": 1000, "test": 1000})
     (root / tools[0]).unlink()
     [go] = disk.steps_left("test", root, cache, tools)
     assert go.need == disk.GB and go.stays == disk.GO_TOOL_STAYS
@@ -122,7 +125,7 @@ def test_steps_are_grouped_by_the_file_system_they_write_to(tmp_path: Path) -> N
     big = disk.Step("huge", tmp_path, free + 50 * disk.GB, 2)
     [room] = disk.rooms([later, big])
     assert room.where == str(tmp_path) and room.steps == [later, big]
-    assert room.peak == free + 50 * disk.GB + 1 and room.stays == 3
+    assert room.peak_two_lanes == free + 50 * disk.GB + 1 and room.stays == 3
     assert abs(room.free - free) < disk.GB  # the same file system, read a moment later
 
 
@@ -136,10 +139,13 @@ def run_script(tmp_path: Path, cache: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_room_for_what_stays_but_not_the_peak_warns_and_goes_on(tmp_path: Path) -> None:
-    """The images' peak (about 27 GB) is more than a small file system's free space; what stays (19 GB: the
-    archives and containerd's unpacked copy) fits in one with 20 GB or more free: a warning, exit 0. /dev/shm or
-    the tmp_path folder, whichever fits between the two."""
-    archives, peak = sum(disk.IMAGE_STAYS.values()), sum(disk.IMAGES.values())
+    """The images one after the other peak at about 23 GB (the llamafactory image left, the vllm-cpu image
+    building); what stays (19 GB: the archives and containerd's unpacked copy) fits in a file system with 20 GB
+    or more free: a warning, exit 0. /dev/shm or the tmp_path folder, whichever fits between the two."""
+    images = [
+        disk.Step(i, tmp_path, disk.IMAGES[i], disk.IMAGE_STAYS[i], "images") for i in disk.TARGETS["demo"]
+    ]
+    archives, peak = sum(disk.IMAGE_STAYS.values()), disk.one_after_the_other(images)
     for folder in ("/dev/shm", str(tmp_path)):
         if archives < disk.shutil.disk_usage(folder).free < peak:
             break
@@ -152,6 +158,69 @@ def test_room_for_what_stays_but_not_the_peak_warns_and_goes_on(tmp_path: Path) 
         and "it may run short at the peak; going on" in result.stderr
     )
     assert "error:" not in result.stderr
+
+
+def lanes_of(tmp_path: Path, free: float) -> disk.Room:
+    """A file system with FREE GB and make test's steps in GB: the tools' lane (.venv, Go's caches) and the
+    images' lane."""
+    steps = [
+        disk.Step("venv", tmp_path, 7 * disk.GB, 6 * disk.GB),
+        disk.Step("go", tmp_path, 6 * disk.GB, 1 * disk.GB),
+        disk.Step("llamafactory", tmp_path, 13 * disk.GB, 9 * disk.GB, "images"),
+        disk.Step("vllm-cpu", tmp_path, 14 * disk.GB, 10 * disk.GB, "images"),
+    ]
+    return disk.Room(str(tmp_path), int(free * disk.GB), steps)
+
+
+def test_each_lane_peaks_with_what_its_earlier_steps_left(tmp_path: Path) -> None:
+    room = lanes_of(tmp_path, 100)
+    # tools: .venv's 6 beside Go's 6; images: the llamafactory image's 9 beside vllm-cpu's 14
+    assert room.peak_two_lanes == (12 + 23) * disk.GB
+    # one after the other: the images after the tools lane, whose 7 stay
+    assert room.peak_one_lane == (7 + 9 + 14) * disk.GB
+    assert room.stays == 26 * disk.GB
+
+
+@pytest.mark.parametrize(("free", "lanes"), [(35, 2), (34.9, 1), (30, 1), (20, 1)])
+def test_the_images_build_after_the_rest_when_both_lanes_peaks_do_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: float, lanes: int
+) -> None:
+    monkeypatch.delenv("LFK_ONE_LANE", raising=False)
+    assert disk.lanes([lanes_of(tmp_path, free)]) == lanes
+    monkeypatch.setenv("LFK_ONE_LANE", "1")
+    assert disk.lanes([lanes_of(tmp_path, free)]) == 1
+
+
+def test_the_report_says_which_layout_and_its_peak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LFK_ONE_LANE", raising=False)
+    assert disk.report("test", [lanes_of(tmp_path, 40)]) is True
+    out, err = capsys.readouterr()
+    assert "needs about 35.0 GB at its peak (two lanes), 26.0 GB of which stay" in out and not err
+    assert disk.report("test", [lanes_of(tmp_path, 32)]) is True
+    out, err = capsys.readouterr()
+    assert "needs about 30.0 GB at its peak (one step after the other)" in out and not err
+    assert "the images build after the other steps, not beside them" in out
+    assert f"about 35.0 GB in {tmp_path}" in out
+    assert disk.report("test", [lanes_of(tmp_path, 28)]) is True  # what stays fits, the peak may not
+    out, err = capsys.readouterr()
+    assert "warning:" in err and "30.0 GB at its peak (one step after the other)" in err
+    assert disk.report("test", [lanes_of(tmp_path, 25)]) is False
+    assert "error:" in capsys.readouterr().err
+
+
+def test_lanes_prints_the_count_make_reads(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "LFK_CACHE_DIR": str(tmp_path / "c"),
+        "LFK_ONE_LANE": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "lanes", "test"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "1\n", "")
 
 
 def test_no_room_for_what_stays_stops_make_and_says_what_to_free(
@@ -178,4 +247,4 @@ def test_no_room_for_what_stays_stops_make_and_says_what_to_free(
 
 def test_usage() -> None:
     result = subprocess.run([sys.executable, str(SCRIPT), "everything"], capture_output=True, text=True)
-    assert result.returncode == 2 and "usage: disk-check.py demo|test" in result.stderr
+    assert result.returncode == 2 and "usage: disk-check.py [lanes] demo|test" in result.stderr

@@ -4,6 +4,7 @@ start, with -n passed on)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -37,3 +38,24 @@ def test_goal_reaches_its_steps(goal, steps):
     assert run.returncode == 0, run.stderr
     for step in steps:
         assert step in run.stdout, f"make -n {goal} no longer runs {step}:\n{run.stdout}"
+
+
+def test_one_lane_builds_the_images_once_gos_caches_are_gone():
+    """LFK_ONE_LANE=1 (or a disk too small for both lanes' peaks, hack/disk-check.py lanes): the images build
+    after the other steps, not beside them."""
+    run = subprocess.run(
+        ["make", "-n", "--no-print-directory", "test"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LFK_ONE_LANE": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    steps = [line for line in run.stdout.splitlines() if not line.startswith("lanes=")]
+    order = [
+        i
+        for i, line in enumerate(steps)
+        if "build-tools.sh drop-go-caches" in line or "build-images.sh" in line
+    ]
+    assert [("images" if "build-images" in steps[i] else "drop") for i in order] == ["drop", "images"]
