@@ -305,7 +305,7 @@ def test_a_two_node_run_on_a_kubeflow_engine_is_admitted_whole_by_kueue_and_run_
         pods = until("both ranks running", lambda: [p] if len(p := running_pods(api, ranks)) == 2 else None)[
             0
         ]
-        assert sorted(kube.node_rank(p) for p in pods) == ["0", "1"], pods
+        assert sorted(str(kube.node_rank(p)) for p in pods) == ["0", "1"], pods
         assert {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu-0", "kwok-gpu-1"}
         until(
             f"the {engine} complete",
