@@ -24,7 +24,9 @@ JOBSET := $(TOOLS)/jobset-$(JOBSET_VERSION)/.complete
 TRAINER := $(TOOLS)/trainer-$(KUBEFLOW_TRAINER_VERSION)/.complete
 TRAINING_OPERATOR := $(TOOLS)/training-operator-$(KUBEFLOW_TRAINING_OPERATOR_VERSION)/.complete
 KUBERAY := $(TOOLS)/kuberay-$(KUBERAY_VERSION)/.complete
-CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(HELMFILE) $(JOBSET) $(TRAINER) $(TRAINING_OPERATOR) $(KUBERAY) $(KUEUE)
+# in the order they build: a family of tools one after the other (hack/build-tools.sh keeps one family in Go's
+# caches): helmfile after helm's tools, the controllers together
+CLUSTER_TOOLS := $(TOOLS)/kube-$(KUBE_VERSION)/kubectl $(HELMFILE) $(TOOLS)/etcd-$(ETCD_VERSION)/.complete $(TOOLS)/kwok-$(KWOK_VERSION)/.complete $(CRDS)/.complete $(GITOPS_CRDS)/.complete $(JOBSET) $(TRAINER) $(TRAINING_OPERATOR) $(KUBERAY) $(KUEUE)
 SPECS := $(wildcard values/*/experiment.yaml)
 EXP ?=
 COMPONENT ?= all

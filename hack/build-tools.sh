@@ -427,21 +427,24 @@ drop_go_caches() {
   log "Go's caches dropped ($size in $GO_CACHES): the tools built stay under .tools, a tool not built yet builds from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
 }
 
-# family TOOL: tools that compile mostly the same packages at the same versions: Kubernetes' commands (and the
-# pause binary, whose source comes from the same module), and helm with the tools built on its packages; every
-# other tool is a family of its own
+# family TOOL: tools that compile many of the same packages at the same versions, built one after the other
+# (the Makefile's order): Kubernetes' commands (and the pause binary, whose source comes from the same module);
+# helm and the tools built on its packages; the controllers (controller-runtime and Kubernetes' client
+# libraries: controller-gen for the GitOps CRDs, JobSet, Kubeflow's two, KubeRay, Kueue). Every other tool is a
+# family of its own.
 family() {
   case $1 in
     kube | kube-node | pause) echo kubernetes ;;
-    helm3 | helm4 | helm-unittest | helm-docs) echo helm ;;
+    helm3 | helm4 | helm-unittest | helm-docs | helmfile) echo helm ;;
+    gitops-crds | jobset | trainer | training-operator | kuberay | kueue) echo controllers ;;
     *) echo "$1" ;;
   esac
 }
 
 # Go's caches hold one family's modules and builds at a time: before a tool of another family builds, they are
-# emptied. The tools pin different versions of the libraries they share (client-go, controller-runtime), so
-# what one family leaves is of little use to the next, and kept it added up: 21.5 GB after the 19 tools of
-# make test (measured), against 5 GB for the largest family.
+# emptied. Kept, they added up to 21.5 GB after the 19 tools of make test (measured), beside an image being
+# built; one family's are at most about 5 GB. Emptied before every tool, the controllers built 40-60 s slower
+# each: they share much, so they are one family.
 one_family_in_go_caches() {
   [ "${LFK_KEEP_GO_CACHES:-0}" = 1 ] && return 0
   local want mark=$GO_CACHES/.family
