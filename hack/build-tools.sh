@@ -442,9 +442,10 @@ family() {
 }
 
 # Go's caches hold one family's modules and builds at a time: before a tool of another family builds, they are
-# emptied. Kept, they added up to 21.5 GB after the 19 tools of make test (measured), beside an image being
-# built; one family's are at most about 5 GB. Emptied before every tool, the controllers built 40-60 s slower
-# each: they share much, so they are one family.
+# emptied. Kept, they added up to 21.5 GB after the 19 tools of make test, beside an image being built; one
+# family's reach 7.6 GB (helm's; the controllers' 7.5, Kubernetes' 4.9). Emptied before every tool instead, the
+# controllers and helmfile built 40-80 s slower each, the tools' lane 5 minutes: they share much. Measured
+# from empty caches (docs/testing.md).
 one_family_in_go_caches() {
   [ "${LFK_KEEP_GO_CACHES:-0}" = 1 ] && return 0
   local want mark=$GO_CACHES/.family
