@@ -414,6 +414,9 @@ build_helmfile() {
   rm -rf "$out" && mv "$out.tmp" "$out" && touch "$(done_marker "$out")"
 }
 
+# go clean first: the module cache's files are read-only
+empty_go_caches() { go clean -cache -modcache && rm -rf "$GO_CACHES"; }
+
 # drop-go-caches: Go's caches go once the set-up's tools are built; every tool stays under .tools.
 drop_go_caches() {
   [ -d "$GO_CACHES" ] || return 0
@@ -422,8 +425,7 @@ drop_go_caches() {
     log "Go's caches kept ($size in $GO_CACHES, LFK_KEEP_GO_CACHES=1)"
     return
   fi
-  go clean -cache -modcache
-  rm -rf "$GO_CACHES"
+  empty_go_caches
   log "Go's caches dropped ($size in $GO_CACHES): the tools built stay under .tools, a tool not built yet builds from empty caches (LFK_KEEP_GO_CACHES=1 keeps them)"
 }
 
@@ -453,8 +455,7 @@ one_family_in_go_caches() {
   [ "$(cat "$mark" 2>/dev/null)" = "$want" ] && return 0
   if [ -d "$GO_CACHES" ]; then
     log "Go's caches emptied ($(du -sh "$GO_CACHES" | cut -f1) of $(cat "$mark" 2>/dev/null || echo 'no family')) before $1 builds"
-    go clean -cache -modcache
-    rm -rf "$GO_CACHES"
+    empty_go_caches
   fi
   mkdir -p "$GO_CACHES"
   printf '%s\n' "$want" >"$mark"

@@ -4,7 +4,7 @@
 fit. Stops at once, with the figures, when a file system cannot even hold what the builds leave behind, instead
 of failing an hour later with "no space left on device". The images build in one lane beside the venv and the
 Go tools in the other, which is quicker, but their peaks can meet: where the two lanes' peaks together do not
-fit, the set-up builds one step after the other (about 15 minutes longer from empty caches), and where even that
+fit, the set-up builds one step after the other (about 19 minutes longer from empty caches), and where even that
 does not fit it warns and goes on (a peak is an estimate: buildah's layers and Go's work folders are freed as the
 step ends, and a machine with room for what stays may well get through). Standard library only: it runs before
 .venv exists.
@@ -183,9 +183,13 @@ def rooms(left: list[Step]) -> list[Room]:
     return out
 
 
+def one_lane_asked() -> bool:
+    return os.environ.get("LFK_ONE_LANE") == "1"
+
+
 def lanes(rooms_left: list[Room]) -> int:
     """2 where both lanes' peaks fit every file system together (or LFK_ONE_LANE=1 asks for one), else 1."""
-    if os.environ.get("LFK_ONE_LANE") == "1":
+    if one_lane_asked():
         return 1
     return 2 if all(room.peak_two_lanes <= room.free for room in rooms_left) else 1
 
@@ -212,12 +216,12 @@ def report(target: str, rooms_left: list[Room]) -> bool:
             print(f"warning: {figures}: it may run short at the peak; going on", file=sys.stderr)
         else:
             print(f"disk: {figures}")
-    if layout == 1 and os.environ.get("LFK_ONE_LANE") == "1":
+    if layout == 1 and one_lane_asked():
         print("disk: one step after the other, as LFK_ONE_LANE=1 asks")
     elif layout == 1:
         short = [r for r in rooms_left if r.peak_two_lanes > r.free]
         print(
-            "disk: the images build after the other steps, not beside them (about 15 minutes longer from empty "
+            "disk: the images build after the other steps, not beside them (about 19 minutes longer from empty "
             "caches): the two lanes' peaks together need about "
             + ", ".join(f"{r.peak_two_lanes / GB:.1f} GB in {r.where}" for r in short)
         )
